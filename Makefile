@@ -1,0 +1,30 @@
+# The two commands a newcomer runs (as root): `make demo` and `make test`.
+PY := .venv/bin/python
+NETLAB := .venv/bin/netlab
+
+.PHONY: setup demo test unit bench clean
+
+setup:
+	./scripts/provision.sh
+
+demo: setup
+	$(NETLAB) up topologies/default.yaml
+	$(NETLAB) get nodes -o wide
+	$(NETLAB) get pods -A -o wide
+	$(NETLAB) probe
+	@echo
+	@echo "The lab is up. Look around: ip netns list; netlab exec netlab-worker -- ip route"
+	@echo "Remove it with: netlab down"
+
+test: setup
+	$(PY) -m pytest -q -ra tests
+
+unit: setup
+	$(PY) -m pytest -q tests/unit
+
+bench: setup
+	$(PY) bench/bringup.py
+
+clean:
+	-$(NETLAB) cleanup --all
+	rm -rf .venv .pytest_cache *.egg-info

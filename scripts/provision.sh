@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Install everything netlab and its tests use, idempotently, on Debian 12 / Ubuntu 22.04+.
+# Used by the Makefile (`make setup`), the Vagrantfile and CI: the only install path there is.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+venv="$here/.venv"
+
+system_packages=(
+  iproute2 iptables conntrack tcpdump curl dnsutils iperf3 procps psmisc
+  python3 python3-venv python3-pip make
+)
+
+need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "provision: run as root (netlab builds network namespaces)" >&2
+    exit 1
+  fi
+}
+
+install_system_packages() {
+  local missing=()
+  for p in "${system_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "provision: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+install_python_env() {
+  # Debian's own interpreter, so the venv works the same on a fresh machine and here.
+  if [ ! -x "$venv/bin/python" ]; then
+    /usr/bin/python3 -m venv "$venv"
+  fi
+  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$venv/bin/python" -m pip install -q -e "$here[test]"
+  ln -sf "$venv/bin/netlab" /usr/local/bin/netlab
+}
+
+need_root
+install_system_packages
+install_python_env
+echo "provision: ready ($("$venv/bin/python" --version), netlab at /usr/local/bin/netlab)"
