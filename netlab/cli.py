@@ -1,0 +1,176 @@
+"""The `netlab` command: a thin layer over netlab.Lab. Errors are one sentence and exit 1."""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from netlab.errors import NetlabError
+
+DEFAULT_LABFILE = Path(__file__).resolve().parent.parent / "topologies" / "default.yaml"
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="netlab", description="A Kubernetes cluster's network from real kernel objects.")
+    p.add_argument("--lab", help="the lab to act on (needed when several are up)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="build a lab from a lab file")
+    up.add_argument("labfile", nargs="?", help=f"default: {DEFAULT_LABFILE.relative_to(DEFAULT_LABFILE.parents[1])}")
+    up.add_argument("-f", dest="manifests", action="append", default=[], metavar="PATH",
+                    help="more manifests: a file or a folder (repeatable)")
+    up.add_argument("--dry-run", action="store_true", help="print the planned kernel state; create nothing")
+
+    down = sub.add_parser("down", help="remove a lab and everything it created")
+    down.add_argument("name", nargs="?")
+
+    sub.add_parser("status", help="labs on this machine")
+
+    clean = sub.add_parser("cleanup", help="remove the leftovers of a crashed lab")
+    clean.add_argument("name", nargs="?")
+    clean.add_argument("--all", action="store_true", help="every lab with a record on this machine")
+
+    get = sub.add_parser("get", help="list nodes or pods, as kubectl get does")
+    get.add_argument("kind", choices=["nodes", "node", "no", "pods", "pod", "po"])
+    get.add_argument("-n", "--namespace", default="default")
+    get.add_argument("-A", "--all-namespaces", action="store_true")
+    get.add_argument("-o", "--output", choices=["wide", "json"])
+
+    ex = sub.add_parser("exec", help="run a command in a node, pod, external or lan namespace")
+    ex.add_argument("target", help="NODE | POD | NAMESPACE/POD | external | lan")
+    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+
+    pr = sub.add_parser("probe", help="send real packets along every path and report")
+    pr.add_argument("-o", "--output", choices=["json"])
+    return p
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except NetlabError as e:
+        print(f"netlab: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("netlab: interrupted", file=sys.stderr)
+        return 130
+
+
+def _up(args):
+    from netlab.lab import Lab
+    labfile = args.labfile or str(DEFAULT_LABFILE)
+    if args.dry_run:
+        from netlab.plan import describe
+        _, plans = Lab.plan(labfile, args.manifests)
+        print(describe(plans))
+        return 0
+    with _Progress() as progress:
+        lab = Lab.up(labfile, args.manifests, progress=progress)
+    state = lab.state()
+    print(f"lab {lab.name} is up: {len(state.nodes)} nodes, {len(state.pods)} pods. "
+          f"Try: netlab get pods -A -o wide; netlab exec {state.nodes[0].name} -- ip route")
+    return 0
+
+
+def _down(args):
+    from netlab.lab import Lab
+    lab = Lab.find(args.name or args.lab)
+    lab.down()
+    print(f"lab {lab.name} removed")
+
+
+def _status(args):
+    from netlab.etcd import Store, all_labs
+    from netlab.kubectl import age, render
+    rows = []
+    for name in all_labs():
+        s = Store(name).load()
+        rows.append([name, s.phase, len(s.nodes), len(s.pods), len(s.netns), age(s.created)])
+    print(render(["LAB", "PHASE", "NODES", "PODS", "NETNS", "AGE"], rows) if rows else "no lab is up")
+
+
+def _cleanup(args):
+    from netlab.lab import Lab
+    name = args.name or args.lab
+    if not name and not args.all:
+        raise NetlabError("name the lab to clean up, or pass --all")
+    cleaned = Lab.cleanup(name)
+    print(f"cleaned: {', '.join(cleaned) if cleaned else 'nothing to clean'}")
+
+
+def _get(args):
+    from netlab import apiserver, kubectl
+    from netlab.lab import Lab
+    lab = Lab.find(args.lab)
+    objects = lab.get(args.kind, args.namespace, args.all_namespaces)
+    if args.output == "json":
+        print(json.dumps(apiserver.as_list(objects), indent=4))
+    elif args.kind.startswith("no"):
+        print(kubectl.nodes_table(objects, wide=args.output == "wide"))
+    elif not objects:
+        print(f"No resources found in {args.namespace} namespace." if not args.all_namespaces else "No resources found")
+    else:
+        print(kubectl.pods_table(objects, wide=args.output == "wide", all_namespaces=args.all_namespaces))
+
+
+def _exec(args):
+    from netlab.lab import Lab
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise NetlabError("give a command to run: netlab exec TARGET -- CMD ...")
+    netns = Lab.find(args.lab).netns_of(args.target)
+    sys.stdout.flush()
+    try:
+        os.execvp("ip", ["ip", "netns", "exec", netns, *argv])
+    except OSError as e:
+        raise NetlabError(f"cannot run ip netns exec: {e.strerror}") from None
+
+
+def _probe(args):
+    from netlab import probes
+    from netlab.kubectl import render
+    from netlab.lab import Lab
+    checks = probes.suite(Lab.find(args.lab))
+    if args.output == "json":
+        print(json.dumps([c.__dict__ for c in checks], indent=2))
+    else:
+        print(render(["AREA", "CHECK", "EXPECTED", "OBSERVED", "RESULT"],
+                     [[c.area, c.name, c.expected, c.observed, "pass" if c.ok else "FAIL"] for c in checks]))
+        failed = [c for c in checks if not c.ok]
+        print(f"\n{len(checks) - len(failed)} passed, {len(failed)} failed")
+        for c in failed:
+            print(f"  {c.name}: look at {c.hint}")
+    return 1 if any(not c.ok for c in checks) else 0
+
+
+class _Progress:
+    """rich progress on stderr, one bar per phase of a long operation."""
+
+    def __enter__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.console import Console
+        self.progress = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+        self.progress.__enter__()
+        self.task = None
+        return self
+
+    def phase(self, description, total):
+        if self.task is not None:
+            self.progress.update(self.task, completed=self.progress.tasks[self.task].total)
+        self.task = self.progress.add_task(description, total=total)
+
+    def advance(self):
+        self.progress.advance(self.task)
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+
+COMMANDS = {"up": _up, "down": _down, "status": _status, "cleanup": _cleanup, "get": _get,
+            "exec": _exec, "probe": _probe}
+
+if __name__ == "__main__":
+    sys.exit(main())

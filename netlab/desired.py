@@ -1,0 +1,89 @@
+"""Desired kernel state: the plain values planners return and the kernel layer applies.
+
+Nothing here talks to the kernel. A value can be printed (`--dry-run`), compared in a
+test, diffed against what a namespace has, and applied.
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The far end of a veth pair, created in another namespace together with its near end."""
+    ifname: str
+    netns: str
+
+
+@dataclass(frozen=True)
+class Vxlan:
+    vni: int
+    port: int
+    local: str
+    dev: str
+    learning: bool = False
+
+
+@dataclass(frozen=True)
+class Link:
+    ifname: str
+    kind: str                      # bridge | veth | vxlan | peer (the far end of a veth, made by its pair)
+    mtu: int | None = None
+    address: str | None = None     # a MAC to set; None leaves the kernel's
+    master: str | None = None
+    hairpin: bool = False
+    pin_mac: bool = False          # the bridge plugin pins cni0's MAC to itself
+    peer: Peer | None = None
+    vxlan: Vxlan | None = None
+
+
+@dataclass(frozen=True)
+class Addr:
+    dev: str
+    cidr: str                      # "10.244.1.1/24"
+
+
+@dataclass(frozen=True)
+class Route:
+    dst: str                       # "default" or a CIDR
+    via: str | None = None
+    dev: str | None = None
+    onlink: bool = False
+
+
+@dataclass(frozen=True)
+class Neigh:
+    dst: str
+    lladdr: str
+    dev: str                       # always permanent
+
+
+@dataclass(frozen=True)
+class Fdb:
+    lladdr: str
+    dev: str
+    dst: str                       # "self permanent", as flannel writes them
+
+
+@dataclass(frozen=True)
+class NetnsPlan:
+    """Everything one namespace should hold. Order inside each tuple is the order of creation."""
+    netns: str
+    links: tuple = ()
+    addrs: tuple = ()
+    routes: tuple = ()
+    neighs: tuple = ()
+    fdb: tuple = ()
+    sysctls: tuple = ()            # (slash path under /proc/sys, value)
+    iptables: dict = field(default_factory=dict, hash=False, compare=True)  # table -> Table
+
+
+def merge(netns, *parts):
+    """One namespace's plan from the parts several components contribute."""
+    out = dict(links=(), addrs=(), routes=(), neighs=(), fdb=(), sysctls=())
+    tables = {}
+    for p in parts:
+        for k in out:
+            out[k] += getattr(p, k)
+        for name, table in p.iptables.items():
+            tables[name] = tables[name].merged(table) if name in tables else table
+    return NetnsPlan(netns, iptables=tables, **out)

@@ -1,0 +1,66 @@
+"""IPAM: the node podCIDR allocator, host-local pod IPs, and the LAN's node addresses.
+
+Pure functions of the current allocations; the store records their results.
+"""
+
+import ipaddress
+
+from netlab.errors import NetlabError
+
+
+def node_pod_cidrs(pod_subnet, taken, count):
+    """kube-controller-manager's range allocator: the lowest free /24s, in node order."""
+    free = (str(n) for n in ipaddress.ip_network(pod_subnet).subnets(new_prefix=24) if str(n) not in taken)
+    out = []
+    for _ in range(count):
+        try:
+            out.append(next(free))
+        except StopIteration:
+            raise NetlabError(f"podSubnet {pod_subnet} has no free /24 left for a new node") from None
+    return out
+
+
+def lan_gateway(lan_cidr):
+    """The LAN's first address, as Docker gives kind's network its gateway (172.18.0.1)."""
+    return str(next(ipaddress.ip_network(lan_cidr).hosts()))
+
+
+def lan_external_ip(lan_cidr):
+    """The client host on the LAN takes the LAN's last host address."""
+    net = ipaddress.ip_network(lan_cidr)
+    return str(net.broadcast_address - 1)
+
+
+def node_ips(lan_cidr, taken, count):
+    """Node addresses from .2 upwards, as Docker hands them to kind's node containers."""
+    net = ipaddress.ip_network(lan_cidr)
+    reserved = {lan_gateway(lan_cidr), lan_external_ip(lan_cidr)} | set(taken)
+    hosts = (str(h) for h in net.hosts() if str(h) not in reserved)
+    return [next(hosts) for _ in range(count)]
+
+
+def gateway(pod_cidr):
+    """The bridge plugin's gateway: the subnet's first address, on cni0."""
+    return str(ipaddress.ip_network(pod_cidr).network_address + 1)
+
+
+def host_local_next(pod_cidr, last_reserved, allocated):
+    """host-local's round-robin: the first free address after the last one reserved.
+
+    The range is .2 to .254 (the gateway .1 and the broadcast excluded); the search starts
+    after `last_reserved` and wraps, so a freed address is reused only after a full turn.
+    """
+    net = ipaddress.ip_network(pod_cidr)
+    gw = net.network_address + 1
+    candidates = [h for h in net.hosts() if h != gw]
+    start = 0
+    if last_reserved is not None:
+        last = ipaddress.ip_address(last_reserved)
+        if last in net:
+            start = next((i + 1 for i, h in enumerate(candidates) if h == last), 0)
+    n = len(candidates)
+    for i in range(n):
+        ip = str(candidates[(start + i) % n])
+        if ip not in allocated:
+            return ip
+    raise NetlabError(f"host-local: range {pod_cidr} is full ({n} addresses allocated)")

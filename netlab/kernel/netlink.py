@@ -1,0 +1,294 @@
+"""Apply NetnsPlans through netlink (pyroute2): read what a namespace has, change the difference.
+
+Level-triggered like the real agents: running it twice writes nothing the second time
+(`writes` counts every netlink change, so callers and tests can see that). Kernel facts:
+- a veth is created whole, its far end placed directly in the other netns (IFLA_NET_NS_FD),
+  so no link ever appears in the root namespace;
+- setting a bridge's MAC to its own value marks it user-assigned (addr_assign_type 3), so it
+  stops following its ports' MACs: the bridge plugin's "pin";
+- hairpin is the bridge port flag IFLA_BRPORT_MODE.
+"""
+
+import os
+import socket
+from contextlib import ExitStack
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.ndmsg import states as nud_states
+
+from netlab.errors import NetlabError
+from netlab.kernel import netns as ns
+
+NUD_PERMANENT = nud_states["permanent"]
+NTF_SELF = 0x02
+RTNH_F_ONLINK = 0x04
+RTPROT_KERNEL, RTPROT_BOOT = 2, 3
+MAIN_TABLE = 254
+MANAGED_KINDS = ("bridge", "veth", "vxlan")
+
+
+class Handles:
+    """One open netlink socket per namespace, opened inside it, closed together.
+
+    Close before deleting a namespace: an open socket keeps the namespace alive."""
+
+    def __init__(self):
+        self._open = {}
+
+    def __getitem__(self, name):
+        if name not in self._open:
+            with ns.entered(name):
+                self._open[name] = IPRoute()
+        return self._open[name]
+
+    def close(self):
+        for ipr in self._open.values():
+            ipr.close()
+        self._open.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class NetlinkApplier:
+    def __init__(self, handles):
+        self.handles = handles
+        self.writes = 0
+        self.log = []       # (netns, what changed) — the agents' event trail
+
+    def _write(self, netns, what, fn, *args, **kwargs):
+        try:
+            fn(*args, **kwargs)
+        except NetlinkError as e:
+            raise NetlabError(f"{netns}: {what}: {os.strerror(e.code)}") from None
+        self.writes += 1
+        self.log.append((netns, what))
+
+    def apply(self, plan):
+        ipr = self.handles[plan.netns]
+        self._loopback_up(plan.netns, ipr)
+        self._links(plan, ipr)
+        index = _Index({l.get("ifname"): l["index"] for l in ipr.link("dump")})
+        self._sysctls(plan)
+        self._addrs(plan, ipr, index)
+        self._neighs(plan, ipr, index)
+        self._fdb(plan, ipr, index)
+        self._routes(plan, ipr, index)
+
+    # --- links -------------------------------------------------------------------------
+
+    def _loopback_up(self, netns, ipr):
+        lo = ipr.link("get", index=1)[0]
+        if not lo["flags"] & 1:
+            self._write(netns, "lo up", ipr.link, "set", index=1, state="up")
+
+    def _links(self, plan, ipr):
+        have = {l.get("ifname"): l for l in ipr.link("dump")}
+        wanted = {l.ifname for l in plan.links}
+        for name, l in have.items():
+            if name not in wanted and _kind(l) in MANAGED_KINDS:
+                self._write(plan.netns, f"delete link {name}", ipr.link, "del", index=l["index"])
+        for link in plan.links:
+            current = have.get(link.ifname)
+            if current is not None and not _same_device(current, link, ipr):
+                self._write(plan.netns, f"delete link {link.ifname} (changed)", ipr.link, "del", index=current["index"])
+                current = None
+            if current is None:
+                if link.kind == "peer":
+                    raise NetlabError(f"{plan.netns}: {link.ifname} is missing (its veth pair is gone)")
+                self._create(plan.netns, ipr, link)
+                current = ipr.link("get", ifname=link.ifname)[0]
+            self._configure(plan.netns, ipr, link, current)
+
+    def _create(self, netns, ipr, link):
+        kwargs = dict(ifname=link.ifname, kind=link.kind)
+        if link.mtu:
+            kwargs["mtu"] = link.mtu
+        if link.address:
+            kwargs["address"] = link.address
+        if link.kind == "veth":
+            fd = ns.fd(link.peer.netns)
+            try:
+                kwargs["peer"] = {"ifname": link.peer.ifname, "net_ns_fd": fd}
+                self._write(netns, f"add veth {link.ifname} peer {link.peer.ifname} in {link.peer.netns}",
+                            ipr.link, "add", **kwargs)
+            finally:
+                os.close(fd)
+            return
+        if link.kind == "vxlan":
+            v = link.vxlan
+            dev = ipr.link_lookup(ifname=v.dev)
+            if not dev:
+                raise NetlabError(f"{netns}: {link.ifname}: underlay device {v.dev} is missing")
+            kwargs.update(vxlan_id=v.vni, vxlan_port=v.port, vxlan_local=v.local,
+                          vxlan_link=dev[0], vxlan_learning=int(v.learning))
+        self._write(netns, f"add {link.kind} {link.ifname}", ipr.link, "add", **kwargs)
+        if link.pin_mac:
+            mac = ipr.link("get", ifname=link.ifname)[0].get("address")
+            self._write(netns, f"pin {link.ifname} MAC {mac}", ipr.link, "set", ifname=link.ifname, address=mac)
+
+    def _configure(self, netns, ipr, link, current):
+        idx = current["index"]
+        if link.mtu and current.get("IFLA_MTU") != link.mtu:
+            self._write(netns, f"{link.ifname} mtu {link.mtu}", ipr.link, "set", index=idx, mtu=link.mtu)
+        if link.address and current.get("address") != link.address:
+            self._write(netns, f"{link.ifname} address {link.address}", ipr.link, "set", index=idx, address=link.address)
+        if link.master:
+            master = ipr.link_lookup(ifname=link.master)
+            if not master:
+                raise NetlabError(f"{netns}: {link.ifname}: bridge {link.master} is missing")
+            if current.get("IFLA_MASTER") != master[0]:
+                self._write(netns, f"{link.ifname} master {link.master}", ipr.link, "set", index=idx, master=master[0])
+            if _hairpin(current) != link.hairpin:
+                self._write(netns, f"{link.ifname} hairpin {'on' if link.hairpin else 'off'}",
+                            ipr.brport, "set", index=idx, mode=int(link.hairpin))
+        if not current["flags"] & 1:
+            self._write(netns, f"{link.ifname} up", ipr.link, "set", index=idx, state="up")
+
+    # --- addresses, neighbours, FDB, routes ---------------------------------------------
+
+    def _addrs(self, plan, ipr, index):
+        devs = {a.dev for a in plan.addrs}
+        have = {(_name_of(index, a["index"]), f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
+                for a in ipr.addr("dump", family=socket.AF_INET)}
+        want = {(a.dev, a.cidr) for a in plan.addrs}
+        for dev, cidr in sorted(have - want):
+            if dev in devs:
+                ip, plen = cidr.split("/")
+                self._write(plan.netns, f"del addr {cidr} dev {dev}", ipr.addr, "del",
+                            index=index[dev], address=ip, prefixlen=int(plen))
+        for a in plan.addrs:
+            if (a.dev, a.cidr) not in have:
+                ip, plen = a.cidr.split("/")
+                self._write(plan.netns, f"add addr {a.cidr} dev {a.dev}", ipr.addr, "add",
+                            index=_need(plan.netns, index, a.dev), address=ip, prefixlen=int(plen))
+
+    def _neighs(self, plan, ipr, index):
+        devs = {n.dev for n in plan.neighs} | _vxlan_devs(plan)
+        have = {(n.get("NDA_DST"), n.get("NDA_LLADDR"), _name_of(index, n["ifindex"]))
+                for n in ipr.neigh("dump", family=socket.AF_INET) if n["state"] & NUD_PERMANENT}
+        want = {(n.dst, n.lladdr, n.dev) for n in plan.neighs}
+        for dst, mac, dev in sorted(have - want):
+            if dev in devs:
+                self._write(plan.netns, f"del neigh {dst} dev {dev}", ipr.neigh, "del",
+                            dst=dst, lladdr=mac, ifindex=index[dev])
+        for n in plan.neighs:
+            if (n.dst, n.lladdr, n.dev) not in have:
+                self._write(plan.netns, f"neigh {n.dst} lladdr {n.lladdr} dev {n.dev} permanent", ipr.neigh,
+                            "replace", dst=n.dst, lladdr=n.lladdr, ifindex=_need(plan.netns, index, n.dev),
+                            state=NUD_PERMANENT)
+
+    def _fdb(self, plan, ipr, index):
+        devs = {f.dev for f in plan.fdb} | _vxlan_devs(plan)
+        have = set()
+        for dev in devs:
+            if dev not in index:
+                continue
+            for e in ipr.fdb("dump", ifindex=index[dev]):
+                if e["ifindex"] == index[dev] and e.get("NDA_DST") and e["state"] & NUD_PERMANENT:
+                    have.add((e.get("NDA_LLADDR"), dev, e.get("NDA_DST")))
+        want = {(f.lladdr, f.dev, f.dst) for f in plan.fdb}
+        for mac, dev, dst in sorted(have - want):
+            self._write(plan.netns, f"del fdb {mac} dev {dev} dst {dst}", ipr.fdb, "del",
+                        ifindex=index[dev], lladdr=mac, dst=dst)
+        for f in plan.fdb:
+            if (f.lladdr, f.dev, f.dst) not in have:
+                self._write(plan.netns, f"fdb {f.lladdr} dev {f.dev} dst {f.dst} self permanent", ipr.fdb,
+                            "append", ifindex=_need(plan.netns, index, f.dev), lladdr=f.lladdr, dst=f.dst,
+                            flags=NTF_SELF, state=NUD_PERMANENT)
+
+    def _routes(self, plan, ipr, index):
+        have = {}
+        for r in ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE):
+            if r["proto"] == RTPROT_KERNEL or r.get("RTA_TABLE", MAIN_TABLE) != MAIN_TABLE:
+                continue
+            dst = f"{r.get('RTA_DST')}/{r['dst_len']}" if r["dst_len"] else "default"
+            key = (dst, r.get("RTA_GATEWAY"), _name_of(index, r.get("RTA_OIF")), bool(r["flags"] & RTNH_F_ONLINK))
+            have[key] = r
+        want = {(r.dst, r.via, r.dev, r.onlink): r for r in plan.routes}
+        for key in sorted(set(have) - set(want), key=str):
+            dst = key[0]
+            self._write(plan.netns, f"del route {dst}", ipr.route, "del",
+                        dst="0.0.0.0/0" if dst == "default" else dst, table=MAIN_TABLE)
+        for key, r in want.items():
+            if key in have:
+                continue
+            kwargs = dict(dst="0.0.0.0/0" if r.dst == "default" else r.dst, oif=_need(plan.netns, index, r.dev),
+                          proto=RTPROT_BOOT, table=MAIN_TABLE)
+            if r.via:
+                kwargs["gateway"] = r.via
+            if r.onlink:
+                kwargs["flags"] = RTNH_F_ONLINK
+            desc = f"route {r.dst}" + (f" via {r.via}" if r.via else "") + f" dev {r.dev}" + (" onlink" if r.onlink else "")
+            self._write(plan.netns, desc, ipr.route, "replace", **kwargs)
+
+    def _sysctls(self, plan):
+        for key, value in plan.sysctls:
+            if ns.read_sysctl(plan.netns, key) != value:
+                ns.write_sysctl(plan.netns, key, value)
+                self.writes += 1
+                self.log.append((plan.netns, f"sysctl {key}={value}"))
+
+
+class _Index(dict):
+    """ifname -> ifindex, and back."""
+
+    def __init__(self, by_name):
+        super().__init__(by_name)
+        self.names = {i: n for n, i in by_name.items()}
+
+
+def _kind(link):
+    info = link.get("IFLA_LINKINFO")
+    return info.get("IFLA_INFO_KIND") if info else None
+
+
+def _same_device(current, link, ipr):
+    """Whether an existing device can be kept (configured in place) or must be recreated."""
+    kind = _kind(current)
+    if link.kind == "peer":
+        return True
+    if kind != link.kind:
+        return False
+    if link.kind == "vxlan":
+        data = current.get(("IFLA_LINKINFO", "IFLA_INFO_DATA"))
+        v = link.vxlan
+        dev = ipr.link_lookup(ifname=v.dev)
+        return (data.get("IFLA_VXLAN_ID") == v.vni and data.get("IFLA_VXLAN_PORT") == v.port
+                and data.get("IFLA_VXLAN_LOCAL") == v.local and bool(data.get("IFLA_VXLAN_LEARNING")) == v.learning
+                and bool(dev) and data.get("IFLA_VXLAN_LINK") == dev[0])
+    return True
+
+
+def _hairpin(link):
+    data = link.get(("IFLA_LINKINFO", "IFLA_INFO_SLAVE_DATA"))
+    return bool(data and data.get("IFLA_BRPORT_MODE"))
+
+
+def _vxlan_devs(plan):
+    return {l.ifname for l in plan.links if l.kind == "vxlan"}
+
+
+def _name_of(index, idx):
+    return index.names.get(idx)
+
+
+def _need(netns, index, dev):
+    if dev not in index:
+        raise NetlabError(f"{netns}: device {dev} is missing")
+    return index[dev]
+
+
+def apply_all(plans, handles=None):
+    """Apply plans in order with one socket per namespace; returns the applier (writes, log)."""
+    with ExitStack() as stack:
+        if handles is None:
+            handles = stack.enter_context(Handles())
+        applier = NetlinkApplier(handles)
+        for plan in plans:
+            applier.apply(plan)
+        return applier

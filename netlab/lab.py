@@ -1,0 +1,203 @@
+"""The Python API: a Lab to bring up, inspect, exec into, probe and tear down.
+
+    from netlab import Lab
+    lab = Lab.up("topologies/default.yaml")
+    print(lab.get("pods"))
+    with lab.prober() as p:
+        p.http("default/web-0", "10.244.2.3", 8080, "/hostname")
+    lab.down()
+
+The CLI is a thin layer over this class; a user's own pytest suite can use it the same way.
+"""
+
+import datetime
+import shutil
+import subprocess
+
+from netlab import apiserver, cluster, kubelet, names, plan, preflight, spec
+from netlab.errors import LabNotFound, NetlabError
+from netlab.etcd import Store, all_labs
+from netlab.kernel import netns as ns
+from netlab.kernel.iptables_restore import RestoreApplier
+from netlab.kernel.netlink import Handles, NetlinkApplier
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _NoProgress:
+    def phase(self, description, total):
+        pass
+
+    def advance(self):
+        pass
+
+
+class Lab:
+    def __init__(self, name):
+        self.name = name
+        self.store = Store(name)
+
+    # --- finding labs ------------------------------------------------------------------
+
+    @classmethod
+    def find(cls, name=None):
+        """The lab called `name`, or the only lab that is up."""
+        if name:
+            lab = cls(name)
+            if not lab.store.exists():
+                raise LabNotFound(f"no lab named {name!r} is up (see `netlab status`)")
+            return lab
+        labs = all_labs()
+        if not labs:
+            raise LabNotFound("no lab is up: start one with `netlab up`")
+        if len(labs) > 1:
+            raise NetlabError(f"several labs are up ({', '.join(labs)}): choose one with --lab NAME")
+        return cls(labs[0])
+
+    def state(self):
+        return self.store.load()
+
+    # --- up and down -------------------------------------------------------------------
+
+    @classmethod
+    def plan(cls, labfile=None, manifests=()):
+        """The state and kernel plans a lab file would produce, touching nothing (--dry-run)."""
+        lab_spec = spec.load(labfile, manifests)
+        state = cluster.new_state(lab_spec)
+        return state, plan.lab_plans(state)
+
+    @classmethod
+    def up(cls, labfile=None, manifests=(), progress=None):
+        lab_spec = spec.load(labfile, manifests)      # a wrong file stops here: nothing exists yet
+        preflight.check()
+        lab = cls(lab_spec.cluster.name)
+        with lab.store.locked():
+            if lab.store.exists():
+                raise NetlabError(f"lab {lab.name!r} is already up; remove it first with `netlab down {lab.name}`")
+            leftovers = lab._unclaimed_netns()
+            if leftovers:
+                raise NetlabError(f"network namespaces of an earlier lab {lab.name!r} remain "
+                                  f"({', '.join(leftovers[:3])}...); remove them with `netlab cleanup {lab.name}`")
+            state = cluster.new_state(lab_spec)
+            state.created = _now()
+            lab.store.save(state)                        # the record comes before any kernel object
+            try:
+                lab._build(state, progress or _NoProgress())
+            except BaseException:
+                lab._teardown(state)
+                raise
+        return lab
+
+    def _build(self, state, progress):
+        progress.phase("network namespaces", len(state.netns))
+        for name in state.netns:
+            ns.create(name)
+            progress.advance()
+        plans = plan.lab_plans(state)
+        progress.phase("links, addresses, routes", len(plans))
+        with Handles() as handles:
+            applier = NetlinkApplier(handles)
+            for p in plans:
+                applier.apply(p)
+                progress.advance()
+        progress.phase("iptables", len(state.nodes))
+        iptables = RestoreApplier()
+        for p in plans:
+            if p.iptables:
+                iptables.apply(p.netns, p.iptables)
+                progress.advance()
+        progress.phase("pods", len(state.pods))
+        state.processes["agnhost"] = kubelet.start_agnhost(state.lab)
+        for pod in state.pods:
+            pod.pids = kubelet.start_commands(state.lab, pod)
+            pod.created = state.created
+            progress.advance()
+        state.phase = "Running"
+        self.store.save(state)
+        kubelet.wait_served(state.lab, state.processes["agnhost"], self.store.path.stat().st_mtime_ns)
+
+    def down(self):
+        with self.store.locked():
+            self._teardown(self.store.load())
+
+    def _teardown(self, state):
+        """Reverse order, every step idempotent: processes, then namespaces, then records."""
+        for pod in state.pods:
+            for rec in pod.pids:
+                kubelet.stop(rec)
+        for rec in state.processes.values():
+            kubelet.stop(rec)
+        recorded = list(state.netns)
+        for name in reversed(recorded + [n for n in self._unclaimed_netns() if n not in recorded]):
+            ns.delete(name)
+            shutil.rmtree(names.NETNS_ETC / name, ignore_errors=True)
+        self.store.remove()
+
+    def _unclaimed_netns(self):
+        """Namespaces with this lab's prefix that no other lab's record claims."""
+        others = set()
+        for other in all_labs():
+            if other != self.name:
+                try:
+                    others.update(Store(other).load().netns)
+                except (LabNotFound, ValueError, KeyError):
+                    pass
+        return [n for n in ns.list_names() if names.belongs_to(self.name, n) and n not in others]
+
+    @classmethod
+    def cleanup(cls, name=None):
+        """Remove a crashed lab: from its record if it has one, else by its name prefix.
+        Without a name, every lab that has a record. Returns the names cleaned."""
+        targets = [name] if name else all_labs()
+        for target in targets:
+            lab = cls(target)
+            with lab.store.locked():
+                try:
+                    state = lab.store.load()
+                except (LabNotFound, ValueError, KeyError):
+                    state = None
+                if state is not None:
+                    lab._teardown(state)
+                else:
+                    for n in reversed(lab._unclaimed_netns()):
+                        ns.delete(n)
+                        shutil.rmtree(names.NETNS_ETC / n, ignore_errors=True)
+                    lab.store.remove()
+        return targets
+
+    # --- looking at it -----------------------------------------------------------------
+
+    def get(self, kind, namespace="default", all_namespaces=False):
+        """API objects of a kind ("nodes", "pods"), in the Kubernetes API's shapes."""
+        state = self.state()
+        if kind in ("nodes", "node", "no"):
+            return [apiserver.node_object(state, n) for n in state.nodes]
+        if kind in ("pods", "pod", "po"):
+            return [apiserver.pod_object(state, p) for p in state.pods
+                    if all_namespaces or p.namespace == namespace]
+        raise NetlabError(f"unknown resource type {kind!r} (known: nodes, pods)")
+
+    def netns_of(self, target):
+        """The namespace behind a target: a node, a pod (NAME or NAMESPACE/NAME), external, lan."""
+        state = self.state()
+        if target == "external":
+            return state.external_netns()
+        if target == "lan":
+            return state.lan_netns()
+        if any(n.name == target for n in state.nodes):
+            return target
+        namespace, _, name = target.rpartition("/")
+        pods = [p for p in state.pods if p.name == name and p.namespace == (namespace or "default")]
+        if pods:
+            return pods[0].netns
+        raise NetlabError(f"lab {self.name}: no node or pod named {target!r}")
+
+    def exec(self, target, argv, **kwargs):
+        """Run argv in the target's namespace as `ip netns exec` runs it."""
+        return subprocess.run(["ip", "netns", "exec", self.netns_of(target), *argv], **kwargs)
+
+    def prober(self):
+        from netlab.probes import Prober
+        return Prober(self)

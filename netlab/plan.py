@@ -1,0 +1,55 @@
+"""The whole lab's desired kernel state, composed from each component's planner.
+
+Order matters for creation: the LAN first (it creates every node's eth0), the external
+client, then nodes (each creates its pods' veth pairs), then pods.
+"""
+
+from netlab import cni, flannel, underlay
+from netlab.desired import NetnsPlan, merge
+
+NODE_SYSCTLS = (
+    ("net/ipv4/ip_forward", "1"),
+    # kubeadm's prerequisite: bridged pod traffic goes through iptables, so a same-node
+    # ClusterIP reply crossing cni0 is un-NATed by conntrack.
+    ("net/bridge/bridge-nf-call-iptables", "1"),
+    ("net/bridge/bridge-nf-call-ip6tables", "1"),
+)
+
+
+def node_plan(state, node):
+    kubelet = NetnsPlan(node.netns, sysctls=NODE_SYSCTLS)
+    veths = NetnsPlan(node.netns, links=tuple(cni.host_veth(state, p) for p in state.pods_on(node.name)))
+    return merge(node.netns, underlay.uplink(state, node.netns, node.ip), kubelet,
+                 cni.node_plan(state, node), flannel.node_plan(state, node), veths)
+
+
+def lab_plans(state):
+    plans = [underlay.lan_plan(state), underlay.external_plan(state)]
+    plans += [node_plan(state, n) for n in state.nodes]
+    plans += [cni.pod_plan(state, p) for p in state.pods]
+    return plans
+
+
+def describe(plans):
+    """A readable dump of plans, for `netlab up --dry-run`."""
+    from netlab.iptables import restore_text
+    out = []
+    for p in plans:
+        out.append(f"# netns {p.netns}")
+        for l in p.links:
+            out.append(f"link {l.ifname} {l.kind}" + "".join(
+                f" {k} {v}" for k, v in (("mtu", l.mtu), ("master", l.master), ("address", l.address)) if v)
+                + (" hairpin on" if l.hairpin else "")
+                + (f" peer {l.peer.ifname}@{l.peer.netns}" if l.peer else "")
+                + (f" id {l.vxlan.vni} local {l.vxlan.local} dev {l.vxlan.dev} dstport {l.vxlan.port}"
+                   f" {'learning' if l.vxlan.learning else 'nolearning'}" if l.vxlan else ""))
+        out += [f"addr {a.cidr} dev {a.dev}" for a in p.addrs]
+        out += [f"neigh {n.dst} lladdr {n.lladdr} dev {n.dev} permanent" for n in p.neighs]
+        out += [f"fdb {f.lladdr} dev {f.dev} dst {f.dst} self permanent" for f in p.fdb]
+        out += [f"route {r.dst}" + (f" via {r.via}" if r.via else "") + f" dev {r.dev}"
+                + (" onlink" if r.onlink else "") for r in p.routes]
+        out += [f"sysctl {k.replace('/', '.')}={v}" for k, v in p.sysctls]
+        if p.iptables:
+            out.append(restore_text(p.iptables).rstrip())
+        out.append("")
+    return "\n".join(out)

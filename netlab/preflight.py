@@ -1,0 +1,70 @@
+"""Check the machine before creating anything: root, namespaces, the kernel's devices,
+br_netfilter and a working iptables. One clear sentence for the first thing missing."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from netlab.errors import EnvironmentProblem
+
+TOOLS = ("ip", "iptables-restore", "iptables-save")
+
+
+def check():
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("netlab must run as root: it creates network namespaces (try sudo)")
+    if not Path("/proc/self/ns/net").exists():
+        raise EnvironmentProblem("this kernel has no network namespaces (CONFIG_NET_NS)")
+    for tool in TOOLS:
+        if shutil.which(tool) is None:
+            raise EnvironmentProblem(f"{tool} is not installed: run `make setup` (scripts/provision.sh)")
+    _ensure_br_netfilter()
+    _try_devices()
+
+
+def _ensure_br_netfilter():
+    """kubeadm's prerequisite. Loading the module is what a node's provisioning does too."""
+    if Path("/proc/sys/net/bridge").exists():
+        return
+    subprocess.run(["modprobe", "br_netfilter"], capture_output=True)
+    if not Path("/proc/sys/net/bridge").exists():
+        raise EnvironmentProblem("the kernel lacks br_netfilter (modprobe br_netfilter failed), "
+                                 "which pods need so bridged traffic passes iptables")
+
+
+def _try_devices():
+    """Create each kind of device in a scratch namespace, and run iptables there."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    from netlab.kernel import netns as ns
+
+    name = f"netlab-preflight-{os.getpid()}"
+    ns.create(name)
+    try:
+        with ns.entered(name):
+            ipr = IPRoute()
+        with ipr:
+            for what, kwargs in (
+                ("veth", dict(ifname="pf0", kind="veth", peer="pf1")),
+                ("bridge", dict(ifname="pfbr", kind="bridge")),
+                ("vxlan", dict(ifname="pfvx", kind="vxlan", vxlan_id=1, vxlan_port=8472, vxlan_learning=0)),
+            ):
+                try:
+                    ipr.link("add", **kwargs)
+                except NetlinkError as e:
+                    raise EnvironmentProblem(f"the kernel cannot create {what} devices ({os.strerror(e.code)})") from None
+        if not Path("/proc/sys/net/bridge").exists():
+            raise EnvironmentProblem("br_netfilter is not available in network namespaces")
+        out = ns.run(name, ["iptables-save", "-t", "nat"], capture_output=True, text=True)
+        if out.returncode != 0:
+            backend = subprocess.run(["iptables", "-V"], capture_output=True, text=True).stdout.strip()
+            raise EnvironmentProblem(f"iptables does not work here ({backend}): {out.stderr.strip()}")
+    finally:
+        ns.delete(name)
+
+
+def iptables_backend():
+    out = subprocess.run(["iptables", "-V"], capture_output=True, text=True).stdout
+    return "nf_tables" if "nf_tables" in out else "legacy"

@@ -1,0 +1,160 @@
+"""A probe worker: one process living in one network namespace, driven over stdin/stdout.
+
+It enters its namespace before importing scapy, so scapy's per-process state (interfaces,
+routes) is that namespace's and never leaks into another. Importing scapy costs about a
+second, so the Prober keeps a worker alive per namespace for as long as it is used.
+Requests and answers are JSON lines.
+"""
+
+import errno
+import json
+import socket
+import sys
+import time
+
+from netlab.kernel import netns as ns
+
+IP_MTU_DISCOVER, IP_PMTUDISC_DO, IP_MTU = 10, 2, 14
+
+
+def op_http(dst, port, path="/hostname", timeout=2.0, host=None):
+    s = socket.create_connection((dst, port), timeout=timeout)
+    try:
+        local = "%s:%d" % s.getsockname()
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host or dst}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+    return {"ok": status == 200, "status": status, "body": body.decode(errors="replace"), "local": local}
+
+
+def op_udp(dst, port, message="hostname", timeout=2.0):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.settimeout(timeout)
+        s.connect((dst, port))
+        local = "%s:%d" % s.getsockname()
+        s.send(message.encode())
+        return {"ok": True, "body": s.recv(65536).decode(errors="replace"), "local": local}
+    finally:
+        s.close()
+
+
+def op_ping(dst, size=84, df=False, timeout=2.0):
+    """One ICMP echo of `size` bytes (the whole IP packet), optionally with DF set."""
+    from scapy.all import ICMP, IP, Raw, sr1
+    pkt = IP(dst=dst, flags="DF" if df else 0) / ICMP(id=0x4E4C, seq=1)
+    pkt = pkt / Raw(b"\x00" * max(0, size - 28))
+    try:
+        reply = sr1(pkt, timeout=timeout, verbose=0)
+    except OSError as e:
+        if e.errno == errno.EMSGSIZE:
+            return {"ok": False, "refused": "EMSGSIZE", "mtu": _path_mtu(dst)}
+        raise
+    if reply is None:
+        return {"ok": False, "timeout": True}
+    icmp = reply.getlayer(ICMP)
+    return {"ok": icmp is not None and icmp.type == 0, "src": reply.src,
+            "type": icmp.type if icmp else None, "code": icmp.code if icmp else None,
+            "mtu": icmp.nexthopmtu if icmp is not None and icmp.type == 3 and icmp.code == 4 else None}
+
+
+def _path_mtu(dst):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect((dst, 9))
+        return s.getsockopt(socket.IPPROTO_IP, IP_MTU)
+    finally:
+        s.close()
+
+
+def op_mtu(dst, size, port=9):
+    """Send one UDP datagram making an IP packet of `size` bytes with DF, as a socket would."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+        s.connect((dst, port))
+        try:
+            s.send(b"\x00" * (size - 28))
+        except OSError as e:
+            if e.errno == errno.EMSGSIZE:
+                return {"ok": False, "refused": "EMSGSIZE", "mtu": s.getsockopt(socket.IPPROTO_IP, IP_MTU)}
+            raise
+        return {"ok": True, "mtu": s.getsockopt(socket.IPPROTO_IP, IP_MTU)}
+    finally:
+        s.close()
+
+
+_captures = {}
+
+
+def op_capture_start(iface=None, bpf=None):
+    from scapy.all import AsyncSniffer
+    sniffer = AsyncSniffer(iface=iface, filter=bpf, store=True)
+    sniffer.start()
+    # AsyncSniffer opens its socket in its thread; wait until it listens.
+    deadline = time.monotonic() + 3
+    while not getattr(sniffer, "running", False) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    key = str(len(_captures) + 1)
+    _captures[key] = sniffer
+    return {"ok": True, "id": key}
+
+
+def op_capture_stop(id):
+    sniffer = _captures.pop(id)
+    time.sleep(0.2)
+    packets = sniffer.stop() or []
+    return {"ok": True, "packets": [describe(p) for p in packets]}
+
+
+def describe(pkt):
+    """The fields a person reads off a capture: outer and, for VXLAN, inner headers."""
+    from scapy.all import ICMP, IP, TCP, UDP, VXLAN
+    out = {"summary": pkt.summary(), "length": len(pkt)}
+    ip = pkt.getlayer(IP)
+    if ip is None:
+        return out
+    out.update(src=ip.src, dst=ip.dst, proto=ip.proto, ip_len=ip.len)
+    if pkt.haslayer(UDP):
+        out.update(sport=pkt[UDP].sport, dport=pkt[UDP].dport)
+    if pkt.haslayer(ICMP):
+        out.update(icmp_type=pkt[ICMP].type)
+    if pkt.haslayer(VXLAN):
+        inner = pkt[VXLAN].getlayer(IP)
+        out["vxlan"] = {"vni": pkt[VXLAN].vni}
+        if inner is not None:
+            out["inner"] = {"src": inner.src, "dst": inner.dst, "proto": inner.proto,
+                            "icmp_type": inner[ICMP].type if inner.haslayer(ICMP) else None,
+                            "dport": inner[TCP].dport if inner.haslayer(TCP) else None}
+    return out
+
+
+OPS = {"http": op_http, "udp": op_udp, "ping": op_ping, "mtu": op_mtu,
+       "capture_start": op_capture_start, "capture_stop": op_capture_stop}
+
+
+def main():
+    ns.enter_for_good(sys.argv[1])
+    from scapy.all import UDP, VXLAN, bind_layers, conf
+    from scapy.supersocket import L3RawSocket
+    conf.L3socket = L3RawSocket              # the kernel routes, ARPs and enforces the MTU
+    bind_layers(UDP, VXLAN, dport=8472)      # flannel uses the kernel's default port
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        req = json.loads(line)
+        op = req.pop("op")
+        try:
+            answer = OPS[op](**req)
+        except (OSError, TimeoutError) as e:
+            answer = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        print(json.dumps(answer), flush=True)
+
+
+if __name__ == "__main__":
+    main()

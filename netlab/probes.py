@@ -1,0 +1,214 @@
+"""Probes: real packets from inside the lab's namespaces, and the checks built on them.
+
+A Prober keeps one worker process per namespace it probes from (see probe_worker). Targets
+are what `netlab exec` takes: a node, a pod (NAME or NAMESPACE/NAME), `external`, `lan`.
+"""
+
+import json
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+
+from netlab import agnhost, flannel, ipam, names
+from netlab.errors import NetlabError
+
+
+class _Worker:
+    def __init__(self, netns):
+        self.netns = netns
+        self.proc = subprocess.Popen([sys.executable, "-m", "netlab.probe_worker", netns],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.lock = threading.Lock()
+        self._ready = False
+
+    def ready(self):
+        if not self._ready:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise NetlabError(f"probe worker in {self.netns} failed to start")
+            self._ready = True
+
+    def call(self, op, **kwargs):
+        with self.lock:
+            self.ready()
+            self.proc.stdin.write(json.dumps({"op": op, **kwargs}) + "\n")
+            line = self.proc.stdout.readline()
+        if not line:
+            raise NetlabError(f"probe worker in {self.netns} died")
+        return json.loads(line)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Prober:
+    def __init__(self, lab):
+        self.lab = lab
+        self.workers = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        for w in self.workers.values():
+            w.close()
+        self.workers.clear()
+
+    def start(self, *targets):
+        """Start workers for these targets at once, so their scapy imports overlap."""
+        for t in targets:
+            self._worker(t)
+
+    def _worker(self, target):
+        netns = self.lab.netns_of(target)
+        if netns not in self.workers:
+            self.workers[netns] = _Worker(netns)
+        return self.workers[netns]
+
+    def http(self, src, dst, port, path="/hostname", **kw):
+        return self._worker(src).call("http", dst=dst, port=port, path=path, **kw)
+
+    def udp(self, src, dst, port, message="hostname", **kw):
+        return self._worker(src).call("udp", dst=dst, port=port, message=message, **kw)
+
+    def ping(self, src, dst, size=84, df=False, **kw):
+        return self._worker(src).call("ping", dst=dst, size=size, df=df, **kw)
+
+    def mtu(self, src, dst, size):
+        return self._worker(src).call("mtu", dst=dst, size=size)
+
+    def capture(self, target, iface=None, bpf=None):
+        return _Capture(self._worker(target), iface, bpf)
+
+
+class _Capture:
+    """with prober.capture("lan", "br0", "udp port 8472") as cap: ...; cap.packets"""
+
+    def __init__(self, worker, iface, bpf):
+        self.worker, self.iface, self.bpf, self.packets = worker, iface, bpf, []
+
+    def __enter__(self):
+        self.id = self.worker.call("capture_start", iface=self.iface, bpf=self.bpf)["id"]
+        return self
+
+    def __exit__(self, *exc):
+        self.packets = self.worker.call("capture_stop", id=self.id)["packets"]
+
+
+# --- the checks ------------------------------------------------------------------------
+
+@dataclass
+class Check:
+    area: str
+    name: str
+    expected: str
+    observed: str
+    ok: bool
+    hint: str = ""
+
+
+def _ports(pod, proto):
+    return [p for p, pr in agnhost.served_ports(pod) if pr == proto]
+
+
+def _probe_pods(state):
+    """One agnhost pod per node (the first), plus a second on the same node where there is one."""
+    by_node = {}
+    for p in state.pods:
+        if _ports(p, "TCP") and _ports(p, "UDP"):
+            by_node.setdefault(p.node, []).append(p)
+    return by_node
+
+
+def pod_to_pod(prober, state, a, b, area):
+    out = []
+    target = f"{b.namespace}/{b.name}"
+    src = f"{a.namespace}/{a.name}"
+    r = prober.ping(src, b.ip)
+    out.append(Check(area, f"icmp {src} -> {target}", f"echo reply from {b.ip}",
+                     r.get("src") or r.get("error") or "no reply", r["ok"] and r.get("src") == b.ip,
+                     f"routes in {a.netns} and on {a.node}"))
+    r = prober.http(src, b.ip, _ports(b, "TCP")[0], "/clientip")
+    seen = r.get("body", r.get("error", "")).rsplit(":", 1)[0]
+    out.append(Check(area, f"tcp {src} -> {target}", f"served, client seen as {a.ip} (no NAT)",
+                     f"client seen as {seen}" if r["ok"] else r.get("error", f"HTTP {r.get('status')}"),
+                     r["ok"] and seen == a.ip, "FLANNEL-POSTRTG must RETURN pod-to-pod traffic"))
+    r = prober.udp(src, b.ip, _ports(b, "UDP")[0], "hostname")
+    out.append(Check(area, f"udp {src} -> {target}", f"answer {b.name}", r.get("body") or r.get("error", ""),
+                     r["ok"] and r.get("body") == b.name, f"agnhost log under {names.state_dir(state.lab)}/logs"))
+    return out
+
+
+def suite(lab):
+    """The ground-floor checks: Kubernetes' first rules of pod networking, on the live lab."""
+    state = lab.state()
+    by_node = _probe_pods(state)
+    first = {n: pods[0] for n, pods in by_node.items()}
+    nodes = [n for n in state.nodes if n.name in first]
+    checks = []
+    with lab.prober() as prober:
+        prober.start(*{f"{p.namespace}/{p.name}" for pods in by_node.values() for p in pods[:2]},
+                     *[n.name for n in nodes], "lan", "external")
+        for node in nodes:
+            pods = by_node[node.name]
+            if len(pods) > 1:
+                checks += pod_to_pod(prober, state, pods[0], pods[1], "pods, same node")
+        for a_node, b_node in zip(nodes, nodes[1:] + nodes[:1]):
+            if a_node is not b_node:
+                checks += pod_to_pod(prober, state, first[a_node.name], first[b_node.name], "pods, across nodes")
+        for node in nodes:
+            for pod in by_node[node.name][:2]:
+                r = prober.http(node.name, pod.ip, _ports(pod, "TCP")[0], "/hostname")
+                checks.append(Check("node to pod", f"tcp {node.name} -> {pod.namespace}/{pod.name}",
+                                    f"answer {pod.name}", r.get("body") or r.get("error", ""),
+                                    r["ok"] and r.get("body") == pod.name, f"cni0 in {node.name}"))
+        if len(nodes) > 1:
+            checks += overlay_checks(prober, state, first[nodes[0].name], first[nodes[1].name])
+        if nodes:
+            checks += egress_check(prober, state, first[nodes[0].name])
+    return checks
+
+
+def overlay_checks(prober, state, a, b):
+    src = f"{a.namespace}/{a.name}"
+    na, nb = state.node(a.node), state.node(b.node)
+    checks = []
+    with prober.capture("lan", names.LAN_BRIDGE, f"udp port {flannel.PORT}") as cap:
+        prober.ping(src, b.ip)
+    enc = [p for p in cap.packets if p.get("inner", {}).get("src") == a.ip and p["inner"]["dst"] == b.ip]
+    seen = (f"{enc[0]['src']} -> {enc[0]['dst']} udp/{enc[0]['dport']} vni {enc[0]['vxlan']['vni']}"
+            f" [{enc[0]['inner']['src']} -> {enc[0]['inner']['dst']}]" if enc else "no VXLAN packet on the LAN")
+    expected = f"{na.ip} -> {nb.ip} udp/{flannel.PORT} vni {flannel.VNI} [{a.ip} -> {b.ip}]"
+    checks.append(Check("overlay", f"vxlan encapsulation {a.node} -> {b.node}", expected, seen, seen == expected,
+                        f"flannel.1 FDB in {a.node}: bridge fdb show dev flannel.1"))
+    mtu = flannel.mtu(state.cluster)
+    r = prober.ping(src, b.ip, size=mtu, df=True)
+    checks.append(Check("overlay", f"mtu {mtu} DF {src} -> {b.ip}", "echo reply (fits the overlay)",
+                        "echo reply" if r["ok"] else str(r), r["ok"], "underlay MTU must be flannel MTU + 50"))
+    r = prober.mtu(src, b.ip, mtu + 1)
+    observed = f"refused: fragmentation needed, mtu {r.get('mtu')}" if r.get("refused") else "sent (would be lost)"
+    checks.append(Check("overlay", f"mtu {mtu + 1} DF {src} -> {b.ip}", f"refused: fragmentation needed, mtu {mtu}",
+                        observed, r.get("refused") == "EMSGSIZE" and r.get("mtu") == mtu, "pod eth0 MTU"))
+    return checks
+
+
+def egress_check(prober, state, pod):
+    src = f"{pod.namespace}/{pod.name}"
+    node = state.node(pod.node)
+    outside = ipam.lan_external_ip(state.cluster.lan_cidr)
+    with prober.capture("external", names.EXTERNAL_UPLINK, "icmp") as cap:
+        r = prober.ping(src, outside)
+    sources = sorted({p["src"] for p in cap.packets if p.get("icmp_type") == 8})
+    return [Check("egress", f"icmp {src} -> external {outside}", f"reply; seen outside as node {node.ip}",
+                  f"{'reply' if r['ok'] else 'no reply'}; seen as {', '.join(sources) or 'nothing'}",
+                  r["ok"] and sources == [node.ip], "FLANNEL-POSTRTG MASQUERADE in the node's nat table")]

@@ -1,0 +1,458 @@
+"""The lab file: kind's Cluster document, netlab's Lab document, Kubernetes manifests.
+
+Parsing is pure and total: it returns a LabSpec or raises one SpecError naming the file,
+the object and the field. Nothing is created until the whole input is valid. Fields that do
+not matter to networking are accepted and ignored, as a pasted manifest carries many.
+"""
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from netlab import names
+from netlab.errors import SpecError
+
+KIND_API = "kind.x-k8s.io/v1alpha4"
+NETLAB_API = "netlab.io/v1alpha1"
+ROLES = ("control-plane", "worker")
+PROTOCOLS = ("TCP", "UDP")
+# Kinds that carry nothing netlab models; accepted so real manifests paste cleanly.
+IGNORED_KINDS = {"ConfigMap", "Secret", "ServiceAccount", "Namespace", "Role", "RoleBinding",
+                 "ClusterRole", "ClusterRoleBinding", "PersistentVolumeClaim",
+                 "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+MAX_LAB_NAME = 32
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    container_port: int
+    protocol: str = "TCP"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    image: str = ""
+    command: tuple = ()
+    args: tuple = ()
+    ports: tuple = ()
+
+
+@dataclass(frozen=True)
+class Toleration:
+    key: str | None = None
+    operator: str = "Equal"
+    value: str | None = None
+    effect: str | None = None
+
+    def tolerates(self, taint):
+        """Kubernetes' rule: an empty key with Exists tolerates everything."""
+        if self.effect and self.effect != taint["effect"]:
+            return False
+        if self.key is None:
+            return self.operator == "Exists"
+        if self.key != taint["key"]:
+            return False
+        return self.operator == "Exists" or (self.value or "") == taint.get("value", "")
+
+
+@dataclass(frozen=True)
+class PodTemplate:
+    labels: dict
+    containers: tuple
+    node_name: str | None = None
+    node_selector: dict = field(default_factory=dict)
+    tolerations: tuple = ()
+    hostname: str | None = None
+    subdomain: str | None = None
+
+
+@dataclass(frozen=True)
+class PodManifest:
+    namespace: str
+    name: str
+    template: PodTemplate
+
+
+@dataclass(frozen=True)
+class DeploymentManifest:
+    namespace: str
+    name: str
+    replicas: int
+    match_labels: dict
+    template: PodTemplate
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    name: str = "kind"
+    roles: tuple = ("control-plane",)
+    pod_subnet: str = "10.244.0.0/16"
+    service_subnet: str = "10.96.0.0/12"
+    kube_proxy_mode: str = "iptables"
+    lan_cidr: str = "172.18.0.0/16"
+    underlay_mtu: int = 1500
+
+    @property
+    def node_names(self):
+        return names.node_names(self.name, self.roles)
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    cluster: ClusterConfig
+    pods: tuple = ()
+    deployments: tuple = ()
+    sources: tuple = ()
+
+
+def load(labfile=None, manifest_paths=()):
+    """Read a lab file (None: kind's defaults) and extra manifest files or folders."""
+    docs = []
+    if labfile is not None:
+        docs += _read_documents(Path(labfile))
+    for path in manifest_paths:
+        for f in _manifest_files(Path(path)):
+            docs += _read_documents(f)
+    return build(docs)
+
+
+def build(docs):
+    """docs: [(file, index, mapping)] → LabSpec, or SpecError at the first wrong field."""
+    cluster_docs = [d for d in docs if d[2].get("kind") == "Cluster"]
+    lab_docs = [d for d in docs if d[2].get("kind") == "Lab"]
+    for kind, found in (("Cluster", cluster_docs), ("Lab", lab_docs)):
+        if len(found) > 1:
+            f, i, _ = found[1]
+            raise SpecError(f, f"document {i + 1}", "kind", f"a second {kind} document; a lab has one")
+    cluster = _cluster(cluster_docs[0] if cluster_docs else None,
+                       lab_docs[0] if lab_docs else None)
+    pods, deployments, seen = [], [], {}
+    for f, i, doc in docs:
+        kind = doc.get("kind")
+        if kind in ("Cluster", "Lab") or kind in IGNORED_KINDS:
+            continue
+        if kind == "Pod":
+            obj = _pod(f, doc, cluster)
+            pods.append(obj)
+        elif kind == "Deployment":
+            obj = _deployment(f, doc, cluster)
+            deployments.append(obj)
+        else:
+            raise SpecError(f, f"document {i + 1}", "kind",
+                            f"kind {kind!r} is not supported (supported: Cluster, Lab, Pod, Deployment)")
+        key = (kind, obj.namespace, obj.name)
+        if key in seen:
+            raise SpecError(f, f"{kind} {obj.namespace}/{obj.name}", "metadata.name",
+                            f"duplicate name: already defined in {seen[key]}")
+        seen[key] = f
+    return LabSpec(cluster, tuple(pods), tuple(deployments), tuple(sorted({str(d[0]) for d in docs})))
+
+
+# --- reading -----------------------------------------------------------------------------
+
+def _manifest_files(path):
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
+    if not path.exists():
+        raise SpecError(path, None, None, "no such file or directory")
+    return [path]
+
+
+def _read_documents(path):
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError(path, None, None, e.strerror or str(e)) from None
+    try:
+        loaded = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
+        problem = getattr(e, "problem", None) or str(e)
+        raise SpecError(path, where, None, f"invalid YAML: {problem}") from None
+    docs = []
+    for i, doc in enumerate(loaded):
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise SpecError(path, f"document {i + 1}", None, "a document must be a mapping")
+        if "kind" not in doc:
+            raise SpecError(path, f"document {i + 1}", "kind", "missing")
+        docs.append((path, i, doc))
+    return docs
+
+
+# --- a small walker that knows where it is, so every error names its field --------------
+
+class _At:
+    def __init__(self, file, obj, value, path=""):
+        self.file, self.obj, self.value, self.path = file, obj, value, path
+
+    def error(self, message):
+        return SpecError(self.file, self.obj, self.path or None, message)
+
+    def child(self, key):
+        if not isinstance(self.value, dict):
+            return _At(self.file, self.obj, None, self._join(key))
+        return _At(self.file, self.obj, self.value.get(key), self._join(key))
+
+    def _join(self, key):
+        if isinstance(key, int):
+            return f"{self.path}[{key}]"
+        return f"{self.path}.{key}" if self.path else key
+
+    def items(self):
+        """List elements, or the empty list; anything else is an error."""
+        if self.value is None:
+            return []
+        if not isinstance(self.value, list):
+            raise self.error("must be a list")
+        return [_At(self.file, self.obj, v, self._join(i)) for i, v in enumerate(self.value)]
+
+    def mapping(self, required=False):
+        if self.value is None:
+            if required:
+                raise self.error("required")
+            return {}
+        if not isinstance(self.value, dict):
+            raise self.error("must be a mapping")
+        return self.value
+
+    def string_map(self):
+        m = self.mapping()
+        for k, v in m.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise self.error(f"{k!r}: keys and values must be strings")
+        return dict(m)
+
+    def string(self, default=None, required=False, pattern=None, what=None, max_len=None):
+        v = self.value
+        if v is None:
+            if required:
+                raise self.error("required")
+            return default
+        if not isinstance(v, str):
+            raise self.error(f"must be a string, not {v!r}")
+        if pattern is not None and not pattern.match(v):
+            raise self.error(f"{v!r} is not a valid {what}")
+        if max_len is not None and len(v) > max_len:
+            raise self.error(f"{v!r} is longer than {max_len} characters")
+        return v
+
+    def integer(self, default=None, required=False, lo=None, hi=None):
+        v = self.value
+        if v is None:
+            if required:
+                raise self.error("required")
+            return default
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.error(f"must be an integer, not {v!r}")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise self.error(f"{v} is out of range {lo}-{hi}")
+        return v
+
+    def choice(self, options, default):
+        v = self.string(default)
+        if v not in options:
+            raise self.error(f"{v!r} must be one of {', '.join(options)}")
+        return v
+
+    def network(self, default):
+        v = self.string(default)
+        try:
+            net = ipaddress.ip_network(v, strict=True)
+        except ValueError as e:
+            raise self.error(f"{v!r} is not a valid CIDR ({e})") from None
+        if net.version != 4:
+            raise self.error(f"{v!r}: netlab models IPv4 clusters only")
+        return str(net)
+
+
+def _expect_api(at, expected):
+    api = at.child("apiVersion").string(required=True)
+    if api != expected:
+        raise at.child("apiVersion").error(f"{api!r} must be {expected}")
+
+
+# --- Cluster and Lab ---------------------------------------------------------------------
+
+def _cluster(cluster_doc, lab_doc):
+    c = ClusterConfig()
+    values = {}
+    if cluster_doc:
+        f, _, doc = cluster_doc
+        at = _At(f, "Cluster", doc)
+        _expect_api(at, KIND_API)
+        values["name"] = at.child("name").string(
+            c.name, pattern=names.DNS1123_LABEL, what="cluster name (DNS-1123 label)",
+            max_len=MAX_LAB_NAME)
+        nodes = at.child("nodes").items()
+        if nodes:
+            values["roles"] = tuple(n.child("role").choice(ROLES, "control-plane") for n in nodes)
+            if "control-plane" not in values["roles"]:
+                raise at.child("nodes").error("a cluster needs a control-plane node")
+        net = at.child("networking")
+        net.mapping()
+        values["pod_subnet"] = net.child("podSubnet").network(c.pod_subnet)
+        values["service_subnet"] = net.child("serviceSubnet").network(c.service_subnet)
+        mode = net.child("kubeProxyMode").string(c.kube_proxy_mode)
+        if mode != "iptables":
+            raise net.child("kubeProxyMode").error(f"{mode!r}: netlab models kube-proxy's iptables mode only")
+        family = net.child("ipFamily").string("ipv4")
+        if family != "ipv4":
+            raise net.child("ipFamily").error(f"{family!r}: netlab models IPv4 clusters only")
+    if lab_doc:
+        f, _, doc = lab_doc
+        at = _At(f, "Lab", doc)
+        _expect_api(at, NETLAB_API)
+        _refuse_unknown(at, doc, {"apiVersion", "kind", "metadata", "lan"})
+        lan = at.child("lan")
+        _refuse_unknown(lan, lan.mapping(), {"cidr", "mtu"})
+        values["lan_cidr"] = lan.child("cidr").network(c.lan_cidr)
+        values["underlay_mtu"] = lan.child("mtu").integer(c.underlay_mtu, lo=1280, hi=9000)
+    c = ClusterConfig(**{**c.__dict__, **values})
+    _check_address_plan(c, cluster_doc, lab_doc)
+    return c
+
+
+def _refuse_unknown(at, mapping, known):
+    """netlab's own document is small and typos in it matter: unknown fields are refused."""
+    for key in mapping:
+        if key not in known:
+            raise at.child(key).error(f"unknown field (known: {', '.join(sorted(known))})")
+
+
+def _check_address_plan(c, cluster_doc, lab_doc):
+    pod, svc, lan = (ipaddress.ip_network(n) for n in (c.pod_subnet, c.service_subnet, c.lan_cidr))
+    file_of = lambda d: d[0] if d else None  # noqa: E731
+    cluster_at = _At(file_of(cluster_doc), "Cluster", None, "networking")
+    if pod.overlaps(svc):
+        raise SpecError(file_of(cluster_doc), "Cluster", "networking.serviceSubnet",
+                        f"{svc} overlaps podSubnet {pod}")
+    for label, net in (("podSubnet", pod), ("serviceSubnet", svc)):
+        if net.overlaps(lan):
+            raise SpecError(file_of(lab_doc) or file_of(cluster_doc), "Lab", "lan.cidr",
+                            f"{lan} overlaps the cluster's {label} {net}")
+    if pod.prefixlen > 23:
+        raise cluster_at.child("podSubnet").error(f"{pod} is too small: each node takes a /24")
+    if 2 ** (24 - pod.prefixlen) < len(c.roles):
+        raise cluster_at.child("podSubnet").error(f"{pod} has fewer /24s than the {len(c.roles)} nodes")
+    if lan.num_addresses - 4 < len(c.roles) + 2:
+        raise SpecError(file_of(lab_doc), "Lab", "lan.cidr", f"{lan} is too small for {len(c.roles)} nodes")
+    if svc.num_addresses < 16:
+        raise cluster_at.child("serviceSubnet").error(f"{svc} is too small")
+
+
+# --- Pod and Deployment ------------------------------------------------------------------
+
+def _metadata(at, kind):
+    meta = at.child("metadata")
+    meta.mapping(required=True)
+    name = meta.child("name").string(required=True, pattern=names.DNS1123_SUBDOMAIN,
+                                     what="name (DNS-1123 subdomain)", max_len=63)
+    namespace = meta.child("namespace").string("default", pattern=names.DNS1123_LABEL,
+                                               what="namespace (DNS-1123 label)", max_len=63)
+    at.obj = f"{kind} {namespace}/{name}"
+    return namespace, name, meta.child("labels").string_map()
+
+
+def _pod(f, doc, cluster):
+    at = _At(f, "Pod", doc)
+    _expect_api(at, "v1")
+    namespace, name, labels = _metadata(at, "Pod")
+    return PodManifest(namespace, name, _pod_template(at.child("spec"), labels, cluster))
+
+
+def _deployment(f, doc, cluster):
+    at = _At(f, "Deployment", doc)
+    _expect_api(at, "apps/v1")
+    namespace, name, _ = _metadata(at, "Deployment")
+    spec = at.child("spec")
+    spec.mapping(required=True)
+    replicas = spec.child("replicas").integer(1, lo=0, hi=10000)
+    selector = spec.child("selector")
+    selector.mapping(required=True)
+    match = selector.child("matchLabels").string_map()
+    if not match:
+        raise selector.child("matchLabels").error("required (netlab supports matchLabels selectors)")
+    template = spec.child("template")
+    template.mapping(required=True)
+    tmeta = template.child("metadata")
+    labels = tmeta.child("labels").string_map()
+    if any(labels.get(k) != v for k, v in match.items()):
+        raise tmeta.child("labels").error(
+            f"selector {match} does not match template labels {labels}")
+    return DeploymentManifest(namespace, name, replicas, match,
+                              _pod_template(template.child("spec"), labels, cluster))
+
+
+def _pod_template(spec, labels, cluster):
+    spec.mapping(required=True)
+    if spec.child("hostNetwork").value:
+        raise spec.child("hostNetwork").error("hostNetwork pods are not modelled by netlab yet")
+    containers = spec.child("containers").items()
+    if not containers:
+        raise spec.child("containers").error("required: at least one container")
+    seen_names, seen_ports, built = set(), {}, []
+    for c in containers:
+        c.mapping(required=True)
+        cname = c.child("name").string(required=True, pattern=names.DNS1123_LABEL,
+                                       what="container name (DNS-1123 label)", max_len=63)
+        if cname in seen_names:
+            raise c.child("name").error(f"duplicate container name {cname!r}")
+        seen_names.add(cname)
+        ports = tuple(_container_port(p, seen_ports) for p in c.child("ports").items())
+        built.append(Container(cname, c.child("image").string("") or "",
+                               _argv(c.child("command")), _argv(c.child("args")), ports))
+    node_name = spec.child("nodeName").string()
+    if node_name is not None and node_name not in cluster.node_names:
+        raise spec.child("nodeName").error(
+            f"unknown node {node_name!r} (nodes: {', '.join(cluster.node_names)})")
+    return PodTemplate(
+        labels=labels,
+        containers=tuple(built),
+        node_name=node_name,
+        node_selector=spec.child("nodeSelector").string_map(),
+        tolerations=tuple(_toleration(t) for t in spec.child("tolerations").items()),
+        hostname=spec.child("hostname").string(pattern=names.DNS1123_LABEL, what="hostname (DNS-1123 label)", max_len=63),
+        subdomain=spec.child("subdomain").string(pattern=names.DNS1123_LABEL, what="subdomain (DNS-1123 label)", max_len=63),
+    )
+
+
+def _container_port(p, seen):
+    p.mapping(required=True)
+    number = p.child("containerPort").integer(required=True, lo=1, hi=65535)
+    protocol = p.child("protocol").string("TCP")
+    if protocol not in PROTOCOLS:
+        raise p.child("protocol").error(f"{protocol!r} must be TCP or UDP (netlab does not model SCTP)")
+    name = p.child("name").string(pattern=IANA_SVC_NAME, what="port name (IANA service name)", max_len=15)
+    if name is not None:
+        if not re.search("[a-z]", name):
+            raise p.child("name").error(f"{name!r} must contain at least one letter")
+        if name in seen:
+            raise p.child("name").error(f"duplicate port name {name!r}")
+        seen[name] = number
+    return ContainerPort(number, protocol, name)
+
+
+def _argv(at):
+    items = at.items()
+    for item in items:
+        if not isinstance(item.value, (str, int, float)):
+            raise item.error("must be a string")
+    return tuple(str(i.value) for i in items)
+
+
+def _toleration(t):
+    t.mapping(required=True)
+    operator = t.child("operator").choice(("Equal", "Exists"), "Equal")
+    effect = t.child("effect").string()
+    if effect not in (None, "", "NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise t.child("effect").error(f"{effect!r} must be NoSchedule, PreferNoSchedule or NoExecute")
+    return Toleration(t.child("key").string() or None, operator, t.child("value").string(), effect or None)

@@ -1,0 +1,45 @@
+"""The "physical" LAN kind plugs its nodes into (Docker's bridge network), sealed in a netns.
+
+The LAN namespace holds bridge br0 with the gateway address, one port per node and one for
+the external client. It forwards nothing anywhere else: the lab never reaches the host.
+"""
+
+import ipaddress
+
+from netlab import ipam, names
+from netlab.desired import Addr, Link, NetnsPlan, Peer, Route
+
+
+def _prefix(cidr):
+    return ipaddress.ip_network(cidr).prefixlen
+
+
+def lan_plan(state):
+    c = state.cluster
+    links = [Link(names.LAN_BRIDGE, "bridge", mtu=c.underlay_mtu)]
+    for node in state.nodes:
+        links.append(Link(names.lan_port(state.lab, node.name), "veth", mtu=c.underlay_mtu,
+                          master=names.LAN_BRIDGE, peer=Peer(names.NODE_UPLINK, node.netns)))
+    links.append(Link("external", "veth", mtu=c.underlay_mtu, master=names.LAN_BRIDGE,
+                      peer=Peer(names.EXTERNAL_UPLINK, state.external_netns())))
+    return NetnsPlan(
+        state.lan_netns(),
+        links=tuple(links),
+        addrs=(Addr(names.LAN_BRIDGE, f"{ipam.lan_gateway(c.lan_cidr)}/{_prefix(c.lan_cidr)}"),),
+        sysctls=(("net/ipv4/ip_forward", "0"),),
+    )
+
+
+def uplink(state, netns, ip):
+    """A host's eth0 on the LAN, with kind's default route through the LAN gateway."""
+    c = state.cluster
+    return NetnsPlan(
+        netns,
+        links=(Link(names.NODE_UPLINK, "peer", mtu=c.underlay_mtu),),
+        addrs=(Addr(names.NODE_UPLINK, f"{ip}/{_prefix(c.lan_cidr)}"),),
+        routes=(Route("default", via=ipam.lan_gateway(c.lan_cidr), dev=names.NODE_UPLINK),),
+    )
+
+
+def external_plan(state):
+    return uplink(state, state.external_netns(), ipam.lan_external_ip(state.cluster.lan_cidr))
