@@ -1,0 +1,70 @@
+"""Root integration tests: real labs, with unique names, removed by a fixture whatever happens."""
+
+import os
+import re
+import secrets
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from netlab import Lab
+from netlab.etcd import all_labs
+from netlab.kernel import netns as ns
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPOLOGIES = ROOT / "topologies"
+
+pytestmark = pytest.mark.root
+
+
+def pytest_collection_modifyitems(items):
+    if os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="integration tests build network namespaces: run as root")
+        for item in items:
+            item.add_marker(skip)
+
+
+def unique_name(prefix="t"):
+    return f"{prefix}{secrets.token_hex(3)}"
+
+
+def renamed(src, name, tmp_path):
+    """A copy of a topology with the cluster renamed, so tests never collide with a user's lab."""
+    text = Path(src).read_text()
+    old = re.search(r"^name: (\S+)$", text, re.M).group(1)
+    f = tmp_path / f"{name}.yaml"
+    f.write_text(re.sub(rf"\b{re.escape(old)}-", f"{name}-", text.replace(f"name: {old}", f"name: {name}")))
+    return f
+
+
+def root_snapshot():
+    """What the host's own network namespace holds, minus counters."""
+    cmds = [["ip", "-br", "link"], ["ip", "-br", "addr"], ["ip", "route", "show", "table", "all"],
+            ["ip", "rule"], ["ip", "neigh", "show", "nud", "permanent"], ["iptables-save"],
+            ["sysctl", "net.ipv4.ip_forward", "net.ipv4.conf.all.route_localnet"]]
+    out = {}
+    for c in cmds:
+        text = subprocess.run(c, capture_output=True, text=True).stdout
+        out[" ".join(c)] = "\n".join(l for l in text.splitlines() if not l.startswith("#"))
+    return out
+
+
+def leftovers(name):
+    return [n for n in ns.list_names() if n.startswith(name + "-")]
+
+
+@pytest.fixture
+def make_lab(tmp_path):
+    made = []
+
+    def make(topology, manifests=()):
+        name = unique_name()
+        made.append(name)
+        return Lab.up(renamed(topology, name, tmp_path), manifests)
+
+    yield make
+    for name in made:
+        if name in all_labs() or leftovers(name):
+            Lab.cleanup(name)
+        assert leftovers(name) == [], f"lab {name} left namespaces behind"

@@ -1,0 +1,76 @@
+"""Placement as the default scheduler does it."""
+
+import pytest
+
+from netlab import cluster, scheduler, spec
+from netlab.errors import NetlabError
+
+
+def state_for(roles=("control-plane", "worker", "worker"), pods=(), deployments=()):
+    c = spec.ClusterConfig(name="t", roles=roles)
+    return cluster.new_state(spec.LabSpec(c, tuple(pods), tuple(deployments)))
+
+
+def template(**kw):
+    return spec.PodTemplate(labels=kw.pop("labels", {}), containers=(spec.Container("c"),), **kw)
+
+
+def test_control_plane_is_tainted_when_there_are_workers():
+    s = state_for()
+    assert s.node("t-control-plane").taints == [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]
+    assert s.node("t-worker").taints == []
+
+
+def test_single_node_cluster_schedules_on_the_control_plane():
+    # kind removes the control-plane taint when the cluster has no workers.
+    s = state_for(roles=("control-plane",), pods=[spec.PodManifest("default", "p", template())])
+    assert s.pods[0].node == "t-control-plane"
+
+
+def test_replicas_spread_over_schedulable_nodes():
+    d = spec.DeploymentManifest("default", "web", 4, {"app": "web"}, template(labels={"app": "web"}))
+    s = state_for(deployments=[d])
+    assert sorted(p.node for p in s.pods) == ["t-worker", "t-worker", "t-worker2", "t-worker2"]
+
+
+def test_toleration_opens_the_control_plane():
+    tol = (spec.Toleration("node-role.kubernetes.io/control-plane", "Exists", None, "NoSchedule"),)
+    d = spec.DeploymentManifest("default", "web", 3, {"app": "web"}, template(labels={"app": "web"}, tolerations=tol))
+    s = state_for(deployments=[d])
+    assert sorted(p.node for p in s.pods) == ["t-control-plane", "t-worker", "t-worker2"]
+
+
+def test_node_name_and_node_selector_are_honoured():
+    s = state_for(pods=[
+        spec.PodManifest("default", "a", template(node_name="t-control-plane")),
+        spec.PodManifest("default", "b", template(node_selector={"kubernetes.io/hostname": "t-worker2"})),
+    ])
+    assert [p.node for p in s.pods] == ["t-control-plane", "t-worker2"]
+
+
+def test_unschedulable_pod_is_an_error():
+    with pytest.raises(NetlabError, match="0/3 nodes are available"):
+        state_for(pods=[spec.PodManifest("default", "a", template(node_selector={"disk": "ssd"}))])
+
+
+def test_pods_get_host_local_addresses_in_order():
+    s = state_for(roles=("control-plane",), pods=[spec.PodManifest("default", n, template()) for n in "abc"])
+    assert [p.ip for p in s.pods] == ["10.244.0.2", "10.244.0.3", "10.244.0.4"]
+    assert s.ipam["t-control-plane"].last_reserved == "10.244.0.4"
+
+
+def test_deployment_pods_are_named_as_kubernetes_names_them():
+    d = spec.DeploymentManifest("default", "web", 2, {"app": "web"}, template(labels={"app": "web"}))
+    s = state_for(deployments=[d])
+    for p in s.pods:
+        prefix, h, suffix = p.name.rsplit("-", 2)
+        assert prefix == "web" and p.labels["pod-template-hash"] == h and len(suffix) == 5
+        assert set(h + suffix) <= set(scheduler.__dict__.get("SAFE", "bcdfghjklmnpqrstvwxz2456789"))
+
+
+def test_toleration_rules():
+    taint = {"key": "k", "value": "v", "effect": "NoSchedule"}
+    assert spec.Toleration("k", "Equal", "v", "NoSchedule").tolerates(taint)
+    assert not spec.Toleration("k", "Equal", "w", "NoSchedule").tolerates(taint)
+    assert spec.Toleration(None, "Exists").tolerates(taint)
+    assert not spec.Toleration("k", "Exists", None, "NoExecute").tolerates(taint)
