@@ -100,7 +100,7 @@ class Lab:
         with Handles() as handles:
             applier = NetlinkApplier(handles)
             for p in plans:
-                applier.apply(p)
+                applier.apply(p, fresh=True)     # every namespace was created just above
                 progress.advance()
         progress.phase("iptables", len(state.nodes))
         iptables = RestoreApplier()

@@ -37,13 +37,12 @@ def place(template, nodes, pods, owner=None):
     if not candidates:
         raise NetlabError(_unschedulable(template, nodes))
     order = {n.name: i for i, n in enumerate(nodes)}
-
-    def score(node):
-        mine = [p for p in pods if p.node == node.name]
-        same_owner = sum(1 for p in mine if owner is not None and p.owner == owner)
-        return (same_owner, len(mine), order[node.name])
-
-    return min(candidates, key=score).name
+    total, same_owner = dict.fromkeys(order, 0), dict.fromkeys(order, 0)
+    for p in pods:
+        total[p.node] += 1
+        if owner is not None and p.owner == owner:
+            same_owner[p.node] += 1
+    return min(candidates, key=lambda n: (same_owner[n.name], total[n.name], order[n.name])).name
 
 
 def _unschedulable(template, nodes):

@@ -68,52 +68,63 @@ class NetlinkApplier:
         self.writes += 1
         self.log.append((netns, what))
 
-    def apply(self, plan):
+    def apply(self, plan, fresh=False):
+        """Converge one namespace. `fresh`: the namespace was just created and holds nothing
+        but lo (and veth ends its pairs made), so there is nothing to read back and diff."""
         ipr = self.handles[plan.netns]
-        self._loopback_up(plan.netns, ipr)
-        self._links(plan, ipr)
-        index = _Index({l.get("ifname"): l["index"] for l in ipr.link("dump")})
-        self._sysctls(plan)
-        self._addrs(plan, ipr, index)
-        self._neighs(plan, ipr, index)
-        self._fdb(plan, ipr, index)
-        self._routes(plan, ipr, index)
+        links = self._links(plan, ipr, fresh)
+        index = _Index({name: l["index"] for name, l in links.items()})
+        self._sysctls(plan, fresh)
+        self._addrs(plan, ipr, index, fresh)
+        self._neighs(plan, ipr, index, fresh)
+        self._fdb(plan, ipr, index, fresh)
+        self._routes(plan, ipr, index, fresh)
 
     # --- links -------------------------------------------------------------------------
 
-    def _loopback_up(self, netns, ipr):
-        lo = ipr.link("get", index=1)[0]
-        if not lo["flags"] & 1:
-            self._write(netns, "lo up", ipr.link, "set", index=1, state="up")
-
-    def _links(self, plan, ipr):
-        have = {l.get("ifname"): l for l in ipr.link("dump")}
+    def _links(self, plan, ipr, fresh):
+        """Create what is missing, recreate what is wrong, then configure from one dump."""
+        have = {} if fresh else _dump_links(ipr)
         wanted = {l.ifname for l in plan.links}
-        for name, l in have.items():
+        for name, l in list(have.items()):
             if name not in wanted and _kind(l) in MANAGED_KINDS:
                 self._write(plan.netns, f"delete link {name}", ipr.link, "del", index=l["index"])
+                del have[name]
+        masters = {name: l["index"] for name, l in have.items()}
         for link in plan.links:
             current = have.get(link.ifname)
-            if current is not None and not _same_device(current, link, ipr):
+            if current is not None and not _same_device(current, link, have):
                 self._write(plan.netns, f"delete link {link.ifname} (changed)", ipr.link, "del", index=current["index"])
                 current = None
-            if current is None:
-                if link.kind == "peer":
-                    raise NetlabError(f"{plan.netns}: {link.ifname} is missing (its veth pair is gone)")
-                self._create(plan.netns, ipr, link)
-                current = ipr.link("get", ifname=link.ifname)[0]
-            self._configure(plan.netns, ipr, link, current)
+            if current is None and link.kind != "peer":
+                self._create(plan.netns, ipr, link, masters)
+        have = _dump_links(ipr)
+        for link in [l for l in plan.links if l.ifname not in have]:
+            raise NetlabError(f"{plan.netns}: {link.ifname} is missing (its veth pair is gone)")
+        lo = have.get("lo")
+        if lo is not None and not lo["flags"] & 1:
+            self._write(plan.netns, "lo up", ipr.link, "set", index=lo["index"], state="up")
+        for link in plan.links:
+            self._configure(plan.netns, ipr, link, have[link.ifname], have)
+        return have
 
-    def _create(self, netns, ipr, link):
-        kwargs = dict(ifname=link.ifname, kind=link.kind)
+    def _create(self, netns, ipr, link, masters):
+        """One RTM_NEWLINK carrying MTU, MAC, master and the up flag, as `ip link add` can."""
+        kwargs = dict(ifname=link.ifname, kind=link.kind, state="up")
         if link.mtu:
             kwargs["mtu"] = link.mtu
         if link.address:
             kwargs["address"] = link.address
+        if link.master:
+            if link.master not in masters:
+                raise NetlabError(f"{netns}: {link.ifname}: bridge {link.master} is missing")
+            kwargs["master"] = masters[link.master]
         if link.kind == "veth":
             fd = ns.fd(link.peer.netns)
             try:
                 kwargs["peer"] = {"ifname": link.peer.ifname, "net_ns_fd": fd}
+                if link.mtu:
+                    kwargs["peer"]["mtu"] = link.mtu
                 self._write(netns, f"add veth {link.ifname} peer {link.peer.ifname} in {link.peer.netns}",
                             ipr.link, "add", **kwargs)
             finally:
@@ -121,28 +132,31 @@ class NetlinkApplier:
             return
         if link.kind == "vxlan":
             v = link.vxlan
-            dev = ipr.link_lookup(ifname=v.dev)
-            if not dev:
+            dev = masters.get(v.dev) or (ipr.link_lookup(ifname=v.dev) or [None])[0]
+            if dev is None:
                 raise NetlabError(f"{netns}: {link.ifname}: underlay device {v.dev} is missing")
             kwargs.update(vxlan_id=v.vni, vxlan_port=v.port, vxlan_local=v.local,
-                          vxlan_link=dev[0], vxlan_learning=int(v.learning))
+                          vxlan_link=dev, vxlan_learning=int(v.learning))
         self._write(netns, f"add {link.kind} {link.ifname}", ipr.link, "add", **kwargs)
+        created = ipr.link("get", ifname=link.ifname)[0]
+        masters[link.ifname] = created["index"]
         if link.pin_mac:
-            mac = ipr.link("get", ifname=link.ifname)[0].get("address")
-            self._write(netns, f"pin {link.ifname} MAC {mac}", ipr.link, "set", ifname=link.ifname, address=mac)
+            mac = created.get("address")
+            self._write(netns, f"pin {link.ifname} MAC {mac}", ipr.link, "set", index=created["index"], address=mac)
 
-    def _configure(self, netns, ipr, link, current):
+    def _configure(self, netns, ipr, link, current, have):
         idx = current["index"]
         if link.mtu and current.get("IFLA_MTU") != link.mtu:
             self._write(netns, f"{link.ifname} mtu {link.mtu}", ipr.link, "set", index=idx, mtu=link.mtu)
         if link.address and current.get("address") != link.address:
             self._write(netns, f"{link.ifname} address {link.address}", ipr.link, "set", index=idx, address=link.address)
         if link.master:
-            master = ipr.link_lookup(ifname=link.master)
-            if not master:
+            master = have.get(link.master)
+            if master is None:
                 raise NetlabError(f"{netns}: {link.ifname}: bridge {link.master} is missing")
-            if current.get("IFLA_MASTER") != master[0]:
-                self._write(netns, f"{link.ifname} master {link.master}", ipr.link, "set", index=idx, master=master[0])
+            if current.get("IFLA_MASTER") != master["index"]:
+                self._write(netns, f"{link.ifname} master {link.master}", ipr.link, "set", index=idx,
+                            master=master["index"])
             if _hairpin(current) != link.hairpin:
                 self._write(netns, f"{link.ifname} hairpin {'on' if link.hairpin else 'off'}",
                             ipr.brport, "set", index=idx, mode=int(link.hairpin))
@@ -151,9 +165,9 @@ class NetlinkApplier:
 
     # --- addresses, neighbours, FDB, routes ---------------------------------------------
 
-    def _addrs(self, plan, ipr, index):
+    def _addrs(self, plan, ipr, index, fresh):
         devs = {a.dev for a in plan.addrs}
-        have = {(_name_of(index, a["index"]), f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
+        have = set() if fresh else {(_name_of(index, a["index"]), f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
                 for a in ipr.addr("dump", family=socket.AF_INET)}
         want = {(a.dev, a.cidr) for a in plan.addrs}
         for dev, cidr in sorted(have - want):
@@ -167,9 +181,9 @@ class NetlinkApplier:
                 self._write(plan.netns, f"add addr {a.cidr} dev {a.dev}", ipr.addr, "add",
                             index=_need(plan.netns, index, a.dev), address=ip, prefixlen=int(plen))
 
-    def _neighs(self, plan, ipr, index):
+    def _neighs(self, plan, ipr, index, fresh):
         devs = {n.dev for n in plan.neighs} | _vxlan_devs(plan)
-        have = {(n.get("NDA_DST"), n.get("NDA_LLADDR"), _name_of(index, n["ifindex"]))
+        have = set() if fresh else {(n.get("NDA_DST"), n.get("NDA_LLADDR"), _name_of(index, n["ifindex"]))
                 for n in ipr.neigh("dump", family=socket.AF_INET) if n["state"] & NUD_PERMANENT}
         want = {(n.dst, n.lladdr, n.dev) for n in plan.neighs}
         for dst, mac, dev in sorted(have - want):
@@ -182,10 +196,10 @@ class NetlinkApplier:
                             "replace", dst=n.dst, lladdr=n.lladdr, ifindex=_need(plan.netns, index, n.dev),
                             state=NUD_PERMANENT)
 
-    def _fdb(self, plan, ipr, index):
+    def _fdb(self, plan, ipr, index, fresh):
         devs = {f.dev for f in plan.fdb} | _vxlan_devs(plan)
         have = set()
-        for dev in devs:
+        for dev in () if fresh else devs:
             if dev not in index:
                 continue
             for e in ipr.fdb("dump", ifindex=index[dev]):
@@ -201,9 +215,9 @@ class NetlinkApplier:
                             "append", ifindex=_need(plan.netns, index, f.dev), lladdr=f.lladdr, dst=f.dst,
                             flags=NTF_SELF, state=NUD_PERMANENT)
 
-    def _routes(self, plan, ipr, index):
+    def _routes(self, plan, ipr, index, fresh):
         have = {}
-        for r in ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE):
+        for r in [] if fresh else ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE):
             if r["proto"] == RTPROT_KERNEL or r.get("RTA_TABLE", MAIN_TABLE) != MAIN_TABLE:
                 continue
             dst = f"{r.get('RTA_DST')}/{r['dst_len']}" if r["dst_len"] else "default"
@@ -226,9 +240,9 @@ class NetlinkApplier:
             desc = f"route {r.dst}" + (f" via {r.via}" if r.via else "") + f" dev {r.dev}" + (" onlink" if r.onlink else "")
             self._write(plan.netns, desc, ipr.route, "replace", **kwargs)
 
-    def _sysctls(self, plan):
+    def _sysctls(self, plan, fresh):
         for key, value in plan.sysctls:
-            if ns.read_sysctl(plan.netns, key) != value:
+            if fresh or ns.read_sysctl(plan.netns, key) != value:
                 ns.write_sysctl(plan.netns, key, value)
                 self.writes += 1
                 self.log.append((plan.netns, f"sysctl {key}={value}"))
@@ -247,7 +261,11 @@ def _kind(link):
     return info.get("IFLA_INFO_KIND") if info else None
 
 
-def _same_device(current, link, ipr):
+def _dump_links(ipr):
+    return {l.get("ifname"): l for l in ipr.link("dump")}
+
+
+def _same_device(current, link, have):
     """Whether an existing device can be kept (configured in place) or must be recreated."""
     kind = _kind(current)
     if link.kind == "peer":
@@ -257,10 +275,10 @@ def _same_device(current, link, ipr):
     if link.kind == "vxlan":
         data = current.get(("IFLA_LINKINFO", "IFLA_INFO_DATA"))
         v = link.vxlan
-        dev = ipr.link_lookup(ifname=v.dev)
+        dev = have.get(v.dev)
         return (data.get("IFLA_VXLAN_ID") == v.vni and data.get("IFLA_VXLAN_PORT") == v.port
                 and data.get("IFLA_VXLAN_LOCAL") == v.local and bool(data.get("IFLA_VXLAN_LEARNING")) == v.learning
-                and bool(dev) and data.get("IFLA_VXLAN_LINK") == dev[0])
+                and dev is not None and data.get("IFLA_VXLAN_LINK") == dev["index"])
     return True
 
 
@@ -283,12 +301,12 @@ def _need(netns, index, dev):
     return index[dev]
 
 
-def apply_all(plans, handles=None):
+def apply_all(plans, handles=None, fresh=False):
     """Apply plans in order with one socket per namespace; returns the applier (writes, log)."""
     with ExitStack() as stack:
         if handles is None:
             handles = stack.enter_context(Handles())
         applier = NetlinkApplier(handles)
         for plan in plans:
-            applier.apply(plan)
+            applier.apply(plan, fresh)
         return applier

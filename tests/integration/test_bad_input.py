@@ -1,0 +1,86 @@
+"""A wrong lab file: one clear sentence naming file, object and field, exit 1, nothing created."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from netlab import Lab
+from netlab.etcd import all_labs
+from netlab.kernel import netns as ns
+from netlab.kernel.iptables_restore import RestoreApplier
+
+from .conftest import leftovers, root_snapshot, unique_name
+
+CLUSTER = """kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+name: {name}
+nodes: [{{role: control-plane}}, {{role: worker}}]
+"""
+POD = """---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}}}
+spec: {{{spec}containers: [{{name: c, ports: [{{containerPort: {port}}}]}}]}}
+"""
+
+CASES = {
+    "yaml syntax": ("nodes: [\n", "invalid YAML", "line"),
+    "unknown node": (POD.format(pod="p", spec="nodeName: nowhere, ", port=80), "spec.nodeName", "Pod default/p"),
+    "overlapping cidrs": ("networking: {podSubnet: 10.96.0.0/16}\n", "networking.serviceSubnet", "Cluster"),
+    "duplicate names": (POD.format(pod="p", spec="", port=80) * 2, "metadata.name", "Pod default/p"),
+    "invalid manifest field": (POD.format(pod="p", spec="", port="http"),
+                               "spec.containers[0].ports[0].containerPort", "Pod default/p"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_lab_file(tmp_path, case):
+    name = unique_name()
+    extra, field, obj = CASES[case]
+    f = tmp_path / "bad.yaml"
+    f.write_text(CLUSTER.format(name=name) + extra)
+    before_netns = ns.list_names()
+    out = subprocess.run([sys.executable, "-m", "netlab.cli", "up", str(f)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    message = out.stderr.strip()
+    assert message.count("\n") == 0, message
+    assert str(f) in message and field in message and obj in message
+    assert ns.list_names() == before_netns and name not in all_labs()
+
+
+def test_a_failure_half_way_leaves_nothing(tmp_path, monkeypatch):
+    """An error after namespaces and links exist: the lab is removed, the host unchanged."""
+    name = unique_name()
+    f = tmp_path / "lab.yaml"
+    f.write_text(CLUSTER.format(name=name) + POD.format(pod="p", spec="", port=80))
+    before = root_snapshot()
+
+    def broken(self, netns, tables):
+        raise RuntimeError("iptables went away")
+
+    monkeypatch.setattr(RestoreApplier, "apply", broken)
+    with pytest.raises(RuntimeError):
+        Lab.up(f)
+    assert leftovers(name) == [] and name not in all_labs()
+    assert root_snapshot() == before
+
+
+def test_pod_command_runs_inside_the_pod_and_ends_with_the_lab(make_lab, tmp_path):
+    manifests = tmp_path / "m.yaml"
+    manifests.write_text(textwrap.dedent("""
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: sleeper}
+        spec: {containers: [{name: c, command: [sleep, "3600"]}]}
+    """))
+    from .conftest import TOPOLOGIES
+    lab = make_lab(TOPOLOGIES / "two-nodes.yaml", [manifests])
+    pod = lab.state().pod("default", "sleeper")
+    pid = pod.pids[0]["pid"]
+    assert pid in ns.pids_inside(pod.netns)
+    lab.down()
+    with pytest.raises(FileNotFoundError):
+        open(f"/proc/{pid}/stat").read()
