@@ -8,6 +8,7 @@ setup:
 	./scripts/provision.sh
 
 demo: setup
+	@$(NETLAB) down netlab >/dev/null 2>&1 || true
 	$(NETLAB) up topologies/default.yaml
 	$(NETLAB) get nodes -o wide
 	$(NETLAB) get pods -A -o wide

@@ -175,8 +175,8 @@ class Lab:
         if kind in ("nodes", "node", "no"):
             return [apiserver.node_object(state, n) for n in state.nodes]
         if kind in ("pods", "pod", "po"):
-            return [apiserver.pod_object(state, p) for p in state.pods
-                    if all_namespaces or p.namespace == namespace]
+            pods = sorted(state.pods, key=lambda p: (p.namespace, p.name))     # kubectl's order
+            return [apiserver.pod_object(state, p) for p in pods if all_namespaces or p.namespace == namespace]
         raise NetlabError(f"unknown resource type {kind!r} (known: nodes, pods)")
 
     def netns_of(self, target):
