@@ -36,8 +36,13 @@ install_python_env() {
   if [ ! -x "$venv/bin/python" ]; then
     /usr/bin/python3 -m venv "$venv"
   fi
-  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$venv/bin/python" -m pip install -q -e "$here[test]"
+  local log="$venv/provision.log"
+  if ! { "$venv/bin/python" -m pip install -q --upgrade pip &&
+         "$venv/bin/python" -m pip install -q -e "$here[test]"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "provision: installing the Python environment failed (log above)" >&2
+    exit 1
+  fi
   ln -sf "$venv/bin/netlab" /usr/local/bin/netlab
 }
 
