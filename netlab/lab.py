@@ -34,6 +34,19 @@ class _NoProgress:
         pass
 
 
+def _remove_netns(netns_names):
+    """Delete namespaces; what still runs inside a *pod* goes with it, as when kubelet removes
+    a pod sandbox (a command started just before a crash may have no record yet). Processes
+    inside nodes are left alone: a person's shell there is not ours."""
+    running = ns.pids_by_netns()
+    for name in netns_names:
+        if "." in name:
+            for pid in running.get(ns.netns_id(name), []):
+                kubelet.stop({"pid": pid, "start": kubelet.start_time(pid)}, timeout=1.0)
+        ns.delete(name)
+        shutil.rmtree(names.NETNS_ETC / name, ignore_errors=True)
+
+
 class Lab:
     def __init__(self, name):
         self.name = name
@@ -130,9 +143,7 @@ class Lab:
         for rec in state.processes.values():
             kubelet.stop(rec)
         recorded = list(state.netns)
-        for name in reversed(recorded + [n for n in self._unclaimed_netns() if n not in recorded]):
-            ns.delete(name)
-            shutil.rmtree(names.NETNS_ETC / name, ignore_errors=True)
+        _remove_netns(reversed(recorded + [n for n in self._unclaimed_netns() if n not in recorded]))
         self.store.remove()
 
     def _unclaimed_netns(self):
@@ -161,9 +172,7 @@ class Lab:
                 if state is not None:
                     lab._teardown(state)
                 else:
-                    for n in reversed(lab._unclaimed_netns()):
-                        ns.delete(n)
-                        shutil.rmtree(names.NETNS_ETC / n, ignore_errors=True)
+                    _remove_netns(reversed(lab._unclaimed_netns()))
                     lab.store.remove()
         return targets
 

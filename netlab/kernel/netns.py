@@ -127,23 +127,31 @@ def delete(name):
     return True
 
 
+def netns_id(name):
+    """(device, inode) of a named namespace, or None; what /proc/PID/ns/net also stats to."""
+    try:
+        st = os.stat(path(name))
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def pids_by_netns():
+    """{(device, inode): [pids]} for every process, in one pass over /proc."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                st = os.stat(f"/proc/{entry}/ns/net")
+            except OSError:
+                continue
+            found.setdefault((st.st_dev, st.st_ino), []).append(int(entry))
+    return found
+
+
 def pids_inside(name):
     """Processes whose network namespace is `name` (what `ip netns pids` prints)."""
-    try:
-        want = os.stat(path(name))
-    except FileNotFoundError:
-        return []
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            st = os.stat(f"/proc/{entry}/ns/net")
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
-            found.append(int(entry))
-    return found
+    return pids_by_netns().get(netns_id(name), [])
 
 
 def _sysctl_path(key):

@@ -84,3 +84,15 @@ def test_pod_command_runs_inside_the_pod_and_ends_with_the_lab(make_lab, tmp_pat
     lab.down()
     with pytest.raises(FileNotFoundError):
         open(f"/proc/{pid}/stat").read()
+
+
+def test_cleanup_without_a_record_removes_namespaces_and_pod_processes(make_lab):
+    """A crash can lose the record (or come before a pid is written): the prefix still finds it all."""
+    from .conftest import TOPOLOGIES
+    lab = make_lab(TOPOLOGIES / "two-nodes.yaml")
+    pod = lab.state().pod("default", "a")
+    stray = subprocess.Popen(["ip", "netns", "exec", pod.netns, "sleep", "3600"], start_new_session=True)
+    lab.store.remove()                                   # the record is gone, as after a crash
+    assert Lab.cleanup(lab.name) == [lab.name]
+    assert leftovers(lab.name) == []
+    stray.wait(timeout=10)             # sleep 3600 ended: killed with its pod (cleanup reaped its status)
