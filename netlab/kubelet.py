@@ -72,11 +72,6 @@ def start_agnhost(lab):
     return record(proc)
 
 
-def signal_reload(rec):
-    if alive(rec):
-        os.kill(rec["pid"], signal.SIGHUP)
-
-
 def wait_served(lab, rec, state_mtime_ns, timeout=30.0):
     """Wait until agnhost has opened the sockets of the state written at `state_mtime_ns`."""
     marker = names.state_dir(lab) / "agnhost.served"
