@@ -97,9 +97,9 @@ async def _serve_http(pod_name, reader, writer):
             close = b"connection: close" in head.lower() or request_line[2] == "HTTP/1.0"
             data = body.encode()
             reason = "OK" if status == 200 else "Not Found"
-            writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                         f"Content-Length: {len(data)}\r\n{'Connection: close' + chr(13) + chr(10) if close else ''}\r\n"
-                         .encode() + data)
+            headers = [f"HTTP/1.1 {status} {reason}", "Content-Type: text/plain; charset=utf-8",
+                       f"Content-Length: {len(data)}"] + (["Connection: close"] if close else [])
+            writer.write(("\r\n".join(headers) + "\r\n\r\n").encode() + data)
             await writer.drain()
             if close:
                 break
