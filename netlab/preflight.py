@@ -40,7 +40,7 @@ def _try_devices():
 
     from netlab.kernel import netns as ns
 
-    name = f"netlab-preflight-{os.getpid()}"
+    name = f"netlab.preflight.{os.getpid()}"   # no lab owns it: not "<lab>-" prefixed
     ns.create(name)
     try:
         with ns.entered(name):
