@@ -68,11 +68,10 @@ def ip_batch(plan):
         if l.hairpin:
             ip.append(f"link set {l.ifname} type bridge_slave hairpin on")
         ip.append(f"link set {l.ifname} up")
-    ip += [f"addr add {a.cidr} dev {a.dev}" for a in plan.addrs]
-    ip += [f"neigh replace {n.dst} lladdr {n.lladdr} dev {n.dev} nud permanent" for n in plan.neighs]
-    bridge += [f"fdb append {f.lladdr} dev {f.dev} dst {f.dst} self permanent" for f in plan.fdb]
-    ip += [f"route add {r.dst}" + (f" via {r.via}" if r.via else "") + f" dev {r.dev}"
-           + (" onlink" if r.onlink else "") for r in plan.routes]
+    ip += [f"addr add {a}" for a in plan.addrs]
+    ip += [f"neigh replace {n}" for n in plan.neighs]
+    bridge += [f"fdb append {f}" for f in plan.fdb]
+    ip += [f"route add {r}" for r in plan.routes]
     return ip, bridge
 
 

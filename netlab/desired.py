@@ -41,6 +41,10 @@ class Addr:
     dev: str
     cidr: str                      # "10.244.1.1/24"
 
+    def __str__(self):
+        """As the arguments of `ip addr add`."""
+        return f"{self.cidr} dev {self.dev}"
+
 
 @dataclass(frozen=True)
 class Route:
@@ -49,6 +53,11 @@ class Route:
     dev: str | None = None
     onlink: bool = False
 
+    def __str__(self):
+        """As the arguments of `ip route add`, and as `ip route` prints it."""
+        return (self.dst + (f" via {self.via}" if self.via else "") + f" dev {self.dev}"
+                + (" onlink" if self.onlink else ""))
+
 
 @dataclass(frozen=True)
 class Neigh:
@@ -56,12 +65,18 @@ class Neigh:
     lladdr: str
     dev: str                       # always permanent
 
+    def __str__(self):
+        return f"{self.dst} lladdr {self.lladdr} dev {self.dev} nud permanent"
+
 
 @dataclass(frozen=True)
 class Fdb:
     lladdr: str
     dev: str
     dst: str                       # "self permanent", as flannel writes them
+
+    def __str__(self):
+        return f"{self.lladdr} dev {self.dev} dst {self.dst} self permanent"
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ def node_plan(state, node):
     return NetnsPlan(
         node.netns,
         links=(Link(dev, "vxlan", mtu=mtu(state.cluster), address=node.vtep_mac,
-                    vxlan=Vxlan(VNI, PORT, node.ip, names.NODE_UPLINK, learning=False)),),
+                    vxlan=Vxlan(VNI, PORT, node.ip, names.UPLINK, learning=False)),),
         addrs=(Addr(dev, f"{vtep_ip(node)}/32"),),
         neighs=tuple(Neigh(vtep_ip(n), n.vtep_mac, dev) for n in others),
         fdb=tuple(Fdb(n.vtep_mac, dev, n.ip) for n in others),

@@ -119,7 +119,7 @@ class Lab:
         iptables = RestoreApplier()
         for p in plans:
             if p.iptables:
-                iptables.apply(p.netns, p.iptables)
+                iptables.apply(p.netns, p.iptables, fresh=True)
                 progress.advance()
         progress.phase("pods", len(state.pods))
         state.processes["agnhost"] = kubelet.start_agnhost(state.lab)

@@ -26,11 +26,10 @@ DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 # Interface names a real node has; netlab creates the same.
-NODE_UPLINK = "eth0"
+UPLINK = "eth0"          # a node's (and the external client's) port on the LAN
 CNI_BRIDGE = "cni0"
 POD_IFNAME = "eth0"
 LAN_BRIDGE = "br0"
-EXTERNAL_UPLINK = "eth0"
 
 
 def flannel_device(vni):

@@ -43,11 +43,10 @@ def describe(plans):
                 + (f" peer {l.peer.ifname}@{l.peer.netns}" if l.peer else "")
                 + (f" id {l.vxlan.vni} local {l.vxlan.local} dev {l.vxlan.dev} dstport {l.vxlan.port}"
                    f" {'learning' if l.vxlan.learning else 'nolearning'}" if l.vxlan else ""))
-        out += [f"addr {a.cidr} dev {a.dev}" for a in p.addrs]
-        out += [f"neigh {n.dst} lladdr {n.lladdr} dev {n.dev} permanent" for n in p.neighs]
-        out += [f"fdb {f.lladdr} dev {f.dev} dst {f.dst} self permanent" for f in p.fdb]
-        out += [f"route {r.dst}" + (f" via {r.via}" if r.via else "") + f" dev {r.dev}"
-                + (" onlink" if r.onlink else "") for r in p.routes]
+        out += [f"addr {a}" for a in p.addrs]
+        out += [f"neigh {n}" for n in p.neighs]
+        out += [f"fdb {f}" for f in p.fdb]
+        out += [f"route {r}" for r in p.routes]
         out += [f"sysctl {k.replace('/', '.')}={v}" for k, v in p.sysctls]
         if p.iptables:
             out.append(restore_text(p.iptables).rstrip())

@@ -64,7 +64,3 @@ def _try_devices():
     finally:
         ns.delete(name)
 
-
-def iptables_backend():
-    out = subprocess.run(["iptables", "-V"], capture_output=True, text=True).stdout
-    return "nf_tables" if "nf_tables" in out else "legacy"

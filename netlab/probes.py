@@ -206,7 +206,7 @@ def egress_check(prober, state, pod):
     src = f"{pod.namespace}/{pod.name}"
     node = state.node(pod.node)
     outside = ipam.lan_external_ip(state.cluster.lan_cidr)
-    with prober.capture("external", names.EXTERNAL_UPLINK, "icmp") as cap:
+    with prober.capture("external", names.UPLINK, "icmp") as cap:
         r = prober.ping(src, outside)
     sources = sorted({p["src"] for p in cap.packets if p.get("icmp_type") == 8})
     return [Check("egress", f"icmp {src} -> external {outside}", f"reply; seen outside as node {node.ip}",

@@ -19,9 +19,9 @@ def lan_plan(state):
     links = [Link(names.LAN_BRIDGE, "bridge", mtu=c.underlay_mtu)]
     for node in state.nodes:
         links.append(Link(names.lan_port(state.lab, node.name), "veth", mtu=c.underlay_mtu,
-                          master=names.LAN_BRIDGE, peer=Peer(names.NODE_UPLINK, node.netns)))
+                          master=names.LAN_BRIDGE, peer=Peer(names.UPLINK, node.netns)))
     links.append(Link("external", "veth", mtu=c.underlay_mtu, master=names.LAN_BRIDGE,
-                      peer=Peer(names.EXTERNAL_UPLINK, state.external_netns())))
+                      peer=Peer(names.UPLINK, state.external_netns())))
     return NetnsPlan(
         state.lan_netns(),
         links=tuple(links),
@@ -35,9 +35,9 @@ def uplink(state, netns, ip):
     c = state.cluster
     return NetnsPlan(
         netns,
-        links=(Link(names.NODE_UPLINK, "peer", mtu=c.underlay_mtu),),
-        addrs=(Addr(names.NODE_UPLINK, f"{ip}/{_prefix(c.lan_cidr)}"),),
-        routes=(Route("default", via=ipam.lan_gateway(c.lan_cidr), dev=names.NODE_UPLINK),),
+        links=(Link(names.UPLINK, "peer", mtu=c.underlay_mtu),),
+        addrs=(Addr(names.UPLINK, f"{ip}/{_prefix(c.lan_cidr)}"),),
+        routes=(Route("default", via=ipam.lan_gateway(c.lan_cidr), dev=names.UPLINK),),
     )
 
 

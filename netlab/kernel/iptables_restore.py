@@ -62,10 +62,11 @@ class RestoreApplier:
         self.writes = 0
         self.log = []
 
-    def apply(self, netns, tables):
+    def apply(self, netns, tables, fresh=False):
+        """`fresh`: the namespace was just created, its tables are empty: nothing to read."""
         text = ""
         for table in tables.values():
-            change = diff(table, current(netns, table.name, self.save))
+            change = diff(table, {} if fresh else current(netns, table.name, self.save))
             if change:
                 text += change
         if not text:

@@ -178,7 +178,7 @@ class NetlinkApplier:
         for a in plan.addrs:
             if (a.dev, a.cidr) not in have:
                 ip, plen = a.cidr.split("/")
-                self._write(plan.netns, f"add addr {a.cidr} dev {a.dev}", ipr.addr, "add",
+                self._write(plan.netns, f"add addr {a}", ipr.addr, "add",
                             index=_need(plan.netns, index, a.dev), address=ip, prefixlen=int(plen))
 
     def _neighs(self, plan, ipr, index, fresh):
@@ -192,7 +192,7 @@ class NetlinkApplier:
                             dst=dst, lladdr=mac, ifindex=index[dev])
         for n in plan.neighs:
             if (n.dst, n.lladdr, n.dev) not in have:
-                self._write(plan.netns, f"neigh {n.dst} lladdr {n.lladdr} dev {n.dev} permanent", ipr.neigh,
+                self._write(plan.netns, f"neigh {n}", ipr.neigh,
                             "replace", dst=n.dst, lladdr=n.lladdr, ifindex=_need(plan.netns, index, n.dev),
                             state=NUD_PERMANENT)
 
@@ -211,7 +211,7 @@ class NetlinkApplier:
                         ifindex=index[dev], lladdr=mac, dst=dst)
         for f in plan.fdb:
             if (f.lladdr, f.dev, f.dst) not in have:
-                self._write(plan.netns, f"fdb {f.lladdr} dev {f.dev} dst {f.dst} self permanent", ipr.fdb,
+                self._write(plan.netns, f"fdb {f}", ipr.fdb,
                             "append", ifindex=_need(plan.netns, index, f.dev), lladdr=f.lladdr, dst=f.dst,
                             flags=NTF_SELF, state=NUD_PERMANENT)
 
@@ -237,8 +237,7 @@ class NetlinkApplier:
                 kwargs["gateway"] = r.via
             if r.onlink:
                 kwargs["flags"] = RTNH_F_ONLINK
-            desc = f"route {r.dst}" + (f" via {r.via}" if r.via else "") + f" dev {r.dev}" + (" onlink" if r.onlink else "")
-            self._write(plan.netns, desc, ipr.route, "replace", **kwargs)
+            self._write(plan.netns, f"route {r}", ipr.route, "replace", **kwargs)
 
     def _sysctls(self, plan, fresh):
         for key, value in plan.sysctls:

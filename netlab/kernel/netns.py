@@ -177,6 +177,3 @@ def run(name, argv, **kwargs):
     for the lab's own tools such as iptables-restore)."""
     return subprocess.run(argv, preexec_fn=lambda: enter_for_good(name), **kwargs)
 
-
-def popen(name, argv, **kwargs):
-    return subprocess.Popen(argv, preexec_fn=lambda: enter_for_good(name), **kwargs)

@@ -58,7 +58,7 @@ def test_a_failure_half_way_leaves_nothing(tmp_path, monkeypatch):
     f.write_text(CLUSTER.format(name=name) + POD.format(pod="p", spec="", port=80))
     before = root_snapshot()
 
-    def broken(self, netns, tables):
+    def broken(self, netns, tables, fresh=False):
         raise RuntimeError("iptables went away")
 
     monkeypatch.setattr(RestoreApplier, "apply", broken)

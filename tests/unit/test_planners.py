@@ -93,3 +93,13 @@ def test_nothing_of_a_lab_is_planned_in_the_root_namespace():
         assert p.netns.startswith("t-")
         for link in p.links:
             assert link.peer is None or link.peer.netns.startswith("t-")
+
+
+def test_values_render_in_ip_syntax_as_reference_writes_them():
+    assert str(Route("10.244.2.0/24", via="10.244.2.0", dev="flannel.1", onlink=True)) == \
+        "10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink"
+    assert str(Neigh("10.244.2.0", "aa:bb:cc:dd:ee:ff", "flannel.1")) == \
+        "10.244.2.0 lladdr aa:bb:cc:dd:ee:ff dev flannel.1 nud permanent"
+    assert str(Fdb("aa:bb:cc:dd:ee:ff", "flannel.1", "172.18.0.4")) == \
+        "aa:bb:cc:dd:ee:ff dev flannel.1 dst 172.18.0.4 self permanent"
+    assert str(Addr("cni0", "10.244.1.1/24")) == "10.244.1.1/24 dev cni0"
