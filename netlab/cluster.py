@@ -4,11 +4,15 @@ IPAM controller), the Deployment controller, the scheduler, and host-local alloc
 Pure: the same spec and random source give the same state. Nothing here touches the kernel.
 """
 
+import dataclasses
+import ipaddress
 import random
 import secrets
 
-from netlab import deployment, ipam, names, scheduler
+from netlab import deployment, endpoints, ipam, names, scheduler
+from netlab.errors import NetlabError
 from netlab.etcd import ClusterState, Deployment, HostLocal, Node, Pod
+from netlab.spec import NODE_PORT_RANGE, ServiceManifest, ServicePort
 
 
 def random_mac(rng):
@@ -34,6 +38,12 @@ def new_state(spec, rng=None):
         add_pod(state, p.namespace, p.name, p.template, rng=rng)
     for d in spec.deployments:
         add_deployment(state, d, rng)
+    add_service(state, kubernetes_service(c), rng)
+    # Addresses asked for are taken before any is handed out, so a random pick never
+    # steals one a later manifest names.
+    for s in sorted(spec.services, key=lambda s: s.cluster_ip in (None, "None")):
+        add_service(state, s, rng)
+    sync_endpoints(state)
     state.netns = [state.lan_netns(), state.external_netns()] + [n.netns for n in state.nodes]
     state.netns += [p.netns for p in state.pods]
     return state
@@ -69,3 +79,56 @@ def add_pod(state, namespace, name, template, owner=None, rng=None):
               netns=names.pod_netns(state.lab, namespace, name), ip=ip, owner=owner)
     state.pods.append(pod)
     return pod
+
+
+def kubernetes_service(cluster):
+    """default/kubernetes, which the API server creates at the first address of the range."""
+    ip = str(ipaddress.ip_network(cluster.service_subnet).network_address + 1)
+    return ServiceManifest("default", "kubernetes", {"component": "apiserver", "provider": "kubernetes"},
+                           cluster_ip=ip, ports=(ServicePort(443, "TCP", "https", 6443),))
+
+
+def add_service(state, manifest, rng):
+    """The API server's part: allocate the ClusterIP and NodePorts a Service asks for."""
+    if any(s.key == manifest.key for s in state.services):
+        raise NetlabError(f"Service {manifest.key} already exists")
+    ips = {s.cluster_ip for s in state.services}
+    ports = {p.node_port for s in state.services for p in s.ports if p.node_port}
+    ip = manifest.cluster_ip
+    if manifest.type == "ExternalName":
+        ip = None
+    elif ip is None:
+        ip = ipam.allocate_service_ip(state.cluster.service_subnet, ips | _reserved_ips(state.cluster), rng)
+    elif ip != "None" and ip in ips:
+        raise NetlabError(f"Service {manifest.key}: clusterIP {ip} is already allocated")
+    allocated, by_port = [], {}
+    for p in manifest.ports:
+        # Ports sharing a number (TCP and UDP) share a NodePort unless they name their own.
+        requested = next((q.node_port for q in manifest.ports if q.port == p.port and q.node_port), None)
+        node_port = p.node_port or by_port.get(p.port) or requested
+        if node_port is None and manifest.type == "NodePort":
+            node_port = ipam.allocate_node_port(NODE_PORT_RANGE, ports | set(by_port.values()), rng)
+        if node_port in ports:
+            raise NetlabError(f"Service {manifest.key}: nodePort {node_port} is already allocated")
+        by_port[p.port] = node_port
+        allocated.append(dataclasses.replace(p, node_port=node_port))
+    service = dataclasses.replace(manifest, cluster_ip=ip, ports=tuple(allocated),
+                                  created=manifest.created or state.created)
+    state.services.append(service)
+    return service
+
+
+def _reserved_ips(cluster):
+    base = ipaddress.ip_network(cluster.service_subnet).network_address
+    return {str(base + 1), str(base + 10)}
+
+
+def sync_endpoints(state):
+    """The endpoints controller's pass over every Service, and the API server's own
+    default/kubernetes endpoints (the control plane's node IP, port 6443)."""
+    control_plane = next(n for n in state.nodes if n.role == "control-plane")
+    out = [endpoints.kubernetes(control_plane.ip)]
+    for s in state.services:
+        if s.selector is not None:
+            out.append(endpoints.for_service(s, state.pods))
+    state.endpoints = out

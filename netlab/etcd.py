@@ -12,8 +12,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 from netlab import names
+from netlab.endpoints import Address, Endpoints, Port, Subset
 from netlab.errors import LabNotFound, NetlabError
-from netlab.spec import ClusterConfig, Container, ContainerPort, PodTemplate, Toleration
+from netlab.spec import (ClusterConfig, Container, ContainerPort, PodTemplate, ServiceManifest, ServicePort,
+                         Toleration)
 
 STATE_FILE = "state.json"
 
@@ -82,6 +84,8 @@ class ClusterState:
     nodes: list = field(default_factory=list)
     pods: list = field(default_factory=list)
     deployments: list = field(default_factory=list)
+    services: list = field(default_factory=list)     # ServiceManifest, addresses allocated
+    endpoints: list = field(default_factory=list)    # Endpoints, written by the endpoints controller
     ipam: dict = field(default_factory=dict)         # node -> HostLocal
     processes: dict = field(default_factory=dict)    # name -> pid, processes the lab started
     netns: list = field(default_factory=list)        # every netns the lab may have created
@@ -99,6 +103,15 @@ class ClusterState:
             if p.namespace == namespace and p.name == name:
                 return p
         raise NetlabError(f"lab {self.lab}: no pod {namespace}/{name}")
+
+    def service(self, namespace, name):
+        for s in self.services:
+            if s.namespace == namespace and s.name == name:
+                return s
+        raise NetlabError(f"lab {self.lab}: no service {namespace}/{name}")
+
+    def endpoints_of(self, service):
+        return next((e for e in self.endpoints if e.key == service.key), None)
 
     def pods_on(self, node):
         return [p for p in self.pods if p.node == node]
@@ -128,12 +141,26 @@ def _template(d):
         hostname=d["hostname"], subdomain=d["subdomain"])
 
 
+def _service(d):
+    return ServiceManifest(**{**d, "ports": tuple(ServicePort(**p) for p in d["ports"]),
+                              "external_ips": tuple(d["external_ips"])})
+
+
+def _endpoints(d):
+    subsets = tuple(Subset(tuple(Address(**a) for a in s["addresses"]),
+                           tuple(Address(**a) for a in s["not_ready"]),
+                           tuple(Port(**p) for p in s["ports"])) for s in d["subsets"])
+    return Endpoints(d["namespace"], d["name"], subsets)
+
+
 def from_json(d):
     state = ClusterState(lab=d["lab"], cluster=ClusterConfig(**{
         **d["cluster"], "roles": tuple(d["cluster"]["roles"])}))
     state.nodes = [Node(**n) for n in d["nodes"]]
     state.pods = [Pod(**{**p, "template": _template(p["template"])}) for p in d["pods"]]
     state.deployments = [Deployment(**{**x, "template": _template(x["template"])}) for x in d["deployments"]]
+    state.services = [_service(s) for s in d.get("services", [])]
+    state.endpoints = [_endpoints(e) for e in d.get("endpoints", [])]
     state.ipam = {k: HostLocal(**v) for k, v in d["ipam"].items()}
     state.processes = d["processes"]
     state.netns = d["netns"]

@@ -64,3 +64,46 @@ def host_local_next(pod_cidr, last_reserved, allocated):
         if ip not in allocated:
             return ip
     raise NetlabError(f"host-local: range {pod_cidr} is full ({n} addresses allocated)")
+
+
+def _static_band(size, divisor, cap):
+    """The low band kept for addresses users ask for (KEP-3070 for ClusterIPs, KEP-3668 for
+    NodePorts): dynamic allocation takes from above it first."""
+    return min(max(16, size // divisor), cap)
+
+
+def allocate_service_ip(service_subnet, taken, rng):
+    """The API server's ClusterIP allocator: a random free address above the static band,
+    then inside it when the upper part is full."""
+    net = ipaddress.ip_network(service_subnet)
+    first, size = int(net.network_address) + 1, net.num_addresses - 2
+    band = _static_band(size, 16, 256)
+    for lo, hi in ((first + band, first + size - 1), (first, first + band - 1)):
+        ip = _random_free(lo, hi, lambda n: str(ipaddress.ip_address(n)) in taken, rng)
+        if ip is not None:
+            return str(ipaddress.ip_address(ip))
+    raise NetlabError(f"serviceSubnet {service_subnet} has no free ClusterIP left")
+
+
+def allocate_node_port(port_range, taken, rng):
+    lo, hi = port_range
+    band = _static_band(hi - lo + 1, 32, 128)
+    for a, b in ((lo + band, hi), (lo, lo + band - 1)):
+        port = _random_free(a, b, lambda n: n in taken, rng)
+        if port is not None:
+            return port
+    raise NetlabError(f"no free NodePort left in {lo}-{hi}")
+
+
+def _random_free(lo, hi, is_taken, rng):
+    """A random free value in [lo, hi]: a random start, then a linear scan, as the
+    allocators' bitmaps do."""
+    if hi < lo:
+        return None
+    count = hi - lo + 1
+    start = rng.randrange(count)
+    for i in range(count):
+        value = lo + (start + i) % count
+        if not is_taken(value):
+            return value
+    return None

@@ -19,6 +19,12 @@ KIND_API = "kind.x-k8s.io/v1alpha4"
 NETLAB_API = "netlab.io/v1alpha1"
 ROLES = ("control-plane", "worker")
 PROTOCOLS = ("TCP", "UDP")
+# How rules reach the kernel: kube-proxy's own way (iptables-restore, the system's iptables,
+# nft or legacy), or libiptc through python-iptables (legacy tables only).
+APPLIERS = ("iptables-restore", "python-iptables")
+SERVICE_TYPES = ("ClusterIP", "NodePort", "ExternalName")
+NODE_PORT_RANGE = (30000, 32767)
+DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 # Kinds that carry nothing netlab models; accepted so real manifests paste cleanly.
 IGNORED_KINDS = {"ConfigMap", "Secret", "ServiceAccount", "Namespace", "Role", "RoleBinding",
                  "ClusterRole", "ClusterRoleBinding", "PersistentVolumeClaim",
@@ -89,6 +95,41 @@ class DeploymentManifest:
 
 
 @dataclass(frozen=True)
+class ServicePort:
+    port: int
+    protocol: str = "TCP"
+    name: str = ""                 # "" when the Service has a single unnamed port
+    target_port: int | str = 0     # a number, or the name of a containerPort
+    node_port: int | None = None   # None: allocated for NodePort Services
+
+
+@dataclass(frozen=True)
+class ServiceManifest:
+    namespace: str
+    name: str
+    labels: dict = field(default_factory=dict)
+    type: str = "ClusterIP"
+    cluster_ip: str | None = None  # None: allocated; "None": headless
+    ports: tuple = ()
+    selector: dict | None = None   # None: no selector, endpoints are not managed
+    session_affinity: str = "None"
+    affinity_timeout: int = 10800
+    external_traffic_policy: str | None = None     # set (Cluster by default) when externally reachable
+    internal_traffic_policy: str = "Cluster"
+    external_ips: tuple = ()
+    external_name: str | None = None
+    created: str = ""
+
+    @property
+    def key(self):
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def headless(self):
+        return self.cluster_ip == "None"
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     name: str = "kind"
     roles: tuple = ("control-plane",)
@@ -97,6 +138,7 @@ class ClusterConfig:
     kube_proxy_mode: str = "iptables"
     lan_cidr: str = "172.18.0.0/16"
     underlay_mtu: int = 1500
+    iptables_applier: str = "iptables-restore"
 
     @property
     def node_names(self):
@@ -108,6 +150,7 @@ class LabSpec:
     cluster: ClusterConfig
     pods: tuple = ()
     deployments: tuple = ()
+    services: tuple = ()
     sources: tuple = ()
 
 
@@ -132,7 +175,7 @@ def build(docs):
             raise SpecError(f, f"document {i + 1}", "kind", f"a second {kind} document; a lab has one")
     cluster = _cluster(cluster_docs[0] if cluster_docs else None,
                        lab_docs[0] if lab_docs else None)
-    pods, deployments, seen = [], [], {}
+    pods, deployments, services, seen = [], [], [], {}
     for f, i, doc in docs:
         kind = doc.get("kind")
         if kind in ("Cluster", "Lab") or kind in IGNORED_KINDS:
@@ -143,15 +186,20 @@ def build(docs):
         elif kind == "Deployment":
             obj = _deployment(f, doc, cluster)
             deployments.append(obj)
+        elif kind == "Service":
+            obj = _service(f, doc, cluster)
+            services.append((f, obj))
         else:
             raise SpecError(f, f"document {i + 1}", "kind",
-                            f"kind {kind!r} is not supported (supported: Cluster, Lab, Pod, Deployment)")
+                            f"kind {kind!r} is not supported (supported: Cluster, Lab, Pod, Deployment, Service)")
         key = (kind, obj.namespace, obj.name)
         if key in seen:
             raise SpecError(f, f"{kind} {obj.namespace}/{obj.name}", "metadata.name",
                             f"duplicate name: already defined in {seen[key]}")
         seen[key] = f
-    return LabSpec(cluster, tuple(pods), tuple(deployments), tuple(sorted({str(d[0]) for d in docs})))
+    _check_service_addresses(services)
+    return LabSpec(cluster, tuple(pods), tuple(deployments), tuple(s for _, s in services),
+                   tuple(sorted({str(d[0]) for d in docs})))
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -311,11 +359,14 @@ def _cluster(cluster_doc, lab_doc):
         f, _, doc = lab_doc
         at = _At(f, "Lab", doc)
         _expect_api(at, NETLAB_API)
-        _refuse_unknown(at, doc, {"apiVersion", "kind", "metadata", "lan"})
+        _refuse_unknown(at, doc, {"apiVersion", "kind", "metadata", "lan", "iptables"})
         lan = at.child("lan")
         _refuse_unknown(lan, lan.mapping(), {"cidr", "mtu"})
         values["lan_cidr"] = lan.child("cidr").network(c.lan_cidr)
         values["underlay_mtu"] = lan.child("mtu").integer(c.underlay_mtu, lo=1280, hi=9000)
+        ipt = at.child("iptables")
+        _refuse_unknown(ipt, ipt.mapping(), {"applier"})
+        values["iptables_applier"] = ipt.child("applier").choice(APPLIERS, c.iptables_applier)
     c = ClusterConfig(**{**c.__dict__, **values})
     _check_address_plan(c, cluster_doc, lab_doc)
     return c
@@ -456,3 +507,140 @@ def _toleration(t):
     if effect not in (None, "", "NoSchedule", "PreferNoSchedule", "NoExecute"):
         raise t.child("effect").error(f"{effect!r} must be NoSchedule, PreferNoSchedule or NoExecute")
     return Toleration(t.child("key").string() or None, operator, t.child("value").string(), effect or None)
+
+
+# --- Service -----------------------------------------------------------------------------
+
+def _service(f, doc, cluster):
+    """A v1 Service, validated as the API server validates it (the parts networking uses)."""
+    at = _At(f, "Service", doc)
+    _expect_api(at, "v1")
+    namespace, name, labels = _metadata(at, "Service")
+    at.child("metadata").child("name").string(
+        pattern=DNS1035_LABEL, what="Service name (DNS-1035 label: a letter first, no dots)")
+    spec = at.child("spec")
+    spec.mapping(required=True)
+    svc_type = spec.child("type").string("ClusterIP")
+    if svc_type == "LoadBalancer":
+        raise spec.child("type").error("LoadBalancer Services are not modelled by netlab yet")
+    if svc_type not in SERVICE_TYPES:
+        raise spec.child("type").error(f"{svc_type!r} must be one of {', '.join(SERVICE_TYPES)}")
+    if svc_type == "ExternalName":
+        external_name = spec.child("externalName").string(
+            required=True, pattern=names.DNS1123_SUBDOMAIN, what="externalName (DNS-1123 subdomain)", max_len=253)
+        return ServiceManifest(namespace, name, labels, svc_type, external_name=external_name,
+                               ports=_service_ports(spec, svc_type, headless=True))
+    cluster_ip = _cluster_ip(spec, cluster)
+    headless = cluster_ip == "None"
+    if headless and svc_type != "ClusterIP":
+        raise spec.child("clusterIP").error(f"may not be None for type {svc_type}")
+    ports = _service_ports(spec, svc_type, headless)
+    external_ips = tuple(_ipv4(ip, "external IP") for ip in spec.child("externalIPs").items())
+    affinity = spec.child("sessionAffinity").choice(("None", "ClientIP"), "None")
+    timeout_at = spec.child("sessionAffinityConfig").child("clientIP").child("timeoutSeconds")
+    timeout = timeout_at.integer(10800, lo=1, hi=86400)
+    if affinity == "None" and timeout_at.value is not None:
+        raise timeout_at.error("may only be set when sessionAffinity is ClientIP")
+    reachable = svc_type == "NodePort" or bool(external_ips)
+    etp_at = spec.child("externalTrafficPolicy")
+    etp = etp_at.choice(("Cluster", "Local"), "Cluster")
+    if etp_at.value is not None and not reachable:
+        raise etp_at.error("may only be set for externally-accessible Services (NodePort, externalIPs)")
+    selector = spec.child("selector").string_map() if spec.child("selector").value is not None else None
+    return ServiceManifest(
+        namespace, name, labels, svc_type, cluster_ip, ports, selector or None, affinity, timeout,
+        etp if reachable else None, spec.child("internalTrafficPolicy").choice(("Cluster", "Local"), "Cluster"),
+        external_ips)
+
+
+def _cluster_ip(spec, cluster):
+    ip_at = spec.child("clusterIP")
+    ip = ip_at.string()
+    ips = [i.string() for i in spec.child("clusterIPs").items()]
+    if ips and ip and ips[0] != ip:
+        raise spec.child("clusterIPs").error(f"first element {ips[0]!r} must match clusterIP {ip!r}")
+    ip = ip or (ips[0] if ips else None)
+    if ip in (None, ""):
+        return None
+    if ip == "None":
+        return "None"
+    address = _ipv4(_At(ip_at.file, ip_at.obj, ip, ip_at.path), "cluster IP")
+    svc_net = ipaddress.ip_network(cluster.service_subnet)
+    if ipaddress.ip_address(address) not in svc_net:
+        raise ip_at.error(f"{address} is not in the cluster's serviceSubnet {svc_net}")
+    if address in (str(svc_net.network_address), str(svc_net.broadcast_address)):
+        raise ip_at.error(f"{address} is not a usable address of {svc_net}")
+    for reserved, owner in ((1, "default/kubernetes"), (10, "kube-system/kube-dns")):
+        if address == str(svc_net.network_address + reserved):
+            raise ip_at.error(f"{address} is kept for the Service {owner}")
+    return address
+
+
+def _ipv4(at, what):
+    v = at.string(required=True)
+    try:
+        ip = ipaddress.ip_address(v)
+    except ValueError:
+        raise at.error(f"{v!r} is not a valid {what}") from None
+    if ip.version != 4:
+        raise at.error(f"{v!r}: netlab models IPv4 clusters only")
+    return str(ip)
+
+
+def _service_ports(spec, svc_type, headless):
+    items = spec.child("ports").items()
+    if not items and not headless:
+        raise spec.child("ports").error("required: at least one port")
+    ports, names_seen, seen = [], set(), set()
+    for p in items:
+        p.mapping(required=True)
+        name = p.child("name").string("", pattern=names.DNS1123_LABEL, what="port name (DNS-1123 label)", max_len=63)
+        if len(items) > 1 and not name:
+            raise p.child("name").error("required when a Service has more than one port")
+        if name in names_seen:
+            raise p.child("name").error(f"duplicate port name {name!r}")
+        names_seen.add(name)
+        number = p.child("port").integer(required=True, lo=1, hi=65535)
+        protocol = p.child("protocol").string("TCP")
+        if protocol not in PROTOCOLS:
+            raise p.child("protocol").error(f"{protocol!r} must be TCP or UDP (netlab does not model SCTP)")
+        if (number, protocol) in seen:
+            raise p.child("port").error(f"duplicate port {number}/{protocol}")
+        seen.add((number, protocol))
+        target_at = p.child("targetPort")
+        target = target_at.value if target_at.value is not None else number
+        if isinstance(target, str):
+            if target.isdigit():
+                target = int(target)
+            elif not IANA_SVC_NAME.match(target) or len(target) > 15 or not re.search("[a-z]", target):
+                raise target_at.error(f"{target!r} is not a valid port number or name (IANA service name)")
+        if isinstance(target, bool) or not isinstance(target, (int, str)):
+            raise target_at.error(f"must be a port number or name, not {target!r}")
+        if isinstance(target, int) and not 1 <= target <= 65535:
+            raise target_at.error(f"{target} is out of range 1-65535")
+        np_at = p.child("nodePort")
+        node_port = np_at.integer(lo=NODE_PORT_RANGE[0], hi=NODE_PORT_RANGE[1])
+        if node_port is not None and svc_type != "NodePort":
+            raise np_at.error(f"may not be used when type is {svc_type}")
+        ports.append(ServicePort(number, protocol, name, target, node_port))
+    return tuple(ports)
+
+
+def _check_service_addresses(services):
+    """services: [(file, ServiceManifest)]. A clusterIP or nodePort taken twice is refused,
+    as the API server's allocators refuse it (one Service may use a nodePort for TCP and UDP)."""
+    ips, node_ports = {}, {}
+    for f, s in services:
+        obj, key = f"Service {s.namespace}/{s.name}", f"{s.namespace}/{s.name}"
+        if s.cluster_ip not in (None, "None"):
+            if s.cluster_ip in ips:
+                raise SpecError(f, obj, "spec.clusterIP", f"{s.cluster_ip} is already allocated to Service {ips[s.cluster_ip]}")
+            ips[s.cluster_ip] = key
+        for i, p in enumerate(s.ports):
+            if p.node_port is None:
+                continue
+            owner = node_ports.setdefault(p.node_port, key)
+            if owner != key:
+                raise SpecError(f, obj, f"spec.ports[{i}].nodePort", f"{p.node_port} is already allocated to Service {owner}")
+            if any(q.node_port == p.node_port and q.protocol == p.protocol for q in s.ports[:i]):
+                raise SpecError(f, obj, f"spec.ports[{i}].nodePort", f"duplicate nodePort {p.node_port}/{p.protocol}")
