@@ -6,6 +6,10 @@ FORWARD, ...) receive hooks from several components, in the order real nodes sho
 
 from dataclasses import dataclass, field
 
+# Chains of the components netlab plays; a chain with one of these prefixes that no plan
+# wants any more is stale and removed, as kube-proxy removes its own.
+OWNED_PREFIXES = ("KUBE-", "FLANNEL-")
+
 BUILTIN = {
     "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
     "filter": ("INPUT", "FORWARD", "OUTPUT"),
@@ -44,3 +48,12 @@ def restore_text(tables):
             out += [f"-A {chain} {r}" for r in rules]
         out.append("COMMIT")
     return "\n".join(out) + "\n"
+
+
+def changes(table, have):
+    """What turns `have` (chain -> rule specs, as read back) into the plan: the chains whose
+    rules differ, in the plan's order, and the stale owned chains to delete."""
+    rewrite = [c for c in table.user_chains() if list(table.chains[c]) != have.get(c)]
+    rewrite += [c for c in BUILTIN[table.name] if list(table.chains.get(c, ())) != have.get(c, [])]
+    stale = [c for c in have if c.startswith(OWNED_PREFIXES) and c not in table.chains]
+    return rewrite, stale

@@ -1,12 +1,28 @@
-"""kube-proxy, iptables mode. So far: its chain names (the rules come with the Services work).
+"""kube-proxy, iptables mode: a node's nat and filter rules from the Services and Endpoints.
 
-kube-proxy names per-service chains by hashing: the first 16 characters of the base32
-(standard alphabet) of sha256("<namespace>/<name>[:<portName>]<protocol lowercase>"), and
-per-endpoint chains by the same over that string followed by "<ip>:<port>".
+`node_tables(services, endpoints, node, cluster_cidr)` is a pure function. It yields the rules
+in the form `iptables-save` prints them back (the kernel's canonical form), so a plan can be
+compared with a node's tables line for line. kube-proxy's own restore input differs only in
+argument order and in writing probabilities with 10 decimals; the kernel stores the same rule.
+
+Chain names hash "<namespace>/<name>[:<portName>]<protocol>" (sha256, base32, 16 characters);
+endpoint chains hash the same string followed by "<ip>:<port>".
 """
 
 import base64
 import hashlib
+import math
+
+from netlab.endpoints import ready_endpoints
+from netlab.iptables import Table
+
+MASQ_MARK = "0x4000"
+NO_PROXY_LABELS = ("service.kubernetes.io/service-proxy-name", "service.kubernetes.io/headless")
+RECENT_TAIL = "--mask 255.255.255.255 --rsource"      # what iptables-save adds to a `recent` match
+
+NAT_CHAINS = ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ")
+FILTER_CHAINS = ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD", "KUBE-NODEPORTS",
+                 "KUBE-PROXY-FIREWALL", "KUBE-FIREWALL")
 
 
 def port_key(namespace, name, port_name, protocol):
@@ -25,3 +41,207 @@ def service_chain(prefix, key):
 def endpoint_chain(key, endpoint):
     """KUBE-SEP- + the hash of the service port and the endpoint "ip:port"."""
     return f"KUBE-SEP-{_hash(key + endpoint)}"
+
+
+def comment(text):
+    """`-m comment`, quoted as iptables-save quotes it (only when a character needs it)."""
+    if text and all(c.isascii() and (c.isalnum() or c in "_-") for c in text):
+        return f"-m comment --comment {text}"
+    escaped = "".join("\\" + c if c in "\"\\'" else c for c in text)
+    return f'-m comment --comment "{escaped}"'
+
+
+def probability(n):
+    """1/n as kube-proxy writes it ("%0.10f"), as the kernel stores it (a 31-bit fraction,
+    rounded) and as iptables-save prints it back ("%.11f")."""
+    stored = math.floor(0x80000000 * float(f"{1.0 / n:0.10f}") + 0.5)
+    return f"{stored / 0x80000000:.11f}"
+
+
+REJECT = "REJECT --reject-with icmp-port-unreachable"
+
+
+def hooks():
+    """The jumps from the built-in chains, as a real node shows them."""
+    portals = comment("kubernetes service portals")
+    new = "-m conntrack --ctstate NEW"
+    firewall = f"{new} {comment('kubernetes load balancer firewall')} -j KUBE-PROXY-FIREWALL"
+    external = f"{new} {comment('kubernetes externally-visible service portals')} -j KUBE-EXTERNAL-SERVICES"
+    nat = {
+        "PREROUTING": (f"{portals} -j KUBE-SERVICES",),
+        "OUTPUT": (f"{portals} -j KUBE-SERVICES",),
+        "POSTROUTING": (f"{comment('kubernetes postrouting rules')} -j KUBE-POSTROUTING",),
+    }
+    flt = {
+        "INPUT": (firewall, f"{comment('kubernetes health check service ports')} -j KUBE-NODEPORTS",
+                  external, "-j KUBE-FIREWALL"),
+        "FORWARD": (firewall, f"{comment('kubernetes forwarding rules')} -j KUBE-FORWARD",
+                    f"{new} {portals} -j KUBE-SERVICES", external),
+        "OUTPUT": (firewall, f"{new} {portals} -j KUBE-SERVICES", "-j KUBE-FIREWALL"),
+    }
+    return nat, flt
+
+
+def plumbing():
+    """The rules kube-proxy writes whatever the Services: masquerade marking, forwarding
+    acceptance, and the localnet guard that route_localnet makes necessary."""
+    mark = f"{MASQ_MARK}/{MASQ_MARK}"
+    nat = {
+        "KUBE-POSTROUTING": (
+            f"-m mark ! --mark {mark} -j RETURN",
+            f"-j MARK --set-xmark {MASQ_MARK}/0x0",
+            f"{comment('kubernetes service traffic requiring SNAT')} -j MASQUERADE --random-fully",
+        ),
+        "KUBE-MARK-MASQ": (f"-j MARK --set-xmark {mark}",),
+    }
+    flt = {
+        "KUBE-FORWARD": (
+            "-m conntrack --ctstate INVALID -j DROP",
+            f"{comment('kubernetes forwarding rules')} -m mark --mark {mark} -j ACCEPT",
+            f"{comment('kubernetes forwarding conntrack rule')} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        ),
+        "KUBE-FIREWALL": (
+            f"! -s 127.0.0.0/8 -d 127.0.0.0/8 {comment('block incoming localnet connections')} "
+            "-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP",
+        ),
+    }
+    return nat, flt
+
+
+def proxied(service):
+    """Whether kube-proxy writes rules for a Service at all."""
+    return (service.type != "ExternalName" and service.cluster_ip not in (None, "None")
+            and not any(label in service.labels for label in NO_PROXY_LABELS))
+
+
+def node_tables(services, endpoints, node, cluster_cidr):
+    """{"nat": Table, "filter": Table} for one node. `node` needs .name; `endpoints` are
+    Endpoints objects (matched to Services by namespace/name)."""
+    nat_hooks, filter_hooks = hooks()
+    nat_plumbing, filter_plumbing = plumbing()
+    nat = {**nat_hooks, **{c: [] for c in NAT_CHAINS}}
+    flt = {**filter_hooks, **{c: [] for c in FILTER_CHAINS}}
+    for chain, rules in nat_plumbing.items():
+        nat[chain] += rules
+    for chain, rules in filter_plumbing.items():
+        flt[chain] += rules
+    by_key = {e.key: e for e in endpoints}
+    ports = sorted(((s, p) for s in services if proxied(s) for p in s.ports),
+                   key=lambda sp: (_port_name(*sp), sp[1].protocol))
+    for service, port in ports:
+        _service_port(nat, flt, service, port, ready_endpoints(by_key.get(service.key), port), node, cluster_cidr)
+    nat["KUBE-SERVICES"].append(
+        f"{comment('kubernetes service nodeports; NOTE: this must be the last rule in this chain')} "
+        "-m addrtype --dst-type LOCAL -j KUBE-NODEPORTS")
+    return {"nat": Table("nat", {c: tuple(r) for c, r in nat.items()}),
+            "filter": Table("filter", {c: tuple(r) for c, r in flt.items()})}
+
+
+def _port_name(service, port):
+    return f"{service.namespace}/{service.name}" + (f":{port.name}" if port.name else "")
+
+
+def _service_port(nat, flt, svc, port, eps, node, cluster_cidr):
+    """One service port's rules: kube-proxy's syncProxyRules loop body."""
+    name = _port_name(svc, port)
+    key = port_key(svc.namespace, svc.name, port.name, port.protocol)
+    proto = port.protocol.lower()
+    svc_chain, svl_chain, ext_chain = (service_chain(p, key) for p in ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-"))
+
+    externally_accessible = bool(port.node_port or svc.external_ips)
+    external_local = externally_accessible and svc.external_traffic_policy == "Local"
+    internal_local = svc.internal_traffic_policy == "Local"
+    uses_cluster = not internal_local or externally_accessible
+    uses_local = internal_local or external_local
+    cluster_eps = eps if uses_cluster else []
+    local_eps = [e for e in eps if e[1] == node.name] if uses_local else []
+
+    has_endpoints = bool(eps)
+    has_internal = has_endpoints and (not internal_local or bool(local_eps))
+    has_external = has_endpoints and (not external_local or bool(local_eps))
+    internal_chain = svl_chain if internal_local else svc_chain
+    external_policy_chain = svl_chain if external_local else svc_chain
+
+    if not has_endpoints:
+        internal_target = external_target = REJECT
+        internal_comment = external_comment = f"{name} has no endpoints"
+    else:
+        internal_target = external_target = "DROP"
+        internal_comment = external_comment = f"{name} has no local endpoints"
+
+    dport = f"-m {proto} --dport {port.port}"
+    cluster_ip = f"-d {svc.cluster_ip}/32 -p {proto}"
+    if has_internal:
+        nat["KUBE-SERVICES"].append(f"{cluster_ip} {comment(name + ' cluster IP')} {dport} -j {internal_chain}")
+    else:
+        flt["KUBE-SERVICES"].append(f"{cluster_ip} {comment(internal_comment)} {dport} -j {internal_target}")
+
+    for ip in svc.external_ips:
+        if has_endpoints:
+            nat["KUBE-SERVICES"].append(f"-d {ip}/32 -p {proto} {comment(name + ' external IP')} {dport} -j {ext_chain}")
+        if not has_external:
+            flt["KUBE-EXTERNAL-SERVICES"].append(
+                f"-d {ip}/32 -p {proto} {comment(external_comment)} {dport} -j {external_target}")
+
+    if port.node_port:
+        node_dport = f"-m {proto} --dport {port.node_port}"
+        if has_endpoints:
+            nat["KUBE-NODEPORTS"].append(f"-p {proto} {comment(name)} {node_dport} -j {ext_chain}")
+        if not has_external:
+            flt["KUBE-EXTERNAL-SERVICES"].append(
+                f"-p {proto} {comment(external_comment)} -m addrtype --dst-type LOCAL {node_dport} -j {external_target}")
+
+    chains = {}
+    if has_internal:
+        chains.setdefault(internal_chain, []).append(
+            f"! -s {cluster_cidr} {cluster_ip} {comment(name + ' cluster IP')} {dport} -j KUBE-MARK-MASQ")
+
+    if has_endpoints and externally_accessible:
+        ext = chains.setdefault(ext_chain, [])
+        if not external_local:
+            ext.append(f"{comment(f'masquerade traffic for {name} external destinations')} -j KUBE-MARK-MASQ")
+        else:
+            ext += [f"-s {cluster_cidr} {comment(f'pod traffic for {name} external destinations')} -j {svc_chain}",
+                    f"{comment(f'masquerade LOCAL traffic for {name} external destinations')} "
+                    "-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ",
+                    f"{comment(f'route LOCAL traffic for {name} external destinations')} "
+                    f"-m addrtype --src-type LOCAL -j {svc_chain}"]
+        if has_external:
+            ext.append(f"-j {external_policy_chain}")
+
+    if cluster_eps:
+        chains.setdefault(svc_chain, []).extend(_to_endpoints(svc, name, key, cluster_eps))
+    if local_eps:
+        chains.setdefault(svl_chain, []).extend(_to_endpoints(svc, name, key, local_eps))
+
+    for endpoint in dict.fromkeys(e[0] for e in cluster_eps + local_eps):
+        sep = endpoint_chain(key, endpoint)
+        ip = endpoint.rsplit(":", 1)[0]
+        affinity = f" -m recent --set --name {sep} {RECENT_TAIL}" if svc.session_affinity == "ClientIP" else ""
+        chains[sep] = [f"-s {ip}/32 {comment(name)} -j KUBE-MARK-MASQ",
+                       f"-p {proto} {comment(name)}{affinity} -m {proto} -j DNAT --to-destination {endpoint}"]
+    for chain, rules in chains.items():
+        nat.setdefault(chain, []).extend(rules)
+
+
+def _to_endpoints(svc, name, key, eps):
+    """writeServiceToEndpointRules: affinity checks first, then one rule per endpoint, rule
+    i of n matching with probability 1/(n-i), the last unconditionally."""
+    rules = []
+    if svc.session_affinity == "ClientIP":
+        for endpoint, _ in eps:
+            sep = endpoint_chain(key, endpoint)
+            rules.append(f"{comment(f'{name} -> {endpoint}')} -m recent --rcheck --seconds {svc.affinity_timeout} "
+                         f"--reap --name {sep} {RECENT_TAIL} -j {sep}")
+    n = len(eps)
+    for i, (endpoint, _) in enumerate(eps):
+        chance = f" -m statistic --mode random --probability {probability(n - i)}" if i < n - 1 else ""
+        rules.append(f"{comment(f'{name} -> {endpoint}')}{chance} -j {endpoint_chain(key, endpoint)}")
+    return rules
+
+
+def node_plan(state, node):
+    """kube-proxy's part of a node: its sysctl and its two tables."""
+    from netlab.desired import NetnsPlan
+    return NetnsPlan(node.netns, sysctls=(("net/ipv4/conf/all/route_localnet", "1"),),
+                     iptables=node_tables(state.services, state.endpoints, node, state.cluster.pod_subnet))

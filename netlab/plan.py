@@ -4,7 +4,7 @@ Order matters for creation: the LAN first (it creates every node's eth0), the ex
 client, then nodes (each creates its pods' veth pairs), then pods.
 """
 
-from netlab import cni, flannel, underlay
+from netlab import cni, flannel, kube_proxy, underlay
 from netlab.desired import NetnsPlan, merge
 
 NODE_SYSCTLS = (
@@ -19,8 +19,10 @@ NODE_SYSCTLS = (
 def node_plan(state, node):
     kubelet = NetnsPlan(node.netns, sysctls=NODE_SYSCTLS)
     veths = NetnsPlan(node.netns, links=tuple(cni.host_veth(state, p) for p in state.pods_on(node.name)))
+    # kube-proxy before flannel: its jumps come first in the built-in chains, as kube-proxy
+    # inserts them at the top and flanneld appends its own.
     return merge(node.netns, underlay.uplink(state, node.netns, node.ip), kubelet,
-                 cni.node_plan(state, node), flannel.node_plan(state, node), veths)
+                 cni.node_plan(state, node), kube_proxy.node_plan(state, node), flannel.node_plan(state, node), veths)
 
 
 def lab_plans(state):

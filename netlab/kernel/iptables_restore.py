@@ -9,10 +9,8 @@ deleted; a node whose rules already match gets no write at all.
 import shutil
 
 from netlab.errors import EnvironmentProblem, NetlabError
-from netlab.iptables import BUILTIN
+from netlab.iptables import BUILTIN, changes
 from netlab.kernel import netns as ns
-
-OWNED_PREFIXES = ("KUBE-", "FLANNEL-")
 
 
 def current(netns, table, binary="iptables-save"):
@@ -36,20 +34,17 @@ def parse_save(text):
 
 def diff(table, have):
     """The restore input that turns `have` into the plan, or None when they already match."""
-    lines = []
-    want = table.chains
-    for chain in table.user_chains():
-        if list(want[chain]) != have.get(chain):
-            lines.append(f":{chain} - [0:0]")                      # declares or flushes
-            lines += [f"-A {chain} {r}" for r in want[chain]]
-    for chain in BUILTIN[table.name]:
-        if list(want.get(chain, ())) != have.get(chain, []):
-            lines.append(f"-F {chain}")
-            lines += [f"-A {chain} {r}" for r in want.get(chain, ())]
-    stale = [c for c in have if c.startswith(OWNED_PREFIXES) and c not in want]
-    lines += [f":{c} - [0:0]" for c in stale] + [f"-X {c}" for c in stale]
-    if not lines:
+    rewrite, stale = changes(table, have)
+    if not rewrite and not stale:
         return None
+    # Chain lines first (they declare a user chain, or flush one that exists; built-in
+    # chains are flushed with -F), so a jump never names a chain declared further down.
+    builtin = BUILTIN[table.name]
+    lines = [f"-F {c}" if c in builtin else f":{c} - [0:0]" for c in rewrite]
+    lines += [f":{c} - [0:0]" for c in stale]
+    for chain in rewrite:
+        lines += [f"-A {chain} {r}" for r in table.chains.get(chain, ())]
+    lines += [f"-X {c}" for c in stale]
     return f"*{table.name}\n" + "\n".join(lines) + "\nCOMMIT\n"
 
 
