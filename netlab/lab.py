@@ -21,6 +21,18 @@ from netlab.kernel import netns as ns
 from netlab.kernel.iptables_restore import RestoreApplier
 from netlab.kernel.netlink import Handles, NetlinkApplier
 
+# What reads a node's rules back, per applier: the system's iptables, or the legacy tables
+# python-iptables writes.
+SAVE_TOOL = {"iptables-restore": "iptables-save", "python-iptables": "iptables-legacy-save"}
+
+
+def iptables_applier(cluster):
+    """The applier the lab file chose; both are fed by the same plan."""
+    if cluster.iptables_applier == "python-iptables":
+        from netlab.kernel.python_iptables import PythonIptablesApplier
+        return PythonIptablesApplier()
+    return RestoreApplier()
+
 
 def _now():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -45,6 +57,9 @@ def _remove_netns(netns_names):
                 kubelet.stop({"pid": pid, "start": kubelet.start_time(pid)}, timeout=1.0)
         ns.delete(name)
         shutil.rmtree(names.NETNS_ETC / name, ignore_errors=True)
+
+
+KINDS = ("nodes", "pods", "services", "endpoints", "daemonsets")
 
 
 class Lab:
@@ -84,7 +99,7 @@ class Lab:
     @classmethod
     def up(cls, labfile=None, manifests=(), progress=None):
         lab_spec = spec.load(labfile, manifests)      # a wrong file stops here: nothing exists yet
-        preflight.check()
+        preflight.check(lab_spec.cluster.iptables_applier)
         lab = cls(lab_spec.cluster.name)
         with lab.store.locked():
             if lab.store.exists():
@@ -116,7 +131,7 @@ class Lab:
                 applier.apply(p, fresh=True)     # every namespace was created just above
                 progress.advance()
         progress.phase("iptables", len(state.nodes))
-        iptables = RestoreApplier()
+        iptables = iptables_applier(state.cluster)
         for p in plans:
             if p.iptables:
                 iptables.apply(p.netns, p.iptables, fresh=True)
@@ -183,10 +198,28 @@ class Lab:
         state = self.state()
         if kind in ("nodes", "node", "no"):
             return [apiserver.node_object(state, n) for n in state.nodes]
+        wanted = lambda obj: all_namespaces or obj.namespace == namespace  # noqa: E731
+        by_name = lambda obj: (obj.namespace, obj.name)                     # noqa: E731  kubectl's order
         if kind in ("pods", "pod", "po"):
-            pods = sorted(state.pods, key=lambda p: (p.namespace, p.name))     # kubectl's order
-            return [apiserver.pod_object(state, p) for p in pods if all_namespaces or p.namespace == namespace]
-        raise NetlabError(f"unknown resource type {kind!r} (known: nodes, pods)")
+            return [apiserver.pod_object(state, p) for p in sorted(state.pods, key=by_name) if wanted(p)]
+        if kind in ("services", "service", "svc"):
+            return [apiserver.service_object(state, s) for s in sorted(state.services, key=by_name) if wanted(s)]
+        if kind in ("endpoints", "ep"):
+            return [apiserver.endpoints_object(state, e) for e in sorted(state.endpoints, key=by_name) if wanted(e)]
+        if kind in ("daemonsets", "daemonset", "ds"):
+            return [d for d in apiserver.daemonset_objects(state)
+                    if all_namespaces or d["metadata"]["namespace"] == namespace]
+        raise NetlabError(f"unknown resource type {kind!r} (known: {', '.join(KINDS)})")
+
+    def iptables(self, node, table=None):
+        """A node's rules as iptables-save prints them, read with the lab's own backend."""
+        state = self.state()
+        state.node(node)
+        argv = [SAVE_TOOL[state.cluster.iptables_applier]] + (["-t", table] if table else [])
+        out = ns.run(node, argv, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise NetlabError(f"{node}: {' '.join(argv)}: {out.stderr.strip()}")
+        return out.stdout
 
     def netns_of(self, target):
         """The namespace behind a target: a node, a pod (NAME or NAMESPACE/NAME), external, lan."""

@@ -11,7 +11,7 @@ from netlab.errors import EnvironmentProblem
 TOOLS = ("ip", "iptables-restore", "iptables-save")
 
 
-def check():
+def check(applier="iptables-restore"):
     if os.geteuid() != 0:
         raise EnvironmentProblem("netlab must run as root: it creates network namespaces (try sudo)")
     if not Path("/proc/self/ns/net").exists():
@@ -20,7 +20,7 @@ def check():
         if shutil.which(tool) is None:
             raise EnvironmentProblem(f"{tool} is not installed: run `make setup` (scripts/provision.sh)")
     _ensure_br_netfilter()
-    _try_devices()
+    _try_devices(applier)
 
 
 def _ensure_br_netfilter():
@@ -33,8 +33,8 @@ def _ensure_br_netfilter():
                                  "which pods need so bridged traffic passes iptables")
 
 
-def _try_devices():
-    """Create each kind of device in a scratch namespace, and run iptables there."""
+def _try_devices(applier):
+    """Create each kind of device in a scratch namespace, and run the chosen iptables there."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
@@ -61,6 +61,10 @@ def _try_devices():
         if out.returncode != 0:
             backend = subprocess.run(["iptables", "-V"], capture_output=True, text=True).stdout.strip()
             raise EnvironmentProblem(f"iptables does not work here ({backend}): {out.stderr.strip()}")
+        if applier == "python-iptables":
+            from netlab.kernel import python_iptables
+            with ns.entered(name):
+                python_iptables.usable()
     finally:
         ns.delete(name)
 
