@@ -98,3 +98,105 @@ def pod_object(state, pod):
 
 def as_list(items):
     return {"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}}
+
+
+def service_object(state, svc):
+    spec = {"type": svc.type}
+    if svc.type == "ExternalName":
+        spec["externalName"] = svc.external_name
+    else:
+        spec.update(clusterIP=svc.cluster_ip, clusterIPs=[svc.cluster_ip],
+                    ipFamilies=["IPv4"], ipFamilyPolicy="SingleStack",
+                    internalTrafficPolicy=svc.internal_traffic_policy)
+    if svc.ports:
+        spec["ports"] = [{**({"name": p.name} if p.name else {}), "protocol": p.protocol, "port": p.port,
+                          "targetPort": p.target_port, **({"nodePort": p.node_port} if p.node_port else {})}
+                         for p in svc.ports]
+    if svc.selector is not None:
+        spec["selector"] = dict(svc.selector)
+    spec["sessionAffinity"] = svc.session_affinity
+    if svc.session_affinity == "ClientIP":
+        spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": svc.affinity_timeout}}
+    if svc.external_traffic_policy:
+        spec["externalTrafficPolicy"] = svc.external_traffic_policy
+    if svc.external_ips:
+        spec["externalIPs"] = list(svc.external_ips)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": svc.name, "namespace": svc.namespace, "labels": dict(svc.labels),
+                     "creationTimestamp": svc.created or state.created},
+        "spec": spec,
+        "status": {"loadBalancer": {}},
+    }
+
+
+def _address(namespace, a):
+    out = {"ip": a.ip}
+    if a.hostname:
+        out["hostname"] = a.hostname
+    if a.node:
+        out["nodeName"] = a.node
+    if a.pod:
+        out["targetRef"] = {"kind": "Pod", "namespace": namespace, "name": a.pod, "uid": a.uid}
+    return out
+
+
+def endpoints_object(state, ep):
+    svc = state.service(ep.namespace, ep.name)
+    labels = dict(svc.labels)
+    if svc.headless:
+        labels["service.kubernetes.io/headless"] = ""
+    obj = {"apiVersion": "v1", "kind": "Endpoints",
+           "metadata": {"name": ep.name, "namespace": ep.namespace, "labels": labels,
+                        "creationTimestamp": svc.created or state.created}}
+    subsets = []
+    for s in ep.subsets:
+        subset = {}
+        if s.addresses:
+            subset["addresses"] = [_address(ep.namespace, a) for a in s.addresses]
+        if s.not_ready:
+            subset["notReadyAddresses"] = [_address(ep.namespace, a) for a in s.not_ready]
+        if s.ports:
+            subset["ports"] = [{**({"name": p.name} if p.name else {}), "port": p.port, "protocol": p.protocol}
+                               for p in s.ports]
+        subsets.append(subset)
+    if subsets:
+        obj["subsets"] = subsets
+    return obj
+
+
+# The per-node agents netlab plays, as the DaemonSets a kubeadm cluster with flannel runs.
+DAEMONSETS = (
+    {"namespace": "kube-system", "name": "kube-proxy", "labels": {"k8s-app": "kube-proxy"},
+     "selector": {"k8s-app": "kube-proxy"}, "node_selector": {"kubernetes.io/os": "linux"}, "container": "kube-proxy",
+     "image": "registry.k8s.io/kube-proxy:v1.33.0",
+     "tolerations": [{"operator": "Exists"}]},
+    {"namespace": "kube-flannel", "name": "kube-flannel-ds", "labels": {"app": "flannel", "k8s-app": "flannel"},
+     "selector": {"app": "flannel"}, "node_selector": {}, "container": "kube-flannel", "image": "ghcr.io/flannel-io/flannel:v0.26.7",
+     "tolerations": [{"effect": "NoSchedule", "operator": "Exists"}]},
+)
+
+
+def daemonset_objects(state):
+    """kube-proxy and flannel run on every node: one agent per node, ready once the lab runs."""
+    nodes = len(state.nodes)
+    ready = nodes if state.phase == "Running" else 0
+    out = []
+    for ds in DAEMONSETS:
+        pod_spec = {"hostNetwork": True, "containers": [{"name": ds["container"], "image": ds["image"]}],
+                    "tolerations": ds["tolerations"]}
+        if ds["node_selector"]:
+            pod_spec["nodeSelector"] = ds["node_selector"]
+        out.append({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": ds["name"], "namespace": ds["namespace"], "labels": dict(ds["labels"]),
+                         "creationTimestamp": state.created},
+            "spec": {"selector": {"matchLabels": dict(ds["selector"])},
+                     "template": {"metadata": {"labels": dict(ds["labels"])}, "spec": pod_spec},
+                     "updateStrategy": {"type": "RollingUpdate"}},
+            "status": {"desiredNumberScheduled": nodes, "currentNumberScheduled": nodes,
+                       "numberReady": ready, "updatedNumberScheduled": nodes, "numberAvailable": ready,
+                       "numberMisscheduled": 0},
+        })
+    return out

@@ -31,8 +31,9 @@ def _parser():
     clean.add_argument("name", nargs="?")
     clean.add_argument("--all", action="store_true", help="every lab with a record on this machine")
 
-    get = sub.add_parser("get", help="list nodes or pods, as kubectl get does")
-    get.add_argument("kind", choices=["nodes", "node", "no", "pods", "pod", "po"])
+    get = sub.add_parser("get", help="list nodes, pods, services, endpoints or daemonsets, as kubectl get does")
+    get.add_argument("kind", choices=sorted(GET_KINDS), metavar="KIND",
+                     help="nodes | pods | services | endpoints | daemonsets (and kubectl's short names)")
     get.add_argument("-n", "--namespace", default="default")
     get.add_argument("-A", "--all-namespaces", action="store_true")
     get.add_argument("-o", "--output", choices=["wide", "json"])
@@ -40,6 +41,10 @@ def _parser():
     ex = sub.add_parser("exec", help="run a command in a node, pod, external or lan namespace")
     ex.add_argument("target", help="NODE | POD | NAMESPACE/POD | external | lan")
     ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+
+    ipt = sub.add_parser("iptables", help="a node's rules, as iptables-save prints them")
+    ipt.add_argument("node")
+    ipt.add_argument("-t", "--table", choices=["nat", "filter", "mangle", "raw"])
 
     pr = sub.add_parser("probe", help="send real packets along every path and report")
     pr.add_argument("-o", "--output", choices=["json"])
@@ -100,19 +105,36 @@ def _cleanup(args):
     print(f"cleaned: {', '.join(cleaned) if cleaned else 'nothing to clean'}")
 
 
+GET_KINDS = {
+    "nodes": "nodes", "node": "nodes", "no": "nodes",
+    "pods": "pods", "pod": "pods", "po": "pods",
+    "services": "services", "service": "services", "svc": "services",
+    "endpoints": "endpoints", "ep": "endpoints",
+    "daemonsets": "daemonsets", "daemonset": "daemonsets", "ds": "daemonsets",
+}
+
+
 def _get(args):
     from netlab import apiserver, kubectl
     from netlab.lab import Lab
     lab = Lab.find(args.lab)
-    objects = lab.get(args.kind, args.namespace, args.all_namespaces)
+    kind = GET_KINDS[args.kind]
+    objects = lab.get(kind, args.namespace, args.all_namespaces)
     if args.output == "json":
         print(json.dumps(apiserver.as_list(objects), indent=4))
-    elif args.kind.startswith("no"):
+    elif kind == "nodes":
         print(kubectl.nodes_table(objects, wide=args.output == "wide"))
     elif not objects:
         print(f"No resources found in {args.namespace} namespace." if not args.all_namespaces else "No resources found")
     else:
-        print(kubectl.pods_table(objects, wide=args.output == "wide", all_namespaces=args.all_namespaces))
+        table = {"pods": kubectl.pods_table, "services": kubectl.services_table,
+                 "endpoints": kubectl.endpoints_table, "daemonsets": kubectl.daemonsets_table}[kind]
+        print(table(objects, wide=args.output == "wide", all_namespaces=args.all_namespaces))
+
+
+def _iptables(args):
+    from netlab.lab import Lab
+    sys.stdout.write(Lab.find(args.lab).iptables(args.node, args.table))
 
 
 def _exec(args):
@@ -170,7 +192,7 @@ class _Progress:
 
 
 COMMANDS = {"up": _up, "down": _down, "status": _status, "cleanup": _cleanup, "get": _get,
-            "exec": _exec, "probe": _probe}
+            "exec": _exec, "probe": _probe, "iptables": _iptables}
 
 if __name__ == "__main__":
     sys.exit(main())

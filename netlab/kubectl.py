@@ -57,3 +57,73 @@ def pods_table(objects, wide=False, all_namespaces=False):
             row += [p["status"]["podIP"], p["spec"]["nodeName"], "<none>", "<none>"]
         rows.append(row)
     return render(header, rows)
+
+
+def _labels(selector):
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items())) if selector else "<none>"
+
+
+def _namespaced(obj, row, all_namespaces):
+    return ([obj["metadata"]["namespace"]] if all_namespaces else []) + row
+
+
+def services_table(objects, wide=False, all_namespaces=False):
+    header = (["NAMESPACE"] if all_namespaces else []) + ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    if wide:
+        header.append("SELECTOR")
+    rows = []
+    for s in objects:
+        spec = s["spec"]
+        ports = ",".join(f"{p['port']}:{p['nodePort']}/{p['protocol']}" if p.get("nodePort")
+                         else f"{p['port']}/{p['protocol']}" for p in spec.get("ports", [])) or "<none>"
+        if spec["type"] == "ExternalName":
+            external = spec["externalName"]
+        else:
+            external = ",".join(spec.get("externalIPs", [])) or "<none>"
+        row = [s["metadata"]["name"], spec["type"], spec.get("clusterIP") or "<none>", external, ports,
+               age(s["metadata"]["creationTimestamp"])]
+        if wide:
+            row.append(_labels(spec.get("selector")))
+        rows.append(_namespaced(s, row, all_namespaces))
+    return render(header, rows)
+
+
+def endpoints_list(obj, limit=3):
+    """kubectl's ENDPOINTS column: ip:port per port and address, three shown, then "+ N more..."."""
+    shown, count = [], 0
+    for subset in obj.get("subsets", []):
+        addresses = subset.get("addresses", [])
+        for port in subset.get("ports") or [None]:
+            count += len(addresses)
+            for a in addresses:
+                if len(shown) < limit:
+                    shown.append(a["ip"] if port is None else f"{a['ip']}:{port['port']}")
+    if not count:
+        return "<none>"
+    return ",".join(shown) + (f" + {count - limit} more..." if count > limit else "")
+
+
+def endpoints_table(objects, wide=False, all_namespaces=False):
+    header = (["NAMESPACE"] if all_namespaces else []) + ["NAME", "ENDPOINTS", "AGE"]
+    rows = [_namespaced(e, [e["metadata"]["name"], endpoints_list(e), age(e["metadata"]["creationTimestamp"])],
+                        all_namespaces) for e in objects]
+    return render(header, rows)
+
+
+def daemonsets_table(objects, wide=False, all_namespaces=False):
+    header = (["NAMESPACE"] if all_namespaces else []) + [
+        "NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR", "AGE"]
+    if wide:
+        header += ["CONTAINERS", "IMAGES", "SELECTOR"]
+    rows = []
+    for d in objects:
+        st, pod_spec = d["status"], d["spec"]["template"]["spec"]
+        row = [d["metadata"]["name"], st["desiredNumberScheduled"], st["currentNumberScheduled"], st["numberReady"],
+               st["updatedNumberScheduled"], st["numberAvailable"], _labels(pod_spec.get("nodeSelector")),
+               age(d["metadata"]["creationTimestamp"])]
+        if wide:
+            row += [",".join(c["name"] for c in pod_spec["containers"]),
+                    ",".join(c["image"] for c in pod_spec["containers"]),
+                    _labels(d["spec"]["selector"]["matchLabels"])]
+        rows.append(_namespaced(d, row, all_namespaces))
+    return render(header, rows)
