@@ -44,6 +44,24 @@ def op_udp(dst, port, message="hostname", timeout=2.0):
         s.close()
 
 
+def op_knock(dst, port, proto="tcp", timeout=2.0):
+    """One packet made by scapy (a TCP SYN, or a UDP datagram) and the first answer to it:
+    a SYN-ACK, a RST, a UDP reply, an ICMP error, or nothing."""
+    from scapy.all import ICMP, IP, TCP, UDP, RandShort, sr1
+    l4 = TCP(sport=RandShort(), dport=port, flags="S") if proto == "tcp" else UDP(sport=RandShort(), dport=port) / b"hostname"
+    start = time.monotonic()
+    reply = sr1(IP(dst=dst) / l4, timeout=timeout, verbose=0)
+    out = {"elapsed": round(time.monotonic() - start, 3)}
+    if reply is None:
+        return {**out, "ok": False, "reply": "none"}
+    out["from"] = reply[IP].src
+    if reply.haslayer(ICMP):
+        return {**out, "ok": True, "reply": "icmp", "type": reply[ICMP].type, "code": reply[ICMP].code}
+    if reply.haslayer(TCP):
+        return {**out, "ok": True, "reply": "tcp", "flags": str(reply[TCP].flags)}
+    return {**out, "ok": True, "reply": "udp", "body": bytes(reply[UDP].payload).decode(errors="replace")}
+
+
 def op_ping(dst, size=84, df=False, timeout=2.0):
     """One ICMP echo of `size` bytes (the whole IP packet), optionally with DF set."""
     from scapy.all import ICMP, IP, Raw, sr1
@@ -135,7 +153,7 @@ def describe(pkt):
     return out
 
 
-OPS = {"http": op_http, "udp": op_udp, "ping": op_ping, "mtu": op_mtu,
+OPS = {"http": op_http, "udp": op_udp, "knock": op_knock, "ping": op_ping, "mtu": op_mtu,
        "capture_start": op_capture_start, "capture_stop": op_capture_stop}
 
 

@@ -81,6 +81,10 @@ class Prober:
     def udp(self, src, dst, port, message="hostname", **kw):
         return self._worker(src).call("udp", dst=dst, port=port, message=message, **kw)
 
+    def knock(self, src, dst, port, proto="tcp", **kw):
+        """A scapy-made SYN or datagram and the first answer: see probe_worker.op_knock."""
+        return self._worker(src).call("knock", dst=dst, port=port, proto=proto, **kw)
+
     def ping(self, src, dst, size=84, df=False, **kw):
         return self._worker(src).call("ping", dst=dst, size=size, df=df, **kw)
 

@@ -1,0 +1,277 @@
+"""kube-proxy's iptables mode against shared/REFERENCE.md: chain names, hooks, per-service
+rules, endpoint order and probabilities, NodePort, externalTrafficPolicy Local, affinity,
+services without endpoints. Every expected line is written out as a real node's
+`iptables-save` shows it."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from netlab import kube_proxy
+from netlab.endpoints import Address, Endpoints, Port, Subset
+from netlab.spec import ServiceManifest, ServicePort
+
+POD_CIDR = "10.244.0.0/16"
+NODE = SimpleNamespace(name="node-a")
+
+
+@pytest.mark.parametrize("ns, name, port, proto, chain", [
+    ("ns1", "svc1", "p80", "TCP", "KUBE-SVC-XPGD46QRK7WJZT7O"),
+    ("ns1", "svc1", None, "TCP", "KUBE-SVC-AQI2S6QIMU7PVVRP"),
+    ("kube-system", "kube-dns", "dns", "UDP", "KUBE-SVC-TCOU7JCQXEZGVUNU"),
+    ("default", "kubernetes", "https", "TCP", "KUBE-SVC-NPX46M4PTMTKRN6Y"),
+])
+def test_service_chain(ns, name, port, proto, chain):
+    assert kube_proxy.service_chain("KUBE-SVC-", kube_proxy.port_key(ns, name, port, proto)) == chain
+
+
+def test_endpoint_chain():
+    key = kube_proxy.port_key("ns1", "svc1", "p80", "TCP")
+    assert kube_proxy.endpoint_chain(key, "10.180.0.1:80") == "KUBE-SEP-SXIVWICOYRO3J4NJ"
+
+
+def service(ns="ns1", name="svc1", ip="10.96.5.5", ports=(ServicePort(80, "TCP", "p80", 80),), **kw):
+    return ServiceManifest(ns, name, kw.pop("labels", {}), cluster_ip=ip, ports=ports,
+                           selector={"app": name}, **kw)
+
+
+def endpoints(svc, ips, port=None, nodes=None):
+    """Ready endpoints of a service: `ips` on `port` (the first service port's target)."""
+    p = svc.ports[0]
+    addresses = tuple(Address(ip, (nodes or {}).get(ip, "node-b"), f"pod-{i}", f"uid-{i}") for i, ip in enumerate(ips))
+    return Endpoints(svc.namespace, svc.name,
+                     (Subset(addresses, (), (Port(p.name, port or p.target_port, p.protocol),)),) if ips else ())
+
+
+def tables(svc, eps, node=NODE):
+    return kube_proxy.node_tables([svc], [eps], node, POD_CIDR)
+
+
+def rules(tables, table, chain):
+    return list(tables[table].chains.get(chain, ()))
+
+
+# --- the fixed part ----------------------------------------------------------------------
+
+def test_hooks_in_a_real_nodes_order():
+    t = kube_proxy.node_tables([], [], NODE, POD_CIDR)
+    nat = [f"-A {c} {r}" for c in ("PREROUTING", "OUTPUT", "POSTROUTING") for r in rules(t, "nat", c)]
+    assert nat == [
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+    ]
+    flt = [f"-A {c} {r}" for c in ("INPUT", "FORWARD", "OUTPUT") for r in rules(t, "filter", c)]
+    assert flt == [
+        '-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL',
+        '-A INPUT -m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS',
+        '-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES',
+        '-A INPUT -j KUBE-FIREWALL',
+        '-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL',
+        '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
+        '-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES',
+        '-A OUTPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL',
+        '-A OUTPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A OUTPUT -j KUBE-FIREWALL',
+    ]
+
+
+def test_chains_always_declared_and_the_plumbing():
+    t = kube_proxy.node_tables([], [], NODE, POD_CIDR)
+    assert set(t["nat"].user_chains()) == {"KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"}
+    assert set(t["filter"].user_chains()) == {"KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD",
+                                             "KUBE-NODEPORTS", "KUBE-PROXY-FIREWALL", "KUBE-FIREWALL"}
+    assert rules(t, "nat", "KUBE-MARK-MASQ") == ["-j MARK --set-xmark 0x4000/0x4000"]
+    assert rules(t, "nat", "KUBE-POSTROUTING") == [
+        "-m mark ! --mark 0x4000/0x4000 -j RETURN",
+        "-j MARK --set-xmark 0x4000/0x0",
+        '-m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully',
+    ]
+    assert rules(t, "filter", "KUBE-FORWARD") == [
+        "-m conntrack --ctstate INVALID -j DROP",
+        '-m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT',
+        '-m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+    ]
+    assert rules(t, "filter", "KUBE-FIREWALL") == [
+        '! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment "block incoming localnet connections" '
+        '-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP']
+    assert rules(t, "nat", "KUBE-SERVICES") == [
+        '-m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" '
+        '-m addrtype --dst-type LOCAL -j KUBE-NODEPORTS']
+    assert not any(c.startswith(("KUBE-MARK-DROP", "KUBE-XLB-")) for c in t["nat"].chains)
+
+
+# --- ClusterIP ---------------------------------------------------------------------------
+
+def test_kube_dns_udp_exactly_as_reference_shows_it():
+    svc = service("kube-system", "kube-dns", "10.96.0.10", (ServicePort(53, "UDP", "dns", 53),))
+    t = tables(svc, endpoints(svc, ["10.244.0.2", "10.244.0.3"]))
+    assert rules(t, "nat", "KUBE-SERVICES")[0] == (
+        '-d 10.96.0.10/32 -p udp -m comment --comment "kube-system/kube-dns:dns cluster IP" -m udp --dport 53 '
+        '-j KUBE-SVC-TCOU7JCQXEZGVUNU')
+    assert rules(t, "nat", "KUBE-SVC-TCOU7JCQXEZGVUNU") == [
+        '! -s 10.244.0.0/16 -d 10.96.0.10/32 -p udp -m comment --comment "kube-system/kube-dns:dns cluster IP" '
+        '-m udp --dport 53 -j KUBE-MARK-MASQ',
+        '-m comment --comment "kube-system/kube-dns:dns -> 10.244.0.2:53" -m statistic --mode random '
+        '--probability 0.50000000000 -j KUBE-SEP-YIL6JZP7A3QYXJU2',
+        '-m comment --comment "kube-system/kube-dns:dns -> 10.244.0.3:53" -j KUBE-SEP-6E7XQMQ4RAYOWTTM',
+    ]
+    assert rules(t, "nat", "KUBE-SEP-6E7XQMQ4RAYOWTTM") == [
+        '-s 10.244.0.3/32 -m comment --comment "kube-system/kube-dns:dns" -j KUBE-MARK-MASQ',
+        '-p udp -m comment --comment "kube-system/kube-dns:dns" -m udp -j DNAT --to-destination 10.244.0.3:53',
+    ]
+
+
+def test_one_endpoint_is_an_unconditional_jump():
+    svc = service()
+    t = tables(svc, endpoints(svc, ["10.180.0.1"]))
+    assert rules(t, "nat", "KUBE-SVC-XPGD46QRK7WJZT7O")[1:] == [
+        '-m comment --comment "ns1/svc1:p80 -> 10.180.0.1:80" -j KUBE-SEP-SXIVWICOYRO3J4NJ']
+
+
+def test_three_endpoints_probabilities_as_the_kernel_stores_them():
+    svc = service()
+    svc_rules = rules(tables(svc, endpoints(svc, ["10.180.0.3", "10.180.0.1", "10.180.0.2"])),
+                      "nat", "KUBE-SVC-XPGD46QRK7WJZT7O")[1:]
+    assert "-m statistic --mode random --probability 0.33333333349 -j" in svc_rules[0]
+    assert "-m statistic --mode random --probability 0.50000000000 -j" in svc_rules[1]
+    assert "--probability" not in svc_rules[2]
+    assert ["10.180.0.1:80", "10.180.0.2:80", "10.180.0.3:80"] == [r.split("-> ")[1].split('"')[0] for r in svc_rules]
+
+
+def test_eleven_endpoints_sorted_as_strings_with_one_rule_each():
+    svc = service()
+    ips = [f"10.180.0.{i}" for i in range(1, 12)]
+    svc_rules = rules(tables(svc, endpoints(svc, ips)), "nat", "KUBE-SVC-XPGD46QRK7WJZT7O")[1:]
+    order = [r.split("-> ")[1].split('"')[0] for r in svc_rules]
+    assert order == sorted(f"{ip}:80" for ip in ips)           # "10.180.0.10:80" before "10.180.0.2:80"
+    assert order[:3] == ["10.180.0.10:80", "10.180.0.11:80", "10.180.0.1:80"]
+    assert [("--probability" in r) for r in svc_rules] == [True] * 10 + [False]
+    assert kube_proxy.probability(11) in svc_rules[0] and kube_proxy.probability(2) in svc_rules[9]
+
+
+def test_unnamed_port():
+    svc = service(ports=(ServicePort(80, "TCP", "", 8080),))
+    t = tables(svc, endpoints(svc, ["10.180.0.1"]))
+    assert rules(t, "nat", "KUBE-SERVICES")[0] == (
+        '-d 10.96.5.5/32 -p tcp -m comment --comment "ns1/svc1 cluster IP" -m tcp --dport 80 -j KUBE-SVC-AQI2S6QIMU7PVVRP')
+    sep = kube_proxy.endpoint_chain("ns1/svc1tcp", "10.180.0.1:8080")
+    assert rules(t, "nat", sep)[1] == '-p tcp -m comment --comment "ns1/svc1" -m tcp -j DNAT --to-destination 10.180.0.1:8080'
+
+
+def test_session_affinity_recent_checks_before_the_probabilities():
+    svc = service(session_affinity="ClientIP", affinity_timeout=10800)
+    t = tables(svc, endpoints(svc, ["10.180.0.1", "10.180.0.2"]))
+    key = "ns1/svc1:p80tcp"
+    sep1, sep2 = (kube_proxy.endpoint_chain(key, e) for e in ("10.180.0.1:80", "10.180.0.2:80"))
+    assert rules(t, "nat", "KUBE-SVC-XPGD46QRK7WJZT7O")[1:] == [
+        f'-m comment --comment "ns1/svc1:p80 -> 10.180.0.1:80" -m recent --rcheck --seconds 10800 --reap '
+        f'--name {sep1} --mask 255.255.255.255 --rsource -j {sep1}',
+        f'-m comment --comment "ns1/svc1:p80 -> 10.180.0.2:80" -m recent --rcheck --seconds 10800 --reap '
+        f'--name {sep2} --mask 255.255.255.255 --rsource -j {sep2}',
+        f'-m comment --comment "ns1/svc1:p80 -> 10.180.0.1:80" -m statistic --mode random --probability 0.50000000000 -j {sep1}',
+        f'-m comment --comment "ns1/svc1:p80 -> 10.180.0.2:80" -j {sep2}',
+    ]
+    assert rules(t, "nat", sep1)[1] == (
+        f'-p tcp -m comment --comment "ns1/svc1:p80" -m recent --set --name {sep1} --mask 255.255.255.255 --rsource '
+        '-m tcp -j DNAT --to-destination 10.180.0.1:80')
+
+
+def test_no_endpoints_rejects_in_filter_and_writes_no_nat_chain():
+    svc = service()
+    t = tables(svc, endpoints(svc, []))
+    assert rules(t, "filter", "KUBE-SERVICES") == [
+        '-d 10.96.5.5/32 -p tcp -m comment --comment "ns1/svc1:p80 has no endpoints" -m tcp --dport 80 '
+        '-j REJECT --reject-with icmp-port-unreachable']
+    assert not [c for c in t["nat"].chains if c.startswith(("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-"))]
+    assert len(rules(t, "nat", "KUBE-SERVICES")) == 1            # only the NodePorts jump
+
+
+@pytest.mark.parametrize("svc", [
+    service(ip="None"),
+    service(labels={"service.kubernetes.io/headless": ""}),
+    service(labels={"service.kubernetes.io/service-proxy-name": "other"}),
+])
+def test_services_kube_proxy_ignores(svc):
+    t = tables(svc, endpoints(svc, ["10.180.0.1"]))
+    assert t == kube_proxy.node_tables([], [], NODE, POD_CIDR)
+
+
+# --- NodePort and externalTrafficPolicy -------------------------------------------------
+
+def nodeport(policy="Cluster"):
+    return service(type="NodePort", ports=(ServicePort(80, "TCP", "p80", 80, 30080),), external_traffic_policy=policy)
+
+
+def test_nodeport_cluster_policy():
+    svc = nodeport()
+    t = tables(svc, endpoints(svc, ["10.180.0.1"]))
+    ext = kube_proxy.service_chain("KUBE-EXT-", "ns1/svc1:p80tcp")
+    assert rules(t, "nat", "KUBE-NODEPORTS") == [f'-p tcp -m comment --comment "ns1/svc1:p80" -m tcp --dport 30080 -j {ext}']
+    assert rules(t, "nat", ext) == [
+        '-m comment --comment "masquerade traffic for ns1/svc1:p80 external destinations" -j KUBE-MARK-MASQ',
+        "-j KUBE-SVC-XPGD46QRK7WJZT7O"]
+    assert rules(t, "nat", "KUBE-SERVICES")[-1].endswith("-m addrtype --dst-type LOCAL -j KUBE-NODEPORTS")
+
+
+def test_local_policy_with_a_local_endpoint_uses_the_svl_chain():
+    svc = nodeport("Local")
+    t = tables(svc, endpoints(svc, ["10.180.0.1", "10.180.0.2"], nodes={"10.180.0.2": "node-a"}))
+    ext, svl = (kube_proxy.service_chain(p, "ns1/svc1:p80tcp") for p in ("KUBE-EXT-", "KUBE-SVL-"))
+    assert rules(t, "nat", ext) == [
+        '-s 10.244.0.0/16 -m comment --comment "pod traffic for ns1/svc1:p80 external destinations" -j KUBE-SVC-XPGD46QRK7WJZT7O',
+        '-m comment --comment "masquerade LOCAL traffic for ns1/svc1:p80 external destinations" '
+        '-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ',
+        '-m comment --comment "route LOCAL traffic for ns1/svc1:p80 external destinations" '
+        '-m addrtype --src-type LOCAL -j KUBE-SVC-XPGD46QRK7WJZT7O',
+        f"-j {svl}",
+    ]
+    assert rules(t, "nat", svl) == [
+        f'-m comment --comment "ns1/svc1:p80 -> 10.180.0.2:80" -j {kube_proxy.endpoint_chain("ns1/svc1:p80tcp", "10.180.0.2:80")}']
+    assert len(rules(t, "nat", "KUBE-SVC-XPGD46QRK7WJZT7O")) == 3        # masquerade + both endpoints
+    assert rules(t, "filter", "KUBE-EXTERNAL-SERVICES") == []
+
+
+def test_local_policy_without_a_local_endpoint_drops_external_traffic():
+    svc = nodeport("Local")
+    t = tables(svc, endpoints(svc, ["10.180.0.1"]))
+    ext = kube_proxy.service_chain("KUBE-EXT-", "ns1/svc1:p80tcp")
+    assert len(rules(t, "nat", ext)) == 3 and not rules(t, "nat", ext)[-1].startswith("-j ")
+    assert not any(c.startswith("KUBE-SVL-") for c in t["nat"].chains)
+    assert rules(t, "filter", "KUBE-EXTERNAL-SERVICES") == [
+        '-p tcp -m comment --comment "ns1/svc1:p80 has no local endpoints" -m addrtype --dst-type LOCAL '
+        '-m tcp --dport 30080 -j DROP']
+
+
+def test_nodeport_without_endpoints_rejects_on_the_node_port_too():
+    svc = nodeport()
+    t = tables(svc, endpoints(svc, []))
+    assert rules(t, "nat", "KUBE-NODEPORTS") == []
+    assert rules(t, "filter", "KUBE-EXTERNAL-SERVICES") == [
+        '-p tcp -m comment --comment "ns1/svc1:p80 has no endpoints" -m addrtype --dst-type LOCAL '
+        '-m tcp --dport 30080 -j REJECT --reject-with icmp-port-unreachable']
+
+
+def test_external_ips_go_to_the_ext_chain():
+    svc = service(external_ips=("192.0.2.10",), external_traffic_policy="Cluster")
+    t = tables(svc, endpoints(svc, ["10.180.0.1"]))
+    ext = kube_proxy.service_chain("KUBE-EXT-", "ns1/svc1:p80tcp")
+    assert rules(t, "nat", "KUBE-SERVICES")[1] == (
+        f'-d 192.0.2.10/32 -p tcp -m comment --comment "ns1/svc1:p80 external IP" -m tcp --dport 80 -j {ext}')
+
+
+def test_tcp_and_udp_on_one_port_number_are_two_service_ports():
+    svc = service(ports=(ServicePort(9000, "TCP", "tcp", 8080), ServicePort(9000, "UDP", "udp", 8081)))
+    eps = Endpoints("ns1", "svc1", (Subset((Address("10.180.0.1", "node-b", "p", "u"),), (),
+                                           (Port("tcp", 8080, "TCP"), Port("udp", 8081, "UDP"))),))
+    t = tables(svc, eps)
+    assert [r.split(" -j ")[0] for r in rules(t, "nat", "KUBE-SERVICES")[:2]] == [
+        '-d 10.96.5.5/32 -p tcp -m comment --comment "ns1/svc1:tcp cluster IP" -m tcp --dport 9000',
+        '-d 10.96.5.5/32 -p udp -m comment --comment "ns1/svc1:udp cluster IP" -m udp --dport 9000',
+    ]
+
+
+def test_comment_quoting_follows_iptables_save():
+    assert kube_proxy.comment("flanneld-masq") == "-m comment --comment flanneld-masq"
+    assert kube_proxy.comment("ns/svc") == '-m comment --comment "ns/svc"'
