@@ -180,6 +180,7 @@ def suite(lab):
             checks += overlay_checks(prober, state, first[nodes[0].name], first[nodes[1].name])
         if nodes:
             checks += egress_check(prober, state, first[nodes[0].name])
+            checks += service_checks(prober, state, first[nodes[0].name])
     return checks
 
 
@@ -216,3 +217,51 @@ def egress_check(prober, state, pod):
     return [Check("egress", f"icmp {src} -> external {outside}", f"reply; seen outside as node {node.ip}",
                   f"{'reply' if r['ok'] else 'no reply'}; seen as {', '.join(sources) or 'nothing'}",
                   r["ok"] and sources == [node.ip], "FLANNEL-POSTRTG MASQUERADE in the node's nat table")]
+
+
+def _backends(state, svc, port):
+    """Names of the pods behind one service port (the API server's endpoint has none)."""
+    ep = state.endpoints_of(svc)
+    return {a.pod for s in (ep.subsets if ep else ()) for p in s.ports if p.name == port.name
+            and p.protocol == port.protocol for a in s.addresses if a.pod}
+
+
+def service_checks(prober, state, pod):
+    """kube-proxy's paths: each Service port from a pod by its ClusterIP, each TCP NodePort
+    from the external client through every node; a Service without endpoints refuses."""
+    from netlab import kube_proxy
+    src = f"{pod.namespace}/{pod.name}"
+    outside = ipam.lan_external_ip(state.cluster.lan_cidr)
+    checks = []
+    for svc in state.services:
+        if not kube_proxy.proxied(svc) or svc.selector is None:
+            continue
+        for port in svc.ports:
+            name, backends = f"{svc.key}:{port.name or port.port}/{port.protocol}", _backends(state, svc, port)
+            hint = f"KUBE-SERVICES and KUBE-SVC chains: netlab iptables {pod.node} -t nat"
+            if not backends:
+                if port.protocol == "TCP":
+                    r = prober.knock(src, svc.cluster_ip, port.port)
+                    seen = f"icmp {r.get('type')}/{r.get('code')}" if r.get("reply") == "icmp" else r.get("reply", "")
+                    checks.append(Check("services", f"{name} without endpoints from {src}",
+                                        "icmp 3/3 (port unreachable) at once", seen, seen == "icmp 3/3",
+                                        "the REJECT rule in the filter table's KUBE-SERVICES"))
+                continue
+            r = (prober.http(src, svc.cluster_ip, port.port) if port.protocol == "TCP"
+                 else prober.udp(src, svc.cluster_ip, port.port, "hostname"))
+            checks.append(Check("services", f"{name} cluster IP from {src}", "a backend answers",
+                                r.get("body") or r.get("error", ""), r["ok"] and r.get("body") in backends, hint))
+            if port.node_port and port.protocol == "TCP":
+                local = svc.external_traffic_policy == "Local"
+                for node in state.nodes:
+                    has_local = any(p.node == node.name and p.name in backends for p in state.pods)
+                    if local and not has_local:
+                        continue
+                    r = prober.http("external", node.ip, port.node_port, "/clientip")
+                    seen = r.get("body", r.get("error", "")).rsplit(":", 1)[0]
+                    expected = f"client seen as {outside}" if local else f"client not seen as {outside} (SNAT by the node)"
+                    ok = r["ok"] and ((seen == outside) if local else (seen != outside))
+                    checks.append(Check("services", f"{name} node port {node.ip}:{port.node_port} from external",
+                                        expected, f"client seen as {seen}" if r["ok"] else seen, ok,
+                                        f"KUBE-NODEPORTS and KUBE-EXT chains: netlab iptables {node.name} -t nat"))
+    return checks
