@@ -12,9 +12,12 @@ demo: setup
 	$(NETLAB) up topologies/default.yaml
 	$(NETLAB) get nodes -o wide
 	$(NETLAB) get pods -A -o wide
+	$(NETLAB) get services -o wide
+	$(NETLAB) get endpoints
 	$(NETLAB) probe
 	@echo
-	@echo "The lab is up. Look around: ip netns list; netlab exec netlab-worker -- ip route"
+	@echo "The lab is up. Look around: ip netns list; netlab exec netlab-worker -- ip route;"
+	@echo "  netlab iptables netlab-worker -t nat   (kube-proxy's and flannel's rules)"
 	@echo "Remove it with: netlab down"
 
 test: setup
@@ -25,6 +28,7 @@ unit: setup
 
 bench: setup
 	$(PY) bench/bringup.py
+	$(PY) bench/kube_proxy.py
 
 clean:
 	-$(NETLAB) cleanup --all

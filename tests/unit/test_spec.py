@@ -144,3 +144,11 @@ def test_unknown_field_in_netlab_document(tmp_path):
 def test_unsupported_kind(tmp_path):
     _, e = error_of(tmp_path, CLUSTER + "---\napiVersion: v1\nkind: Gadget\nmetadata: {name: g}\n")
     assert e.field == "kind" and "Gadget" in e.message
+
+
+def test_iptables_applier_is_chosen_in_the_lab_document(tmp_path):
+    lab = CLUSTER + "---\napiVersion: netlab.io/v1alpha1\nkind: Lab\niptables: {applier: python-iptables}\n"
+    assert spec.load(write(tmp_path, lab)).cluster.iptables_applier == "python-iptables"
+    assert spec.load(None).cluster.iptables_applier == "iptables-restore"
+    _, e = error_of(tmp_path, lab.replace("python-iptables", "nft"))
+    assert e.field == "iptables.applier" and "iptables-restore" in e.message
