@@ -6,12 +6,11 @@ table once: libiptc replaces a whole table in one call, so a change is atomic he
 `ip netns exec NODE iptables-legacy-save` shows the result.
 """
 
-import re
 import shlex
 import shutil
 
 from netlab.errors import EnvironmentProblem, NetlabError
-from netlab.iptables import BUILTIN, changes
+from netlab.iptables import changes
 from netlab.kernel import netns as ns
 from netlab.kernel.iptables_restore import current
 

@@ -4,6 +4,7 @@ import os
 import re
 import secrets
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,18 @@ def make_lab(tmp_path):
         if name in all_labs() or leftovers(name):
             Lab.cleanup(name)
         assert leftovers(name) == [], f"lab {name} left namespaces behind"
+
+
+@contextmanager
+def lab_for_module(topology, tmp_path_factory):
+    """A lab shared by a module's tests; the host's own namespace must be the same after it."""
+    before = root_snapshot()
+    name = unique_name()
+    lab = Lab.up(renamed(topology, name, tmp_path_factory.mktemp(name)))
+    try:
+        yield lab
+    finally:
+        if name in all_labs():
+            lab.down()
+        assert leftovers(name) == []
+        assert root_snapshot() == before

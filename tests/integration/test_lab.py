@@ -7,12 +7,11 @@ import sys
 import pytest
 
 from netlab import names, plan, probes
-from netlab.etcd import all_labs
 from netlab.kernel import netns as ns
 from netlab.kernel.iptables_restore import RestoreApplier
 from netlab.kernel.netlink import apply_all
 
-from .conftest import TOPOLOGIES, leftovers, root_snapshot
+from .conftest import TOPOLOGIES, lab_for_module, leftovers
 
 
 def sh(lab, target, cmd):
@@ -22,18 +21,8 @@ def sh(lab, target, cmd):
 @pytest.fixture(scope="module")
 def default_lab(tmp_path_factory):
     """The default lab, built once for the module; the root namespace is compared around it."""
-    from netlab import Lab
-    from .conftest import renamed, unique_name
-    before = root_snapshot()
-    name = unique_name()
-    lab = Lab.up(renamed(TOPOLOGIES / "default.yaml", name, tmp_path_factory.mktemp("lab")))
-    try:
+    with lab_for_module(TOPOLOGIES / "default.yaml", tmp_path_factory) as lab:
         yield lab
-    finally:
-        if name in all_labs():
-            lab.down()
-        assert leftovers(name) == []
-        assert root_snapshot() == before
 
 
 def test_every_ground_floor_probe_passes(default_lab):

@@ -13,21 +13,15 @@ from netlab.iptables import BUILTIN
 from netlab.kernel import netns as ns
 from netlab.kernel.iptables_restore import RestoreApplier, parse_save
 
-from .conftest import TOPOLOGIES, leftovers, renamed, unique_name
+from .conftest import TOPOLOGIES, lab_for_module, renamed, unique_name
 
 TRIES = 60      # with 4 endpoints, one is missed in 60 random picks with probability 4·(3/4)^60 ≈ 1e-7
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    name = unique_name("s")
-    lab = Lab.up(renamed(TOPOLOGIES / "services.yaml", name, tmp_path_factory.mktemp("svc")))
-    try:
+    with lab_for_module(TOPOLOGIES / "services.yaml", tmp_path_factory) as lab:
         yield lab
-    finally:
-        if name in all_labs():
-            lab.down()
-        assert leftovers(name) == []
 
 
 @pytest.fixture(scope="module")
