@@ -195,7 +195,7 @@ def test_node_port_from_outside_through_a_node_without_backends_is_source_nated(
     assert nc_udp(lab, "external", cp.ip, 30081, "hostname") in web_pods(lab)
 
 
-def test_local_policy_keeps_the_client_address_and_drops_without_a_local_endpoint(lab):
+def test_local_policy_keeps_the_client_address_and_drops_without_a_local_endpoint(lab, prober):
     state = lab.state()
     outside = ipam.lan_external_ip(state.cluster.lan_cidr)
     preserved, dropped = [], []
@@ -208,6 +208,14 @@ def test_local_policy_keeps_the_client_address_and_drops_without_a_local_endpoin
             assert out.returncode == 28                      # dropped: a timeout, not a refusal
             dropped.append(node.name)
     assert preserved and dropped == [f"{lab.name}-control-plane"]
+    # A pod is not outside: on its own node kube-proxy sends it to every endpoint (the "pod
+    # traffic" rule), not only the local ones...
+    client = state.pod("default", "client")
+    here = state.node(client.node)
+    seen = {prober.http("client", here.ip, 30082)["body"] for _ in range(30)}
+    assert seen <= web_pods(lab) and seen - {p.name for p in state.pods_on(here.name)}
+    # ...but towards another node it leaves masqueraded by flannel, so there it is outside.
+    assert curl(lab, "client", f"http://{state.node(dropped[0]).ip}:30082/hostname", timeout=2).returncode == 28
     drop = [l for l in lab.iptables(dropped[0], "filter").splitlines() if "has no local endpoints" in l]
     assert drop and "--dport 30082 -j DROP" in drop[0]
 

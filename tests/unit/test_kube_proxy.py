@@ -275,3 +275,18 @@ def test_tcp_and_udp_on_one_port_number_are_two_service_ports():
 def test_comment_quoting_follows_iptables_save():
     assert kube_proxy.comment("flanneld-masq") == "-m comment --comment flanneld-masq"
     assert kube_proxy.comment("ns/svc") == '-m comment --comment "ns/svc"'
+
+
+def test_internal_traffic_policy_local():
+    svc = service(internal_traffic_policy="Local")
+    svl = kube_proxy.service_chain("KUBE-SVL-", "ns1/svc1:p80tcp")
+    t = tables(svc, endpoints(svc, ["10.180.0.1", "10.180.0.2"], nodes={"10.180.0.2": "node-a"}))
+    assert rules(t, "nat", "KUBE-SERVICES")[0].endswith(f"-j {svl}")
+    assert rules(t, "nat", svl) == [
+        '! -s 10.244.0.0/16 -d 10.96.5.5/32 -p tcp -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp --dport 80 '
+        '-j KUBE-MARK-MASQ',
+        f'-m comment --comment "ns1/svc1:p80 -> 10.180.0.2:80" -j {kube_proxy.endpoint_chain("ns1/svc1:p80tcp", "10.180.0.2:80")}']
+    assert "KUBE-SVC-XPGD46QRK7WJZT7O" not in t["nat"].chains
+    t = tables(svc, endpoints(svc, ["10.180.0.1"]))                      # no endpoint on this node
+    assert rules(t, "filter", "KUBE-SERVICES") == [
+        '-d 10.96.5.5/32 -p tcp -m comment --comment "ns1/svc1:p80 has no local endpoints" -m tcp --dport 80 -j DROP']
