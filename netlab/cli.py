@@ -34,6 +34,7 @@ def _parser():
     get = sub.add_parser("get", help="list nodes, pods, services, endpoints or daemonsets, as kubectl get does")
     get.add_argument("kind", choices=sorted(GET_KINDS), metavar="KIND",
                      help="nodes | pods | services | endpoints | daemonsets (and kubectl's short names)")
+    get.add_argument("name", nargs="?", help="one object by name")
     get.add_argument("-n", "--namespace", default="default")
     get.add_argument("-A", "--all-namespaces", action="store_true")
     get.add_argument("-o", "--output", choices=["wide", "json"])
@@ -120,8 +121,12 @@ def _get(args):
     lab = Lab.find(args.lab)
     kind = GET_KINDS[args.kind]
     objects = lab.get(kind, args.namespace, args.all_namespaces)
+    if args.name:
+        objects = [o for o in objects if o["metadata"]["name"] == args.name]
+        if not objects:
+            raise NetlabError(f'{kind} "{args.name}" not found')
     if args.output == "json":
-        print(json.dumps(apiserver.as_list(objects), indent=4))
+        print(json.dumps(objects[0] if args.name else apiserver.as_list(objects), indent=4))
     elif kind == "nodes":
         print(kubectl.nodes_table(objects, wide=args.output == "wide"))
     elif not objects:

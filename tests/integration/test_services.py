@@ -242,6 +242,10 @@ def test_get_services_and_endpoints_in_the_apis_shapes(lab):
     kubernetes = next(e for e in eps if e["metadata"]["name"] == "kubernetes")
     assert kubernetes["subsets"][0]["ports"] == [{"name": "https", "port": 6443, "protocol": "TCP"}]
     assert "subsets" not in next(e for e in eps if e["metadata"]["name"] == "nobody")
+    one = json.loads(netlab("--lab", lab.name, "get", "svc", "web", "-o", "json").stdout)
+    assert (one["kind"], one["metadata"]["name"]) == ("Service", "web")
+    missing = netlab("--lab", lab.name, "get", "svc", "nope")
+    assert missing.returncode == 1 and 'services "nope" not found' in missing.stderr
     table = netlab("--lab", lab.name, "get", "svc").stdout.splitlines()
     assert table[0].split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
     assert any(l.split()[:5] == ["web-nodeport", "NodePort", by_name["web-nodeport"]["spec"]["clusterIP"], "<none>",
