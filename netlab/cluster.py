@@ -9,7 +9,7 @@ import ipaddress
 import random
 import secrets
 
-from netlab import deployment, endpoints, ipam, names, scheduler
+from netlab import coredns, deployment, endpoints, ipam, names, scheduler
 from netlab.errors import NetlabError
 from netlab.etcd import ClusterState, Deployment, HostLocal, Node, Pod
 from netlab.spec import NODE_PORT_RANGE, ServiceManifest, ServicePort
@@ -34,11 +34,14 @@ def new_state(spec, rng=None):
         state.nodes.append(Node(name, role, ip, cidr, random_mac(rng),
                                 scheduler.node_labels(name, role), scheduler.node_taints(role, has_workers)))
         state.ipam[name] = HostLocal()
+    dns_deployment, dns_service = coredns.addon(c)    # kubeadm's addon, before any workload
+    add_deployment(state, dns_deployment, rng)
     for p in spec.pods:
         add_pod(state, p.namespace, p.name, p.template, rng=rng)
     for d in spec.deployments:
         add_deployment(state, d, rng)
     add_service(state, kubernetes_service(c), rng)
+    add_service(state, dns_service, rng)
     # Addresses asked for are taken before any is handed out, so a random pick never
     # steals one a later manifest names.
     for s in sorted(spec.services, key=lambda s: s.cluster_ip in (None, "None")):

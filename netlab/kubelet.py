@@ -7,14 +7,18 @@ Every process is recorded with its pid and start time, and only a process that s
 both is ever signalled: we end only what we started.
 """
 
+import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 from netlab import names
 from netlab.errors import NetlabError
+
+POLL_SECONDS = 0.2
 
 
 def start_time(pid):
@@ -65,16 +69,21 @@ def _log(lab, name):
     return open(d / f"{name}.log", "ab")
 
 
-def start_agnhost(lab):
-    with _log(lab, "agnhost") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "netlab.agnhost", lab], stdin=subprocess.DEVNULL,
+# The lab-wide processes that stand in for container images: agnhost netexec for every
+# container without a command, and CoreDNS for containers of CoreDNS's image.
+POD_SERVERS = ("agnhost", "coredns")
+
+
+def start_pod_server(lab, name):
+    with _log(lab, name) as log:
+        proc = subprocess.Popen([sys.executable, "-m", f"netlab.{name}", lab], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=log, start_new_session=True, close_fds=True)
     return record(proc)
 
 
-def wait_served(lab, rec, state_mtime_ns, timeout=30.0):
-    """Wait until agnhost has opened the sockets of the state written at `state_mtime_ns`."""
-    marker = names.state_dir(lab) / "agnhost.served"
+def wait_served(lab, name, rec, state_mtime_ns, timeout=30.0):
+    """Wait until a pod server has opened the sockets of the state written at `state_mtime_ns`."""
+    marker = names.state_dir(lab) / f"{name}.served"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -83,9 +92,128 @@ def wait_served(lab, rec, state_mtime_ns, timeout=30.0):
         except (FileNotFoundError, ValueError):
             pass
         if not alive(rec):
-            raise NetlabError(f"the pod server (agnhost) of lab {lab} exited; see {names.state_dir(lab)}/logs/agnhost.log")
+            raise NetlabError(f"the pod server ({name}) of lab {lab} exited; see {names.state_dir(lab)}/logs/{name}.log")
         time.sleep(0.01)
-    raise NetlabError(f"the pod server (agnhost) of lab {lab} did not come up within {timeout:.0f}s")
+    raise NetlabError(f"the pod server ({name}) of lab {lab} did not come up within {timeout:.0f}s")
+
+
+def write_pod_files(state, pod):
+    """/etc/resolv.conf and /etc/hosts as kubelet writes them for a ClusterFirst pod, placed
+    where `ip netns exec` bind-mounts them: /etc/netns/<pod netns>/. CoreDNS's own pods use
+    the node's resolver (dnsPolicy Default) and get none."""
+    from netlab import coredns
+    if any(coredns.runs_coredns(c) for c in pod.template.containers):
+        return
+    d = names.NETNS_ETC / pod.netns
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "resolv.conf").write_text(coredns.resolv_conf(state.cluster, pod.namespace))
+    t = pod.template
+    me = f"{pod.ip}\t{pod.name}"
+    if t.hostname and t.subdomain:
+        me = f"{pod.ip}\t{t.hostname}.{t.subdomain}.{pod.namespace}.svc.{coredns.DOMAIN[:-1]}\t{t.hostname}"
+    (d / "hosts").write_text("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"
+                             "::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n"
+                             "fe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n"
+                             f"{me}\n")
+
+
+# --- what agnhost and coredns share -------------------------------------------------------
+
+class PodServer:
+    """One process serving many pods from sockets opened inside each pod's namespace (a
+    socket keeps the namespace it was opened in), from one asyncio loop. It follows the
+    lab's state: at start, on SIGHUP and whenever state.json changes it opens and closes
+    sockets to match (level-triggered), then writes the state's generation to
+    `<name>.served`. It exits when the lab's state is gone."""
+
+    name = "pods"
+
+    def __init__(self, lab):
+        from netlab.etcd import Store
+        self.store = Store(lab)
+        self.running = {}      # pod key -> (netns, [servers or transports])
+        self.reload_requested = asyncio.Event()
+
+    def ports(self, pod):
+        """(port, protocol) pairs this server serves for a pod."""
+        raise NotImplementedError
+
+    async def serve(self, pod, proto, port, sock):
+        """Start serving an open socket; returns something with close()."""
+        raise NotImplementedError
+
+    def updated(self, state):
+        """The state changed (before sockets are matched to it)."""
+
+    async def reconcile(self):
+        from netlab.kernel import netns as ns
+        state_mtime = os.stat(self.store.path).st_mtime_ns
+        state = self.store.load()
+        self.updated(state)
+        wanted = {p.key: p for p in state.pods if self.ports(p) and ns.exists(p.netns)}
+        for key in list(self.running):
+            if key not in wanted or self.running[key][0] != wanted[key].netns:
+                for s in self.running.pop(key)[1]:
+                    s.close()
+        for key, pod in wanted.items():
+            if key in self.running:
+                continue
+            handles = []
+            try:
+                for proto, port, s in _open_sockets(pod, self.ports(pod)):
+                    handles.append(await self.serve(pod, proto, port, s))
+            except OSError as e:
+                print(f"{self.name}: pod {key}: {e}", file=sys.stderr, flush=True)
+            self.running[key] = (pod.netns, handles)
+        (self.store.dir / f"{self.name}.served").write_text(str(state_mtime))
+
+    async def run(self):
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: (stop.set(), self.reload_requested.set()))
+        seen = None
+        while not stop.is_set():
+            try:
+                mtime = os.stat(self.store.path).st_mtime_ns
+            except FileNotFoundError:
+                break                                   # the lab is gone: so are we
+            if mtime != seen or self.reload_requested.is_set():
+                self.reload_requested.clear()
+                seen = mtime
+                await self.reconcile()
+            try:
+                await asyncio.wait_for(self.reload_requested.wait(), timeout=POLL_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+        for _, handles in self.running.values():
+            for h in handles:
+                h.close()
+
+
+def _open_sockets(pod, ports):
+    """Listening sockets for one pod, opened inside its network namespace."""
+    from netlab.kernel import netns as ns
+    socks = []
+    with ns.entered(pod.netns):
+        for port, proto in ports:
+            kind = socket.SOCK_STREAM if proto == "TCP" else socket.SOCK_DGRAM
+            s = socket.socket(socket.AF_INET, kind)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", port))
+            if proto == "TCP":
+                s.listen(128)
+            s.setblocking(False)
+            socks.append((proto, port, s))
+    return socks
+
+
+def serve_pods(server_class, lab):
+    """The entry point of a pod server process: `python -m netlab.<name> LAB`."""
+    if not names.DNS1123_LABEL.match(lab):
+        sys.exit(f"{server_class.name}: bad lab name {lab!r}")
+    asyncio.run(server_class(lab).run())
 
 
 def start_commands(lab, pod):

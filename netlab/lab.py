@@ -137,14 +137,18 @@ class Lab:
                 iptables.apply(p.netns, p.iptables, fresh=True)
                 progress.advance()
         progress.phase("pods", len(state.pods))
-        state.processes["agnhost"] = kubelet.start_agnhost(state.lab)
+        for pod in state.pods:
+            kubelet.write_pod_files(state, pod)
+        for server in kubelet.POD_SERVERS:
+            state.processes[server] = kubelet.start_pod_server(state.lab, server)
         for pod in state.pods:
             pod.pids = kubelet.start_commands(state.lab, pod)
             pod.created = state.created
             progress.advance()
         state.phase = "Running"
         self.store.save(state)
-        kubelet.wait_served(state.lab, state.processes["agnhost"], self.store.path.stat().st_mtime_ns)
+        for server in kubelet.POD_SERVERS:
+            kubelet.wait_served(state.lab, server, state.processes[server], self.store.path.stat().st_mtime_ns)
 
     def down(self):
         with self.store.locked():

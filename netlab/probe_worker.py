@@ -62,6 +62,13 @@ def op_knock(dst, port, proto="tcp", timeout=2.0):
     return {**out, "ok": True, "reply": "udp", "body": bytes(reply[UDP].payload).decode(errors="replace")}
 
 
+def op_dns(server, name, qtype="A", tcp=False, timeout=2.0):
+    from dnslib import QTYPE, RCODE, DNSRecord
+    reply = DNSRecord.parse(DNSRecord.question(name, qtype).send(server, 53, tcp=tcp, timeout=timeout))
+    return {"ok": True, "rcode": RCODE.get(reply.header.rcode), "tc": bool(reply.header.tc),
+            "answers": [str(r.rdata) for r in reply.rr if r.rtype == getattr(QTYPE, qtype)]}
+
+
 def op_ping(dst, size=84, df=False, timeout=2.0):
     """One ICMP echo of `size` bytes (the whole IP packet), optionally with DF set."""
     from scapy.all import ICMP, IP, Raw, sr1
@@ -153,7 +160,7 @@ def describe(pkt):
     return out
 
 
-OPS = {"http": op_http, "udp": op_udp, "knock": op_knock, "ping": op_ping, "mtu": op_mtu,
+OPS = {"http": op_http, "udp": op_udp, "knock": op_knock, "dns": op_dns, "ping": op_ping, "mtu": op_mtu,
        "capture_start": op_capture_start, "capture_stop": op_capture_stop}
 
 

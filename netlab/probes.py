@@ -85,6 +85,10 @@ class Prober:
         """A scapy-made SYN or datagram and the first answer: see probe_worker.op_knock."""
         return self._worker(src).call("knock", dst=dst, port=port, proto=proto, **kw)
 
+    def dns(self, src, server, name, qtype="A", tcp=False, **kw):
+        """One DNS query made with dnslib: the rcode and the answers' data."""
+        return self._worker(src).call("dns", server=server, name=name, qtype=qtype, tcp=tcp, **kw)
+
     def ping(self, src, dst, size=84, df=False, **kw):
         return self._worker(src).call("ping", dst=dst, size=size, df=df, **kw)
 
@@ -181,6 +185,7 @@ def suite(lab):
         if nodes:
             checks += egress_check(prober, state, first[nodes[0].name])
             checks += service_checks(prober, state, first[nodes[0].name])
+            checks += dns_checks(prober, state, first[nodes[0].name])
     return checks
 
 
@@ -220,10 +225,13 @@ def egress_check(prober, state, pod):
 
 
 def _backends(state, svc, port):
-    """Names of the pods behind one service port (the API server's endpoint has none)."""
+    """Names of the ready pods behind one service port, and whether agnhost answers there
+    (the API server's own endpoint and CoreDNS's pods speak other protocols)."""
     ep = state.endpoints_of(svc)
-    return {a.pod for s in (ep.subsets if ep else ()) for p in s.ports if p.name == port.name
-            and p.protocol == port.protocol for a in s.addresses if a.pod}
+    pods = {(a.pod, p.port) for s in (ep.subsets if ep else ()) for p in s.ports
+            if p.name == port.name and p.protocol == port.protocol for a in s.addresses}
+    agnhost_ = all(a and (n, port.protocol) in agnhost.served_ports(state.pod(svc.namespace, a)) for a, n in pods)
+    return {a for a, _ in pods}, agnhost_
 
 
 def service_checks(prober, state, pod):
@@ -237,7 +245,10 @@ def service_checks(prober, state, pod):
         if not kube_proxy.proxied(svc) or svc.selector is None:
             continue
         for port in svc.ports:
-            name, backends = f"{svc.key}:{port.name or port.port}/{port.protocol}", _backends(state, svc, port)
+            name = f"{svc.key}:{port.name or port.port}/{port.protocol}"
+            backends, speaks_netexec = _backends(state, svc, port)
+            if backends and not speaks_netexec:
+                continue
             hint = f"KUBE-SERVICES and KUBE-SVC chains: netlab iptables {pod.node} -t nat"
             if not backends:
                 if port.protocol == "TCP":
@@ -264,4 +275,21 @@ def service_checks(prober, state, pod):
                     checks.append(Check("services", f"{name} node port {node.ip}:{port.node_port} from external",
                                         expected, f"client seen as {seen}" if r["ok"] else seen, ok,
                                         f"KUBE-NODEPORTS and KUBE-EXT chains: netlab iptables {node.name} -t nat"))
+    return checks
+
+
+def dns_checks(prober, state, pod):
+    """The cluster's DNS from a pod, over UDP and TCP, through the kube-dns ClusterIP."""
+    from netlab import coredns
+    src = f"{pod.namespace}/{pod.name}"
+    server = coredns.dns_ip(state.cluster)
+    name = f"kubernetes.default.svc.{coredns.DOMAIN}"
+    expected = state.service("default", "kubernetes").cluster_ip
+    checks = []
+    for tcp in (False, True):
+        r = prober.dns(src, server, name, "A", tcp=tcp)
+        seen = ", ".join(r.get("answers", [])) or r.get("rcode") or r.get("error", "")
+        checks.append(Check("dns", f"{name} A over {'tcp' if tcp else 'udp'} from {src}", expected, seen,
+                            r["ok"] and r.get("answers") == [expected],
+                            "the coredns pods (netlab get pods -n kube-system) and the kube-dns chains"))
     return checks

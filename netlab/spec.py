@@ -139,6 +139,8 @@ class ClusterConfig:
     lan_cidr: str = "172.18.0.0/16"
     underlay_mtu: int = 1500
     iptables_applier: str = "iptables-restore"
+    dns_replicas: int = 2          # kubeadm's CoreDNS Deployment runs two
+    dns_ttl: int = 30              # kubeadm's Corefile: `ttl 30`
 
     @property
     def node_names(self):
@@ -359,7 +361,7 @@ def _cluster(cluster_doc, lab_doc):
         f, _, doc = lab_doc
         at = _At(f, "Lab", doc)
         _expect_api(at, NETLAB_API)
-        _refuse_unknown(at, doc, {"apiVersion", "kind", "metadata", "lan", "iptables"})
+        _refuse_unknown(at, doc, {"apiVersion", "kind", "metadata", "lan", "iptables", "dns"})
         lan = at.child("lan")
         _refuse_unknown(lan, lan.mapping(), {"cidr", "mtu"})
         values["lan_cidr"] = lan.child("cidr").network(c.lan_cidr)
@@ -367,6 +369,10 @@ def _cluster(cluster_doc, lab_doc):
         ipt = at.child("iptables")
         _refuse_unknown(ipt, ipt.mapping(), {"applier"})
         values["iptables_applier"] = ipt.child("applier").choice(APPLIERS, c.iptables_applier)
+        dns = at.child("dns")
+        _refuse_unknown(dns, dns.mapping(), {"replicas", "ttl"})
+        values["dns_replicas"] = dns.child("replicas").integer(c.dns_replicas, lo=0, hi=100)
+        values["dns_ttl"] = dns.child("ttl").integer(c.dns_ttl, lo=0, hi=3600)
     c = ClusterConfig(**{**c.__dict__, **values})
     _check_address_plan(c, cluster_doc, lab_doc)
     return c

@@ -30,7 +30,7 @@ def test_every_ground_floor_probe_passes(default_lab):
     failed = [c for c in checks if not c.ok]
     assert not failed, "\n".join(f"{c.name}: expected {c.expected}, saw {c.observed}" for c in failed)
     areas = {c.area for c in checks}
-    assert areas == {"pods, same node", "pods, across nodes", "node to pod", "overlay", "egress", "services"}
+    assert areas == {"pods, same node", "pods, across nodes", "node to pod", "overlay", "egress", "services", "dns"}
     names_ = " ".join(c.name for c in checks)
     for kind in ("icmp", "tcp", "udp", "vxlan encapsulation", "mtu 1450", "mtu 1451"):
         assert kind in names_
@@ -109,7 +109,8 @@ def test_cli_get_json_shapes(default_lab):
     run = lambda *a: subprocess.run([sys.executable, "-m", "netlab.cli", "--lab", default_lab.name, *a],  # noqa: E731
                                     capture_output=True, text=True, check=True).stdout
     pods = json.loads(run("get", "pods", "-A", "-o", "json"))
-    assert pods["kind"] == "List" and len(pods["items"]) == 5
+    assert pods["kind"] == "List" and len(pods["items"]) == 5 + 2          # the workloads and kubeadm's coredns
+    assert [p["metadata"]["namespace"] for p in pods["items"]].count("kube-system") == 2
     p = pods["items"][0]
     assert p["status"]["podIP"] and p["spec"]["nodeName"] and p["status"]["phase"] == "Running"
     assert {"type": "Ready", "status": "True"} in p["status"]["conditions"]

@@ -5,7 +5,7 @@ from netlab.desired import Addr, Fdb, Link, Neigh, Peer, Route, Vxlan
 
 
 def three_nodes(pods=()):
-    c = spec.ClusterConfig(name="t", roles=("control-plane", "worker", "worker"))
+    c = spec.ClusterConfig(name="t", roles=("control-plane", "worker", "worker"), dns_replicas=0)
     return cluster.new_state(spec.LabSpec(c, tuple(pods)))
 
 

@@ -7,7 +7,7 @@ from netlab.errors import NetlabError
 
 
 def state_for(roles=("control-plane", "worker", "worker"), pods=(), deployments=()):
-    c = spec.ClusterConfig(name="t", roles=roles)
+    c = spec.ClusterConfig(name="t", roles=roles, dns_replicas=0)    # no coredns pods: only the test's own
     return cluster.new_state(spec.LabSpec(c, tuple(pods), tuple(deployments)))
 
 
@@ -74,3 +74,10 @@ def test_toleration_rules():
     assert not spec.Toleration("k", "Equal", "w", "NoSchedule").tolerates(taint)
     assert spec.Toleration(None, "Exists").tolerates(taint)
     assert not spec.Toleration("k", "Exists", None, "NoExecute").tolerates(taint)
+
+
+def test_kubeadms_coredns_pods_tolerate_the_control_plane_and_spread():
+    s = cluster.new_state(spec.LabSpec(spec.ClusterConfig(name="t", roles=("control-plane", "worker", "worker"))))
+    dns = [p for p in s.pods if p.namespace == "kube-system"]
+    assert [p.node for p in dns] == ["t-control-plane", "t-worker"]
+    assert all(p.name.startswith("coredns-") and p.labels["k8s-app"] == "kube-dns" for p in dns)

@@ -1,0 +1,362 @@
+"""CoreDNS with its kubernetes plugin, as kubeadm deploys it: the cluster's DNS.
+
+Three parts:
+  addon(cluster)        kubeadm's objects: the coredns Deployment (two replicas) and the
+                        Service kube-system/kube-dns at the tenth address of the service range
+  zone(state, ...)      the records the Kubernetes DNS specification (1.1.0) asks for, as a
+                        pure function of the cluster state; kubeadm's Corefile options apply
+                        (`ttl 30`, `pods insecure`, reverse zones falling through to a
+                        forwarder, which a sealed lab does not have: SERVFAIL)
+  answer(zone, packet)  one DNS message in, one out, in wire format through dnslib
+The server (`python -m netlab.coredns LAB`) serves every coredns pod of a lab from sockets
+opened inside the pods' namespaces, and rebuilds the zone whenever the lab's state changes.
+"""
+
+import asyncio
+import ipaddress
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+
+from netlab.kubelet import PodServer, serve_pods
+from netlab.spec import Container, ContainerPort, DeploymentManifest, PodTemplate, ServiceManifest, ServicePort, \
+    Toleration
+
+IMAGE = "registry.k8s.io/coredns/coredns:v1.12.0"
+DOMAIN = "cluster.local."
+REVERSE = "in-addr.arpa."
+SPEC_VERSION = "1.1.0"
+VERSION_TTL = 28800
+LABELS = {"k8s-app": "kube-dns"}
+UDP_LIMIT = 512                   # without EDNS0, a UDP answer must fit in 512 bytes
+METRICS_PORT = 9153
+
+
+# --- kubeadm's addon ---------------------------------------------------------------------
+
+def runs_coredns(container):
+    """The container runtime's choice: a container of CoreDNS's image runs netlab's server."""
+    return not container.command and container.image.split(":")[0] == IMAGE.split(":")[0]
+
+
+def dns_ip(cluster):
+    return str(ipaddress.ip_network(cluster.service_subnet).network_address + 10)
+
+
+def addon(cluster):
+    """The coredns Deployment and the kube-dns Service, as `kubeadm init` creates them."""
+    ports = (ContainerPort(53, "UDP", "dns"), ContainerPort(53, "TCP", "dns-tcp"),
+             ContainerPort(METRICS_PORT, "TCP", "metrics"))
+    template = PodTemplate(
+        labels=dict(LABELS),
+        containers=(Container("coredns", IMAGE, (), ("-conf", "/etc/coredns/Corefile"), ports),),
+        node_selector={"kubernetes.io/os": "linux"},
+        tolerations=(Toleration("CriticalAddonsOnly", "Exists"),
+                     Toleration("node-role.kubernetes.io/control-plane", "Exists", None, "NoSchedule")))
+    deployment = DeploymentManifest("kube-system", "coredns", cluster.dns_replicas, dict(LABELS), template)
+    service = ServiceManifest(
+        "kube-system", "kube-dns",
+        {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"},
+        cluster_ip=dns_ip(cluster), selector=dict(LABELS),
+        ports=(ServicePort(53, "UDP", "dns", 53), ServicePort(53, "TCP", "dns-tcp", 53),
+               ServicePort(METRICS_PORT, "TCP", "metrics", METRICS_PORT)))
+    return deployment, service
+
+
+def resolv_conf(cluster, namespace):
+    """What kubelet writes for a pod with dnsPolicy ClusterFirst (the CRI's layout)."""
+    search = f"{namespace}.svc.{DOMAIN[:-1]} svc.{DOMAIN[:-1]} {DOMAIN[:-1]}"
+    return f"search {search}\nnameserver {dns_ip(cluster)}\noptions ndots:5\n"
+
+
+# --- the zone ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Record:
+    name: str            # lower case, fully qualified, with the trailing dot
+    type: str            # A, SRV, PTR, CNAME, TXT, NS, SOA
+    ttl: int
+    data: object         # an address or a name; SRV: (priority, weight, port, target); SOA: a tuple
+
+
+@dataclass
+class Zone:
+    ttl: int
+    records: dict = field(default_factory=dict)      # name -> [Record]
+    soa: Record | None = None
+
+    def add(self, name, rtype, data, ttl=None):
+        self.records.setdefault(name, []).append(Record(name, rtype, self.ttl if ttl is None else ttl, data))
+
+    def exists(self, name):
+        """A name with records, or one above such a name (an empty non-terminal)."""
+        return name in self.records or any(n.endswith("." + name) for n in self.records)
+
+
+def _reverse(ip):
+    return ".".join(reversed(ip.split("."))) + "." + REVERSE
+
+
+def _dashed(ip):
+    return ip.replace(".", "-")
+
+
+def srv_weight(count):
+    """CoreDNS spreads weight 100 over the records of one answer: floor(100 / n), at least 1."""
+    return max(1, 100 // count)
+
+
+def zone(state, ttl=30, serial=1):
+    """Every record of the cluster domain and the reverse zone, from the cluster state."""
+    z = Zone(ttl)
+    z.soa = Record(DOMAIN, "SOA", ttl, (f"ns.dns.{DOMAIN}", f"hostmaster.{DOMAIN}", serial, 7200, 1800, 86400, ttl))
+    z.records[DOMAIN] = [z.soa, Record(DOMAIN, "NS", ttl, f"ns.dns.{DOMAIN}")]
+    z.add(f"ns.dns.{DOMAIN}", "A", dns_ip(state.cluster))
+    z.add(f"dns-version.{DOMAIN}", "TXT", SPEC_VERSION, ttl=VERSION_TTL)
+    for svc in state.services:
+        _service_records(z, svc, state.endpoints_of(svc))
+    return z
+
+
+def _service_records(z, svc, endpoints):
+    fqdn = f"{svc.name}.{svc.namespace}.svc.{DOMAIN}"
+    named = [p for p in svc.ports if p.name]
+    if svc.type == "ExternalName":
+        z.add(fqdn, "CNAME", svc.external_name.rstrip(".").lower() + ".")
+        return
+    if not svc.headless:
+        z.add(fqdn, "A", svc.cluster_ip)
+        for p in named:
+            z.add(f"_{p.name}._{p.protocol.lower()}.{fqdn}", "SRV", (0, srv_weight(1), p.port, fqdn))
+        z.add(_reverse(svc.cluster_ip), "PTR", fqdn)
+        return
+    ready = {}                                # endpoint name -> ip, and its ports
+    ports = {}
+    for subset in endpoints.subsets if endpoints else ():
+        for a in subset.addresses:
+            host = f"{(a.hostname or _dashed(a.ip)).lower()}.{fqdn}"
+            ready[host] = a.ip
+            ports.setdefault(host, []).extend(subset.ports)
+    for host, ip in sorted(ready.items(), key=lambda kv: ipaddress.ip_address(kv[1])):
+        z.add(fqdn, "A", ip)
+        z.add(host, "A", ip)
+        z.add(_reverse(ip), "PTR", host)
+    for p in named:
+        targets = [h for h in ready if any(q.name == p.name and q.protocol == p.protocol for q in ports[h])]
+        for host in sorted(targets):
+            port = next(q.port for q in ports[host] if q.name == p.name and q.protocol == p.protocol)
+            z.add(f"_{p.name}._{p.protocol.lower()}.{fqdn}", "SRV", (0, srv_weight(len(targets)), port, host))
+
+
+POD_NAME = re.compile(r"^(\d{1,3})-(\d{1,3})-(\d{1,3})-(\d{1,3})\.[a-z0-9]([-a-z0-9]*[a-z0-9])?\.pod\." + re.escape(DOMAIN) + "$")
+
+
+def lookup(z, name, qtype):
+    """(rcode, answers, additional) for a lower-case name; the authority section (the SOA)
+    is added by the caller to every answer without records."""
+    if name.endswith(REVERSE) or name == REVERSE:
+        if name not in z.records:
+            return "SERVFAIL", [], []         # kubeadm's Corefile falls through to `forward`
+    elif not (name == DOMAIN or name.endswith("." + DOMAIN)):
+        return "SERVFAIL", [], []             # forward . /etc/resolv.conf: nothing beyond a sealed lab
+    pod = POD_NAME.match(name)
+    if pod:
+        octets = [int(x) for x in pod.groups()[:4]]
+        if max(octets) > 255:
+            return "NXDOMAIN", [], []
+        return "NOERROR", [Record(name, "A", z.ttl, ".".join(map(str, octets)))] if qtype in ("A", "ANY") else [], []
+    records = z.records.get(name, [])
+    if not records:
+        return ("NOERROR" if z.exists(name) else "NXDOMAIN"), [], []
+    answers = [r for r in records if qtype in (r.type, "ANY")] or [r for r in records if r.type == "CNAME"]
+    additional = [a for r in answers if r.type in ("SRV", "NS")
+                  for a in z.records.get(r.data[3] if r.type == "SRV" else r.data, []) if a.type == "A"]
+    return "NOERROR", answers, additional
+
+
+# --- the wire ----------------------------------------------------------------------------
+
+def _rr(record, owner):
+    from dnslib import CNAME, NS, PTR, QTYPE, RR, SOA, SRV, TXT, A
+    d = record.data
+    rdata = {"A": lambda: A(d), "PTR": lambda: PTR(d), "CNAME": lambda: CNAME(d), "NS": lambda: NS(d),
+             "TXT": lambda: TXT(d), "SRV": lambda: SRV(d[0], d[1], d[2], d[3]),
+             "SOA": lambda: SOA(d[0], d[1], d[2:])}[record.type]()
+    return RR(owner, getattr(QTYPE, record.type), ttl=record.ttl, rdata=rdata)
+
+
+def answer(z, data, transport="udp"):
+    """The reply to one DNS message (bytes), or None when nothing should be sent back."""
+    from dnslib import EDNS0, QTYPE, RCODE, DNSError, DNSHeader, DNSRecord
+    try:
+        request = DNSRecord.parse(data)
+    except (DNSError, Exception):              # dnslib raises assorted errors on garbage
+        if len(data) < 12:
+            return None
+        header = DNSHeader.parse(_buffer(data[:12]))
+        if header.qr:
+            return None
+        return DNSRecord(DNSHeader(id=header.id, qr=1, opcode=header.opcode, rcode=RCODE.FORMERR)).pack()
+    if request.header.qr:
+        return None                               # a response: never answer those
+    reply = request.reply(ra=1, aa=1)
+    reply.rr, reply.auth, reply.ar = [], [], []
+    opt = next((r for r in request.ar if r.rtype == QTYPE.OPT), None)
+    limit = 65535 if transport == "tcp" else (max(UDP_LIMIT, opt.rclass) if opt else UDP_LIMIT)
+    if request.header.opcode != 0:
+        reply.header.rcode = RCODE.NOTIMP
+    elif len(request.questions) != 1:
+        reply.header.rcode = RCODE.FORMERR
+    else:
+        q = request.questions[0]
+        asked = str(q.qname)
+        name = asked.lower()
+        qtype = QTYPE.get(q.qtype, str(q.qtype))
+        rcode, answers, additional = lookup(z, name, qtype)
+        reply.header.rcode = getattr(RCODE, rcode)
+        for r in answers:
+            reply.add_answer(_rr(r, asked if r.name == name else r.name))
+        for r in additional:
+            reply.add_ar(_rr(r, r.name))
+        if rcode in ("NOERROR", "NXDOMAIN") and not answers:
+            reply.add_auth(_rr(z.soa, z.soa.name))
+    if opt is not None:
+        reply.add_ar(EDNS0(udp_len=max(UDP_LIMIT, min(opt.rclass, 4096))))
+    return _fit(reply, limit)
+
+
+def _buffer(data):
+    from dnslib.buffer import Buffer
+    return Buffer(data)
+
+
+def _fit(reply, limit):
+    """Drop records from the end until the message fits, setting TC when an answer went."""
+    packed = reply.pack()
+    if len(packed) <= limit:
+        return packed
+    reply.ar = [r for r in reply.ar if r.rtype == 41]      # keep only the OPT record
+    while reply.rr and len(reply.pack()) > limit:
+        reply.rr.pop()
+        reply.header.tc = 1
+    reply.header.tc = 1
+    return reply.pack()
+
+
+# --- the server --------------------------------------------------------------------------
+
+TCP_IDLE_SECONDS = 10
+RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
+
+
+def _qtype(data):
+    """The question's type straight from the wire (for the metrics), or None."""
+    from dnslib import QTYPE
+    i = 12
+    try:
+        while data[i]:
+            i += data[i] + 1
+        return QTYPE.get(int.from_bytes(data[i + 1:i + 3], "big"), "other")
+    except IndexError:
+        return None
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, server, key):
+        self.server, self.key = server, key
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        out = self.server.handle(self.key, data, "udp")
+        if out is not None:
+            self.transport.sendto(out, addr)
+
+
+class DnsServer(PodServer):
+    """Every coredns pod's :53 (UDP and TCP) and :9153 (Prometheus metrics)."""
+    name = "coredns"
+
+    def __init__(self, lab):
+        super().__init__(lab)
+        self.zone = None
+        self.requests, self.responses = {}, {}     # (pod, proto, type) / (pod, rcode) -> count
+
+    def ports(self, pod):
+        if any(runs_coredns(c) for c in pod.template.containers):
+            return [(53, "UDP"), (53, "TCP"), (METRICS_PORT, "TCP")]
+        return []
+
+    def updated(self, state):
+        self.zone = zone(state, state.cluster.dns_ttl, int(os.stat(self.store.path).st_mtime))
+
+    async def serve(self, pod, proto, port, sock):
+        loop = asyncio.get_running_loop()
+        if port == METRICS_PORT:
+            return await asyncio.start_server(lambda r, w, k=pod.key: self._metrics(k, r, w), sock=sock)
+        if proto == "UDP":
+            transport, _ = await loop.create_datagram_endpoint(lambda k=pod.key: _Udp(self, k), sock=sock)
+            return transport
+        return await asyncio.start_server(lambda r, w, k=pod.key: self._tcp(k, r, w), sock=sock)
+
+    def handle(self, key, data, transport):
+        """Answer one message; whatever it holds, the server goes on."""
+        qtype = _qtype(data)
+        try:
+            out = answer(self.zone, data, transport)
+        except Exception as e:                  # a bug must cost one answer, not the server
+            print(f"coredns: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            out = None
+        if qtype is not None:
+            self.requests[(key, transport, qtype)] = self.requests.get((key, transport, qtype), 0) + 1
+        if out is not None and len(out) >= 4:
+            rcode = RCODES[out[3] & 0xF] if (out[3] & 0xF) < len(RCODES) else str(out[3] & 0xF)
+            self.responses[(key, rcode)] = self.responses.get((key, rcode), 0) + 1
+        return out
+
+    async def _tcp(self, key, reader, writer):
+        try:
+            while True:
+                size = int.from_bytes(await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_SECONDS), "big")
+                data = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE_SECONDS)
+                out = self.handle(key, data, "tcp")
+                if out is not None:
+                    writer.write(len(out).to_bytes(2, "big") + out)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def _metrics(self, key, reader, writer):
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TCP_IDLE_SECONDS)
+            path = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b""
+            body = self.metrics(key) if path == b"/metrics" else "404 page not found\n"
+            status = "200 OK" if path == b"/metrics" else "404 Not Found"
+            data = body.encode()
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                         f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def metrics(self, key):
+        """CoreDNS's two main counters, in Prometheus' text format, for one pod."""
+        out = ["# HELP coredns_dns_requests_total Counter of DNS requests made per zone, protocol and family.",
+               "# TYPE coredns_dns_requests_total counter"]
+        out += [f'coredns_dns_requests_total{{family="1",proto="{proto}",server="dns://:53",type="{t}",zone="."}} {n}'
+                for (k, proto, t), n in sorted(self.requests.items()) if k == key]
+        out += ["# HELP coredns_dns_responses_total Counter of response status codes.",
+                "# TYPE coredns_dns_responses_total counter"]
+        out += [f'coredns_dns_responses_total{{plugin="kubernetes",rcode="{r}",server="dns://:53",zone="."}} {n}'
+                for (k, r), n in sorted(self.responses.items()) if k == key]
+        return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    serve_pods(DnsServer, sys.argv[1])
