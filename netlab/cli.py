@@ -43,6 +43,11 @@ def _parser():
     ex.add_argument("target", help="NODE | POD | NAMESPACE/POD | external | lan")
     ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
 
+    sc = sub.add_parser("scale", help="change a Deployment's replicas, as kubectl scale does")
+    sc.add_argument("target", metavar="deployment/NAME")
+    sc.add_argument("--replicas", type=int, required=True)
+    sc.add_argument("-n", "--namespace", default="default")
+
     ipt = sub.add_parser("iptables", help="a node's rules, as iptables-save prints them")
     ipt.add_argument("node")
     ipt.add_argument("-t", "--table", choices=["nat", "filter", "mangle", "raw"])
@@ -137,6 +142,15 @@ def _get(args):
         print(table(objects, wide=args.output == "wide", all_namespaces=args.all_namespaces))
 
 
+def _scale(args):
+    from netlab.lab import Lab
+    kind, _, name = args.target.partition("/")
+    if kind not in ("deployment", "deployments", "deploy") or not name:
+        raise NetlabError(f"scale takes deployment/NAME, not {args.target!r}")
+    Lab.find(args.lab).scale(args.namespace, name, args.replicas)
+    print(f"deployment.apps/{name} scaled")
+
+
 def _iptables(args):
     from netlab.lab import Lab
     sys.stdout.write(Lab.find(args.lab).iptables(args.node, args.table))
@@ -197,7 +211,7 @@ class _Progress:
 
 
 COMMANDS = {"up": _up, "down": _down, "status": _status, "cleanup": _cleanup, "get": _get,
-            "exec": _exec, "probe": _probe, "iptables": _iptables}
+            "exec": _exec, "probe": _probe, "iptables": _iptables, "scale": _scale}
 
 if __name__ == "__main__":
     sys.exit(main())

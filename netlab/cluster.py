@@ -56,16 +56,60 @@ def add_deployment(state, manifest, rng):
     h = deployment.template_hash(manifest.template)
     state.deployments.append(Deployment(manifest.namespace, manifest.name, manifest.replicas,
                                         manifest.match_labels, manifest.template, h))
-    owner = f"Deployment/{manifest.name}"
-    labels = {**manifest.template.labels, "pod-template-hash": h}
-    template = type(manifest.template)(**{**manifest.template.__dict__, "labels": labels})
-    taken = {p.name for p in state.pods if p.namespace == manifest.namespace}
-    for _ in range(manifest.replicas):
-        name = deployment.pod_name(manifest.name, h, rng)
+    _add_replicas(state, state.deployments[-1], manifest.replicas, rng)
+
+
+def _add_replicas(state, d, count, rng):
+    """The ReplicaSet controller creating `count` pods from the Deployment's template."""
+    labels = {**d.template.labels, "pod-template-hash": d.template_hash}
+    template = type(d.template)(**{**d.template.__dict__, "labels": labels})
+    taken = {p.name for p in state.pods if p.namespace == d.namespace}
+    added = []
+    for _ in range(count):
+        name = deployment.pod_name(d.name, d.template_hash, rng)
         while name in taken:
-            name = deployment.pod_name(manifest.name, h, rng)
+            name = deployment.pod_name(d.name, d.template_hash, rng)
         taken.add(name)
-        add_pod(state, manifest.namespace, name, template, owner=owner, rng=rng)
+        added.append(add_pod(state, d.namespace, name, template, owner=f"Deployment/{d.name}", rng=rng))
+    return added
+
+
+def replicas_of(state, d):
+    return [p for p in state.pods if p.namespace == d.namespace and p.owner == f"Deployment/{d.name}"]
+
+
+def scale(state, namespace, name, replicas, rng=None):
+    """`kubectl scale`: the ReplicaSet adds pods, or deletes the ones it ranks first — not
+    ready before ready, then those sharing a node with more replicas, then the newest.
+    Returns (added, removed) pods; endpoints follow."""
+    rng = rng or random.Random(secrets.randbits(64))
+    d = next((x for x in state.deployments if x.namespace == namespace and x.name == name), None)
+    if d is None:
+        raise NetlabError(f"lab {state.lab}: no deployment {namespace}/{name}")
+    pods = replicas_of(state, d)
+    added, removed = [], []
+    if replicas > len(pods):
+        added = _add_replicas(state, d, replicas - len(pods), rng)
+    elif replicas < len(pods):
+        order = {p.key: i for i, p in enumerate(state.pods)}
+        per_node = {}
+        for p in pods:
+            per_node[p.node] = per_node.get(p.node, 0) + 1
+        ranked = sorted(pods, key=lambda p: (p.ready, -per_node[p.node], -order[p.key]))
+        removed = ranked[:len(pods) - replicas]
+        for p in removed:
+            remove_pod(state, p)
+    d.replicas = replicas
+    state.netns = [n for n in state.netns if n not in {p.netns for p in removed}]
+    state.netns += [p.netns for p in added]
+    sync_endpoints(state)
+    return added, removed
+
+
+def remove_pod(state, pod):
+    """The pod is gone from the API; host-local releases its address (CNI DEL)."""
+    state.pods.remove(pod)
+    state.ipam[pod.node].allocated.pop(pod.ip, None)
 
 
 def add_pod(state, namespace, name, template, owner=None, rng=None):

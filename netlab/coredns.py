@@ -30,6 +30,7 @@ SPEC_VERSION = "1.1.0"
 VERSION_TTL = 28800
 LABELS = {"k8s-app": "kube-dns"}
 UDP_LIMIT = 512                   # without EDNS0, a UDP answer must fit in 512 bytes
+EDNS_LIMIT = 4096                 # the most this server sends over UDP, whatever a client offers
 METRICS_PORT = 9153
 
 
@@ -203,7 +204,8 @@ def answer(z, data, transport="udp"):
     reply = request.reply(ra=1, aa=1)
     reply.rr, reply.auth, reply.ar = [], [], []
     opt = next((r for r in request.ar if r.rtype == QTYPE.OPT), None)
-    limit = 65535 if transport == "tcp" else (max(UDP_LIMIT, opt.rclass) if opt else UDP_LIMIT)
+    advertised = max(UDP_LIMIT, min(opt.rclass, EDNS_LIMIT)) if opt else UDP_LIMIT
+    limit = 65535 if transport == "tcp" else advertised
     if request.header.opcode != 0:
         reply.header.rcode = RCODE.NOTIMP
     elif len(request.questions) != 1:
@@ -222,7 +224,7 @@ def answer(z, data, transport="udp"):
         if rcode in ("NOERROR", "NXDOMAIN") and not answers:
             reply.add_auth(_rr(z.soa, z.soa.name))
     if opt is not None:
-        reply.add_ar(EDNS0(udp_len=max(UDP_LIMIT, min(opt.rclass, 4096))))
+        reply.add_ar(EDNS0(udp_len=advertised))
     return _fit(reply, limit)
 
 

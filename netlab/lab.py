@@ -150,6 +150,48 @@ class Lab:
         for server in kubelet.POD_SERVERS:
             kubelet.wait_served(state.lab, server, state.processes[server], self.store.path.stat().st_mtime_ns)
 
+    def scale(self, namespace, name, replicas):
+        """`kubectl scale deployment/NAME --replicas N`: the state changes first, then every
+        agent converges its part: namespaces, veths and routes (kubelet, CNI), kube-proxy's
+        rules on every node, and the pod servers and DNS, which follow the state."""
+        if replicas < 0:
+            raise NetlabError("--replicas must be 0 or more")
+        with self.store.locked():
+            state = self.store.load()
+            before = list(state.netns)
+            added, removed = cluster.scale(state, namespace, name, replicas)
+            for pod in removed:
+                for rec in pod.pids:
+                    kubelet.stop(rec)
+            self.store.save(state)                       # intent first: a crash leaves a record
+            self._converge(state, before, added)
+        return added, removed
+
+    def _converge(self, state, before, added=()):
+        """Bring the kernel to the state: remove what it no longer has, create what it gained,
+        and re-apply every plan (only differences are written)."""
+        _remove_netns(reversed([n for n in before if n not in state.netns]))
+        fresh = [n for n in state.netns if not ns.exists(n)]
+        for name in fresh:
+            ns.create(name)
+        plans = plan.lab_plans(state)
+        with Handles() as handles:
+            applier = NetlinkApplier(handles)
+            for p in plans:
+                applier.apply(p, fresh=p.netns in fresh)
+        iptables = iptables_applier(state.cluster)
+        for p in plans:
+            if p.iptables:
+                iptables.apply(p.netns, p.iptables)
+        now = _now()
+        for pod in added:
+            kubelet.write_pod_files(state, pod)
+            pod.pids = kubelet.start_commands(state.lab, pod)
+            pod.created = now
+        self.store.save(state)
+        for server in kubelet.POD_SERVERS:
+            kubelet.wait_served(state.lab, server, state.processes[server], self.store.path.stat().st_mtime_ns)
+
     def down(self):
         with self.store.locked():
             self._teardown(self.store.load())

@@ -215,3 +215,37 @@ def test_garbage_gets_formerr_or_nothing(z):
     assert coredns.answer(z, b"\x01\x02", "udp") is None
     reply = coredns.answer(z, q, "udp")
     assert coredns.answer(z, reply, "udp") is None                    # responses are never answered
+
+
+# --- robustness --------------------------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_ZONE = []
+
+
+def small_zone():
+    if not _ZONE:
+        _ZONE.append(coredns.zone(make_state(web=2)))
+    return _ZONE[0]
+
+
+VALID = DNSRecord.question(f"web.default.svc.{D}", "SRV").pack()
+
+
+@st.composite
+def mutated_queries(draw):
+    data = bytearray(VALID)
+    for _ in range(draw(st.integers(1, 6))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data[:draw(st.integers(0, len(data)))]) if draw(st.booleans()) else bytes(data)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(st.binary(max_size=700), mutated_queries()), st.sampled_from(["udp", "tcp"]))
+def test_any_bytes_get_a_well_formed_answer_or_none(data, transport):
+    out = coredns.answer(small_zone(), data, transport)
+    if out is not None:
+        reply = DNSRecord.parse(out)
+        assert reply.header.qr and reply.header.id == int.from_bytes(data[:2], "big")
+        assert transport == "tcp" or len(out) <= 4096

@@ -81,3 +81,17 @@ def test_kubeadms_coredns_pods_tolerate_the_control_plane_and_spread():
     dns = [p for p in s.pods if p.namespace == "kube-system"]
     assert [p.node for p in dns] == ["t-control-plane", "t-worker"]
     assert all(p.name.startswith("coredns-") and p.labels["k8s-app"] == "kube-dns" for p in dns)
+
+
+def test_scale_adds_replicas_and_removes_the_ranked_ones_releasing_their_addresses():
+    web = spec.DeploymentManifest("default", "web", 3, {"app": "web"}, template(labels={"app": "web"}))
+    s = state_for(deployments=[web])
+    added, removed = cluster.scale(s, "default", "web", 5)
+    d = next(x for x in s.deployments if x.name == "web")
+    assert len(added) == 2 and not removed and len(cluster.replicas_of(s, d)) == 5 and d.replicas == 5
+    assert all(p.netns in s.netns for p in added)
+    victim = cluster.replicas_of(s, d)[0]
+    victim.ready = False                                         # not ready goes first
+    added, removed = cluster.scale(s, "default", "web", 3)
+    assert removed[0] is victim and len(removed) == 2
+    assert all(p.ip not in s.ipam[p.node].allocated and p.netns not in s.netns for p in removed)
