@@ -29,6 +29,7 @@ unit: setup
 bench: setup
 	$(PY) bench/bringup.py
 	$(PY) bench/kube_proxy.py
+	$(PY) bench/dns.py
 
 clean:
 	-$(NETLAB) cleanup --all

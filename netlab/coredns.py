@@ -249,6 +249,7 @@ def _fit(reply, limit):
 # --- the server --------------------------------------------------------------------------
 
 TCP_IDLE_SECONDS = 10
+MEMO_SIZE = 10000                 # replies kept; a flood of distinct questions only clears it
 RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
 
 
@@ -285,6 +286,7 @@ class DnsServer(PodServer):
         super().__init__(lab)
         self.zone = None
         self.requests, self.responses = {}, {}     # (pod, proto, type) / (pod, rcode) -> count
+        self.memo = {}                             # (transport, message minus its id) -> reply minus its id
 
     def ports(self, pod):
         if any(runs_coredns(c) for c in pod.template.containers):
@@ -293,6 +295,7 @@ class DnsServer(PodServer):
 
     def updated(self, state):
         self.zone = zone(state, state.cluster.dns_ttl, int(os.stat(self.store.path).st_mtime))
+        self.memo.clear()
 
     async def serve(self, pod, proto, port, sock):
         loop = asyncio.get_running_loop()
@@ -306,16 +309,29 @@ class DnsServer(PodServer):
     def handle(self, key, data, transport):
         """Answer one message; whatever it holds, the server goes on."""
         qtype = _qtype(data)
-        try:
-            out = answer(self.zone, data, transport)
-        except Exception as e:                  # a bug must cost one answer, not the server
-            print(f"coredns: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-            out = None
+        out = self._answer(data, transport)
         if qtype is not None:
             self.requests[(key, transport, qtype)] = self.requests.get((key, transport, qtype), 0) + 1
         if out is not None and len(out) >= 4:
             rcode = RCODES[out[3] & 0xF] if (out[3] & 0xF) < len(RCODES) else str(out[3] & 0xF)
             self.responses[(key, rcode)] = self.responses.get((key, rcode), 0) + 1
+        return out
+
+    def _answer(self, data, transport):
+        """answer() is a pure function of the zone and the message: the same question (its
+        bytes after the id) gets the same reply, so replies are kept until the zone changes."""
+        memo_key = (transport, data[2:])
+        if memo_key in self.memo:
+            return data[:2] + self.memo[memo_key]
+        try:
+            out = answer(self.zone, data, transport)
+        except Exception as e:                  # a bug must cost one answer, not the server
+            print(f"coredns: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            return None
+        if out is not None and out[3] & 0xF in (0, 2, 3):          # NOERROR, SERVFAIL, NXDOMAIN
+            if len(self.memo) >= MEMO_SIZE:
+                self.memo.clear()
+            self.memo[memo_key] = out[2:]
         return out
 
     async def _tcp(self, key, reader, writer):

@@ -249,3 +249,14 @@ def test_any_bytes_get_a_well_formed_answer_or_none(data, transport):
         reply = DNSRecord.parse(out)
         assert reply.header.qr and reply.header.id == int.from_bytes(data[:2], "big")
         assert transport == "tcp" or len(out) <= 4096
+
+
+def test_the_servers_memo_returns_what_answer_returns_under_the_askers_id(z):
+    server = coredns.DnsServer("t")
+    server.zone = z
+    for qid in (1, 2, 0xBEEF):
+        q = DNSRecord.question(f"Web.default.svc.{D}")
+        q.header.id = qid
+        assert server._answer(q.pack(), "udp") == coredns.answer(z, q.pack(), "udp")
+    assert len(server.memo) == 1
+    assert server._answer(b"\x00\x01garbage", "udp") == coredns.answer(z, b"\x00\x01garbage", "udp")
