@@ -198,7 +198,7 @@ def answer(z, data, transport="udp"):
         header = DNSHeader.parse(_buffer(data[:12]))
         if header.qr:
             return None
-        return DNSRecord(DNSHeader(id=header.id, qr=1, opcode=header.opcode, rcode=RCODE.FORMERR)).pack()
+        return bytes(DNSRecord(DNSHeader(id=header.id, qr=1, opcode=header.opcode, rcode=RCODE.FORMERR)).pack())
     if request.header.qr:
         return None                               # a response: never answer those
     reply = request.reply(ra=1, aa=1)
@@ -235,7 +235,7 @@ def _buffer(data):
 
 def _fit(reply, limit):
     """Drop records from the end until the message fits, setting TC when an answer went."""
-    packed = reply.pack()
+    packed = bytes(reply.pack())
     if len(packed) <= limit:
         return packed
     reply.ar = [r for r in reply.ar if r.rtype == 41]      # keep only the OPT record
@@ -243,7 +243,7 @@ def _fit(reply, limit):
         reply.rr.pop()
         reply.header.tc = 1
     reply.header.tc = 1
-    return reply.pack()
+    return bytes(reply.pack())
 
 
 # --- the server --------------------------------------------------------------------------
@@ -320,6 +320,7 @@ class DnsServer(PodServer):
     def _answer(self, data, transport):
         """answer() is a pure function of the zone and the message: the same question (its
         bytes after the id) gets the same reply, so replies are kept until the zone changes."""
+        data = bytes(data)
         memo_key = (transport, data[2:])
         if memo_key in self.memo:
             return data[:2] + self.memo[memo_key]
