@@ -169,6 +169,7 @@ def test_resolver_files_go_with_the_lab(tmp_path):
 
 def test_headless_answers_follow_the_pods_and_a_cached_answer_goes_stale(make_lab):
     lab = make_lab(TOPOLOGIES / "services.yaml")
+    server = dict(lab.state().processes["coredns"])
     name = "web-headless.default.svc.cluster.local"
     cached = short(lab, name)
     assert cached == web_ips(lab) and len(cached) == 4
@@ -189,3 +190,6 @@ def test_headless_answers_follow_the_pods_and_a_cached_answer_goes_stale(make_la
     for ip in fresh:                                                # one that asked again does not
         out = lab.exec("client", ["curl", "-sS", "-m", "2", f"http://{ip}:8080/hostname"], capture_output=True, text=True)
         assert out.returncode == 0
+    assert lab.state().processes["coredns"] == server                # followed without a restart
+    from netlab.kubelet import alive
+    assert alive(server)
