@@ -12,6 +12,7 @@ endpoint chains hash the same string followed by "<ip>:<port>".
 import base64
 import hashlib
 import math
+import re
 
 from netlab.endpoints import ready_endpoints
 from netlab.iptables import Table
@@ -30,7 +31,8 @@ def port_key(namespace, name, port_name, protocol):
 
 
 def _hash(text):
-    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+    # Base32 turns each 5 bytes into 8 characters: the first 16 come from the first 10 bytes.
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()[:10]).decode()
 
 
 def service_chain(prefix, key):
@@ -43,11 +45,15 @@ def endpoint_chain(key, endpoint):
     return f"KUBE-SEP-{_hash(key + endpoint)}"
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9_-]+")
+_ESCAPED = re.compile(r"([\"\\'])")
+
+
 def comment(text):
     """`-m comment`, quoted as iptables-save quotes it (only when a character needs it)."""
-    if text and all(c.isascii() and (c.isalnum() or c in "_-") for c in text):
+    if _PLAIN.fullmatch(text):
         return f"-m comment --comment {text}"
-    escaped = "".join("\\" + c if c in "\"\\'" else c for c in text)
+    escaped = _ESCAPED.sub(r"\\\1", text)
     return f'-m comment --comment "{escaped}"'
 
 
@@ -146,7 +152,8 @@ def _service_port(nat, flt, svc, port, eps, node, cluster_cidr):
     name = _port_name(svc, port)
     key = port_key(svc.namespace, svc.name, port.name, port.protocol)
     proto = port.protocol.lower()
-    svc_chain, svl_chain, ext_chain = (service_chain(p, key) for p in ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-"))
+    h = _hash(key)                     # SVC, SVL, EXT and FW chains share the port's hash
+    svc_chain, svl_chain, ext_chain = f"KUBE-SVC-{h}", f"KUBE-SVL-{h}", f"KUBE-EXT-{h}"
 
     externally_accessible = bool(port.node_port or svc.external_ips)
     external_local = externally_accessible and svc.external_traffic_policy == "Local"
