@@ -48,6 +48,27 @@ def _parser():
     sc.add_argument("--replicas", type=int, required=True)
     sc.add_argument("-n", "--namespace", default="default")
 
+    ap = sub.add_parser("apply", help="create or update Pods, Deployments and Services, as kubectl apply does")
+    ap.add_argument("-f", dest="manifests", action="append", required=True, metavar="PATH")
+
+    de = sub.add_parser("delete", help="delete pod/NAME, deployment/NAME, service/NAME, or what -f names")
+    de.add_argument("target", nargs="?", metavar="KIND/NAME")
+    de.add_argument("-f", dest="manifests", action="append", default=[], metavar="PATH")
+    de.add_argument("-n", "--namespace", default="default")
+
+    node = sub.add_parser("node", help="a node joins or leaves the cluster")
+    node.add_argument("action", choices=["add", "remove"])
+    node.add_argument("name")
+
+    pod = sub.add_parser("pod", help="switch a pod's readiness (its endpoints follow)")
+    pod.add_argument("action", choices=["ready", "unready"])
+    pod.add_argument("name", metavar="[NAMESPACE/]POD")
+
+    sub.add_parser("reconcile", help="restore what was changed by hand, as the agents' resync does")
+
+    ev = sub.add_parser("events", help="what each controller and agent changed, and why")
+    ev.add_argument("-o", "--output", choices=["json"])
+
     ipt = sub.add_parser("iptables", help="a node's rules, as iptables-save prints them")
     ipt.add_argument("node")
     ipt.add_argument("-t", "--table", choices=["nat", "filter", "mangle", "raw"])
@@ -151,6 +172,72 @@ def _scale(args):
     print(f"deployment.apps/{name} scaled")
 
 
+KINDS = {"pod": "pod", "pods": "pod", "po": "pod", "deployment": "deployment", "deployments": "deployment",
+         "deploy": "deployment", "service": "service", "services": "service", "svc": "service"}
+
+
+def _apply(args):
+    from netlab.lab import Lab
+    Lab.find(args.lab).apply(args.manifests)
+    print("applied: " + ", ".join(args.manifests))
+
+
+def _delete(args):
+    from netlab.lab import Lab
+    lab = Lab.find(args.lab)
+    if args.manifests:
+        lab.delete_manifests(args.manifests)
+        print("deleted what " + ", ".join(args.manifests) + " names")
+        return
+    kind, _, name = (args.target or "").partition("/")
+    if kind not in KINDS or not name:
+        raise NetlabError("delete takes KIND/NAME (pod, deployment or service) or -f FILE")
+    lab.delete(KINDS[kind], args.namespace, name)
+    print(f'{KINDS[kind]} "{name}" deleted')
+
+
+def _node(args):
+    from netlab.lab import Lab
+    lab = Lab.find(args.lab)
+    if args.action == "add":
+        node = lab.add_node(args.name)
+        print(f"node/{node.name} joined: {node.ip}, podCIDR {node.pod_cidr}")
+    else:
+        node, gone = lab.remove_node(args.name)
+        print(f"node/{node.name} removed ({len(gone)} pods went with it)")
+
+
+def _pod(args):
+    from netlab.lab import Lab
+    pod = Lab.find(args.lab).set_ready(args.name, args.action == "ready")
+    print(f"pod/{pod.name} {'ready' if pod.ready else 'not ready'}")
+
+
+def _reconcile(args):
+    from netlab.lab import Lab
+    changes = Lab.find(args.lab).reconcile()
+    if not changes.any():
+        print("reconcile: nothing to do (0 netlink writes, 0 iptables writes)")
+        return
+    print(f"reconcile: {changes.count()} changes ({changes.netlink_writes} netlink writes, "
+          f"{changes.iptables_writes} iptables writes)")
+    for agent, items in changes.by_agent.items():
+        for netns, what in items:
+            print(f"  {agent:<12} {netns}: {what}")
+
+
+def _events(args):
+    from netlab import events
+    from netlab.lab import Lab
+    found = events.read(Lab.find(args.lab).name)
+    if args.output == "json":
+        print(json.dumps(found, indent=2))
+    elif not found:
+        print("No events found.")
+    else:
+        print(events.table(found))
+
+
 def _iptables(args):
     from netlab.lab import Lab
     sys.stdout.write(Lab.find(args.lab).iptables(args.node, args.table))
@@ -211,7 +298,8 @@ class _Progress:
 
 
 COMMANDS = {"up": _up, "down": _down, "status": _status, "cleanup": _cleanup, "get": _get,
-            "exec": _exec, "probe": _probe, "iptables": _iptables, "scale": _scale}
+            "exec": _exec, "probe": _probe, "iptables": _iptables, "scale": _scale,
+            "apply": _apply, "delete": _delete, "node": _node, "pod": _pod, "reconcile": _reconcile, "events": _events}
 
 if __name__ == "__main__":
     sys.exit(main())

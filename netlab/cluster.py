@@ -78,15 +78,24 @@ def replicas_of(state, d):
     return [p for p in state.pods if p.namespace == d.namespace and p.owner == f"Deployment/{d.name}"]
 
 
-def scale(state, namespace, name, replicas, rng=None):
-    """`kubectl scale`: the ReplicaSet adds pods, or deletes the ones it ranks first — not
-    ready before ready, then those sharing a node with more replicas, then the newest.
-    Returns (added, removed) pods; endpoints follow."""
-    rng = rng or random.Random(secrets.randbits(64))
+def deployment_named(state, namespace, name):
     d = next((x for x in state.deployments if x.namespace == namespace and x.name == name), None)
     if d is None:
-        raise NetlabError(f"lab {state.lab}: no deployment {namespace}/{name}")
+        raise NetlabError(f'deployments.apps "{name}" not found in namespace {namespace}')
+    return d
+
+
+def scale(state, namespace, name, replicas, rng=None, log=None):
+    """`kubectl scale`: the ReplicaSet adds pods, or deletes the ones it ranks first — not
+    ready before ready, then those sharing a node with more replicas, then the newest.
+    Returns (added, removed) pods; endpoints follow. Events go to `log`."""
+    rng = rng or random.Random(secrets.randbits(64))
+    d = deployment_named(state, namespace, name)
     pods = replicas_of(state, d)
+    if log is not None and replicas != len(pods):
+        way = "up" if replicas > len(pods) else "down"
+        log.append(("ScalingReplicaSet", f"deployment/{d.name}", d.namespace,
+                    f"Scaled {way} replica set {d.name}-{d.template_hash} from {len(pods)} to {replicas}"))
     added, removed = [], []
     if replicas > len(pods):
         added = _add_replicas(state, d, replicas - len(pods), rng)
@@ -100,16 +109,188 @@ def scale(state, namespace, name, replicas, rng=None):
         for p in removed:
             remove_pod(state, p)
     d.replicas = replicas
-    state.netns = [n for n in state.netns if n not in {p.netns for p in removed}]
-    state.netns += [p.netns for p in added]
+    _log_pods(log, d, added, removed)
     sync_endpoints(state)
     return added, removed
+
+
+def _log_pods(log, d, added, removed):
+    if log is None:
+        return
+    rs = f"replicaset/{d.name}-{d.template_hash}"
+    log += [("SuccessfulCreate", rs, d.namespace, f"Created pod: {p.name}") for p in added]
+    log += [("SuccessfulDelete", rs, d.namespace, f"Deleted pod: {p.name}") for p in removed]
 
 
 def remove_pod(state, pod):
     """The pod is gone from the API; host-local releases its address (CNI DEL)."""
     state.pods.remove(pod)
-    state.ipam[pod.node].allocated.pop(pod.ip, None)
+    if pod.netns in state.netns:
+        state.netns.remove(pod.netns)
+    if pod.node in state.ipam:
+        state.ipam[pod.node].allocated.pop(pod.ip, None)
+
+
+def set_ready(state, namespace, name, ready, log=None):
+    """A pod's readiness (what its readiness probe would decide); endpoints follow."""
+    pod = state.pod(namespace, name)
+    if pod.ready != ready:
+        pod.ready = ready
+        if log is not None:
+            log.append(("Ready" if ready else "Unhealthy", f"pod/{name}", namespace,
+                        "Readiness probe succeeded" if ready else "Readiness probe failed"))
+    sync_endpoints(state)
+    return pod
+
+
+# --- apply and delete ----------------------------------------------------------------------
+
+def apply(state, lab_spec, rng=None, log=None, now=""):
+    """`kubectl apply`: create what is new, update what exists (as the API allows)."""
+    rng = rng or random.Random(secrets.randbits(64))
+    log = [] if log is None else log
+    lab_spec = dataclasses.replace(lab_spec, services=tuple(dataclasses.replace(s, created=now)
+                                                            for s in lab_spec.services))
+    for m in lab_spec.pods:
+        existing = next((p for p in state.pods if p.namespace == m.namespace and p.name == m.name), None)
+        if existing is None:
+            pod = add_pod(state, m.namespace, m.name, m.template, rng=rng)
+            log.append(("Scheduled", f"pod/{m.name}", m.namespace, f"Successfully assigned {pod.key} to {pod.node}"))
+        elif existing.template != m.template:
+            if dataclasses.replace(existing.template, labels=m.template.labels) != m.template:
+                raise NetlabError(f"Pod {existing.key}: updates may not change fields other than its labels "
+                                  "(delete it and apply it again)")
+            existing.template = m.template
+    for m in lab_spec.deployments:
+        existing = next((d for d in state.deployments if d.namespace == m.namespace and d.name == m.name), None)
+        if existing is None:
+            add_deployment(state, m, rng)
+            d = state.deployments[-1]
+            _log_pods(log, d, replicas_of(state, d), [])
+        else:
+            _update_deployment(state, existing, m, rng, log)
+    for m in sorted(lab_spec.services, key=lambda s: s.cluster_ip in (None, "None")):
+        _apply_service(state, m, rng, log)
+    sync_endpoints(state)
+
+
+def _update_deployment(state, d, m, rng, log):
+    if m.match_labels != d.match_labels:
+        raise NetlabError(f"Deployment {d.namespace}/{d.name}: spec.selector is immutable")
+    new_hash = deployment.template_hash(m.template)
+    if new_hash != d.template_hash:
+        # A new template: a new ReplicaSet takes over. The end state of a rollout — every
+        # pod from the new template — reached at once rather than surge by surge.
+        old = replicas_of(state, d)
+        for p in old:
+            remove_pod(state, p)
+        d.template, d.template_hash = m.template, new_hash
+        added = _add_replicas(state, d, m.replicas, rng)
+        log.append(("ScalingReplicaSet", f"deployment/{d.name}", d.namespace,
+                    f"Scaled up replica set {d.name}-{new_hash} to {m.replicas}"))
+        _log_pods(log, d, added, old)
+        d.replicas = m.replicas
+    elif m.replicas != d.replicas:
+        scale(state, d.namespace, d.name, m.replicas, rng, log)
+
+
+def _apply_service(state, m, rng, log):
+    old = next((s for s in state.services if s.key == m.key), None)
+    if old is None:
+        add_service(state, m, rng)
+        log.append(("Created", f"service/{m.name}", m.namespace, f"ClusterIP {state.services[-1].cluster_ip}"))
+        return
+    if m.cluster_ip not in (None, old.cluster_ip):
+        raise NetlabError(f"Service {m.key}: spec.clusterIP is immutable ({old.cluster_ip})")
+    kept = {(p.port, p.protocol): p.node_port for p in old.ports}
+    ports = tuple(p if p.node_port or m.type != "NodePort" else dataclasses.replace(p, node_port=kept.get((p.port, p.protocol)))
+                  for p in m.ports)
+    state.services.remove(old)
+    try:
+        add_service(state, dataclasses.replace(m, cluster_ip=old.cluster_ip, ports=ports, created=old.created), rng)
+    except NetlabError:
+        state.services.append(old)
+        raise
+    if state.services[-1] != old:
+        log.append(("Updated", f"service/{m.name}", m.namespace, "spec changed"))
+
+
+MANAGED = {("default", "kubernetes"): "the API server", ("kube-system", "kube-dns"): "kubeadm's CoreDNS addon"}
+
+
+def delete(state, kind, namespace, name, rng=None, log=None):
+    """`kubectl delete KIND/NAME`. A Deployment's pod is replaced by its ReplicaSet."""
+    rng = rng or random.Random(secrets.randbits(64))
+    log = [] if log is None else log
+    if kind == "pod":
+        pod = state.pod(namespace, name)
+        remove_pod(state, pod)
+        log.append(("Killing", f"pod/{name}", namespace, "Stopping container"))
+        d = next((x for x in state.deployments if x.namespace == namespace and f"Deployment/{x.name}" == pod.owner), None)
+        if d is not None:
+            _log_pods(log, d, _add_replicas(state, d, 1, rng), [])
+    elif kind == "deployment":
+        d = deployment_named(state, namespace, name)
+        pods = replicas_of(state, d)
+        for p in pods:
+            remove_pod(state, p)
+        state.deployments.remove(d)
+        _log_pods(log, d, [], pods)
+    elif kind == "service":
+        if (namespace, name) in MANAGED:
+            raise NetlabError(f"Service {namespace}/{name} is managed by {MANAGED[(namespace, name)]}")
+        state.services.remove(state.service(namespace, name))
+        log.append(("Deleted", f"service/{name}", namespace, "deleted"))
+    else:
+        raise NetlabError(f"cannot delete {kind!r} (pods, deployments and services can be deleted)")
+    sync_endpoints(state)
+
+
+# --- nodes ---------------------------------------------------------------------------------
+
+def add_node(state, name, rng=None, log=None):
+    """A node joins: the node IPAM controller gives it the lowest free /24, the LAN the next
+    address, flanneld a VTEP MAC. Pods stay where they are, as on a real cluster."""
+    rng = rng or random.Random(secrets.randbits(64))
+    full = name if name.startswith(state.lab + "-") else f"{state.lab}-{name}"
+    if not names.DNS1123_LABEL.match(full) or len(full) > 63:
+        raise NetlabError(f"{full!r} is not a valid node name (DNS-1123 label)")
+    if any(n.name == full for n in state.nodes):
+        raise NetlabError(f'node "{full}" already exists')
+    c = state.cluster
+    cidr = ipam.node_pod_cidrs(c.pod_subnet, {n.pod_cidr for n in state.nodes}, 1)[0]
+    ip = ipam.node_ips(c.lan_cidr, {n.ip for n in state.nodes}, 1)[0]
+    node = Node(full, "worker", ip, cidr, random_mac(rng), scheduler.node_labels(full, "worker"), [])
+    state.nodes.append(node)
+    state.ipam[full] = HostLocal()
+    last_node = max(state.netns.index(n.netns) for n in state.nodes[:-1])
+    state.netns.insert(last_node + 1, node.netns)
+    if log is not None:
+        log.append(("RegisteredNode", f"node/{full}", "", f"Node {full} event: Registered Node {full} in Controller"))
+        log.append(("CIDRAssignmentSucceeded", f"node/{full}", "", f"Node {full} assigned podCIDR {cidr}"))
+    return node
+
+
+def remove_node(state, name, rng=None, log=None):
+    """A node leaves: its pods go; each Deployment's ReplicaSet replaces its own elsewhere."""
+    rng = rng or random.Random(secrets.randbits(64))
+    node = state.node(name if name.startswith(state.lab + "-") else f"{state.lab}-{name}")
+    if node.role == "control-plane":
+        raise NetlabError(f"node {node.name} is the control plane; it cannot be removed")
+    gone = state.pods_on(node.name)
+    for p in gone:
+        remove_pod(state, p)
+    state.nodes.remove(node)
+    del state.ipam[node.name]
+    state.netns.remove(node.netns)
+    if log is not None:
+        log.append(("RemovingNode", f"node/{node.name}", "", f"Node {node.name} event: Removing Node {node.name} from Controller"))
+    for d in state.deployments:
+        missing = d.replicas - len(replicas_of(state, d))
+        if missing > 0:
+            _log_pods(log, d, _add_replicas(state, d, missing, rng), [p for p in gone if p.owner == f"Deployment/{d.name}"])
+    sync_endpoints(state)
+    return node, gone
 
 
 def add_pod(state, namespace, name, template, owner=None, rng=None):
@@ -125,6 +306,8 @@ def add_pod(state, namespace, name, template, owner=None, rng=None):
               container_id=container_id, host_veth=names.veth_name("%08x" % rng.getrandbits(32)),
               netns=names.pod_netns(state.lab, namespace, name), ip=ip, owner=owner)
     state.pods.append(pod)
+    if state.netns:                    # a running lab; new_state lists every namespace at the end
+        state.netns.append(pod.netns)
     return pod
 
 

@@ -91,6 +91,7 @@ class ClusterState:
     netns: list = field(default_factory=list)        # every netns the lab may have created
     phase: str = "Pending"                           # Pending while being built, then Running
     created: str = ""
+    synced: bool = True                              # False from a change's save until it converged
 
     def node(self, name):
         for n in self.nodes:
@@ -166,6 +167,7 @@ def from_json(d):
     state.netns = d["netns"]
     state.phase = d["phase"]
     state.created = d["created"]
+    state.synced = d.get("synced", True)
     return state
 
 

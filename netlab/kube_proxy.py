@@ -13,6 +13,7 @@ import base64
 import hashlib
 import math
 import re
+from collections import defaultdict
 
 from netlab.endpoints import ready_endpoints
 from netlab.iptables import Table
@@ -20,6 +21,9 @@ from netlab.iptables import Table
 MASQ_MARK = "0x4000"
 NO_PROXY_LABELS = ("service.kubernetes.io/service-proxy-name", "service.kubernetes.io/headless")
 RECENT_TAIL = "--mask 255.255.255.255 --rsource"      # what iptables-save adds to a `recent` match
+
+# Chains every service port writes lines into; every other chain belongs to one port.
+SHARED = {"nat": ("KUBE-SERVICES", "KUBE-NODEPORTS"), "filter": ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES")}
 
 NAT_CHAINS = ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ")
 FILTER_CHAINS = ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD", "KUBE-NODEPORTS",
@@ -141,6 +145,70 @@ def node_tables(services, endpoints, node, cluster_cidr):
         "-m addrtype --dst-type LOCAL -j KUBE-NODEPORTS")
     return {"nat": Table("nat", {c: tuple(r) for c, r in nat.items()}),
             "filter": Table("filter", {c: tuple(r) for c, r in flt.items()})}
+
+
+def _inputs(services, endpoints):
+    """What each proxied service port's rules depend on, by port."""
+    by_key = {e.key: e for e in endpoints}
+    return {(_port_name(s, p), p.protocol): (s, p, tuple(ready_endpoints(by_key.get(s.key), p)))
+            for s in services if proxied(s) for p in s.ports}
+
+
+def _block(svc, port, eps, node, cluster_cidr):
+    nat, flt = defaultdict(list), defaultdict(list)
+    _service_port(nat, flt, svc, port, list(eps), node, cluster_cidr)
+    return {"nat": nat, "filter": flt}
+
+
+def sync_changes(old_services, old_endpoints, services, endpoints, node, cluster_cidr):
+    """kube-proxy's partial sync on one node: only the service ports whose Service or
+    endpoints changed are planned again, and only their chains are written. Returns
+    {table: (chains to write {chain: rules}, chains to flush and delete)}. The chains all
+    ports share (KUBE-SERVICES, KUBE-NODEPORTS, KUBE-EXTERNAL-SERVICES) are written whole
+    when a changed port's lines in them changed; an endpoint change leaves them alone."""
+    old, new = _inputs(old_services, old_endpoints), _inputs(services, endpoints)
+    out = {"nat": ({}, []), "filter": ({}, [])}
+    shared_changed = False
+    empty = {"nat": {}, "filter": {}}
+    for k in old.keys() | new.keys():
+        if old.get(k) == new.get(k):
+            continue
+        before = _block(*old[k], node, cluster_cidr) if k in old else empty
+        after = _block(*new[k], node, cluster_cidr) if k in new else empty
+        for table, (write, delete) in out.items():
+            for chain in set(before[table]) | set(after[table]):
+                if chain in SHARED[table]:
+                    shared_changed |= before[table].get(chain) != after[table].get(chain)
+                elif chain not in after[table]:
+                    delete.append(chain)
+                elif before[table].get(chain) != after[table][chain]:
+                    write[chain] = tuple(after[table][chain])
+    if shared_changed:
+        full = node_tables(services, endpoints, node, cluster_cidr)
+        for table, (write, _) in out.items():
+            for chain in SHARED[table]:
+                write[chain] = full[table].chains[chain]
+    return out
+
+
+def stale_udp_flows(old_services, old_endpoints, services, endpoints):
+    """The conntrack entries kube-proxy deletes after a sync: UDP flows DNATed to an endpoint
+    that is no longer ready for that service port (UDP has no connection to break, so a
+    client would keep sending into the void). (destination IP or None, destination port,
+    endpoint IP) triples: the cluster IP and port, and each external IP and NodePort."""
+    old, new = _inputs(old_services, old_endpoints), _inputs(services, endpoints)
+    flows = []
+    for key, (svc, port, eps) in old.items():
+        if port.protocol != "UDP":
+            continue
+        live = {e for e, _ in new[key][2]} if key in new else set()
+        for endpoint in sorted({e for e, _ in eps} - live):
+            ip = endpoint.rsplit(":", 1)[0]
+            flows.append((svc.cluster_ip, port.port, ip))
+            flows += [(external, port.port, ip) for external in svc.external_ips]
+            if port.node_port:
+                flows.append((None, port.node_port, ip))
+    return flows
 
 
 def _port_name(service, port):

@@ -14,9 +14,10 @@ import datetime
 import shutil
 import subprocess
 
-from netlab import apiserver, cluster, kubelet, names, plan, preflight, spec
+from netlab import apiserver, cluster, events, kube_proxy, kubelet, names, plan, preflight, spec
 from netlab.errors import LabNotFound, NetlabError
 from netlab.etcd import Store, all_labs
+from netlab.kernel import conntrack
 from netlab.kernel import netns as ns
 from netlab.kernel.iptables_restore import RestoreApplier
 from netlab.kernel.netlink import Handles, NetlinkApplier
@@ -60,6 +61,87 @@ def _remove_netns(netns_names):
 
 
 KINDS = ("nodes", "pods", "services", "endpoints", "daemonsets")
+
+
+class _Before:
+    """What the agents last converged to, for a partial sync (immutable values: no copy)."""
+
+    def __init__(self, state):
+        self.services = list(state.services)
+        self.endpoints = list(state.endpoints)
+        self.nodes = {n.name for n in state.nodes}
+        self.synced = state.synced
+
+
+class Changes:
+    """What a convergence changed, by agent: (namespace, what) pairs and write counts."""
+
+    def __init__(self):
+        self.by_agent = {}
+        self.netlink_writes = self.iptables_writes = 0
+
+    def add(self, agent, items):
+        if items:
+            self.by_agent.setdefault(agent, []).extend(items)
+
+    def any(self):
+        return bool(self.by_agent)
+
+    def count(self):
+        return sum(len(v) for v in self.by_agent.values())
+
+
+def _netlink_agent(state, netns, what):
+    """Which agent owns a netlink write: flanneld (flannel.1, its routes, neighbours and FDB),
+    the CNI bridge plugin (cni0, veths, a pod's own interface), kubelet (the rest of a node)."""
+    if "." in netns:
+        return "cni"
+    if netns in (state.lan_netns(), state.external_netns()):
+        return "lab-network"
+    if "flannel" in what or " fdb " in f" {what} " or what.startswith(("neigh", "del neigh")) or \
+            (("route" in what) and state.cluster.pod_subnet.split(".")[0] + "." + state.cluster.pod_subnet.split(".")[1] in what):
+        return "flannel"
+    if "veth" in what or "cni0" in what:
+        return "cni"
+    if "route_localnet" in what:
+        return "kube-proxy"
+    return "kubelet"
+
+
+def _chains_message(written, deleted):
+    parts = []
+    if written:
+        parts.append(f"wrote {len(written)} chain{'s' * (len(written) != 1)} ({', '.join(written[:4])}"
+                     + (", ..." if len(written) > 4 else "") + ")")
+    if deleted:
+        parts.append(f"deleted {len(deleted)} ({', '.join(deleted[:4])}" + (", ..." if len(deleted) > 4 else "") + ")")
+    return "; ".join(parts)
+
+
+def _summarize(state, agent, items):
+    """One event per agent and object: its first changes and how many there were."""
+    by_object = {}
+    for netns, what in items:
+        by_object.setdefault(_object(state, netns), []).append(what)
+    return [(_reason(agent), obj, "", "; ".join(whats[:3]) + (f" (+{len(whats) - 3} more)" if len(whats) > 3 else ""))
+            for obj, whats in by_object.items()]
+
+
+def _reason(agent):
+    return {"kube-proxy": "SyncProxyRules", "flannel": "SubnetsUpdated", "cni": "NetworkConfigured",
+            "kubelet": "Synced", "lab-network": "Wired"}.get(agent, "Synced")
+
+
+def _object(state, netns):
+    if netns == state.lab:
+        return "lab"
+    for n in state.nodes:
+        if n.netns == netns:
+            return f"node/{n.name}"
+    for p in state.pods:
+        if p.netns == netns:
+            return f"pod/{p.namespace}/{p.name}"
+    return f"netns/{netns}"
 
 
 class Lab:
@@ -150,27 +232,78 @@ class Lab:
         for server in kubelet.POD_SERVERS:
             kubelet.wait_served(state.lab, server, state.processes[server], self.store.path.stat().st_mtime_ns)
 
+    # --- changing a running lab --------------------------------------------------------
+
     def scale(self, namespace, name, replicas):
-        """`kubectl scale deployment/NAME --replicas N`: the state changes first, then every
-        agent converges its part: namespaces, veths and routes (kubelet, CNI), kube-proxy's
-        rules on every node, and the pod servers and DNS, which follow the state."""
+        """`kubectl scale deployment/NAME --replicas N`."""
         if replicas < 0:
             raise NetlabError("--replicas must be 0 or more")
+        return self._change(f"scale deployment/{name} --replicas {replicas}",
+                            lambda state, log: cluster.scale(state, namespace, name, replicas, log=log))
+
+    def apply(self, manifests):
+        """`kubectl apply -f`: Pods, Deployments and Services created or updated."""
+        lab_spec = spec.load(None, manifests, cluster=self.state().cluster)
+        return self._change(f"apply -f {' '.join(map(str, manifests))}",
+                            lambda state, log: cluster.apply(state, lab_spec, log=log, now=_now()))
+
+    def delete(self, kind, namespace, name):
+        """`kubectl delete KIND/NAME`."""
+        return self._change(f"delete {kind}/{name}",
+                            lambda state, log: cluster.delete(state, kind, namespace, name, log=log))
+
+    def delete_manifests(self, manifests):
+        """`kubectl delete -f`: every object the files name."""
+        lab_spec = spec.load(None, manifests, cluster=self.state().cluster)
+        objects = ([("service", s.namespace, s.name) for s in lab_spec.services]
+                   + [("deployment", d.namespace, d.name) for d in lab_spec.deployments]
+                   + [("pod", p.namespace, p.name) for p in lab_spec.pods])
+
+        def delete_all(state, log):
+            for kind, namespace, name in objects:
+                cluster.delete(state, kind, namespace, name, log=log)
+        return self._change(f"delete -f {' '.join(map(str, manifests))}", delete_all)
+
+    def add_node(self, name):
+        return self._change(f"node add {name}", lambda state, log: cluster.add_node(state, name, log=log))
+
+    def remove_node(self, name):
+        return self._change(f"node remove {name}", lambda state, log: cluster.remove_node(state, name, log=log))
+
+    def set_ready(self, pod, ready):
+        namespace, _, name = pod.rpartition("/")
+        return self._change(f"pod {'ready' if ready else 'unready'} {pod}",
+                            lambda state, log: cluster.set_ready(state, namespace or "default", name, ready, log=log))
+
+    def reconcile(self):
+        """kube-proxy's and flanneld's periodic resync, kubelet's restarts: read every
+        namespace and table back and restore what differs. Returns the changes made."""
+        return self._change("reconcile", None)
+
+    def _change(self, why, mutate):
+        """The one mechanism for every change: the controllers change the state, which is
+        saved before the kernel is touched (a command killed half-way leaves a record the
+        next command converges); then every agent converges what it owns."""
         with self.store.locked():
             state = self.store.load()
-            before = list(state.netns)
-            added, removed = cluster.scale(state, namespace, name, replicas)
-            for pod in removed:
-                for rec in pod.pids:
-                    kubelet.stop(rec)
-            self.store.save(state)                       # intent first: a crash leaves a record
-            self._converge(state, before, added)
-        return added, removed
+            old = _Before(state)
+            result = None
+            if mutate is not None:
+                log = []
+                result = mutate(state, log)
+                state.synced = False
+                self.store.save(state)
+                events.record(self.name, log, "controller-manager", why)
+            changes = self._converge(state, old, why, full=mutate is None)
+        return result if mutate is not None else changes
 
-    def _converge(self, state, before, added=()):
-        """Bring the kernel to the state: remove what it no longer has, create what it gained,
-        and re-apply every plan (only differences are written)."""
-        _remove_netns(reversed([n for n in before if n not in state.netns]))
+    def _converge(self, state, old, why, full=False):
+        """Bring the kernel to the state; a partial kube-proxy sync when the last command
+        converged, a full one (read back and compare) otherwise."""
+        changes = Changes()
+        gone = [n for n in self._unclaimed_netns() if n not in state.netns]
+        _remove_netns(reversed(gone))
+        changes.add("kubelet", [(n, "removed pod sandbox") for n in gone if "." in n])
         fresh = [n for n in state.netns if not ns.exists(n)]
         for name in fresh:
             ns.create(name)
@@ -179,18 +312,74 @@ class Lab:
             applier = NetlinkApplier(handles)
             for p in plans:
                 applier.apply(p, fresh=p.netns in fresh)
+        for netns, what in applier.log:
+            changes.add(_netlink_agent(state, netns, what), [(netns, what)])
+        changes.netlink_writes = applier.writes
         iptables = iptables_applier(state.cluster)
-        for p in plans:
-            if p.iptables:
-                iptables.apply(p.netns, p.iptables)
-        now = _now()
-        for pod in added:
-            kubelet.write_pod_files(state, pod)
-            pod.pids = kubelet.start_commands(state.lab, pod)
-            pod.created = now
-        self.store.save(state)
+        partial = not full and old.synced
+        for node in state.nodes:
+            tables = plan.node_plan(state, node).iptables
+            if partial and node.name in old.nodes and node.netns not in fresh:
+                iptables.apply_changes(node.netns, {t: w for t, w in kube_proxy.sync_changes(
+                    old.services, old.endpoints, state.services, state.endpoints, node, state.cluster.pod_subnet).items()
+                    if w[0] or w[1]})
+            else:
+                iptables.apply(node.netns, tables, fresh=node.netns in fresh)
+        for netns, (written, deleted) in iptables.log:
+            for agent, prefix in (("kube-proxy", "KUBE-"), ("flannel", "FLANNEL-")):
+                w = [c for c in written if c.startswith(prefix) or (agent == "kube-proxy" and "-" not in c)]
+                d = [c for c in deleted if c.startswith(prefix)]
+                if w or d:
+                    changes.add(agent, [(netns, _chains_message(w, d))])
+        changes.iptables_writes = iptables.writes
+        for node in state.nodes if not full else ():
+            flows = kube_proxy.stale_udp_flows(old.services, old.endpoints, state.services, state.endpoints)
+            deleted = conntrack.delete_flows(node.netns, flows) if flows else 0
+            if deleted:
+                changes.add("kube-proxy", [(node.netns, f"deleted {deleted} conntrack entries of removed UDP endpoints")])
+        self._run_processes(state, fresh, changes)
+        state.synced = True
+        if changes.any() or not full:
+            self.store.save(state)
+        for agent, items in changes.by_agent.items():
+            events.record(self.name, _summarize(state, agent, items), agent, why)
+        if changes.any() or not full:
+            self._wait_served(state, changes)
+        return changes
+
+    def _wait_served(self, state, changes):
+        """Wait for the pod servers to follow the saved state; one found dead meanwhile (a
+        process that was ending as we looked) is started again, once."""
         for server in kubelet.POD_SERVERS:
-            kubelet.wait_served(state.lab, server, state.processes[server], self.store.path.stat().st_mtime_ns)
+            for attempt in (1, 2):
+                try:
+                    kubelet.wait_served(state.lab, server, state.processes[server], self.store.path.stat().st_mtime_ns)
+                    break
+                except NetlabError:
+                    if attempt == 2 or kubelet.alive(state.processes[server]):
+                        raise
+                    state.processes[server] = kubelet.start_pod_server(state.lab, server)
+                    changes.add("kubelet", [(state.lab, f"started {server}, which serves the pods")])
+                    self.store.save(state)
+
+    def _run_processes(self, state, fresh, changes):
+        """kubelet's part, level-triggered: resolver files for new pods, containers whose
+        process is not running (started, or restarted), and the lab's pod servers."""
+        now = _now()
+        for pod in state.pods:
+            if pod.netns in fresh:
+                kubelet.write_pod_files(state, pod)
+                pod.created = now
+            running = {r["container"] for r in pod.pids if kubelet.alive(r)}
+            missing = [c for c in pod.template.containers if c.command and c.name not in running]
+            if missing:
+                pod.pids = [r for r in pod.pids if r["container"] in running]
+                pod.pids += [r for r in kubelet.start_commands(state.lab, pod) if r["container"] not in running]
+                changes.add("kubelet", [(pod.netns, f"started container {', '.join(c.name for c in missing)}")])
+        for server in kubelet.POD_SERVERS:
+            if not kubelet.alive(state.processes.get(server)):
+                state.processes[server] = kubelet.start_pod_server(state.lab, server)
+                changes.add("kubelet", [(state.lab, f"started {server}, which serves the pods")])
 
     def down(self):
         with self.store.locked():

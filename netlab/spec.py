@@ -156,27 +156,32 @@ class LabSpec:
     sources: tuple = ()
 
 
-def load(labfile=None, manifest_paths=()):
-    """Read a lab file (None: kind's defaults) and extra manifest files or folders."""
+def load(labfile=None, manifest_paths=(), cluster=None):
+    """Read a lab file (None: kind's defaults) and extra manifest files or folders. With
+    `cluster` (a running lab's), the files are manifests to apply to it: no Cluster or Lab."""
     docs = []
     if labfile is not None:
         docs += _read_documents(Path(labfile))
     for path in manifest_paths:
         for f in _manifest_files(Path(path)):
             docs += _read_documents(f)
-    return build(docs)
+    return build(docs, cluster)
 
 
-def build(docs):
+def build(docs, cluster=None):
     """docs: [(file, index, mapping)] → LabSpec, or SpecError at the first wrong field."""
     cluster_docs = [d for d in docs if d[2].get("kind") == "Cluster"]
     lab_docs = [d for d in docs if d[2].get("kind") == "Lab"]
+    if cluster is not None and (cluster_docs or lab_docs):
+        f, i, doc = (cluster_docs + lab_docs)[0]
+        raise SpecError(f, f"document {i + 1}", "kind",
+                        f"a {doc['kind']} document: a running lab's cluster is fixed (apply Pods, Deployments, Services)")
     for kind, found in (("Cluster", cluster_docs), ("Lab", lab_docs)):
         if len(found) > 1:
             f, i, _ = found[1]
             raise SpecError(f, f"document {i + 1}", "kind", f"a second {kind} document; a lab has one")
-    cluster = _cluster(cluster_docs[0] if cluster_docs else None,
-                       lab_docs[0] if lab_docs else None)
+    if cluster is None:
+        cluster = _cluster(cluster_docs[0] if cluster_docs else None, lab_docs[0] if lab_docs else None)
     pods, deployments, services, seen = [], [], [], {}
     for f, i, doc in docs:
         kind = doc.get("kind")

@@ -37,15 +37,20 @@ def diff(table, have):
     rewrite, stale = changes(table, have)
     if not rewrite and not stale:
         return None
-    # Chain lines first (they declare a user chain, or flush one that exists; built-in
-    # chains are flushed with -F), so a jump never names a chain declared further down.
-    builtin = BUILTIN[table.name]
-    lines = [f"-F {c}" if c in builtin else f":{c} - [0:0]" for c in rewrite]
+    return render(table.name, {c: table.chains.get(c, ()) for c in rewrite}, stale)
+
+
+def render(table, write, stale):
+    """Restore input writing whole chains and removing stale ones. Chain lines come first
+    (they declare a user chain or flush one that exists; built-in chains are flushed with
+    -F), so a jump never names a chain declared further down."""
+    builtin = BUILTIN[table]
+    lines = [f"-F {c}" if c in builtin else f":{c} - [0:0]" for c in write]
     lines += [f":{c} - [0:0]" for c in stale]
-    for chain in rewrite:
-        lines += [f"-A {chain} {r}" for r in table.chains.get(chain, ())]
+    for chain, rules in write.items():
+        lines += [f"-A {chain} {r}" for r in rules]
     lines += [f"-X {c}" for c in stale]
-    return f"*{table.name}\n" + "\n".join(lines) + "\nCOMMIT\n"
+    return f"*{table}\n" + "\n".join(lines) + "\nCOMMIT\n"
 
 
 class RestoreApplier:
@@ -58,16 +63,30 @@ class RestoreApplier:
         self.log = []
 
     def apply(self, netns, tables, fresh=False):
-        """`fresh`: the namespace was just created, its tables are empty: nothing to read."""
-        text = ""
+        """Read each table back and write what differs from the plan (a full resync).
+        `fresh`: the namespace was just created, its tables are empty: nothing to read."""
+        work = {}
         for table in tables.values():
-            change = diff(table, {} if fresh else current(netns, table.name, self.save))
-            if change:
-                text += change
+            rewrite, stale = changes(table, {} if fresh else current(netns, table.name, self.save))
+            if rewrite or stale:
+                work[table.name] = ({c: table.chains.get(c, ()) for c in rewrite}, stale)
+        self.apply_changes(netns, work)
+
+    def apply_changes(self, netns, work):
+        """Write chains and remove stale ones without reading anything back (a partial sync):
+        work is {table: ({chain: rules}, [stale chains])}."""
+        text = "".join(render(t, write, stale) for t, (write, stale) in work.items() if write or stale)
         if not text:
             return
         out = ns.run(netns, [self.restore, "--noflush"], input=text, capture_output=True, text=True)
         if out.returncode != 0:
             raise NetlabError(f"{netns}: iptables-restore failed: {out.stderr.strip()}")
         self.writes += 1
-        self.log.append((netns, f"iptables-restore ({text.count(chr(10))} lines)"))
+        self.log.append((netns, _summary(work)))
+
+
+def _summary(work):
+    """Which chains a write touched, for the events: (written, deleted)."""
+    written = [c for write, _ in work.values() for c in write]
+    deleted = [c for _, stale in work.values() for c in stale]
+    return written, deleted

@@ -10,7 +10,7 @@ import shlex
 import shutil
 
 from netlab.errors import EnvironmentProblem, NetlabError
-from netlab.iptables import changes
+from netlab.iptables import BUILTIN, changes
 from netlab.kernel import netns as ns
 from netlab.kernel.iptables_restore import current
 
@@ -75,35 +75,45 @@ class PythonIptablesApplier:
         self.log = []
 
     def apply(self, netns, tables, fresh=False):
-        work = []
+        """Read each table back and write what differs (a full resync)."""
+        work = {}
         for table in tables.values():
             rewrite, stale = changes(table, {} if fresh else current(netns, table.name, SAVE))
             if rewrite or stale:
-                work.append((table, rewrite, stale))
+                # Every user chain must exist before a rule jumps to it: declare them all.
+                declared = {c: table.chains[c] for c in table.user_chains()}
+                work[table.name] = ({c: table.chains.get(c, ()) for c in rewrite}, stale, declared)
+        self._commit(netns, work)
+
+    def apply_changes(self, netns, work):
+        """Write chains and remove stale ones without reading back (a partial sync)."""
+        self._commit(netns, {t: (write, stale, write) for t, (write, stale) in work.items() if write or stale})
+
+    def _commit(self, netns, work):
         if not work:
             return
         with ns.entered(netns):
-            for table, rewrite, stale in work:
+            for name, (write, stale, declared) in work.items():
                 try:
-                    self._write(table, rewrite, stale)
+                    self._write(name, write, stale, declared)
                 except (self.iptc.IPTCError, self.iptc.XTablesError, ValueError) as e:
-                    raise NetlabError(f"{netns}: python-iptables could not write table {table.name}: {e}") from None
+                    raise NetlabError(f"{netns}: python-iptables could not write table {name}: {e}") from None
         self.writes += 1
-        self.log.append((netns, f"python-iptables ({sum(len(w[1]) for w in work)} chains)"))
+        self.log.append((netns, ([c for w, _, _ in work.values() for c in w], [c for _, s, _ in work.values() for c in s])))
 
-    def _write(self, table, rewrite, stale):
+    def _write(self, name, write, stale, declared):
         iptc = self.iptc
-        handle = iptc.Table(table.name, autocommit=False)
+        handle = iptc.Table(name, autocommit=False)
         handle.refresh()             # a fresh libiptc handle, opened in this namespace
         try:
-            for chain in table.user_chains():      # every jump target exists before any rule
-                if not handle.is_chain(chain):
+            for chain in declared:
+                if chain not in BUILTIN[name] and not handle.is_chain(chain):
                     handle.create_chain(chain)
-            for chain in rewrite + stale:
+            for chain in list(write) + list(stale):
                 handle.flush_entries(chain)
-            for chain in rewrite:
+            for chain, rules in write.items():
                 target = iptc.Chain(handle, chain)
-                for spec in table.chains.get(chain, ()):
+                for spec in rules:
                     target.append_rule(build_rule(iptc, spec, target))
             for chain in stale:
                 handle.delete_chain(chain)

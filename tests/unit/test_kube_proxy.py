@@ -290,3 +290,81 @@ def test_internal_traffic_policy_local():
     t = tables(svc, endpoints(svc, ["10.180.0.1"]))                      # no endpoint on this node
     assert rules(t, "filter", "KUBE-SERVICES") == [
         '-d 10.96.5.5/32 -p tcp -m comment --comment "ns1/svc1:p80 has no local endpoints" -m tcp --dport 80 -j DROP']
+
+
+# --- partial sync ----------------------------------------------------------------------
+
+def applied(tables, changes):
+    """What a node's tables become after a partial sync's writes and deletions."""
+    out = {t: {c: list(r) for c, r in tables[t].chains.items()} for t in tables}
+    for t, (write, delete) in changes.items():
+        for c in delete:
+            del out[t][c]
+        for c, rules in write.items():
+            out[t][c] = list(rules)
+    return out
+
+
+def as_dicts(tables):
+    return {t: {c: list(r) for c, r in tables[t].chains.items()} for t in tables}
+
+
+def scenario(old, new):
+    """old/new: lists of (service, endpoint IPs)."""
+    def split(pairs):
+        return [s for s, _ in pairs], [endpoints(s, ips) for s, ips in pairs]
+    (os_, oe), (ns_, ne) = split(old), split(new)
+    changes = kube_proxy.sync_changes(os_, oe, ns_, ne, NODE, POD_CIDR)
+    before = kube_proxy.node_tables(os_, oe, NODE, POD_CIDR)
+    assert applied(before, changes) == as_dicts(kube_proxy.node_tables(ns_, ne, NODE, POD_CIDR))
+    return changes
+
+
+A, B = service(name="a", ip="10.96.5.1"), nodeport()
+
+
+def written(changes):
+    return {t: sorted(w) for t, (w, _) in changes.items() if w}
+
+
+def deleted(changes):
+    return {t: sorted(d) for t, (_, d) in changes.items() if d}
+
+
+def test_an_endpoint_added_rewrites_one_service_chain_and_adds_its_endpoint_chain():
+    c = scenario([(A, ["10.180.0.1"]), (B, ["10.180.0.9"])], [(A, ["10.180.0.1", "10.180.0.2"]), (B, ["10.180.0.9"])])
+    key = "ns1/a:p80tcp"
+    assert written(c) == {"nat": sorted([kube_proxy.service_chain("KUBE-SVC-", key),
+                                         kube_proxy.endpoint_chain(key, "10.180.0.2:80")])}
+    assert deleted(c) == {}
+
+
+def test_an_endpoint_removed_deletes_its_chain():
+    c = scenario([(A, ["10.180.0.1", "10.180.0.2"])], [(A, ["10.180.0.1"])])
+    assert deleted(c) == {"nat": [kube_proxy.endpoint_chain("ns1/a:p80tcp", "10.180.0.2:80")]}
+
+
+def test_nothing_changed_writes_nothing():
+    assert written(scenario([(A, ["10.180.0.1"])], [(A, ["10.180.0.1"])])) == {}
+
+
+def test_the_last_endpoint_leaving_rewrites_the_shared_chains():
+    c = scenario([(A, ["10.180.0.1"]), (B, ["10.180.0.9"])], [(A, []), (B, ["10.180.0.9"])])
+    assert "KUBE-SERVICES" in written(c)["nat"] and "KUBE-SERVICES" in written(c)["filter"]
+    assert kube_proxy.service_chain("KUBE-SVC-", "ns1/a:p80tcp") in deleted(c)["nat"]
+
+
+def test_a_service_added_and_one_removed():
+    c = scenario([(A, ["10.180.0.1"])], [(B, ["10.180.0.9"])])
+    assert {"KUBE-SERVICES", "KUBE-NODEPORTS"} <= set(written(c)["nat"])
+    assert kube_proxy.service_chain("KUBE-SVC-", "ns1/a:p80tcp") in deleted(c)["nat"]
+
+
+def test_local_policy_follows_an_endpoint_moving_to_this_node():
+    local = nodeport("Local")
+    old = endpoints(local, ["10.180.0.1"])
+    new = endpoints(local, ["10.180.0.1"], nodes={"10.180.0.1": "node-a"})
+    c = kube_proxy.sync_changes([local], [old], [local], [new], NODE, POD_CIDR)
+    before = kube_proxy.node_tables([local], [old], NODE, POD_CIDR)
+    assert applied(before, c) == as_dicts(kube_proxy.node_tables([local], [new], NODE, POD_CIDR))
+    assert "KUBE-EXTERNAL-SERVICES" in written(c)["filter"]             # the DROP goes away
