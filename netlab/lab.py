@@ -243,7 +243,8 @@ class Lab:
 
     def apply(self, manifests):
         """`kubectl apply -f`: Pods, Deployments and Services created or updated."""
-        lab_spec = spec.load(None, manifests, cluster=self.state().cluster)
+        state = self.state()
+        lab_spec = spec.load(None, manifests, cluster=state.cluster, nodes=[n.name for n in state.nodes])
         return self._change(f"apply -f {' '.join(map(str, manifests))}",
                             lambda state, log: cluster.apply(state, lab_spec, log=log, now=_now()))
 
@@ -254,7 +255,8 @@ class Lab:
 
     def delete_manifests(self, manifests):
         """`kubectl delete -f`: every object the files name."""
-        lab_spec = spec.load(None, manifests, cluster=self.state().cluster)
+        state = self.state()
+        lab_spec = spec.load(None, manifests, cluster=state.cluster, nodes=[n.name for n in state.nodes])
         objects = ([("service", s.namespace, s.name) for s in lab_spec.services]
                    + [("deployment", d.namespace, d.name) for d in lab_spec.deployments]
                    + [("pod", p.namespace, p.name) for p in lab_spec.pods])

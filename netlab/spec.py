@@ -156,7 +156,7 @@ class LabSpec:
     sources: tuple = ()
 
 
-def load(labfile=None, manifest_paths=(), cluster=None):
+def load(labfile=None, manifest_paths=(), cluster=None, nodes=None):
     """Read a lab file (None: kind's defaults) and extra manifest files or folders. With
     `cluster` (a running lab's), the files are manifests to apply to it: no Cluster or Lab."""
     docs = []
@@ -165,10 +165,10 @@ def load(labfile=None, manifest_paths=(), cluster=None):
     for path in manifest_paths:
         for f in _manifest_files(Path(path)):
             docs += _read_documents(f)
-    return build(docs, cluster)
+    return build(docs, cluster, nodes)
 
 
-def build(docs, cluster=None):
+def build(docs, cluster=None, nodes=None):
     """docs: [(file, index, mapping)] → LabSpec, or SpecError at the first wrong field."""
     cluster_docs = [d for d in docs if d[2].get("kind") == "Cluster"]
     lab_docs = [d for d in docs if d[2].get("kind") == "Lab"]
@@ -188,10 +188,10 @@ def build(docs, cluster=None):
         if kind in ("Cluster", "Lab") or kind in IGNORED_KINDS:
             continue
         if kind == "Pod":
-            obj = _pod(f, doc, cluster)
+            obj = _pod(f, doc, cluster, nodes)
             pods.append(obj)
         elif kind == "Deployment":
-            obj = _deployment(f, doc, cluster)
+            obj = _deployment(f, doc, cluster, nodes)
             deployments.append(obj)
         elif kind == "Service":
             obj = _service(f, doc, cluster)
@@ -424,14 +424,14 @@ def _metadata(at, kind):
     return namespace, name, meta.child("labels").string_map()
 
 
-def _pod(f, doc, cluster):
+def _pod(f, doc, cluster, nodes=None):
     at = _At(f, "Pod", doc)
     _expect_api(at, "v1")
     namespace, name, labels = _metadata(at, "Pod")
-    return PodManifest(namespace, name, _pod_template(at.child("spec"), labels, cluster))
+    return PodManifest(namespace, name, _pod_template(at.child("spec"), labels, nodes or cluster.node_names))
 
 
-def _deployment(f, doc, cluster):
+def _deployment(f, doc, cluster, nodes=None):
     at = _At(f, "Deployment", doc)
     _expect_api(at, "apps/v1")
     namespace, name, _ = _metadata(at, "Deployment")
@@ -451,10 +451,10 @@ def _deployment(f, doc, cluster):
         raise tmeta.child("labels").error(
             f"selector {match} does not match template labels {labels}")
     return DeploymentManifest(namespace, name, replicas, match,
-                              _pod_template(template.child("spec"), labels, cluster))
+                              _pod_template(template.child("spec"), labels, nodes or cluster.node_names))
 
 
-def _pod_template(spec, labels, cluster):
+def _pod_template(spec, labels, node_names):
     spec.mapping(required=True)
     if spec.child("hostNetwork").value:
         raise spec.child("hostNetwork").error("hostNetwork pods are not modelled by netlab yet")
@@ -473,9 +473,8 @@ def _pod_template(spec, labels, cluster):
         built.append(Container(cname, c.child("image").string("") or "",
                                _argv(c.child("command")), _argv(c.child("args")), ports))
     node_name = spec.child("nodeName").string()
-    if node_name is not None and node_name not in cluster.node_names:
-        raise spec.child("nodeName").error(
-            f"unknown node {node_name!r} (nodes: {', '.join(cluster.node_names)})")
+    if node_name is not None and node_name not in node_names:
+        raise spec.child("nodeName").error(f"unknown node {node_name!r} (nodes: {', '.join(node_names)})")
     return PodTemplate(
         labels=labels,
         containers=tuple(built),

@@ -13,9 +13,9 @@ def delete_flows(netns, flows):
     from pyroute2.netlink.exceptions import NetlinkError
     wanted = {(dst, port, endpoint) for dst, port, endpoint in flows}
     deleted = 0
-    with ns.entered(netns):
-        ct = Conntrack()
-    with ct:
+    # pyroute2 opens its netlink socket on first use, not in the constructor: all of it
+    # happens inside the namespace, or the host's own table would be read.
+    with ns.entered(netns), Conntrack() as ct:
         for entry in list(ct.dump_entries()):
             orig, reply = entry.tuple_orig, entry.tuple_reply
             if orig.proto != socket.IPPROTO_UDP:

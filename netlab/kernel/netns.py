@@ -40,7 +40,12 @@ def path(name):
 
 
 def exists(name):
-    return path(name).exists()
+    """A namespace is mounted there. A bare file (a create killed between making the file and
+    mounting the namespace on it) is not one."""
+    try:
+        return os.stat(path(name)).st_dev == os.stat("/proc/self/ns/net").st_dev
+    except FileNotFoundError:
+        return False
 
 
 def list_names():
@@ -99,6 +104,7 @@ def create(name):
         return False
     _ensure_run_dir()
     target = path(name)
+    target.unlink(missing_ok=True)          # a bare file an interrupted create left
     os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
