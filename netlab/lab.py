@@ -78,6 +78,7 @@ class Changes:
 
     def __init__(self):
         self.by_agent = {}
+        self.chains = {}           # netns -> (chains written, chains deleted)
         self.netlink_writes = self.iptables_writes = 0
 
     def add(self, agent, items):
@@ -148,6 +149,7 @@ class Lab:
     def __init__(self, name):
         self.name = name
         self.store = Store(name)
+        self.last_changes = None          # what the last change made each agent do
 
     # --- finding labs ------------------------------------------------------------------
 
@@ -297,6 +299,7 @@ class Lab:
                 self.store.save(state)
                 events.record(self.name, log, "controller-manager", why)
             changes = self._converge(state, old, why, full=mutate is None)
+        self.last_changes = changes
         return result if mutate is not None else changes
 
     def _converge(self, state, old, why, full=False):
@@ -328,6 +331,7 @@ class Lab:
             else:
                 iptables.apply(node.netns, tables, fresh=node.netns in fresh)
         for netns, (written, deleted) in iptables.log:
+            changes.chains[netns] = (written, deleted)
             for agent, prefix in (("kube-proxy", "KUBE-"), ("flannel", "FLANNEL-")):
                 w = [c for c in written if c.startswith(prefix) or (agent == "kube-proxy" and "-" not in c)]
                 d = [c for c in deleted if c.startswith(prefix)]

@@ -303,3 +303,22 @@ def test_the_lab_stays_removable_after_all_this(make_lab):
     assert lab.name not in all_labs() and not [n for n in ns.list_names() if n.startswith(lab.name + "-")]
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert f"netlab.agnhost {lab.name}" not in ps and f"netlab.coredns {lab.name}" not in ps
+
+
+def test_a_scale_rewrites_only_the_chains_of_the_services_it_touches(make_lab):
+    from netlab import kube_proxy
+    lab = make_lab(TOPOLOGIES / "services.yaml")
+    lab.scale("default", "web", 5)
+    state = lab.state()
+    touched = [s for s in state.services if s.selector == {"app": "web"} and kube_proxy.proxied(s)]
+    keys = [kube_proxy.port_key(s.namespace, s.name, p.name, p.protocol) for s in touched for p in s.ports]
+    allowed = {f"{prefix}{kube_proxy.service_chain('', k)}" for k in keys for prefix in ("KUBE-SVC-", "KUBE-EXT-", "KUBE-SVL-")}
+    allowed |= {kube_proxy.endpoint_chain(k, f"{p.ip}:{port}") for k in keys for p in state.pods
+                if p.owner == "Deployment/web" for port in (8080, 8081)}
+    chains = lab.last_changes.chains
+    assert set(chains) == {n.netns for n in state.nodes}
+    for netns, (written, deleted) in chains.items():
+        assert written and not deleted
+        assert "KUBE-SERVICES" not in written and "KUBE-SVC-TCOU7JCQXEZGVUNU" not in written
+        assert set(written) <= allowed, written
+    kernel_matches_state(lab)
