@@ -50,3 +50,77 @@ def table(events, all_namespaces=True):
             [age(e["time"]), e["type"], e["reason"], e["object"], e["source"], f"{e['message']} ({e['why']})"]
             for e in events]
     return render(header, rows)
+
+
+# --- what a convergence changed, as events ----------------------------------------------
+
+class Changes:
+    """What a convergence changed, by agent: (namespace, what) pairs and write counts."""
+
+    def __init__(self):
+        self.by_agent = {}
+        self.chains = {}           # netns -> (chains written, chains deleted)
+        self.netlink_writes = self.iptables_writes = 0
+
+    def add(self, agent, items):
+        if items:
+            self.by_agent.setdefault(agent, []).extend(items)
+
+    def any(self):
+        return bool(self.by_agent)
+
+    def count(self):
+        return sum(len(v) for v in self.by_agent.values())
+
+
+def netlink_agent(state, netns, what):
+    """Which agent owns a netlink write: flanneld (flannel.1, its routes, neighbours and FDB),
+    the CNI bridge plugin (cni0, veths, a pod's own interface), kubelet (the rest of a node)."""
+    if "." in netns:
+        return "cni"
+    if netns in (state.lan_netns(), state.external_netns()):
+        return "lab-network"
+    other_nodes_subnets = "route" in what and any(n.pod_cidr in what for n in state.nodes)
+    if "flannel" in what or "fdb" in what.split() or what.startswith(("neigh", "del neigh")) or other_nodes_subnets:
+        return "flannel"
+    if "veth" in what or "cni0" in what:
+        return "cni"
+    if "route_localnet" in what:
+        return "kube-proxy"
+    return "kubelet"
+
+
+def chains_message(written, deleted):
+    parts = []
+    if written:
+        parts.append(f"wrote {len(written)} chain{'s' * (len(written) != 1)} ({', '.join(written[:4])}"
+                     + (", ..." if len(written) > 4 else "") + ")")
+    if deleted:
+        parts.append(f"deleted {len(deleted)} ({', '.join(deleted[:4])}" + (", ..." if len(deleted) > 4 else "") + ")")
+    return "; ".join(parts)
+
+
+def summarize(state, agent, items):
+    """One event per agent and object: its first changes and how many there were."""
+    by_object = {}
+    for netns, what in items:
+        by_object.setdefault(_object(state, netns), []).append(what)
+    return [(_reason(agent), obj, "", "; ".join(whats[:3]) + (f" (+{len(whats) - 3} more)" if len(whats) > 3 else ""))
+            for obj, whats in by_object.items()]
+
+
+def _reason(agent):
+    return {"kube-proxy": "SyncProxyRules", "flannel": "SubnetsUpdated", "cni": "NetworkConfigured",
+            "kubelet": "Synced", "lab-network": "Wired"}.get(agent, "Synced")
+
+
+def _object(state, netns):
+    if netns == state.lab:
+        return "lab"
+    for n in state.nodes:
+        if n.netns == netns:
+            return f"node/{n.name}"
+    for p in state.pods:
+        if p.netns == netns:
+            return f"pod/{p.namespace}/{p.name}"
+    return f"netns/{netns}"

@@ -73,78 +73,6 @@ class _Before:
         self.synced = state.synced
 
 
-class Changes:
-    """What a convergence changed, by agent: (namespace, what) pairs and write counts."""
-
-    def __init__(self):
-        self.by_agent = {}
-        self.chains = {}           # netns -> (chains written, chains deleted)
-        self.netlink_writes = self.iptables_writes = 0
-
-    def add(self, agent, items):
-        if items:
-            self.by_agent.setdefault(agent, []).extend(items)
-
-    def any(self):
-        return bool(self.by_agent)
-
-    def count(self):
-        return sum(len(v) for v in self.by_agent.values())
-
-
-def _netlink_agent(state, netns, what):
-    """Which agent owns a netlink write: flanneld (flannel.1, its routes, neighbours and FDB),
-    the CNI bridge plugin (cni0, veths, a pod's own interface), kubelet (the rest of a node)."""
-    if "." in netns:
-        return "cni"
-    if netns in (state.lan_netns(), state.external_netns()):
-        return "lab-network"
-    if "flannel" in what or " fdb " in f" {what} " or what.startswith(("neigh", "del neigh")) or \
-            (("route" in what) and state.cluster.pod_subnet.split(".")[0] + "." + state.cluster.pod_subnet.split(".")[1] in what):
-        return "flannel"
-    if "veth" in what or "cni0" in what:
-        return "cni"
-    if "route_localnet" in what:
-        return "kube-proxy"
-    return "kubelet"
-
-
-def _chains_message(written, deleted):
-    parts = []
-    if written:
-        parts.append(f"wrote {len(written)} chain{'s' * (len(written) != 1)} ({', '.join(written[:4])}"
-                     + (", ..." if len(written) > 4 else "") + ")")
-    if deleted:
-        parts.append(f"deleted {len(deleted)} ({', '.join(deleted[:4])}" + (", ..." if len(deleted) > 4 else "") + ")")
-    return "; ".join(parts)
-
-
-def _summarize(state, agent, items):
-    """One event per agent and object: its first changes and how many there were."""
-    by_object = {}
-    for netns, what in items:
-        by_object.setdefault(_object(state, netns), []).append(what)
-    return [(_reason(agent), obj, "", "; ".join(whats[:3]) + (f" (+{len(whats) - 3} more)" if len(whats) > 3 else ""))
-            for obj, whats in by_object.items()]
-
-
-def _reason(agent):
-    return {"kube-proxy": "SyncProxyRules", "flannel": "SubnetsUpdated", "cni": "NetworkConfigured",
-            "kubelet": "Synced", "lab-network": "Wired"}.get(agent, "Synced")
-
-
-def _object(state, netns):
-    if netns == state.lab:
-        return "lab"
-    for n in state.nodes:
-        if n.netns == netns:
-            return f"node/{n.name}"
-    for p in state.pods:
-        if p.netns == netns:
-            return f"pod/{p.namespace}/{p.name}"
-    return f"netns/{netns}"
-
-
 class Lab:
     def __init__(self, name):
         self.name = name
@@ -305,7 +233,7 @@ class Lab:
     def _converge(self, state, old, why, full=False):
         """Bring the kernel to the state; a partial kube-proxy sync when the last command
         converged, a full one (read back and compare) otherwise."""
-        changes = Changes()
+        changes = events.Changes()
         gone = [n for n in self._unclaimed_netns() if n not in state.netns]
         _remove_netns(reversed(gone))
         changes.add("kubelet", [(n, "removed pod sandbox") for n in gone if "." in n])
@@ -318,7 +246,7 @@ class Lab:
             for p in plans:
                 applier.apply(p, fresh=p.netns in fresh)
         for netns, what in applier.log:
-            changes.add(_netlink_agent(state, netns, what), [(netns, what)])
+            changes.add(events.netlink_agent(state, netns, what), [(netns, what)])
         changes.netlink_writes = applier.writes
         iptables = iptables_applier(state.cluster)
         partial = not full and old.synced
@@ -336,7 +264,7 @@ class Lab:
                 w = [c for c in written if c.startswith(prefix) or (agent == "kube-proxy" and "-" not in c)]
                 d = [c for c in deleted if c.startswith(prefix)]
                 if w or d:
-                    changes.add(agent, [(netns, _chains_message(w, d))])
+                    changes.add(agent, [(netns, events.chains_message(w, d))])
         changes.iptables_writes = iptables.writes
         for node in state.nodes if not full else ():
             flows = kube_proxy.stale_udp_flows(old.services, old.endpoints, state.services, state.endpoints)
@@ -348,7 +276,7 @@ class Lab:
         if changes.any() or not full:
             self.store.save(state)
         for agent, items in changes.by_agent.items():
-            events.record(self.name, _summarize(state, agent, items), agent, why)
+            events.record(self.name, events.summarize(state, agent, items), agent, why)
         if changes.any() or not full:
             self._wait_served(state, changes)
         return changes
