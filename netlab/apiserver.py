@@ -121,13 +121,22 @@ def service_object(state, svc):
         spec["externalTrafficPolicy"] = svc.external_traffic_policy
     if svc.external_ips:
         spec["externalIPs"] = list(svc.external_ips)
+    status = {"loadBalancer": {}}
+    if svc.type == "LoadBalancer":
+        spec["allocateLoadBalancerNodePorts"] = True
+        if svc.load_balancer_source_ranges:
+            spec["loadBalancerSourceRanges"] = list(svc.load_balancer_source_ranges)
+        if svc.health_check_node_port:
+            spec["healthCheckNodePort"] = svc.health_check_node_port
+        if svc.load_balancer_ip:
+            status["loadBalancer"]["ingress"] = [{"ip": svc.load_balancer_ip, "ipMode": svc.load_balancer_ip_mode}]
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": svc.name, "namespace": svc.namespace, "labels": dict(svc.labels),
                      "creationTimestamp": svc.created or state.created},
         "spec": spec,
-        "status": {"loadBalancer": {}},
+        "status": status,
     }
 
 

@@ -119,8 +119,11 @@ def _status(args):
     rows = []
     for name in all_labs():
         s = Store(name).load()
-        rows.append([name, s.phase, len(s.nodes), len(s.pods), len(s.netns), age(s.created)])
-    print(render(["LAB", "PHASE", "NODES", "PODS", "NETNS", "AGE"], rows) if rows else "no lab is up")
+        lbs = sum(1 for svc in s.services if svc.type == "LoadBalancer")
+        rows.append([name, s.phase, len(s.nodes), len(s.pods), len(s.services), lbs, len(s.netns), age(s.created)])
+    # LOAD-BALANCERS: what the cloud bills, one per LoadBalancer Service.
+    print(render(["LAB", "PHASE", "NODES", "PODS", "SERVICES", "LOAD-BALANCERS", "NETNS", "AGE"], rows)
+          if rows else "no lab is up")
 
 
 def _cleanup(args):

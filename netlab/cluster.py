@@ -9,7 +9,7 @@ import ipaddress
 import random
 import secrets
 
-from netlab import coredns, deployment, endpoints, ipam, names, scheduler
+from netlab import cloud, coredns, deployment, endpoints, ipam, names, scheduler
 from netlab.errors import NetlabError
 from netlab.etcd import ClusterState, Deployment, HostLocal, Node, Pod
 from netlab.spec import NODE_PORT_RANGE, ServiceManifest, ServicePort
@@ -47,8 +47,8 @@ def new_state(spec, rng=None):
     for s in sorted(spec.services, key=lambda s: s.cluster_ip in (None, "None")):
         add_service(state, s, rng)
     sync_endpoints(state)
-    state.netns = [state.lan_netns(), state.external_netns()] + [n.netns for n in state.nodes]
-    state.netns += [p.netns for p in state.pods]
+    state.netns = [state.lan_netns(), state.external_netns()] + [cloud.lb_netns(c.name, s) for s in cloud.balancers(state)]
+    state.netns += [n.netns for n in state.nodes] + [p.netns for p in state.pods]
     return state
 
 
@@ -205,14 +205,29 @@ def _apply_service(state, m, rng, log):
     kept = {(p.port, p.protocol): p.node_port for p in old.ports}
     ports = tuple(p if p.node_port or m.type != "NodePort" else dataclasses.replace(p, node_port=kept.get((p.port, p.protocol)))
                   for p in m.ports)
-    state.services.remove(old)
+    kept_lb = {}
+    if m.type == old.type == "LoadBalancer":
+        kept_lb = {"load_balancer_ip": m.load_balancer_ip or old.load_balancer_ip,
+                   "health_check_node_port": m.health_check_node_port or (
+                       old.health_check_node_port if m.external_traffic_policy == "Local" else None)}
+    _remove_service(state, old)
     try:
-        add_service(state, dataclasses.replace(m, cluster_ip=old.cluster_ip, ports=ports, created=old.created), rng)
+        add_service(state, dataclasses.replace(m, cluster_ip=old.cluster_ip, ports=ports, created=old.created,
+                                               **kept_lb), rng)
     except NetlabError:
         state.services.append(old)
+        if old in cloud.balancers(state) and cloud.lb_netns(state.lab, old) not in state.netns:
+            state.netns.insert(2, cloud.lb_netns(state.lab, old))
         raise
     if state.services[-1] != old:
         log.append(("Updated", f"service/{m.name}", m.namespace, "spec changed"))
+
+
+def _remove_service(state, svc):
+    """The Service goes, and with it its cloud load balancer."""
+    if svc in cloud.balancers(state) and cloud.lb_netns(state.lab, svc) in state.netns:
+        state.netns.remove(cloud.lb_netns(state.lab, svc))
+    state.services.remove(svc)
 
 
 MANAGED = {("default", "kubernetes"): "the API server", ("kube-system", "kube-dns"): "kubeadm's CoreDNS addon"}
@@ -239,7 +254,7 @@ def delete(state, kind, namespace, name, rng=None, log=None):
     elif kind == "service":
         if (namespace, name) in MANAGED:
             raise NetlabError(f"Service {namespace}/{name} is managed by {MANAGED[(namespace, name)]}")
-        state.services.remove(state.service(namespace, name))
+        _remove_service(state, state.service(namespace, name))
         log.append(("Deleted", f"service/{name}", namespace, "deleted"))
     else:
         raise NetlabError(f"cannot delete {kind!r} (pods, deployments and services can be deleted)")
@@ -253,6 +268,8 @@ def add_node(state, name, rng=None, log=None):
     address, flanneld a VTEP MAC. Pods stay where they are, as on a real cluster."""
     rng = rng or random.Random(secrets.randbits(64))
     full = name if name.startswith(state.lab + "-") else f"{state.lab}-{name}"
+    if full.startswith(f"{state.lab}-lb-"):
+        raise NetlabError(f"{full!r}: node names starting with lb- are kept for load balancers")
     if not names.DNS1123_LABEL.match(full) or len(full) > 63:
         raise NetlabError(f"{full!r} is not a valid node name (DNS-1123 label)")
     if any(n.name == full for n in state.nodes):
@@ -323,7 +340,7 @@ def add_service(state, manifest, rng):
     if any(s.key == manifest.key for s in state.services):
         raise NetlabError(f"Service {manifest.key} already exists")
     ips = {s.cluster_ip for s in state.services}
-    ports = {p.node_port for s in state.services for p in s.ports if p.node_port}
+    ports = {p.node_port for s in state.services for p in s.ports if p.node_port} | _health_ports(state)
     ip = manifest.cluster_ip
     if manifest.type == "ExternalName":
         ip = None
@@ -336,16 +353,36 @@ def add_service(state, manifest, rng):
         # Ports sharing a number (TCP and UDP) share a NodePort unless they name their own.
         requested = next((q.node_port for q in manifest.ports if q.port == p.port and q.node_port), None)
         node_port = p.node_port or by_port.get(p.port) or requested
-        if node_port is None and manifest.type == "NodePort":
+        if node_port is None and manifest.type in ("NodePort", "LoadBalancer"):
             node_port = ipam.allocate_node_port(NODE_PORT_RANGE, ports | set(by_port.values()), rng)
         if node_port in ports:
             raise NetlabError(f"Service {manifest.key}: nodePort {node_port} is already allocated")
         by_port[p.port] = node_port
         allocated.append(dataclasses.replace(p, node_port=node_port))
+    lb = {}
+    if manifest.type == "LoadBalancer":
+        taken_ports = ports | set(by_port.values())
+        hc = manifest.health_check_node_port
+        if manifest.external_traffic_policy == "Local" and hc is None:
+            hc = ipam.allocate_node_port(NODE_PORT_RANGE, taken_ports | _health_ports(state), rng)
+        elif hc is not None and hc in taken_ports | _health_ports(state):
+            raise NetlabError(f"Service {manifest.key}: healthCheckNodePort {hc} is already allocated")
+        lb_ips = {s.load_balancer_ip for s in state.services if s.type == "LoadBalancer"}
+        lb = {"health_check_node_port": hc,
+              "load_balancer_ip": ipam.allocate_lb_ip(state.cluster, lb_ips, manifest.load_balancer_ip),
+              # A cloud load balancer proxies to the NodePorts (kube-proxy leaves its IP
+              # alone); MetalLB announces the IP and kube-proxy captures it.
+              "load_balancer_ip_mode": "VIP" if state.cluster.lb_mode == "metallb" else "Proxy"}
     service = dataclasses.replace(manifest, cluster_ip=ip, ports=tuple(allocated),
-                                  created=manifest.created or state.created)
+                                  created=manifest.created or state.created, **lb)
     state.services.append(service)
+    if state.netns and service in cloud.balancers(state):       # a running lab gets a new machine
+        state.netns.insert(2, cloud.lb_netns(state.lab, service))
     return service
+
+
+def _health_ports(state):
+    return {s.health_check_node_port for s in state.services if s.health_check_node_port}
 
 
 def _reserved_ips(cluster):

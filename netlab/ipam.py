@@ -107,3 +107,29 @@ def _random_free(lo, hi, is_taken, rng):
         if not is_taken(value):
             return value
     return None
+
+
+def lb_pool(cluster):
+    """The load-balancer addresses, in allocation order: the lab's pool, or the LAN's
+    .255.200-.255.250 (the range kind users give MetalLB), below the external client."""
+    if cluster.lb_pool:
+        first, last = (ipaddress.ip_address(x) for x in cluster.lb_pool.split("-"))
+    else:
+        top = ipaddress.ip_network(cluster.lan_cidr).broadcast_address
+        first, last = top - 55, top - 5
+    return [str(ipaddress.ip_address(i)) for i in range(int(first), int(last) + 1)]
+
+
+def allocate_lb_ip(cluster, taken, wanted=None):
+    """The lowest free pool address (MetalLB's order), or the one asked for if it is free."""
+    pool = lb_pool(cluster)
+    if wanted is not None:
+        if wanted not in pool:
+            raise NetlabError(f"loadBalancerIP {wanted} is not in the pool {pool[0]}-{pool[-1]}")
+        if wanted in taken:
+            raise NetlabError(f"loadBalancerIP {wanted} is already allocated")
+        return wanted
+    for ip in pool:
+        if ip not in taken:
+            return ip
+    raise NetlabError(f"the load-balancer pool {pool[0]}-{pool[-1]} is exhausted")

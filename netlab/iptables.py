@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 # Chains of the components netlab plays; a chain with one of these prefixes that no plan
 # wants any more is stale and removed, as kube-proxy removes its own.
-OWNED_PREFIXES = ("KUBE-", "FLANNEL-")
+OWNED_PREFIXES = ("KUBE-", "FLANNEL-", "LB-")
 
 BUILTIN = {
     "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),

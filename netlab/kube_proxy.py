@@ -11,6 +11,7 @@ endpoint chains hash the same string followed by "<ip>:<port>".
 
 import base64
 import hashlib
+import ipaddress
 import math
 import re
 from collections import defaultdict
@@ -23,7 +24,8 @@ NO_PROXY_LABELS = ("service.kubernetes.io/service-proxy-name", "service.kubernet
 RECENT_TAIL = "--mask 255.255.255.255 --rsource"      # what iptables-save adds to a `recent` match
 
 # Chains every service port writes lines into; every other chain belongs to one port.
-SHARED = {"nat": ("KUBE-SERVICES", "KUBE-NODEPORTS"), "filter": ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES")}
+SHARED = {"nat": ("KUBE-SERVICES", "KUBE-NODEPORTS"),
+          "filter": ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS", "KUBE-PROXY-FIREWALL")}
 
 NAT_CHAINS = ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ")
 FILTER_CHAINS = ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD", "KUBE-NODEPORTS",
@@ -223,7 +225,8 @@ def _service_port(nat, flt, svc, port, eps, node, cluster_cidr):
     h = _hash(key)                     # SVC, SVL, EXT and FW chains share the port's hash
     svc_chain, svl_chain, ext_chain = f"KUBE-SVC-{h}", f"KUBE-SVL-{h}", f"KUBE-EXT-{h}"
 
-    externally_accessible = bool(port.node_port or svc.external_ips)
+    lb_vips = (svc.load_balancer_ip,) if svc.load_balancer_ip and svc.load_balancer_ip_mode == "VIP" else ()
+    externally_accessible = bool(port.node_port or svc.external_ips or lb_vips)
     external_local = externally_accessible and svc.external_traffic_policy == "Local"
     internal_local = svc.internal_traffic_policy == "Local"
     uses_cluster = not internal_local or externally_accessible
@@ -258,6 +261,20 @@ def _service_port(nat, flt, svc, port, eps, node, cluster_cidr):
             flt["KUBE-EXTERNAL-SERVICES"].append(
                 f"-d {ip}/32 -p {proto} {comment(external_comment)} {dport} -j {external_target}")
 
+    fw_chain = f"KUBE-FW-{h}"
+    uses_fw = has_endpoints and bool(lb_vips) and bool(svc.load_balancer_source_ranges)
+    for ip in lb_vips:
+        if has_endpoints:
+            nat["KUBE-SERVICES"].append(f"-d {ip}/32 -p {proto} {comment(name + ' loadbalancer IP')} {dport} "
+                                        f"-j {fw_chain if uses_fw else ext_chain}")
+        if uses_fw:
+            flt["KUBE-PROXY-FIREWALL"].append(
+                f"-d {ip}/32 -p {proto} {comment(f'{name} traffic not accepted by {fw_chain}')} {dport} -j DROP")
+    if not has_external:
+        for ip in lb_vips:
+            flt["KUBE-EXTERNAL-SERVICES"].append(
+                f"-d {ip}/32 -p {proto} {comment(external_comment)} {dport} -j {external_target}")
+
     if port.node_port:
         node_dport = f"-m {proto} --dport {port.node_port}"
         if has_endpoints:
@@ -265,6 +282,10 @@ def _service_port(nat, flt, svc, port, eps, node, cluster_cidr):
         if not has_external:
             flt["KUBE-EXTERNAL-SERVICES"].append(
                 f"-p {proto} {comment(external_comment)} -m addrtype --dst-type LOCAL {node_dport} -j {external_target}")
+
+    if svc.health_check_node_port:
+        flt["KUBE-NODEPORTS"].append(f"-p tcp {comment(name + ' health check node port')} "
+                                     f"-m tcp --dport {svc.health_check_node_port} -j ACCEPT")
 
     chains = {}
     if has_internal:
@@ -283,6 +304,15 @@ def _service_port(nat, flt, svc, port, eps, node, cluster_cidr):
                     f"-m addrtype --src-type LOCAL -j {svc_chain}"]
         if has_external:
             ext.append(f"-j {external_policy_chain}")
+
+    if uses_fw:
+        fw = chains.setdefault(fw_chain, [])
+        lb_comment = comment(name + " loadbalancer IP")
+        fw += [f"-s {cidr} {lb_comment} -j {ext_chain}" for cidr in svc.load_balancer_source_ranges]
+        node_ip = getattr(node, "ip", None)
+        if node_ip and any(ipaddress.ip_address(node_ip) in ipaddress.ip_network(c) for c in svc.load_balancer_source_ranges):
+            fw += [f"-s {ip}/32 {lb_comment} -j {ext_chain}" for ip in lb_vips]   # the node reaching its own VIP
+        fw.append(comment(f"other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL"))
 
     if cluster_eps:
         chains.setdefault(svc_chain, []).extend(_to_endpoints(svc, name, key, cluster_eps))
@@ -320,3 +350,77 @@ def node_plan(state, node):
     from netlab.desired import NetnsPlan
     return NetnsPlan(node.netns, sysctls=(("net/ipv4/conf/all/route_localnet", "1"),),
                      iptables=node_tables(state.services, state.endpoints, node, state.cluster.pod_subnet))
+
+
+# --- kube-proxy's health servers ---------------------------------------------------------
+
+HEALTHZ_PORT = 10256
+
+
+def service_health(state, hc_port, node):
+    """(status, body) of a healthCheckNodePort on a node: 200 while the Service has a ready
+    endpoint there, 503 otherwise — what a cloud load balancer checks for Local policy."""
+    import json
+    svc = next((s for s in state.services if s.health_check_node_port == hc_port), None)
+    if svc is None:
+        return 404, "404 page not found\n"
+    ep = state.endpoints_of(svc)
+    local = len({a.ip for s in (ep.subsets if ep else ()) for a in s.addresses if a.node == node})
+    body = json.dumps({"service": {"namespace": svc.namespace, "name": svc.name}, "localEndpoints": local,
+                       "serviceProxyHealthy": True})
+    return (200 if local else 503), body
+
+
+def _health_server():
+    import asyncio
+    import datetime
+    import json
+
+    from netlab.kubelet import PodServer
+
+    class HealthServer(PodServer):
+        """On every node: :10256/healthz (the node's proxy is healthy) and each Local
+        LoadBalancer Service's healthCheckNodePort."""
+        name = "kube_proxy"
+
+        def updated(self, state):
+            self.state = state
+
+        def targets(self, state):
+            from netlab.kernel import netns as ns
+            hc = sorted({(s.health_check_node_port, "TCP") for s in state.services if s.health_check_node_port})
+            return {n.name: (n.netns, [(HEALTHZ_PORT, "TCP")] + hc, n) for n in state.nodes if ns.exists(n.netns)}
+
+        async def serve(self, node, proto, port, sock):
+            return await asyncio.start_server(lambda r, w: self._http(node.name, port, r, w), sock=sock)
+
+        async def _http(self, node, port, reader, writer):
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                path = head.split(b" ", 2)[1].decode(errors="replace") if head.count(b" ") >= 2 else ""
+                if port == HEALTHZ_PORT:
+                    now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+                    ok = path in ("/healthz", "/livez")
+                    status, body = (200, json.dumps({"lastUpdated": now, "currentTime": now, "nodeEligible": True})) \
+                        if ok else (404, "404 page not found\n")
+                else:
+                    status, body = service_health(self.state, port, node)
+                reason = {200: "OK", 503: "Service Unavailable", 404: "Not Found"}[status]
+                data = body.encode()
+                writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+                             f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(data)}\r\n"
+                             "Connection: close\r\n\r\n".encode() + data)
+                await writer.drain()
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+    return HealthServer
+
+
+if __name__ == "__main__":
+    import sys
+
+    from netlab.kubelet import serve_pods
+    serve_pods(_health_server(), sys.argv[1])

@@ -78,6 +78,9 @@ def services_table(objects, wide=False, all_namespaces=False):
                          else f"{p['port']}/{p['protocol']}" for p in spec.get("ports", [])) or "<none>"
         if spec["type"] == "ExternalName":
             external = spec["externalName"]
+        elif spec["type"] == "LoadBalancer":
+            ingress = [i["ip"] for i in s["status"]["loadBalancer"].get("ingress", [])]
+            external = ",".join(ingress + spec.get("externalIPs", [])) or "<pending>"
         else:
             external = ",".join(spec.get("externalIPs", [])) or "<none>"
         row = [s["metadata"]["name"], spec["type"], spec.get("clusterIP") or "<none>", external, ports,

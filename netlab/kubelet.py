@@ -70,8 +70,9 @@ def _log(lab, name):
 
 
 # The lab-wide processes that stand in for container images: agnhost netexec for every
-# container without a command, and CoreDNS for containers of CoreDNS's image.
-POD_SERVERS = ("agnhost", "coredns")
+# container without a command, CoreDNS for containers of CoreDNS's image, and kube-proxy's
+# health servers on every node; and the cloud provider's load-balancer health checks.
+POD_SERVERS = ("agnhost", "coredns", "kube_proxy", "cloud", "metallb")
 
 
 def start_pod_server(lab, name):
@@ -131,14 +132,19 @@ class PodServer:
     def __init__(self, lab):
         from netlab.etcd import Store
         self.store = Store(lab)
-        self.running = {}      # pod key -> (netns, [servers or transports])
+        self.running = {}      # key -> ((netns, ports), [servers or transports])
         self.reload_requested = asyncio.Event()
 
     def ports(self, pod):
         """(port, protocol) pairs this server serves for a pod."""
         raise NotImplementedError
 
-    async def serve(self, pod, proto, port, sock):
+    def targets(self, state):
+        """What to serve: key -> (netns, [(port, protocol)], the object served). Pods by default."""
+        from netlab.kernel import netns as ns
+        return {p.key: (p.netns, self.ports(p), p) for p in state.pods if self.ports(p) and ns.exists(p.netns)}
+
+    async def serve(self, target, proto, port, sock):
         """Start serving an open socket; returns something with close()."""
         raise NotImplementedError
 
@@ -146,25 +152,24 @@ class PodServer:
         """The state changed (before sockets are matched to it)."""
 
     async def reconcile(self):
-        from netlab.kernel import netns as ns
         state_mtime = os.stat(self.store.path).st_mtime_ns
         state = self.store.load()
         self.updated(state)
-        wanted = {p.key: p for p in state.pods if self.ports(p) and ns.exists(p.netns)}
+        wanted = self.targets(state)
         for key in list(self.running):
-            if key not in wanted or self.running[key][0] != wanted[key].netns:
+            if key not in wanted or self.running[key][0] != wanted[key][:2]:
                 for s in self.running.pop(key)[1]:
                     s.close()
-        for key, pod in wanted.items():
+        for key, (netns, ports, target) in wanted.items():
             if key in self.running:
                 continue
             handles = []
             try:
-                for proto, port, s in _open_sockets(pod, self.ports(pod)):
-                    handles.append(await self.serve(pod, proto, port, s))
+                for proto, port, s in _open_sockets(netns, ports):
+                    handles.append(await self.serve(target, proto, port, s))
             except OSError as e:
-                print(f"{self.name}: pod {key}: {e}", file=sys.stderr, flush=True)
-            self.running[key] = (pod.netns, handles)
+                print(f"{self.name}: {key}: {e}", file=sys.stderr, flush=True)
+            self.running[key] = ((netns, ports), handles)
         (self.store.dir / f"{self.name}.served").write_text(str(state_mtime))
 
     async def run(self):
@@ -192,11 +197,11 @@ class PodServer:
                 h.close()
 
 
-def _open_sockets(pod, ports):
-    """Listening sockets for one pod, opened inside its network namespace."""
+def _open_sockets(netns, ports):
+    """Listening sockets, opened inside a network namespace."""
     from netlab.kernel import netns as ns
     socks = []
-    with ns.entered(pod.netns):
+    with ns.entered(netns):
         for port, proto in ports:
             kind = socket.SOCK_STREAM if proto == "TCP" else socket.SOCK_DGRAM
             s = socket.socket(socket.AF_INET, kind)

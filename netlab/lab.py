@@ -14,7 +14,7 @@ import datetime
 import shutil
 import subprocess
 
-from netlab import apiserver, cluster, events, kube_proxy, kubelet, names, plan, preflight, spec
+from netlab import apiserver, cloud, cluster, events, kube_proxy, kubelet, names, plan, preflight, spec
 from netlab.errors import LabNotFound, NetlabError
 from netlab.etcd import Store, all_labs
 from netlab.kernel import conntrack
@@ -240,7 +240,7 @@ class Lab:
         fresh = [n for n in state.netns if not ns.exists(n)]
         for name in fresh:
             ns.create(name)
-        plans = plan.lab_plans(state)
+        plans = plan.lab_plans(state, cloud.read_health(self.name))
         with Handles() as handles:
             applier = NetlinkApplier(handles)
             for p in plans:
@@ -258,6 +258,9 @@ class Lab:
                     if w[0] or w[1]})
             else:
                 iptables.apply(node.netns, tables, fresh=node.netns in fresh)
+        for p in plans:
+            if p.iptables and p.netns.startswith(f"{state.lab}-lb-"):     # the load balancers' own rules
+                iptables.apply(p.netns, p.iptables, fresh=p.netns in fresh)
         for netns, (written, deleted) in iptables.log:
             changes.chains[netns] = (written, deleted)
             for agent, prefix in (("kube-proxy", "KUBE-"), ("flannel", "FLANNEL-")):

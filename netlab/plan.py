@@ -4,7 +4,7 @@ Order matters for creation: the LAN first (it creates every node's eth0), the ex
 client, then nodes (each creates its pods' veth pairs), then pods.
 """
 
-from netlab import cni, flannel, kube_proxy, underlay
+from netlab import cloud, cni, flannel, kube_proxy, underlay
 from netlab.desired import NetnsPlan, merge
 
 NODE_SYSCTLS = (
@@ -25,8 +25,12 @@ def node_plan(state, node):
                  cni.node_plan(state, node), kube_proxy.node_plan(state, node), flannel.node_plan(state, node), veths)
 
 
-def lab_plans(state):
-    plans = [underlay.lan_plan(state), underlay.external_plan(state)]
+def lab_plans(state, lb_health=None):
+    """lb_health: the cloud's last health checks ({service: [nodes]}); None: every node."""
+    lbs = cloud.balancers(state)
+    plans = [underlay.lan_plan(state, [(cloud.lan_port(s), cloud.lb_netns(state.lab, s)) for s in lbs]),
+             underlay.external_plan(state)]
+    plans += [cloud.lb_plan(state, s, cloud.healthy_nodes(state, s, lb_health or {})) for s in lbs]
     plans += [node_plan(state, n) for n in state.nodes]
     plans += [cni.pod_plan(state, p) for p in state.pods]
     return plans

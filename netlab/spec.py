@@ -22,7 +22,8 @@ PROTOCOLS = ("TCP", "UDP")
 # How rules reach the kernel: kube-proxy's own way (iptables-restore, the system's iptables,
 # nft or legacy), or libiptc through python-iptables (legacy tables only).
 APPLIERS = ("iptables-restore", "python-iptables")
-SERVICE_TYPES = ("ClusterIP", "NodePort", "ExternalName")
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+LB_MODES = ("cloud", "metallb")
 NODE_PORT_RANGE = (30000, 32767)
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 # Kinds that carry nothing netlab models; accepted so real manifests paste cleanly.
@@ -118,6 +119,10 @@ class ServiceManifest:
     internal_traffic_policy: str = "Cluster"
     external_ips: tuple = ()
     external_name: str | None = None
+    load_balancer_source_ranges: tuple = ()
+    load_balancer_ip: str | None = None          # asked for (spec.loadBalancerIP), then status.loadBalancer
+    health_check_node_port: int | None = None
+    load_balancer_ip_mode: str | None = None     # status: VIP (kube-proxy captures the IP) or Proxy
     created: str = ""
 
     @property
@@ -141,6 +146,9 @@ class ClusterConfig:
     iptables_applier: str = "iptables-restore"
     dns_replicas: int = 2          # kubeadm's CoreDNS Deployment runs two
     dns_ttl: int = 30              # kubeadm's Corefile: `ttl 30`
+    lb_mode: str = "cloud"         # a cloud load balancer per Service, or MetalLB's layer 2 mode
+    lb_pool: str = ""              # "first-last"; "" is the LAN's .255.200-.255.250 (kind's usual range)
+    ingress: str = ""              # "", "NodePort" or "LoadBalancer": how ingress-nginx is exposed
 
     @property
     def node_names(self):
@@ -366,7 +374,8 @@ def _cluster(cluster_doc, lab_doc):
         f, _, doc = lab_doc
         at = _At(f, "Lab", doc)
         _expect_api(at, NETLAB_API)
-        _refuse_unknown(at, doc, {"apiVersion", "kind", "metadata", "lan", "iptables", "dns"})
+        _refuse_unknown(at, doc, {"apiVersion", "kind", "metadata", "lan", "iptables", "dns", "loadBalancer",
+                                  "ingress"})
         lan = at.child("lan")
         _refuse_unknown(lan, lan.mapping(), {"cidr", "mtu"})
         values["lan_cidr"] = lan.child("cidr").network(c.lan_cidr)
@@ -378,9 +387,32 @@ def _cluster(cluster_doc, lab_doc):
         _refuse_unknown(dns, dns.mapping(), {"replicas", "ttl"})
         values["dns_replicas"] = dns.child("replicas").integer(c.dns_replicas, lo=0, hi=100)
         values["dns_ttl"] = dns.child("ttl").integer(c.dns_ttl, lo=0, hi=3600)
+        lb = at.child("loadBalancer")
+        _refuse_unknown(lb, lb.mapping(), {"mode", "pool"})
+        values["lb_mode"] = lb.child("mode").choice(LB_MODES, c.lb_mode)
+        values["lb_pool"] = _pool(lb.child("pool"), values.get("lan_cidr", c.lan_cidr))
+        ing = at.child("ingress")
+        _refuse_unknown(ing, ing.mapping(), {"enabled", "service"})
+        if ing.child("enabled").value:
+            values["ingress"] = ing.child("service").choice(("NodePort", "LoadBalancer"), "NodePort")
     c = ClusterConfig(**{**c.__dict__, **values})
     _check_address_plan(c, cluster_doc, lab_doc)
     return c
+
+
+def _pool(at, lan_cidr):
+    """A load-balancer address range "first-last" inside the LAN, clear of its gateway."""
+    text = at.string("")
+    if not text:
+        return ""
+    try:
+        first, last = (ipaddress.ip_address(x.strip()) for x in text.split("-"))
+    except ValueError:
+        raise at.error(f"{text!r} must be a range FIRST-LAST of IPv4 addresses") from None
+    lan = ipaddress.ip_network(lan_cidr)
+    if first not in lan or last not in lan or last < first:
+        raise at.error(f"{text!r} must be a range inside the LAN {lan}")
+    return f"{first}-{last}"
 
 
 def _refuse_unknown(at, mapping, known):
@@ -531,8 +563,6 @@ def _service(f, doc, cluster):
     spec = at.child("spec")
     spec.mapping(required=True)
     svc_type = spec.child("type").string("ClusterIP")
-    if svc_type == "LoadBalancer":
-        raise spec.child("type").error("LoadBalancer Services are not modelled by netlab yet")
     if svc_type not in SERVICE_TYPES:
         raise spec.child("type").error(f"{svc_type!r} must be one of {', '.join(SERVICE_TYPES)}")
     if svc_type == "ExternalName":
@@ -551,16 +581,38 @@ def _service(f, doc, cluster):
     timeout = timeout_at.integer(10800, lo=1, hi=86400)
     if affinity == "None" and timeout_at.value is not None:
         raise timeout_at.error("may only be set when sessionAffinity is ClientIP")
-    reachable = svc_type == "NodePort" or bool(external_ips)
+    reachable = svc_type in ("NodePort", "LoadBalancer") or bool(external_ips)
     etp_at = spec.child("externalTrafficPolicy")
     etp = etp_at.choice(("Cluster", "Local"), "Cluster")
     if etp_at.value is not None and not reachable:
-        raise etp_at.error("may only be set for externally-accessible Services (NodePort, externalIPs)")
+        raise etp_at.error("may only be set for externally-accessible Services (NodePort, LoadBalancer, externalIPs)")
     selector = spec.child("selector").string_map() if spec.child("selector").value is not None else None
+    lb = _load_balancer(spec, svc_type, etp)
     return ServiceManifest(
         namespace, name, labels, svc_type, cluster_ip, ports, selector or None, affinity, timeout,
         etp if reachable else None, spec.child("internalTrafficPolicy").choice(("Cluster", "Local"), "Cluster"),
-        external_ips)
+        external_ips, **lb)
+
+
+def _load_balancer(spec, svc_type, etp):
+    fields = ("loadBalancerSourceRanges", "loadBalancerIP", "healthCheckNodePort")
+    if svc_type != "LoadBalancer":
+        for f in fields:
+            if spec.child(f).value is not None:
+                raise spec.child(f).error("may only be set when type is LoadBalancer")
+        return {}
+    allocate = spec.child("allocateLoadBalancerNodePorts")
+    if allocate.value is False:
+        raise allocate.error("netlab's load balancers forward to NodePorts: it must stay true")
+    ranges = [r.network(r.string(required=True)) for r in spec.child("loadBalancerSourceRanges").items()]
+    ip_at = spec.child("loadBalancerIP")
+    hc_at = spec.child("healthCheckNodePort")
+    hc = hc_at.integer(lo=NODE_PORT_RANGE[0], hi=NODE_PORT_RANGE[1])
+    if hc is not None and etp != "Local":
+        raise hc_at.error("may only be set when externalTrafficPolicy is Local")
+    return {"load_balancer_source_ranges": tuple(ranges),
+            "load_balancer_ip": _ipv4(ip_at, "load-balancer IP") if ip_at.value is not None else None,
+            "health_check_node_port": hc}
 
 
 def _cluster_ip(spec, cluster):
@@ -630,7 +682,7 @@ def _service_ports(spec, svc_type, headless):
             raise target_at.error(f"{target} is out of range 1-65535")
         np_at = p.child("nodePort")
         node_port = np_at.integer(lo=NODE_PORT_RANGE[0], hi=NODE_PORT_RANGE[1])
-        if node_port is not None and svc_type != "NodePort":
+        if node_port is not None and svc_type not in ("NodePort", "LoadBalancer"):
             raise np_at.error(f"may not be used when type is {svc_type}")
         ports.append(ServicePort(number, protocol, name, target, node_port))
     return tuple(ports)

@@ -14,7 +14,8 @@ def _prefix(cidr):
     return ipaddress.ip_network(cidr).prefixlen
 
 
-def lan_plan(state):
+def lan_plan(state, extra=()):
+    """extra: (port name, netns) of more hosts on the LAN (the cloud's load balancers)."""
     c = state.cluster
     links = [Link(names.LAN_BRIDGE, "bridge", mtu=c.underlay_mtu)]
     for node in state.nodes:
@@ -22,6 +23,8 @@ def lan_plan(state):
                           master=names.LAN_BRIDGE, peer=Peer(names.UPLINK, node.netns)))
     links.append(Link("external", "veth", mtu=c.underlay_mtu, master=names.LAN_BRIDGE,
                       peer=Peer(names.UPLINK, state.external_netns())))
+    for port, netns in extra:
+        links.append(Link(port, "veth", mtu=c.underlay_mtu, master=names.LAN_BRIDGE, peer=Peer(names.UPLINK, netns)))
     return NetnsPlan(
         state.lan_netns(),
         links=tuple(links),

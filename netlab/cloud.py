@@ -1,0 +1,150 @@
+"""The cloud provider's load balancers, as cloud-provider-kind provides them to kind.
+
+For each LoadBalancer Service, one load balancer outside the nodes: its own namespace on the
+LAN, holding the Service's external IP, forwarding each service port to the NodePort of
+every healthy node (DNAT spread evenly, then masquerade: the status says ipMode Proxy, so
+kube-proxy leaves the IP alone). Its health checks are the real ones: kube-proxy's
+`:10256/healthz` for externalTrafficPolicy Cluster, the Service's healthCheckNodePort for
+Local (200 only where the Service has a local endpoint). One process per lab
+(`python -m netlab.cloud LAB`) checks every node from inside each load balancer and rewrites
+its rules when the healthy set changes. That is why a LoadBalancer costs what it costs: one
+more machine per Service.
+"""
+
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+
+from netlab import names, underlay
+from netlab.desired import NetnsPlan
+from netlab.iptables import Table
+
+HEALTH_FILE = "lb-health.json"
+CHECK_SECONDS = 0.5
+CHECK_TIMEOUT = 0.4
+FAILURES_TO_DOWN = 2          # consecutive failed checks before a node stops getting traffic
+
+
+def balancers(state):
+    """The Services that have a cloud load balancer of their own."""
+    return [s for s in state.services if s.type == "LoadBalancer" and s.load_balancer_ip_mode == "Proxy"]
+
+
+def _tag(svc):
+    return hashlib.sha256(svc.key.encode()).hexdigest()[:8]
+
+
+def lb_netns(lab, svc):
+    return f"{lab}-lb-{_tag(svc)}"
+
+
+def lan_port(svc):
+    return f"lb{_tag(svc)}"
+
+
+def lb_plan(state, svc, healthy):
+    """The load balancer's namespace: its address on the LAN and its NAT rules towards the
+    NodePorts of the healthy nodes (all ready nodes until the first check)."""
+    from netlab.kube_proxy import probability
+    netns = lb_netns(state.lab, svc)
+    targets = [n for n in state.nodes if n.name in healthy]
+    prerouting, chains = [], {}
+    for p in svc.ports:
+        proto, chain = p.protocol.lower(), f"LB-{p.protocol}-{p.port}"
+        prerouting.append(f"-d {svc.load_balancer_ip}/32 -p {proto} -m {proto} --dport {p.port} -j {chain}")
+        rules = []
+        for i, node in enumerate(targets):
+            chance = f"-m statistic --mode random --probability {probability(len(targets) - i)} " \
+                if i < len(targets) - 1 else ""
+            rules.append(f"-p {proto} {chance}-j DNAT --to-destination {node.ip}:{p.node_port}")
+        chains[chain] = tuple(rules)
+    nat = Table("nat", {"PREROUTING": tuple(prerouting), **chains,
+                        "POSTROUTING": ("-m conntrack --ctstate DNAT -j MASQUERADE",)})
+    link = underlay.uplink(state, netns, svc.load_balancer_ip)
+    return NetnsPlan(netns, links=link.links, addrs=link.addrs, routes=link.routes,
+                     sysctls=(("net/ipv4/ip_forward", "1"),), iptables={"nat": nat})
+
+
+def read_health(lab):
+    try:
+        return json.loads((names.state_dir(lab) / HEALTH_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def healthy_nodes(state, svc, health):
+    """The nodes a load balancer sends to: those its checks last found healthy."""
+    if svc.key in health:
+        return set(health[svc.key]) & {n.name for n in state.nodes}
+    return {n.name for n in state.nodes}
+
+
+def check(lb, svc, node):
+    """One health check from inside the load balancer: HTTP 200 or not."""
+    from netlab.kernel import netns as ns
+    port = svc.health_check_node_port if svc.external_traffic_policy == "Local" else 10256
+    path = "/" if svc.external_traffic_policy == "Local" else "/healthz"
+    try:
+        with ns.entered(lb):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        with s:
+            s.settimeout(CHECK_TIMEOUT)
+            s.connect((node.ip, port))
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {node.ip}\r\nConnection: close\r\n\r\n".encode())
+            return s.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+class Controller:
+    """The health checks of every load balancer of a lab, and their rules."""
+
+    def __init__(self, lab):
+        from netlab.etcd import Store
+        self.lab = lab
+        self.store = Store(lab)
+        self.failures = {}
+
+    def once(self):
+        from netlab.kernel import netns as ns
+        from netlab.kernel.iptables_restore import RestoreApplier
+        mtime = os.stat(self.store.path).st_mtime_ns
+        state = self.store.load()
+        health = read_health(self.lab)
+        new = {}
+        for svc in balancers(state):
+            lb = lb_netns(self.lab, svc)
+            if not ns.exists(lb):
+                continue
+            up = set()
+            for node in state.nodes:
+                key = (svc.key, node.name)
+                self.failures[key] = 0 if check(lb, svc, node) else self.failures.get(key, 0) + 1
+                if self.failures[key] < FAILURES_TO_DOWN:
+                    up.add(node.name)
+            new[svc.key] = sorted(up)
+            RestoreApplier().apply(lb, lb_plan(state, svc, up).iptables)
+        if new != health:
+            path = names.state_dir(self.lab) / HEALTH_FILE
+            path.with_suffix(".tmp").write_text(json.dumps(new, indent=1, sort_keys=True))
+            os.replace(path.with_suffix(".tmp"), path)
+        (self.store.dir / "cloud.served").write_text(str(mtime))
+
+    def run(self):
+        while self.store.path.exists():
+            try:
+                self.once()
+            except FileNotFoundError:
+                break                        # the lab is gone
+            except Exception as e:           # one bad pass must not end the load balancers
+                print(f"cloud: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            time.sleep(CHECK_SECONDS)
+
+
+if __name__ == "__main__":
+    if not names.DNS1123_LABEL.match(sys.argv[1]):
+        sys.exit(f"cloud: bad lab name {sys.argv[1]!r}")
+    Controller(sys.argv[1]).run()
