@@ -24,9 +24,10 @@ def served_ports(pod):
     """(port, protocol) pairs agnhost serves for a pod: its containers without a command
     (CoreDNS's image excepted: netlab's CoreDNS serves those)."""
     from netlab.coredns import runs_coredns
+    from netlab.ingress_nginx import runs_nginx
     ports, any_agnhost = [], False
     for c in pod.template.containers:
-        if c.command or runs_coredns(c):
+        if c.command or runs_coredns(c) or runs_nginx(c):
             continue
         any_agnhost = True
         ports += [(p.container_port, p.protocol) for p in c.ports]

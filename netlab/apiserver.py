@@ -209,3 +209,31 @@ def daemonset_objects(state):
                        "numberMisscheduled": 0},
         })
     return out
+
+
+def _backend(b):
+    port = {"number": b.port} if isinstance(b.port, int) else {"name": b.port}
+    return {"service": {"name": b.service, "port": port}}
+
+
+def ingress_object(state, ing):
+    spec = {}
+    if ing.ingress_class:
+        spec["ingressClassName"] = ing.ingress_class
+    if ing.default_backend:
+        spec["defaultBackend"] = _backend(ing.default_backend)
+    if ing.rules:
+        spec["rules"] = [{**({"host": r.host} if r.host else {}),
+                          "http": {"paths": [{"path": p.path, "pathType": p.path_type, "backend": _backend(p)}
+                                             for p in r.paths]}} for r in ing.rules]
+    controller = next((s for s in state.services if s.namespace == "ingress-nginx"
+                       and s.name == "ingress-nginx-controller"), None)
+    status = {"loadBalancer": {}}
+    if controller is not None:
+        address = controller.load_balancer_ip if controller.type == "LoadBalancer" else \
+            next((n.ip for n in state.nodes for p in state.pods if p.namespace == "ingress-nginx" and p.node == n.name), None)
+        if address:
+            status["loadBalancer"]["ingress"] = [{"ip": address}]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": ing.name, "namespace": ing.namespace, "creationTimestamp": ing.created or state.created},
+            "spec": spec, "status": status}

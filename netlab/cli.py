@@ -141,6 +141,7 @@ GET_KINDS = {
     "services": "services", "service": "services", "svc": "services",
     "endpoints": "endpoints", "ep": "endpoints",
     "daemonsets": "daemonsets", "daemonset": "daemonsets", "ds": "daemonsets",
+    "ingresses": "ingresses", "ingress": "ingresses", "ing": "ingresses",
 }
 
 
@@ -162,7 +163,8 @@ def _get(args):
         print(f"No resources found in {args.namespace} namespace." if not args.all_namespaces else "No resources found")
     else:
         table = {"pods": kubectl.pods_table, "services": kubectl.services_table,
-                 "endpoints": kubectl.endpoints_table, "daemonsets": kubectl.daemonsets_table}[kind]
+                 "endpoints": kubectl.endpoints_table, "daemonsets": kubectl.daemonsets_table,
+                 "ingresses": kubectl.ingresses_table}[kind]
         print(table(objects, wide=args.output == "wide", all_namespaces=args.all_namespaces))
 
 
@@ -176,7 +178,8 @@ def _scale(args):
 
 
 KINDS = {"pod": "pod", "pods": "pod", "po": "pod", "deployment": "deployment", "deployments": "deployment",
-         "deploy": "deployment", "service": "service", "services": "service", "svc": "service"}
+         "deploy": "deployment", "service": "service", "services": "service", "svc": "service",
+         "ingress": "ingress", "ingresses": "ingress", "ing": "ingress"}
 
 
 def _apply(args):

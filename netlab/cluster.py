@@ -9,7 +9,7 @@ import ipaddress
 import random
 import secrets
 
-from netlab import cloud, coredns, deployment, endpoints, ipam, names, scheduler
+from netlab import cloud, coredns, deployment, endpoints, ingress_nginx, ipam, names, scheduler
 from netlab.errors import NetlabError
 from netlab.etcd import ClusterState, Deployment, HostLocal, Node, Pod
 from netlab.spec import NODE_PORT_RANGE, ServiceManifest, ServicePort
@@ -36,12 +36,18 @@ def new_state(spec, rng=None):
         state.ipam[name] = HostLocal()
     dns_deployment, dns_service = coredns.addon(c)    # kubeadm's addon, before any workload
     add_deployment(state, dns_deployment, rng)
+    if c.ingress:
+        ingress_deployment, ingress_service = ingress_nginx.addon(c)
+        add_deployment(state, ingress_deployment, rng)
     for p in spec.pods:
         add_pod(state, p.namespace, p.name, p.template, rng=rng)
     for d in spec.deployments:
         add_deployment(state, d, rng)
     add_service(state, kubernetes_service(c), rng)
     add_service(state, dns_service, rng)
+    if c.ingress:
+        add_service(state, ingress_service, rng)
+    state.ingresses = [dataclasses.replace(i, created=state.created) for i in spec.ingresses]
     # Addresses asked for are taken before any is handed out, so a random pick never
     # steals one a later manifest names.
     for s in sorted(spec.services, key=lambda s: s.cluster_ip in (None, "None")):
@@ -171,6 +177,12 @@ def apply(state, lab_spec, rng=None, log=None, now=""):
             _update_deployment(state, existing, m, rng, log)
     for m in sorted(lab_spec.services, key=lambda s: s.cluster_ip in (None, "None")):
         _apply_service(state, m, rng, log)
+    for m in lab_spec.ingresses:
+        old = next((i for i in state.ingresses if i.key == m.key), None)
+        if old is not None:
+            state.ingresses.remove(old)
+        state.ingresses.append(dataclasses.replace(m, created=old.created if old else now))
+        log.append(("Sync" if old else "Created", f"ingress/{m.name}", m.namespace, "Scheduled for sync"))
     sync_endpoints(state)
 
 
@@ -251,13 +263,19 @@ def delete(state, kind, namespace, name, rng=None, log=None):
             remove_pod(state, p)
         state.deployments.remove(d)
         _log_pods(log, d, [], pods)
+    elif kind == "ingress":
+        ing = next((i for i in state.ingresses if i.namespace == namespace and i.name == name), None)
+        if ing is None:
+            raise NetlabError(f'ingresses.networking.k8s.io "{name}" not found in namespace {namespace}')
+        state.ingresses.remove(ing)
+        log.append(("Deleted", f"ingress/{name}", namespace, "deleted"))
     elif kind == "service":
         if (namespace, name) in MANAGED:
             raise NetlabError(f"Service {namespace}/{name} is managed by {MANAGED[(namespace, name)]}")
         _remove_service(state, state.service(namespace, name))
         log.append(("Deleted", f"service/{name}", namespace, "deleted"))
     else:
-        raise NetlabError(f"cannot delete {kind!r} (pods, deployments and services can be deleted)")
+        raise NetlabError(f"cannot delete {kind!r} (pods, deployments, services and ingresses can be deleted)")
     sync_endpoints(state)
 
 

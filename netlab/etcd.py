@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from netlab import names
 from netlab.endpoints import Address, Endpoints, Port, Subset
 from netlab.errors import LabNotFound, NetlabError
-from netlab.spec import (ClusterConfig, Container, ContainerPort, PodTemplate, ServiceManifest, ServicePort,
-                         Toleration)
+from netlab.spec import (ClusterConfig, Container, ContainerPort, IngressManifest, IngressPath, IngressRule,
+                         PodTemplate, ServiceManifest, ServicePort, Toleration)
 
 STATE_FILE = "state.json"
 
@@ -86,6 +86,7 @@ class ClusterState:
     deployments: list = field(default_factory=list)
     services: list = field(default_factory=list)     # ServiceManifest, addresses allocated
     endpoints: list = field(default_factory=list)    # Endpoints, written by the endpoints controller
+    ingresses: list = field(default_factory=list)    # IngressManifest
     ipam: dict = field(default_factory=dict)         # node -> HostLocal
     processes: dict = field(default_factory=dict)    # name -> pid, processes the lab started
     netns: list = field(default_factory=list)        # every netns the lab may have created
@@ -144,7 +145,15 @@ def _template(d):
 
 def _service(d):
     return ServiceManifest(**{**d, "ports": tuple(ServicePort(**p) for p in d["ports"]),
-                              "external_ips": tuple(d["external_ips"])})
+                              "external_ips": tuple(d["external_ips"]),
+                              "load_balancer_source_ranges": tuple(d.get("load_balancer_source_ranges", ()))})
+
+
+def _ingress(d):
+    backend = lambda b: IngressPath(**b) if b else None  # noqa: E731
+    return IngressManifest(d["namespace"], d["name"],
+                           tuple(IngressRule(r["host"], tuple(backend(p) for p in r["paths"])) for r in d["rules"]),
+                           backend(d["default_backend"]), d["ingress_class"], d["created"])
 
 
 def _endpoints(d):
@@ -162,6 +171,7 @@ def from_json(d):
     state.deployments = [Deployment(**{**x, "template": _template(x["template"])}) for x in d["deployments"]]
     state.services = [_service(s) for s in d.get("services", [])]
     state.endpoints = [_endpoints(e) for e in d.get("endpoints", [])]
+    state.ingresses = [_ingress(i) for i in d.get("ingresses", [])]
     state.ipam = {k: HostLocal(**v) for k, v in d["ipam"].items()}
     state.processes = d["processes"]
     state.netns = d["netns"]

@@ -130,3 +130,14 @@ def daemonsets_table(objects, wide=False, all_namespaces=False):
                     _labels(d["spec"]["selector"]["matchLabels"])]
         rows.append(_namespaced(d, row, all_namespaces))
     return render(header, rows)
+
+
+def ingresses_table(objects, wide=False, all_namespaces=False):
+    header = (["NAMESPACE"] if all_namespaces else []) + ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"]
+    rows = []
+    for i in objects:
+        hosts = ",".join(r.get("host", "*") for r in i["spec"].get("rules", [])) or "*"
+        address = ",".join(x["ip"] for x in i["status"]["loadBalancer"].get("ingress", []))
+        rows.append(_namespaced(i, [i["metadata"]["name"], i["spec"].get("ingressClassName", "<none>"), hosts,
+                                    address, "80", age(i["metadata"]["creationTimestamp"])], all_namespaces))
+    return render(header, rows)

@@ -72,7 +72,7 @@ def _log(lab, name):
 # The lab-wide processes that stand in for container images: agnhost netexec for every
 # container without a command, CoreDNS for containers of CoreDNS's image, and kube-proxy's
 # health servers on every node; and the cloud provider's load-balancer health checks.
-POD_SERVERS = ("agnhost", "coredns", "kube_proxy", "cloud", "metallb")
+POD_SERVERS = ("agnhost", "coredns", "kube_proxy", "cloud", "metallb", "ingress_nginx")
 
 
 def start_pod_server(lab, name):
@@ -221,14 +221,28 @@ def serve_pods(server_class, lab):
     asyncio.run(server_class(lab).run())
 
 
-def start_commands(lab, pod):
-    """Start the containers of `pod` that have a command; returns their records."""
+def container_argv(state, pod, container):
+    """What the runtime runs for a container as its own process: its command, or for
+    ingress-nginx's image the real nginx. None: a lab-wide server (agnhost, CoreDNS) serves it."""
+    from netlab import ingress_nginx
+    if container.command:
+        return [*container.command, *container.args]
+    if ingress_nginx.runs_nginx(container):
+        return ingress_nginx.start_argv(state, pod)
+    return None
+
+
+def start_commands(state, pod, only=None):
+    """Start the containers of `pod` that run as processes (all, or those named in `only`);
+    returns their records."""
     recs = []
+    lab = state.lab
     for c in pod.template.containers:
-        if not c.command:
+        argv = container_argv(state, pod, c) if only is None or c.name in only else None
+        if argv is None:
             continue
         with _log(lab, f"{pod.namespace}_{pod.name}_{c.name}") as log:
-            proc = subprocess.Popen(["ip", "netns", "exec", pod.netns, *c.command, *c.args],
+            proc = subprocess.Popen(["ip", "netns", "exec", pod.netns, *argv],
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     start_new_session=True, close_fds=True)
         recs.append({**record(proc), "container": c.name})

@@ -60,7 +60,7 @@ def _remove_netns(netns_names):
         shutil.rmtree(names.NETNS_ETC / name, ignore_errors=True)
 
 
-KINDS = ("nodes", "pods", "services", "endpoints", "daemonsets")
+KINDS = ("nodes", "pods", "services", "endpoints", "ingresses", "daemonsets")
 
 
 class _Before:
@@ -154,7 +154,7 @@ class Lab:
         for server in kubelet.POD_SERVERS:
             state.processes[server] = kubelet.start_pod_server(state.lab, server)
         for pod in state.pods:
-            pod.pids = kubelet.start_commands(state.lab, pod)
+            pod.pids = kubelet.start_commands(state, pod)
             pod.created = state.created
             progress.advance()
         state.phase = "Running"
@@ -187,7 +187,8 @@ class Lab:
         """`kubectl delete -f`: every object the files name."""
         state = self.state()
         lab_spec = spec.load(None, manifests, cluster=state.cluster, nodes=[n.name for n in state.nodes])
-        objects = ([("service", s.namespace, s.name) for s in lab_spec.services]
+        objects = ([("ingress", i.namespace, i.name) for i in lab_spec.ingresses]
+                   + [("service", s.namespace, s.name) for s in lab_spec.services]
                    + [("deployment", d.namespace, d.name) for d in lab_spec.deployments]
                    + [("pod", p.namespace, p.name) for p in lab_spec.pods])
 
@@ -308,10 +309,11 @@ class Lab:
                 kubelet.write_pod_files(state, pod)
                 pod.created = now
             running = {r["container"] for r in pod.pids if kubelet.alive(r)}
-            missing = [c for c in pod.template.containers if c.command and c.name not in running]
+            missing = [c for c in pod.template.containers
+                       if c.name not in running and kubelet.container_argv(state, pod, c) is not None]
             if missing:
                 pod.pids = [r for r in pod.pids if r["container"] in running]
-                pod.pids += [r for r in kubelet.start_commands(state.lab, pod) if r["container"] not in running]
+                pod.pids += kubelet.start_commands(state, pod, only={c.name for c in missing})
                 changes.add("kubelet", [(pod.netns, f"started container {', '.join(c.name for c in missing)}")])
         for server in kubelet.POD_SERVERS:
             if not kubelet.alive(state.processes.get(server)):
@@ -378,6 +380,8 @@ class Lab:
             return [apiserver.service_object(state, s) for s in sorted(state.services, key=by_name) if wanted(s)]
         if kind in ("endpoints", "ep"):
             return [apiserver.endpoints_object(state, e) for e in sorted(state.endpoints, key=by_name) if wanted(e)]
+        if kind in ("ingresses", "ingress", "ing"):
+            return [apiserver.ingress_object(state, i) for i in sorted(state.ingresses, key=by_name) if wanted(i)]
         if kind in ("daemonsets", "daemonset", "ds"):
             return [d for d in apiserver.daemonset_objects(state)
                     if all_namespaces or d["metadata"]["namespace"] == namespace]

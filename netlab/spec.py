@@ -135,6 +135,34 @@ class ServiceManifest:
 
 
 @dataclass(frozen=True)
+class IngressPath:
+    path: str
+    path_type: str                 # Exact | Prefix (ImplementationSpecific is read as Prefix)
+    service: str
+    port: int | str                # the backend Service's port number or name
+
+
+@dataclass(frozen=True)
+class IngressRule:
+    host: str | None
+    paths: tuple = ()
+
+
+@dataclass(frozen=True)
+class IngressManifest:
+    namespace: str
+    name: str
+    rules: tuple = ()
+    default_backend: IngressPath | None = None
+    ingress_class: str | None = None
+    created: str = ""
+
+    @property
+    def key(self):
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     name: str = "kind"
     roles: tuple = ("control-plane",)
@@ -161,6 +189,7 @@ class LabSpec:
     pods: tuple = ()
     deployments: tuple = ()
     services: tuple = ()
+    ingresses: tuple = ()
     sources: tuple = ()
 
 
@@ -190,7 +219,7 @@ def build(docs, cluster=None, nodes=None):
             raise SpecError(f, f"document {i + 1}", "kind", f"a second {kind} document; a lab has one")
     if cluster is None:
         cluster = _cluster(cluster_docs[0] if cluster_docs else None, lab_docs[0] if lab_docs else None)
-    pods, deployments, services, seen = [], [], [], {}
+    pods, deployments, services, ingresses, seen = [], [], [], [], {}
     for f, i, doc in docs:
         kind = doc.get("kind")
         if kind in ("Cluster", "Lab") or kind in IGNORED_KINDS:
@@ -204,16 +233,19 @@ def build(docs, cluster=None, nodes=None):
         elif kind == "Service":
             obj = _service(f, doc, cluster)
             services.append((f, obj))
+        elif kind == "Ingress":
+            obj = _ingress(f, doc)
+            ingresses.append(obj)
         else:
             raise SpecError(f, f"document {i + 1}", "kind",
-                            f"kind {kind!r} is not supported (supported: Cluster, Lab, Pod, Deployment, Service)")
+                            f"kind {kind!r} is not supported (supported: Cluster, Lab, Pod, Deployment, Service, Ingress)")
         key = (kind, obj.namespace, obj.name)
         if key in seen:
             raise SpecError(f, f"{kind} {obj.namespace}/{obj.name}", "metadata.name",
                             f"duplicate name: already defined in {seen[key]}")
         seen[key] = f
     _check_service_addresses(services)
-    return LabSpec(cluster, tuple(pods), tuple(deployments), tuple(s for _, s in services),
+    return LabSpec(cluster, tuple(pods), tuple(deployments), tuple(s for _, s in services), tuple(ingresses),
                    tuple(sorted({str(d[0]) for d in docs})))
 
 
@@ -706,3 +738,54 @@ def _check_service_addresses(services):
                 raise SpecError(f, obj, f"spec.ports[{i}].nodePort", f"{p.node_port} is already allocated to Service {owner}")
             if any(q.node_port == p.node_port and q.protocol == p.protocol for q in s.ports[:i]):
                 raise SpecError(f, obj, f"spec.ports[{i}].nodePort", f"duplicate nodePort {p.node_port}/{p.protocol}")
+
+
+# --- Ingress -------------------------------------------------------------------------------
+
+WILDCARD_HOST = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _ingress(f, doc):
+    """A networking.k8s.io/v1 Ingress: host rules, paths (Exact, Prefix), backends."""
+    at = _At(f, "Ingress", doc)
+    _expect_api(at, "networking.k8s.io/v1")
+    namespace, name, _ = _metadata(at, "Ingress")
+    spec = at.child("spec")
+    spec.mapping(required=True)
+    rules = []
+    for r in spec.child("rules").items():
+        r.mapping(required=True)
+        host = r.child("host").string(pattern=WILDCARD_HOST, what="host (a DNS name, * only as the first label)",
+                                      max_len=253)
+        paths = tuple(_ingress_path(p) for p in r.child("http").child("paths").items())
+        if not paths:
+            raise r.child("http").child("paths").error("required: at least one path")
+        rules.append(IngressRule(host, paths))
+    default = spec.child("defaultBackend")
+    backend = _ingress_backend(default, "/", "Prefix") if default.value is not None else None
+    if not rules and backend is None:
+        raise spec.error("an Ingress needs rules or a defaultBackend")
+    return IngressManifest(namespace, name, tuple(rules), backend, spec.child("ingressClassName").string())
+
+
+def _ingress_path(p):
+    p.mapping(required=True)
+    path_type = p.child("pathType").choice(("Exact", "Prefix", "ImplementationSpecific"), None)
+    path = p.child("path").string("/")
+    if not path.startswith("/"):
+        raise p.child("path").error(f"{path!r} must be an absolute path")
+    if any(c in path for c in " ;{}\"'\\$"):
+        raise p.child("path").error(f"{path!r} has a character an nginx location cannot hold")
+    return _ingress_backend(p.child("backend"), path, "Prefix" if path_type == "ImplementationSpecific" else path_type)
+
+
+def _ingress_backend(at, path, path_type):
+    svc = at.child("service")
+    svc.mapping(required=True)
+    name = svc.child("name").string(required=True, pattern=DNS1035_LABEL, what="Service name")
+    port = svc.child("port")
+    port.mapping(required=True)
+    number, port_name = port.child("number").integer(lo=1, hi=65535), port.child("name").string()
+    if (number is None) == (port_name is None):
+        raise port.error("exactly one of number and name")
+    return IngressPath(path, path_type, name, number if number is not None else port_name)

@@ -8,6 +8,7 @@ venv="$here/.venv"
 
 system_packages=(
   iproute2 iptables conntrack tcpdump curl dnsutils iperf3 iputils-ping netcat-openbsd dnsperf dnsmasq-base procps psmisc
+  nginx-light
   python3 python3-venv python3-pip python3-dev gcc make
 )
 
@@ -27,7 +28,19 @@ install_system_packages() {
     echo "provision: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
+    # nginx is for the ingress controller's pods only: its package must not start a
+    # server on the host, so services stay down while installing (policy-rc.d) and
+    # the unit is disabled afterwards.
+    local blocker=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+      blocker=/usr/sbin/policy-rc.d
+    fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    [ -n "$blocker" ] && rm -f "$blocker"
+    if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+      systemctl disable --now nginx.service >/dev/null 2>&1 || true
+    fi
   fi
 }
 

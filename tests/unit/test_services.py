@@ -61,7 +61,12 @@ def test_nodeport_gets_the_cluster_external_traffic_policy(tmp_path):
     ("sessionAffinity: ClientIP\nsessionAffinityConfig: {clientIP: {timeoutSeconds: 90000}}\nports: [{port: 80}]",
      "spec.sessionAffinityConfig.clientIP.timeoutSeconds", "out of range"),
     ("externalTrafficPolicy: Local\nports: [{port: 80}]", "spec.externalTrafficPolicy", "externally-accessible"),
-    ("type: LoadBalancer\nports: [{port: 80}]", "spec.type", "LoadBalancer"),
+    ("loadBalancerSourceRanges: [10.0.0.0/8]\nports: [{port: 80}]", "spec.loadBalancerSourceRanges", "LoadBalancer"),
+    ("type: LoadBalancer\nhealthCheckNodePort: 30500\nports: [{port: 80}]", "spec.healthCheckNodePort", "Local"),
+    ("type: LoadBalancer\nallocateLoadBalancerNodePorts: false\nports: [{port: 80}]",
+     "spec.allocateLoadBalancerNodePorts", "NodePorts"),
+    ("type: LoadBalancer\nloadBalancerSourceRanges: [10.0.0.1/8]\nports: [{port: 80}]",
+     "spec.loadBalancerSourceRanges[0]", "CIDR"),
     ("type: NodePort\nclusterIP: None\nports: [{port: 80}]", "spec.clusterIP", "None"),
     ("selector: {app: a}", "spec.ports", "required"),
 ])
