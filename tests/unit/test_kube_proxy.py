@@ -368,3 +368,54 @@ def test_local_policy_follows_an_endpoint_moving_to_this_node():
     before = kube_proxy.node_tables([local], [old], NODE, POD_CIDR)
     assert applied(before, c) == as_dicts(kube_proxy.node_tables([local], [new], NODE, POD_CIDR))
     assert "KUBE-EXTERNAL-SERVICES" in written(c)["filter"]             # the DROP goes away
+
+
+# --- LoadBalancer ----------------------------------------------------------------------
+
+def lb(mode="VIP", policy="Cluster", ranges=(), hc=None):
+    return service(type="LoadBalancer", ports=(ServicePort(80, "TCP", "p80", 80, 30080),), external_traffic_policy=policy,
+                   load_balancer_ip="172.18.255.200", load_balancer_ip_mode=mode,
+                   load_balancer_source_ranges=ranges, health_check_node_port=hc)
+
+
+def test_a_vip_load_balancer_ip_is_captured_into_the_ext_chain():
+    t = tables(lb(), endpoints(lb(), ["10.180.0.1"]))
+    ext = kube_proxy.service_chain("KUBE-EXT-", "ns1/svc1:p80tcp")
+    assert rules(t, "nat", "KUBE-SERVICES")[1] == (
+        f'-d 172.18.255.200/32 -p tcp -m comment --comment "ns1/svc1:p80 loadbalancer IP" -m tcp --dport 80 -j {ext}')
+
+
+def test_a_proxy_mode_load_balancer_ip_gets_no_rule():
+    t = tables(lb("Proxy"), endpoints(lb("Proxy"), ["10.180.0.1"]))
+    assert not any("172.18.255.200" in r for c in t["nat"].chains.values() for r in c)
+
+
+def test_source_ranges_make_a_firewall_chain_and_a_drop():
+    svc = lb(ranges=("10.0.0.0/8",))
+    t = kube_proxy.node_tables([svc], [endpoints(svc, ["10.180.0.1"])], SimpleNamespace(name="node-a", ip="172.18.0.3"),
+                               POD_CIDR)
+    fw, ext = (kube_proxy.service_chain(p, "ns1/svc1:p80tcp") for p in ("KUBE-FW-", "KUBE-EXT-"))
+    assert rules(t, "nat", "KUBE-SERVICES")[1].endswith(f"-j {fw}")
+    assert rules(t, "nat", fw) == [
+        f'-s 10.0.0.0/8 -m comment --comment "ns1/svc1:p80 loadbalancer IP" -j {ext}',
+        '-m comment --comment "other traffic to ns1/svc1:p80 will be dropped by KUBE-PROXY-FIREWALL"']
+    assert rules(t, "filter", "KUBE-PROXY-FIREWALL") == [
+        f'-d 172.18.255.200/32 -p tcp -m comment --comment "ns1/svc1:p80 traffic not accepted by {fw}" '
+        '-m tcp --dport 80 -j DROP']
+
+
+def test_a_node_inside_the_source_ranges_may_reach_its_own_vip():
+    svc = lb(ranges=("172.18.0.0/16",))
+    t = kube_proxy.node_tables([svc], [endpoints(svc, ["10.180.0.1"])], SimpleNamespace(name="node-a", ip="172.18.0.3"),
+                               POD_CIDR)
+    fw, ext = (kube_proxy.service_chain(p, "ns1/svc1:p80tcp") for p in ("KUBE-FW-", "KUBE-EXT-"))
+    assert f'-s 172.18.255.200/32 -m comment --comment "ns1/svc1:p80 loadbalancer IP" -j {ext}' in rules(t, "nat", fw)
+
+
+def test_local_policy_opens_the_health_check_node_port():
+    svc = lb(policy="Local", hc=32000)
+    t = tables(svc, endpoints(svc, ["10.180.0.1"]))
+    assert rules(t, "filter", "KUBE-NODEPORTS") == [
+        '-p tcp -m comment --comment "ns1/svc1:p80 health check node port" -m tcp --dport 32000 -j ACCEPT']
+    assert any('-d 172.18.255.200/32 -p tcp -m comment --comment "ns1/svc1:p80 has no local endpoints" '
+               '-m tcp --dport 80 -j DROP' == r for r in rules(t, "filter", "KUBE-EXTERNAL-SERVICES"))
