@@ -1,0 +1,115 @@
+"""LoadBalancer Services from outside the cluster: the cloud's load balancers (one per
+Service, health-checking the nodes) and MetalLB's layer 2 (topologies/loadbalancer.yaml)."""
+
+import subprocess
+import sys
+import time
+
+from netlab import cloud, ipam
+from netlab.kernel import netns as ns
+
+from .conftest import TOPOLOGIES
+
+
+def wait_for(condition, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def web_pods(lab):
+    return {p.name for p in lab.state().pods if p.owner == "Deployment/web"}
+
+
+def curl(lab, url, timeout=3):
+    return lab.exec("external", ["curl", "-sS", "-m", str(timeout), url], capture_output=True, text=True)
+
+
+def health(lab, svc):
+    return cloud.read_health(lab.name).get(f"default/{svc}")
+
+
+def metallb_file(tmp_path):
+    f = tmp_path / "metallb.yaml"
+    f.write_text((TOPOLOGIES / "loadbalancer.yaml").read_text().replace("mode: cloud}", "mode: metallb}"))
+    return f
+
+
+def test_a_cloud_load_balancer_per_service_reaches_every_backend(make_lab):
+    lab = make_lab(TOPOLOGIES / "loadbalancer.yaml")
+    state = lab.state()
+    svc = state.service("default", "web-lb")
+    assert svc.load_balancer_ip == "172.18.255.200"
+    lbs = [n for n in ns.list_names() if n.startswith(f"{lab.name}-lb-")]
+    assert len(lbs) == 2                                        # one machine per LoadBalancer Service
+    wait_for(lambda: health(lab, "web-lb") == sorted(n.name for n in state.nodes))
+    seen = {curl(lab, "http://172.18.255.200/hostname").stdout for _ in range(60)}
+    assert seen == web_pods(lab)
+    seen = curl(lab, "http://172.18.255.200/clientip").stdout.split(":")[0]
+    assert seen != ipam.lan_external_ip(state.cluster.lan_cidr)  # ipMode Proxy: the client's address is not kept
+    out = next(s for s in lab.get("services") if s["metadata"]["name"] == "web-lb")
+    assert out["status"]["loadBalancer"]["ingress"] == [{"ip": "172.18.255.200", "ipMode": "Proxy"}]
+    status = subprocess.run([sys.executable, "-m", "netlab.cli", "status"], capture_output=True, text=True).stdout
+    row = next(line.split() for line in status.splitlines() if line.startswith(lab.name + " "))
+    header = status.splitlines()[0].split()
+    assert row[header.index("LOAD-BALANCERS")] == "2"
+
+
+def test_an_unhealthy_node_is_skipped_and_comes_back(make_lab):
+    lab = make_lab(TOPOLOGIES / "loadbalancer.yaml")
+    state = lab.state()
+    everyone = sorted(n.name for n in state.nodes)
+    wait_for(lambda: health(lab, "web-lb") == everyone)
+    # The control plane runs no web pod: cut off, it could only lose the load balancer's own
+    # traffic (pods on a cut-off node would also lose what other nodes send them, as on a
+    # real cluster until the node is declared NotReady).
+    victim = state.node(f"{lab.name}-control-plane")
+    assert not [p for p in state.pods_on(victim.name) if p.owner == "Deployment/web"]
+    port = victim.name[len(lab.name) + 1:]                      # its port on the LAN switch
+    lan = state.lan_netns()
+    assert ns.run(lan, ["ip", "link", "set", port, "down"]).returncode == 0
+    wait_for(lambda: health(lab, "web-lb") == [n for n in everyone if n != victim.name])
+    svc = state.service("default", "web-lb")
+    rules = ns.run(cloud.lb_netns(lab.name, svc), ["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
+    assert victim.ip not in rules
+    answers = [curl(lab, "http://172.18.255.200/hostname", timeout=2) for _ in range(20)]
+    assert all(a.returncode == 0 for a in answers)              # nothing is sent to the isolated node
+    assert ns.run(lan, ["ip", "link", "set", port, "up"]).returncode == 0
+    wait_for(lambda: health(lab, "web-lb") == everyone)
+    rules = ns.run(cloud.lb_netns(lab.name, svc), ["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
+    assert victim.ip in rules
+
+
+def test_local_policy_is_checked_through_the_health_check_node_port(make_lab):
+    lab = make_lab(TOPOLOGIES / "loadbalancer.yaml")
+    state = lab.state()
+    svc = state.service("default", "web-local-lb")
+    with_pods = sorted({p.node for p in state.pods if p.owner == "Deployment/web"})
+    assert svc.health_check_node_port
+    wait_for(lambda: health(lab, "web-local-lb") == with_pods)
+    for node in state.nodes:
+        code = lab.exec("external", ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                     f"http://{node.ip}:{svc.health_check_node_port}/"], capture_output=True, text=True)
+        assert code.stdout == ("200" if node.name in with_pods else "503")
+    assert curl(lab, "http://172.18.255.201:8000/hostname").stdout in web_pods(lab)
+
+
+def test_metallb_announces_from_one_node_and_keeps_the_client_address_under_local(make_lab, tmp_path):
+    lab = make_lab(metallb_file(tmp_path))
+    state = lab.state()
+    outside = ipam.lan_external_ip(state.cluster.lan_cidr)
+    local = state.service("default", "web-local-lb")
+    assert local.load_balancer_ip_mode == "VIP"
+    assert not [n for n in ns.list_names() if n.startswith(f"{lab.name}-lb-")]     # no cloud machines
+    seen = curl(lab, f"http://{local.load_balancer_ip}:8000/clientip").stdout.split(":")[0]
+    assert seen == outside
+    neigh = lab.exec("external", ["ip", "neigh", "show", local.load_balancer_ip], capture_output=True, text=True).stdout
+    macs = {n.name: lab.exec(n.name, ["cat", "/sys/class/net/eth0/address"], capture_output=True, text=True).stdout.strip()
+            for n in state.nodes}
+    announcer = next(name for name, mac in macs.items() if mac in neigh)
+    assert announcer in {p.node for p in state.pods if p.owner == "Deployment/web"}
+    assert {curl(lab, "http://172.18.255.200/hostname").stdout for _ in range(60)} == web_pods(lab)
