@@ -79,7 +79,13 @@ def _parser():
 
 
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # kubectl takes `get svc -n NS NAME`: a name after the options is still the name.
+    if args.command == "get" and len(extra) == 1 and not extra[0].startswith("-") and args.name is None:
+        args.name = extra[0]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return COMMANDS[args.command](args) or 0
     except NetlabError as e:
