@@ -107,12 +107,15 @@ class Controller:
         self.lab = lab
         self.store = Store(lab)
         self.failures = {}
+        self.state, self.seen = None, None
 
     def once(self):
         from netlab.kernel import netns as ns
         from netlab.kernel.iptables_restore import RestoreApplier
         mtime = os.stat(self.store.path).st_mtime_ns
-        state = self.store.load()
+        if mtime != self.seen:                       # the state is read again only when it changed
+            self.state, self.seen = self.store.load(), mtime
+        state = self.state
         health = read_health(self.lab)
         new = {}
         for svc in balancers(state):
