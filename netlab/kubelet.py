@@ -40,20 +40,28 @@ def alive(rec):
 
 def stop(rec, timeout=5.0):
     """SIGTERM, then SIGKILL, to a process we started (and its session, which it leads)."""
-    if not alive(rec):
-        return
-    pid = rec["pid"]
+    stop_all([rec], timeout)
+
+
+def stop_all(recs, timeout=5.0):
+    """stop() for several processes at once: all are signalled, then all are waited for."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig) if os.getpgid(pid) == pid else os.kill(pid, sig)
-        except ProcessLookupError:
-            return
+        running = [r for r in recs if alive(r)]
+        for rec in running:
+            pid = rec["pid"]
+            try:
+                os.killpg(pid, sig) if os.getpgid(pid) == pid else os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            _reap(pid)
-            if not alive(rec):
-                return
-            time.sleep(0.02)
+        while running and time.monotonic() < deadline:
+            for rec in running:
+                _reap(rec["pid"])
+            running = [r for r in running if alive(r)]
+            if running:
+                time.sleep(0.02)
+        if not running:
+            return
 
 
 def _reap(pid):
@@ -73,6 +81,21 @@ def _log(lab, name):
 # container without a command, CoreDNS for containers of CoreDNS's image, and kube-proxy's
 # health servers on every node; and the cloud provider's load-balancer health checks.
 POD_SERVERS = ("agnhost", "coredns", "kube_proxy", "cloud", "metallb", "ingress_nginx")
+
+
+def pod_servers(state):
+    """The lab processes this state needs: a lab without LoadBalancers or an ingress
+    controller runs no cloud, speaker or ingress controller."""
+    from netlab import cloud, ingress_nginx
+    lbs = [s for s in state.services if s.type == "LoadBalancer"]
+    wanted = {"agnhost", "coredns", "kube_proxy"}
+    if cloud.balancers(state):
+        wanted.add("cloud")
+    if any(s.load_balancer_ip_mode == "VIP" for s in lbs):
+        wanted.add("metallb")
+    if any(ingress_nginx.runs_nginx(c) for p in state.pods for c in p.template.containers):
+        wanted.add("ingress_nginx")
+    return [name for name in POD_SERVERS if name in wanted]
 
 
 def start_pod_server(lab, name):

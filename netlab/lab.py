@@ -151,7 +151,7 @@ class Lab:
         progress.phase("pods", len(state.pods))
         for pod in state.pods:
             kubelet.write_pod_files(state, pod)
-        for server in kubelet.POD_SERVERS:
+        for server in kubelet.pod_servers(state):
             state.processes[server] = kubelet.start_pod_server(state.lab, server)
         for pod in state.pods:
             pod.pids = kubelet.start_commands(state, pod)
@@ -159,7 +159,7 @@ class Lab:
             progress.advance()
         state.phase = "Running"
         self.store.save(state)
-        for server in kubelet.POD_SERVERS:
+        for server in kubelet.pod_servers(state):
             kubelet.wait_served(state.lab, server, state.processes[server], self.store.path.stat().st_mtime_ns)
 
     # --- changing a running lab --------------------------------------------------------
@@ -288,7 +288,7 @@ class Lab:
     def _wait_served(self, state, changes):
         """Wait for the pod servers to follow the saved state; one found dead meanwhile (a
         process that was ending as we looked) is started again, once."""
-        for server in kubelet.POD_SERVERS:
+        for server in kubelet.pod_servers(state):
             for attempt in (1, 2):
                 try:
                     kubelet.wait_served(state.lab, server, state.processes[server], self.store.path.stat().st_mtime_ns)
@@ -315,10 +315,14 @@ class Lab:
                 pod.pids = [r for r in pod.pids if r["container"] in running]
                 pod.pids += kubelet.start_commands(state, pod, only={c.name for c in missing})
                 changes.add("kubelet", [(pod.netns, f"started container {', '.join(c.name for c in missing)}")])
-        for server in kubelet.POD_SERVERS:
+        wanted = kubelet.pod_servers(state)
+        for server in wanted:
             if not kubelet.alive(state.processes.get(server)):
                 state.processes[server] = kubelet.start_pod_server(state.lab, server)
                 changes.add("kubelet", [(state.lab, f"started {server}, which serves the pods")])
+        for server in [s for s in state.processes if s not in wanted]:
+            kubelet.stop(state.processes.pop(server))
+            changes.add("kubelet", [(state.lab, f"stopped {server}: nothing needs it any more")])
 
     def down(self):
         with self.store.locked():
@@ -326,11 +330,7 @@ class Lab:
 
     def _teardown(self, state):
         """Reverse order, every step idempotent: processes, then namespaces, then records."""
-        for pod in state.pods:
-            for rec in pod.pids:
-                kubelet.stop(rec)
-        for rec in state.processes.values():
-            kubelet.stop(rec)
+        kubelet.stop_all([rec for pod in state.pods for rec in pod.pids] + list(state.processes.values()))
         recorded = list(state.netns)
         _remove_netns(reversed(recorded + [n for n in self._unclaimed_netns() if n not in recorded]))
         self.store.remove()
