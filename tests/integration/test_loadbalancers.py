@@ -113,3 +113,27 @@ def test_metallb_announces_from_one_node_and_keeps_the_client_address_under_loca
     announcer = next(name for name, mac in macs.items() if mac in neigh)
     assert announcer in {p.node for p in state.pods if p.owner == "Deployment/web"}
     assert {curl(lab, "http://172.18.255.200/hostname").stdout for _ in range(60)} == web_pods(lab)
+
+
+def test_source_ranges_let_only_the_listed_clients_in(make_lab, tmp_path):
+    lab = make_lab(metallb_file(tmp_path))
+    ranged = tmp_path / "ranged.yaml"
+
+    def apply(cidr):
+        ranged.write_text(f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: ranged}}
+spec:
+  type: LoadBalancer
+  selector: {{app: web}}
+  loadBalancerSourceRanges: [{cidr}]
+  ports: [{{name: http, port: 80, targetPort: http}}]
+""")
+        lab.apply([ranged])
+        return lab.state().service("default", "ranged").load_balancer_ip
+
+    ip = apply("10.0.0.0/8")                                  # the external client is not in it
+    assert curl(lab, f"http://{ip}/hostname", timeout=2).returncode == 28     # dropped by KUBE-PROXY-FIREWALL
+    assert apply("172.18.0.0/16") == ip
+    assert curl(lab, f"http://{ip}/hostname").stdout in web_pods(lab)
