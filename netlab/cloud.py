@@ -16,7 +16,6 @@ import json
 import os
 import socket
 import sys
-import time
 
 from netlab import names, underlay
 from netlab.desired import NetnsPlan
@@ -137,14 +136,8 @@ class Controller:
         (self.store.dir / "cloud.served").write_text(str(mtime))
 
     def run(self):
-        while self.store.path.exists():
-            try:
-                self.once()
-            except FileNotFoundError:
-                break                        # the lab is gone
-            except Exception as e:           # one bad pass must not end the load balancers
-                print(f"cloud: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-            time.sleep(CHECK_SECONDS)
+        from netlab.kubelet import poll
+        poll(self.store, self.once, "cloud", CHECK_SECONDS, every_pass=True)   # health checks never stop
 
 
 if __name__ == "__main__":

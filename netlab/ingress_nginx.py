@@ -15,7 +15,6 @@
 import os
 import signal
 import sys
-import time
 
 from netlab import names
 from netlab.spec import Container, ContainerPort, DeploymentManifest, PodTemplate, ServiceManifest, ServicePort
@@ -23,7 +22,6 @@ from netlab.spec import Container, ContainerPort, DeploymentManifest, PodTemplat
 IMAGE = "registry.k8s.io/ingress-nginx/controller:v1.12.1"
 NAMESPACE = "ingress-nginx"
 LABELS = {"app.kubernetes.io/name": "ingress-nginx", "app.kubernetes.io/component": "controller"}
-POLL_SECONDS = 0.2
 
 
 def runs_nginx(container):
@@ -175,21 +173,8 @@ class Controller:
         (self.store.dir / f"{self.name}.served").write_text(str(mtime))
 
     def run(self):
-        seen = None
-        while True:
-            try:
-                mtime = os.stat(self.store.path).st_mtime_ns
-            except FileNotFoundError:
-                break
-            if mtime != seen:
-                seen = mtime
-                try:
-                    self.once()
-                except FileNotFoundError:
-                    break
-                except Exception as e:             # a bad pass must not end the controller
-                    print(f"ingress-nginx: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-            time.sleep(POLL_SECONDS)
+        from netlab.kubelet import poll
+        poll(self.store, self.once, "ingress-nginx")
 
 
 if __name__ == "__main__":

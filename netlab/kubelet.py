@@ -174,6 +174,10 @@ class PodServer:
     def updated(self, state):
         """The state changed (before sockets are matched to it)."""
 
+    async def start(self, netns, ports, target):
+        """Open a target's listening sockets inside its namespace and serve them."""
+        return [await self.serve(target, proto, port, s) for proto, port, s in _open_sockets(netns, ports)]
+
     async def reconcile(self):
         state_mtime = os.stat(self.store.path).st_mtime_ns
         state = self.store.load()
@@ -188,8 +192,7 @@ class PodServer:
                 continue
             handles = []
             try:
-                for proto, port, s in _open_sockets(netns, ports):
-                    handles.append(await self.serve(target, proto, port, s))
+                handles = await self.start(netns, ports, target)
             except OSError as e:
                 print(f"{self.name}: {key}: {e}", file=sys.stderr, flush=True)
             self.running[key] = ((netns, ports), handles)
@@ -235,6 +238,27 @@ def _open_sockets(netns, ports):
             s.setblocking(False)
             socks.append((proto, port, s))
     return socks
+
+
+def poll(store, step, name, seconds=POLL_SECONDS, every_pass=False):
+    """The loop of a lab process that is not a socket server: `step()` whenever
+    the state changed (or on every pass), until the lab's state is gone. One failing pass is
+    logged and the next one tried: a controller must outlive a bad moment."""
+    seen = None
+    while True:
+        try:
+            mtime = os.stat(store.path).st_mtime_ns
+        except FileNotFoundError:
+            return
+        if every_pass or mtime != seen:
+            seen = mtime
+            try:
+                step()
+            except FileNotFoundError:
+                return
+            except Exception as e:
+                print(f"{name}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        time.sleep(seconds)
 
 
 def serve_pods(server_class, lab):

@@ -99,26 +99,14 @@ class Speaker(PodServer):
         return {node: (state.node(node).netns, [(0, ",".join(sorted(ips)))], state.node(node))
                 for node, ips in by_node.items() if ns.exists(state.node(node).netns)}
 
-    async def reconcile(self):
-        import os
-
+    async def start(self, netns, ports, node):
+        """Not listening sockets: a raw ARP socket on the node's eth0."""
         from netlab.kernel import netns as ns
-        mtime = os.stat(self.store.path).st_mtime_ns
-        state = self.store.load()
-        wanted = self.targets(state)
-        for key in list(self.running):
-            if key not in wanted or self.running[key][0] != wanted[key][:2]:
-                for r in self.running.pop(key)[1]:
-                    r.close()
-        for key, (netns, ports, node) in wanted.items():
-            if key in self.running:
-                continue
-            with ns.entered(netns):
-                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-            sock.bind(("eth0", ETH_P_ARP))
-            sock.setblocking(False)
-            self.running[key] = ((netns, ports), [_Responder(netns, sock, set(ports[0][1].split(",")))])
-        (self.store.dir / f"{self.name}.served").write_text(str(mtime))
+        with ns.entered(netns):
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        sock.bind(("eth0", ETH_P_ARP))
+        sock.setblocking(False)
+        return [_Responder(netns, sock, set(ports[0][1].split(",")))]
 
 
 if __name__ == "__main__":
