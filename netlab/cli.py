@@ -69,6 +69,13 @@ def _parser():
     ev = sub.add_parser("events", help="what each controller and agent changed, and why")
     ev.add_argument("-o", "--output", choices=["json"])
 
+    fa = sub.add_parser("fault", help="inject a fault, list them, or clear them all")
+    fa.add_argument("kind", choices=["node-down", "link-down", "partition", "loss", "delay", "clear", "list"])
+    fa.add_argument("targets", nargs="*", metavar="NODE|POD [NODE|VALUE]")
+
+    gr = sub.add_parser("graph", help="a diagram of the live lab, drawn from kernel state (Graphviz)")
+    gr.add_argument("-o", "--output", default="netlab.svg", metavar="FILE.svg|.png|.dot")
+
     ipt = sub.add_parser("iptables", help="a node's rules, as iptables-save prints them")
     ipt.add_argument("node")
     ipt.add_argument("-t", "--table", choices=["nat", "filter", "mangle", "raw"])
@@ -250,6 +257,27 @@ def _events(args):
         print(events.table(found))
 
 
+def _fault(args):
+    from netlab.lab import Lab
+    lab = Lab.find(args.lab)
+    if args.kind == "list":
+        found = lab.state().faults
+        print("\n".join(f"{f['kind']} {' '.join(f['targets'])}" for f in found) if found else "no faults")
+    elif args.kind == "clear":
+        lab.clear_faults()
+        print("faults cleared")
+    else:
+        lab.fault(args.kind, args.targets)
+        print(f"fault {args.kind} {' '.join(args.targets)} injected (netlab fault clear removes it)")
+
+
+def _graph(args):
+    from netlab import graph
+    from netlab.lab import Lab
+    graph.render(Lab.find(args.lab), args.output)
+    print(f"wrote {args.output}")
+
+
 def _iptables(args):
     from netlab.lab import Lab
     sys.stdout.write(Lab.find(args.lab).iptables(args.node, args.table))
@@ -311,7 +339,8 @@ class _Progress:
 
 COMMANDS = {"up": _up, "down": _down, "status": _status, "cleanup": _cleanup, "get": _get,
             "exec": _exec, "probe": _probe, "iptables": _iptables, "scale": _scale,
-            "apply": _apply, "delete": _delete, "node": _node, "pod": _pod, "reconcile": _reconcile, "events": _events}
+            "apply": _apply, "delete": _delete, "node": _node, "pod": _pod, "reconcile": _reconcile, "events": _events,
+            "graph": _graph, "fault": _fault}
 
 if __name__ == "__main__":
     sys.exit(main())

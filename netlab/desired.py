@@ -34,6 +34,7 @@ class Link:
     pin_mac: bool = False          # the bridge plugin pins cni0's MAC to itself
     peer: Peer | None = None
     vxlan: Vxlan | None = None
+    up: bool = True                # False: held down (a fault the lab was asked for)
 
 
 @dataclass(frozen=True)

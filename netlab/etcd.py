@@ -93,6 +93,7 @@ class ClusterState:
     phase: str = "Pending"                           # Pending while being built, then Running
     created: str = ""
     synced: bool = True                              # False from a change's save until it converged
+    faults: list = field(default_factory=list)       # faults asked for: {"kind", "targets"}
 
     def node(self, name):
         for n in self.nodes:
@@ -178,6 +179,7 @@ def from_json(d):
     state.phase = d["phase"]
     state.created = d["created"]
     state.synced = d.get("synced", True)
+    state.faults = d.get("faults", [])
     return state
 
 

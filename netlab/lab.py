@@ -208,6 +208,23 @@ class Lab:
         return self._change(f"pod {'ready' if ready else 'unready'} {pod}",
                             lambda state, log: cluster.set_ready(state, namespace or "default", name, ready, log=log))
 
+    def fault(self, kind, targets):
+        """Inject a fault (faults.KINDS); it stays until `clear_faults`."""
+        from netlab import faults
+        state = self.state()
+        fault = faults.check(state, kind, list(targets))
+
+        def add(state, log):
+            state.faults.append(fault)
+            log.append(("FaultInjected", f"fault/{kind}", "", " ".join(targets)))
+        return self._change(f"fault {kind} {' '.join(targets)}", add)
+
+    def clear_faults(self):
+        def clear(state, log):
+            log += [("FaultCleared", f"fault/{f['kind']}", "", " ".join(f["targets"])) for f in state.faults]
+            state.faults = []
+        return self._change("fault clear", clear)
+
     def reconcile(self):
         """kube-proxy's and flanneld's periodic resync, kubelet's restarts: read every
         namespace and table back and restore what differs. Returns the changes made."""
@@ -260,8 +277,8 @@ class Lab:
             else:
                 iptables.apply(node.netns, tables, fresh=node.netns in fresh)
         for p in plans:
-            if p.iptables and p.netns.startswith(f"{state.lab}-lb-"):     # the load balancers' own rules
-                iptables.apply(p.netns, p.iptables, fresh=p.netns in fresh)
+            if p.iptables and (p.netns.startswith(f"{state.lab}-lb-") or p.netns == state.lan_netns()):
+                iptables.apply(p.netns, p.iptables, fresh=p.netns in fresh)   # balancers' rules, faults
         for netns, (written, deleted) in iptables.log:
             changes.chains[netns] = (written, deleted)
             for agent, prefix in (("kube-proxy", "KUBE-"), ("flannel", "FLANNEL-")):

@@ -4,7 +4,7 @@ Order matters for creation: the LAN first (it creates every node's eth0), the ex
 client, then nodes (each creates its pods' veth pairs), then pods.
 """
 
-from netlab import cloud, cni, flannel, kube_proxy, underlay
+from netlab import cloud, cni, faults, flannel, kube_proxy, underlay
 from netlab.desired import NetnsPlan, merge
 
 NODE_SYSCTLS = (
@@ -33,7 +33,7 @@ def lab_plans(state, lb_health=None):
     plans += [cloud.lb_plan(state, s, cloud.healthy_nodes(state, s, lb_health or {})) for s in lbs]
     plans += [node_plan(state, n) for n in state.nodes]
     plans += [cni.pod_plan(state, p) for p in state.pods]
-    return plans
+    return faults.adjust(state, plans)
 
 
 def describe(plans):

@@ -115,7 +115,7 @@ class NetlinkApplier:
 
     def _create(self, netns, ipr, link, masters):
         """One RTM_NEWLINK carrying MTU, MAC, master and the up flag, as `ip link add` can."""
-        kwargs = dict(ifname=link.ifname, kind=link.kind, state="up")
+        kwargs = dict(ifname=link.ifname, kind=link.kind, state="up" if link.up else "down")
         if link.mtu:
             kwargs["mtu"] = link.mtu
         if link.address:
@@ -165,8 +165,10 @@ class NetlinkApplier:
             if _hairpin(current) != link.hairpin:
                 self._write(netns, f"{link.ifname} hairpin {'on' if link.hairpin else 'off'}",
                             ipr.brport, "set", index=idx, mode=int(link.hairpin))
-        if not current["flags"] & 1:
+        if link.up and not current["flags"] & 1:
             self._write(netns, f"{link.ifname} up", ipr.link, "set", index=idx, state="up")
+        elif not link.up and current["flags"] & 1:
+            self._write(netns, f"{link.ifname} down", ipr.link, "set", index=idx, state="down")
 
     # --- addresses, neighbours, FDB, routes ---------------------------------------------
 

@@ -1,0 +1,100 @@
+"""Faults a person asks for: a node cut off, a link down, two nodes partitioned, loss and
+delay. They are part of the lab's state, so every convergence (reconcile included) keeps
+them, and `netlab fault clear` is a change like any other that takes them away.
+
+  node-down NODE         the node's port on the LAN switch goes down: the machine is gone
+                         from the network (its own interfaces and routes stay as they are)
+  link-down NODE|POD     a node: the same; a pod: its veth on the node goes down
+  partition NODE NODE    the LAN switch drops what the two nodes send each other (VXLAN
+                         included), with bridge netfilter in the LAN namespace
+  loss|delay TARGET V    netem on the target's LAN port or veth, where the kernel has netem
+"""
+
+import dataclasses
+
+from netlab import names
+from netlab.errors import EnvironmentProblem, NetlabError
+from netlab.iptables import Table
+
+KINDS = ("node-down", "link-down", "partition", "loss", "delay")
+
+
+def check(state, kind, targets):
+    """The fault as it will be recorded, or a clear error."""
+    if kind not in KINDS:
+        raise NetlabError(f"unknown fault {kind!r} (known: {', '.join(KINDS)})")
+    wanted = {"partition": 2, "loss": 2, "delay": 2}.get(kind, 1)
+    if len(targets) != wanted:
+        raise NetlabError(f"fault {kind} takes {wanted} argument{'s' * (wanted > 1)}")
+    nodes = {n.name for n in state.nodes}
+    objects = targets[:1] if kind in ("loss", "delay") else targets
+    for t in objects:
+        if t not in nodes and (kind in ("node-down", "partition") or _pod(state, t) is None):
+            raise NetlabError(f"lab {state.lab}: no {'node' if kind in ('node-down', 'partition') else 'node or pod'} {t!r}")
+    if kind in ("loss", "delay"):
+        try:
+            value = float(targets[1])
+        except ValueError:
+            raise NetlabError(f"{kind} takes a number ({'percent' if kind == 'loss' else 'milliseconds'})") from None
+        if value < 0 or (kind == "loss" and value > 100):
+            raise NetlabError(f"{kind} {value} is out of range")
+        if not netem_available():
+            raise EnvironmentProblem("this kernel has no netem (sch_netem): loss and delay cannot be emulated "
+                                     "here; node-down, link-down and partition can")
+    return {"kind": kind, "targets": list(targets)}
+
+
+def _pod(state, target):
+    namespace, _, name = target.rpartition("/")
+    return next((p for p in state.pods if p.name == name and p.namespace == (namespace or "default")), None)
+
+
+def netem_available():
+    """Whether netem can be attached here: tried on lo of a scratch namespace."""
+    import os
+
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    from netlab.kernel import netns as ns
+    name = f"netlab.netem.{os.getpid()}"
+    ns.create(name)
+    try:
+        with ns.entered(name):
+            ipr = IPRoute()
+        with ipr:
+            try:
+                ipr.tc("add", "netem", ipr.link_lookup(ifname="lo")[0], delay=1000)
+                return True
+            except NetlinkError:
+                return False
+    finally:
+        ns.delete(name)
+
+
+def adjust(state, plans):
+    """The plans with the recorded faults in them."""
+    down = {}                                   # netns -> link names held down
+    drops = []
+    for f in state.faults:
+        kind, targets = f["kind"], f["targets"]
+        if kind in ("node-down", "link-down") and targets[0] in {n.name for n in state.nodes}:
+            down.setdefault(state.lan_netns(), set()).add(names.lan_port(state.lab, targets[0]))
+        elif kind == "link-down":
+            pod = _pod(state, targets[0])
+            if pod is not None:
+                down.setdefault(pod.node, set()).add(pod.host_veth)
+        elif kind == "partition":
+            a, b = (names.lan_port(state.lab, t) for t in targets)
+            drops += [f"-m physdev --physdev-in {x} --physdev-out {y} -j DROP" for x, y in ((a, b), (b, a))]
+    out = []
+    for p in plans:
+        if p.netns in down:
+            p = dataclasses.replace(p, links=tuple(dataclasses.replace(l, up=False) if l.ifname in down[p.netns] else l
+                                                   for l in p.links))
+        if p.netns == state.lan_netns():
+            # Always a filter table, so the partition's rules go when the fault does.
+            p = dataclasses.replace(p, iptables={"filter": Table("filter", {"FORWARD": tuple(drops)})},
+                                    sysctls=p.sysctls + ((("net/bridge/bridge-nf-call-iptables", "1"),) if drops else ()))
+        out.append(p)
+    return out

@@ -1,0 +1,139 @@
+"""A diagram of the live lab, drawn from what the kernel holds, through Graphviz.
+
+Every box and line is read back from the namespaces: the LAN bridge and its ports, each
+node's eth0, cni0 and flannel.1 with their addresses, every pod's eth0 and the cni0 it hangs
+from, the VXLAN tunnels flannel.1's FDB entries point at, and each Service's cluster IP with
+the endpoints its KUBE-SEP chains DNAT to (read from a node's nat table). The lab's state
+only says which namespace is which.
+"""
+
+import re
+import shutil
+import subprocess
+
+from netlab import names
+from netlab.errors import EnvironmentProblem, NetlabError
+from netlab.kernel import netns as ns
+
+FORMATS = ("dot", "svg", "png")
+
+
+def _links(netns):
+    """name -> {"addrs": [...], "master": name or None, "state": up/down} read by netlink."""
+    from pyroute2 import IPRoute
+    with ns.entered(netns):
+        ipr = IPRoute()
+    with ipr:
+        by_index = {l["index"]: l for l in ipr.get_links()}
+        out = {}
+        for l in by_index.values():
+            name = l.get_attr("IFLA_IFNAME")
+            master = by_index.get(l.get_attr("IFLA_MASTER"))
+            out[name] = {"addrs": [], "master": master.get_attr("IFLA_IFNAME") if master else None,
+                         "state": l.get_attr("IFLA_OPERSTATE")}
+        for a in ipr.get_addr(family=2):
+            name = by_index[a["index"]].get_attr("IFLA_IFNAME")
+            out[name]["addrs"].append(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+        fdb = [(f.get_attr("NDA_LLADDR"), f.get_attr("NDA_DST")) for f in ipr.get_neighbours(family=7)
+               if f.get_attr("NDA_DST") and by_index.get(f["ifindex"]) is not None
+               and by_index[f["ifindex"]].get_attr("IFLA_IFNAME").startswith("flannel")]
+    return out, fdb
+
+
+def _id(*parts):
+    return '"' + ":".join(parts).replace('"', "") + '"'
+
+
+def _label(name, info):
+    addrs = ", ".join(a for a in info["addrs"] if not a.startswith("127."))
+    down = "" if info["state"] in ("UP", "UNKNOWN") else f" ({info['state'].lower()})"
+    return f"{name}{down}" + (f"\\n{addrs}" if addrs else "")
+
+
+def services_from_rules(nat_save):
+    """{(service, cluster IP): [endpoint ip:port]} from an `iptables-save -t nat` text."""
+    svc_chain, chain_eps, sep_target = {}, {}, {}
+    for line in nat_save.splitlines():
+        m = re.match(r'-A KUBE-SERVICES -d (\S+)/32 .*--comment "(\S+) cluster IP".* -j (KUBE-SVC-\S+)', line)
+        if m:
+            svc_chain[(m.group(2), m.group(1))] = m.group(3)
+        m = re.match(r"-A (KUBE-SVC-\S+) .*-j (KUBE-SEP-\S+)$", line)
+        if m:
+            chain_eps.setdefault(m.group(1), []).append(m.group(2))
+        m = re.match(r"-A (KUBE-SEP-\S+) .*--to-destination (\S+)", line)
+        if m:
+            sep_target[m.group(1)] = m.group(2)
+    return {key: sorted({sep_target[s] for s in chain_eps.get(chain, []) if s in sep_target})
+            for key, chain in svc_chain.items()}
+
+
+def dot(lab):
+    """The Graphviz source of the live lab."""
+    state = lab.state()
+    out = ["digraph netlab {", "  graph [rankdir=LR, fontname=Helvetica, label=" + _id(f"lab {state.lab}") + "];",
+           "  node [shape=box, style=rounded, fontname=Helvetica, fontsize=10];", "  edge [fontname=Helvetica, fontsize=9];"]
+    lan_links, _ = _links(state.lan_netns())
+    out.append(f"  {_id('lan', names.LAN_BRIDGE)} [label={_id(_label('LAN ' + names.LAN_BRIDGE, lan_links[names.LAN_BRIDGE]))}, shape=box3d];")
+    pod_by_ip = {}
+    tunnels = []
+    for node in state.nodes:
+        links, fdb = _links(node.netns)
+        out.append(f"  subgraph {_id('cluster', node.name)} {{ label={_id(node.name)};")
+        for dev in (names.UPLINK, names.CNI_BRIDGE, names.flannel_device(1)):
+            if dev in links:
+                out.append(f"    {_id(node.name, dev)} [label={_id(_label(dev, links[dev]))}];")
+        for pod in state.pods_on(node.name):
+            if not ns.exists(pod.netns):
+                continue
+            pod_links, _ = _links(pod.netns)
+            info = pod_links.get(names.POD_IFNAME, {"addrs": [], "state": "DOWN"})
+            out.append(f"    {_id(pod.netns)} [label={_id(_label(pod.namespace + '/' + pod.name, info))}, shape=ellipse];")
+            if links.get(pod.host_veth, {}).get("master") == names.CNI_BRIDGE:
+                out.append(f"    {_id(pod.netns)} -> {_id(node.name, names.CNI_BRIDGE)} [label={_id(pod.host_veth)}, dir=none];")
+            for a in info["addrs"]:
+                pod_by_ip[a.split("/")[0]] = pod.netns
+        out.append("  }")
+        port = names.lan_port(state.lab, node.name)
+        if lan_links.get(port, {}).get("master") == names.LAN_BRIDGE:
+            style = "" if lan_links[port]["state"] == "UP" else ", style=dashed, color=red"
+            out.append(f"  {_id(node.name, names.UPLINK)} -> {_id('lan', names.LAN_BRIDGE)} [label={_id(port)}, dir=none{style}];")
+        tunnels += [(node.name, dst) for _, dst in fdb]
+    by_ip = {n.ip: n.name for n in state.nodes}
+    for src, dst in tunnels:
+        if dst in by_ip and src < by_ip[dst]:
+            out.append(f"  {_id(src, 'flannel.1')} -> {_id(by_ip[dst], 'flannel.1')} "
+                       f"[label={_id('vxlan vni 1')}, dir=both, style=dotted, color=blue];")
+    ext_links, _ = _links(state.external_netns())
+    out.append(f"  {_id('external')} [label={_id(_label('external client', ext_links[names.UPLINK]))}, shape=house];")
+    out.append(f"  {_id('external')} -> {_id('lan', names.LAN_BRIDGE)} [dir=none];")
+    for n in ns.list_names():
+        if n.startswith(f"{state.lab}-lb-"):
+            lb_links, _ = _links(n)
+            out.append(f"  {_id(n)} [label={_id(_label('load balancer', lb_links[names.UPLINK]))}, shape=cds];")
+            out.append(f"  {_id(n)} -> {_id('lan', names.LAN_BRIDGE)} [dir=none];")
+    nat = ns.run(state.nodes[0].netns, ["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
+    for (svc, ip), endpoints in sorted(services_from_rules(nat).items()):
+        out.append(f"  {_id('svc', svc)} [label={_id(svc + chr(92) + 'n' + ip)}, shape=hexagon, color=darkgreen];")
+        for ep in endpoints:
+            target = pod_by_ip.get(ep.rsplit(":", 1)[0])
+            if target:
+                out.append(f"  {_id('svc', svc)} -> {_id(target)} [label={_id(ep.rsplit(':', 1)[1])}, color=darkgreen];")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def render(lab, path):
+    """Write the diagram; the format follows the file's suffix (.dot, .svg, .png)."""
+    fmt = str(path).rsplit(".", 1)[-1].lower()
+    if fmt not in FORMATS:
+        raise NetlabError(f"{path}: the diagram can be written as {', '.join('.' + f for f in FORMATS)}")
+    source = dot(lab)
+    if fmt == "dot":
+        with open(path, "w") as f:
+            f.write(source)
+        return
+    if shutil.which("dot") is None:
+        raise EnvironmentProblem("Graphviz's dot is not installed: run `make setup`")
+    out = subprocess.run(["dot", f"-T{fmt}", "-o", str(path)], input=source, text=True, capture_output=True)
+    if out.returncode != 0:
+        raise NetlabError(f"dot failed: {out.stderr.strip()}")
