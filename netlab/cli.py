@@ -69,6 +69,13 @@ def _parser():
     ev = sub.add_parser("events", help="what each controller and agent changed, and why")
     ev.add_argument("-o", "--output", choices=["json"])
 
+    cap = sub.add_parser("capture", help="tcpdump in a node, pod or the LAN; VXLAN decoded")
+    cap.add_argument("target", help="NODE | POD | lan | external")
+    cap.add_argument("-i", "--interface", help="default: br0 on the LAN, eth0 elsewhere")
+    cap.add_argument("-w", "--write", metavar="FILE", help="write a pcap instead of printing")
+    cap.add_argument("-c", "--count", type=int, help="stop after this many packets")
+    cap.add_argument("filter", nargs="*", help="a tcpdump filter (default on the LAN: udp port 8472)")
+
     fa = sub.add_parser("fault", help="inject a fault, list them, or clear them all")
     fa.add_argument("kind", choices=["node-down", "link-down", "partition", "loss", "delay", "clear", "list"])
     fa.add_argument("targets", nargs="*", metavar="NODE|POD [NODE|VALUE]")
@@ -257,6 +264,32 @@ def _events(args):
         print(events.table(found))
 
 
+def capture_argv(target_is_lan, args):
+    """tcpdump's arguments. flannel's VXLAN runs on 8472, not IANA's 4789, so tcpdump is told
+    (-T vxlan) to decode what the filter selects as VXLAN: on the LAN that is the overlay."""
+    iface = args.interface or ("br0" if target_is_lan else "eth0")
+    argv = ["tcpdump", "-n", "-l", "-i", iface]
+    if args.write:
+        argv += ["-w", args.write]
+    if args.count:
+        argv += ["-c", str(args.count)]
+    flt = args.filter or (["udp", "port", "8472"] if target_is_lan else [])
+    if flt[:3] == ["udp", "port", "8472"]:
+        argv += ["-T", "vxlan"]
+    return argv + flt
+
+
+def _capture(args):
+    from netlab.lab import Lab
+    netns = Lab.find(args.lab).netns_of(args.target)
+    argv = capture_argv(args.target == "lan", args)
+    sys.stdout.flush()
+    try:
+        os.execvp("ip", ["ip", "netns", "exec", netns, *argv])
+    except OSError as e:
+        raise NetlabError(f"cannot run ip netns exec: {e.strerror}") from None
+
+
 def _fault(args):
     from netlab.lab import Lab
     lab = Lab.find(args.lab)
@@ -340,7 +373,7 @@ class _Progress:
 COMMANDS = {"up": _up, "down": _down, "status": _status, "cleanup": _cleanup, "get": _get,
             "exec": _exec, "probe": _probe, "iptables": _iptables, "scale": _scale,
             "apply": _apply, "delete": _delete, "node": _node, "pod": _pod, "reconcile": _reconcile, "events": _events,
-            "graph": _graph, "fault": _fault}
+            "graph": _graph, "fault": _fault, "capture": _capture}
 
 if __name__ == "__main__":
     sys.exit(main())
