@@ -69,6 +69,12 @@ def _parser():
     ev = sub.add_parser("events", help="what each controller and agent changed, and why")
     ev.add_argument("-o", "--output", choices=["json"])
 
+    tr = sub.add_parser("trace", help="send one flow and show its path from kernel evidence")
+    tr.add_argument("src", help="POD | NODE | external")
+    tr.add_argument("dst", metavar="DST[:PORT]", help="an IP, pod, node or Service; no port: ICMP echo")
+    tr.add_argument("--udp", action="store_true")
+    tr.add_argument("-o", "--output", choices=["json"])
+
     cap = sub.add_parser("capture", help="tcpdump in a node, pod or the LAN; VXLAN decoded")
     cap.add_argument("target", help="NODE | POD | lan | external")
     cap.add_argument("-i", "--interface", help="default: br0 on the LAN, eth0 elsewhere")
@@ -264,6 +270,13 @@ def _events(args):
         print(events.table(found))
 
 
+def _trace(args):
+    from netlab import trace
+    from netlab.lab import Lab
+    result = trace.trace(Lab.find(args.lab), args.src, args.dst, udp=args.udp)
+    print(json.dumps(result, indent=2) if args.output == "json" else trace.render(result))
+
+
 def capture_argv(target_is_lan, args):
     """tcpdump's arguments. flannel's VXLAN runs on 8472, not IANA's 4789, so tcpdump is told
     (-T vxlan) to decode what the filter selects as VXLAN: on the LAN that is the overlay."""
@@ -373,7 +386,8 @@ class _Progress:
 COMMANDS = {"up": _up, "down": _down, "status": _status, "cleanup": _cleanup, "get": _get,
             "exec": _exec, "probe": _probe, "iptables": _iptables, "scale": _scale,
             "apply": _apply, "delete": _delete, "node": _node, "pod": _pod, "reconcile": _reconcile, "events": _events,
-            "graph": _graph, "fault": _fault, "capture": _capture}
+            "graph": _graph, "fault": _fault, "capture": _capture,
+            "trace": _trace}
 
 if __name__ == "__main__":
     sys.exit(main())

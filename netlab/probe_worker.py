@@ -117,6 +117,9 @@ def op_mtu(dst, size, port=9):
 _captures = {}
 
 
+_capture_ids = __import__("itertools").count(1)
+
+
 def op_capture_start(iface=None, bpf=None):
     from scapy.all import AsyncSniffer
     sniffer = AsyncSniffer(iface=iface, filter=bpf, store=True)
@@ -126,7 +129,7 @@ def op_capture_start(iface=None, bpf=None):
     while not getattr(sniffer, "running", False) and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.1)
-    key = str(len(_captures) + 1)
+    key = str(next(_capture_ids))
     _captures[key] = sniffer
     return {"ok": True, "id": key}
 
@@ -141,22 +144,26 @@ def op_capture_stop(id):
 def describe(pkt):
     """The fields a person reads off a capture: outer and, for VXLAN, inner headers."""
     from scapy.all import ICMP, IP, TCP, UDP, VXLAN
-    out = {"summary": pkt.summary(), "length": len(pkt)}
+    out = {"summary": pkt.summary(), "length": len(pkt), "time": float(pkt.time)}
     ip = pkt.getlayer(IP)
     if ip is None:
         return out
     out.update(src=ip.src, dst=ip.dst, proto=ip.proto, ip_len=ip.len)
     if pkt.haslayer(UDP):
         out.update(sport=pkt[UDP].sport, dport=pkt[UDP].dport)
+    elif pkt.haslayer(TCP):
+        out.update(sport=pkt[TCP].sport, dport=pkt[TCP].dport, flags=str(pkt[TCP].flags))
     if pkt.haslayer(ICMP):
         out.update(icmp_type=pkt[ICMP].type)
     if pkt.haslayer(VXLAN):
         inner = pkt[VXLAN].getlayer(IP)
         out["vxlan"] = {"vni": pkt[VXLAN].vni}
         if inner is not None:
+            l4 = inner[TCP] if inner.haslayer(TCP) else (inner[UDP] if inner.haslayer(UDP) else None)
             out["inner"] = {"src": inner.src, "dst": inner.dst, "proto": inner.proto,
                             "icmp_type": inner[ICMP].type if inner.haslayer(ICMP) else None,
-                            "dport": inner[TCP].dport if inner.haslayer(TCP) else None}
+                            "sport": l4.sport if l4 is not None else None,
+                            "dport": l4.dport if l4 is not None else None}
     return out
 
 
