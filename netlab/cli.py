@@ -11,6 +11,10 @@ from netlab.errors import NetlabError
 DEFAULT_LABFILE = Path(__file__).resolve().parent.parent / "topologies" / "default.yaml"
 
 
+PROBE_AREAS = ("pods, same node", "pods, across nodes", "pod matrix", "node to pod", "pod to node", "overlay",
+               "egress", "services", "dns", "load balancers", "ingress")
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="netlab", description="A Kubernetes cluster's network from real kernel objects.")
     p.add_argument("--lab", help="the lab to act on (needed when several are up)")
@@ -95,6 +99,7 @@ def _parser():
 
     pr = sub.add_parser("probe", help="send real packets along every path and report")
     pr.add_argument("-o", "--output", choices=["json"])
+    pr.add_argument("--area", action="append", choices=list(PROBE_AREAS), help="only these areas (repeatable)")
     return p
 
 
@@ -346,10 +351,13 @@ def _probe(args):
     from netlab import probes
     from netlab.kubectl import render
     from netlab.lab import Lab
-    checks = probes.suite(Lab.find(args.lab))
+    checks = probes.suite(Lab.find(args.lab), args.area or None)
     if args.output == "json":
         print(json.dumps([c.__dict__ for c in checks], indent=2))
     else:
+        header, rows = probes.matrix(checks)
+        if rows:
+            print("pod reachability (TCP):\n" + render(header, rows) + "\n")
         print(render(["AREA", "CHECK", "EXPECTED", "OBSERVED", "RESULT"],
                      [[c.area, c.name, c.expected, c.observed, "pass" if c.ok else "FAIL"] for c in checks]))
         failed = [c for c in checks if not c.ok]

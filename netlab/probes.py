@@ -157,36 +157,87 @@ def pod_to_pod(prober, state, a, b, area):
     return out
 
 
-def suite(lab):
-    """The ground-floor checks: Kubernetes' first rules of pod networking, on the live lab."""
+AREAS = ("pods, same node", "pods, across nodes", "pod matrix", "node to pod", "pod to node", "overlay",
+         "egress", "services", "dns", "load balancers", "ingress")
+
+
+def suite(lab, areas=None):
+    """Kubernetes' network expectations, derived from the lab's objects and checked on the
+    live lab, the independent groups in parallel. `areas`: a subset of AREAS."""
+    from concurrent.futures import ThreadPoolExecutor
     state = lab.state()
     by_node = _probe_pods(state)
     first = {n: pods[0] for n, pods in by_node.items()}
     nodes = [n for n in state.nodes if n.name in first]
-    checks = []
+    src = first[nodes[0].name] if nodes else None
+    wanted = set(areas or AREAS)
+    groups = {
+        "pods, same node": lambda p: [c for n in nodes if len(by_node[n.name]) > 1
+                                      for c in pod_to_pod(p, state, by_node[n.name][0], by_node[n.name][1],
+                                                          "pods, same node")],
+        "pods, across nodes": lambda p: [c for a, b in zip(nodes, nodes[1:] + nodes[:1]) if a is not b
+                                         for c in pod_to_pod(p, state, first[a.name], first[b.name],
+                                                             "pods, across nodes")],
+        "pod matrix": lambda p: matrix_checks(p, state, [pods[0] for pods in by_node.values()]),
+        "node to pod": lambda p: node_to_pod(p, state, nodes, by_node),
+        "pod to node": lambda p: pod_to_node(p, state, src) if src else [],
+        "overlay": lambda p: overlay_checks(p, state, first[nodes[0].name], first[nodes[1].name]) if len(nodes) > 1 else [],
+        "egress": lambda p: egress_check(p, state, src) if src else [],
+        "services": lambda p: service_checks(p, state, src) if src else [],
+        "dns": lambda p: dns_checks(p, state, src) if src else [],
+        "load balancers": lambda p: lb_checks(p, state),
+        "ingress": lambda p: ingress_checks(p, state),
+    }
     with lab.prober() as prober:
         prober.start(*{f"{p.namespace}/{p.name}" for pods in by_node.values() for p in pods[:2]},
                      *[n.name for n in nodes], "lan", "external")
-        for node in nodes:
-            pods = by_node[node.name]
-            if len(pods) > 1:
-                checks += pod_to_pod(prober, state, pods[0], pods[1], "pods, same node")
-        for a_node, b_node in zip(nodes, nodes[1:] + nodes[:1]):
-            if a_node is not b_node:
-                checks += pod_to_pod(prober, state, first[a_node.name], first[b_node.name], "pods, across nodes")
-        for node in nodes:
-            for pod in by_node[node.name][:2]:
-                r = prober.http(node.name, pod.ip, _ports(pod, "TCP")[0], "/hostname")
-                checks.append(Check("node to pod", f"tcp {node.name} -> {pod.namespace}/{pod.name}",
-                                    f"answer {pod.name}", r.get("body") or r.get("error", ""),
-                                    r["ok"] and r.get("body") == pod.name, f"cni0 in {node.name}"))
-        if len(nodes) > 1:
-            checks += overlay_checks(prober, state, first[nodes[0].name], first[nodes[1].name])
-        if nodes:
-            checks += egress_check(prober, state, first[nodes[0].name])
-            checks += service_checks(prober, state, first[nodes[0].name])
-            checks += dns_checks(prober, state, first[nodes[0].name])
-    return checks
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = {area: pool.submit(fn, prober) for area, fn in groups.items() if area in wanted}
+            return [c for area in AREAS if area in results for c in results[area].result()]
+
+
+def node_to_pod(prober, state, nodes, by_node):
+    out = []
+    for node in nodes:
+        for pod in by_node[node.name][:2]:
+            r = prober.http(node.name, pod.ip, _ports(pod, "TCP")[0], "/hostname")
+            out.append(Check("node to pod", f"tcp {node.name} -> {pod.namespace}/{pod.name}", f"answer {pod.name}",
+                             r.get("body") or r.get("error", ""), r["ok"] and r.get("body") == pod.name,
+                             f"cni0 in {node.name}"))
+    return out
+
+
+def pod_to_node(prober, state, pod):
+    """A pod reaches every node: kube-proxy's :10256/healthz answers on each."""
+    out = []
+    for node in state.nodes:
+        r = prober.http(f"{pod.namespace}/{pod.name}", node.ip, 10256, "/healthz")
+        out.append(Check("pod to node", f"tcp {pod.namespace}/{pod.name} -> {node.name}:10256", "HTTP 200",
+                         f"HTTP {r['status']}" if "status" in r else r.get("error", ""), r["ok"],
+                         f"the pod's default route via cni0, and {node.name}'s eth0"))
+    return out
+
+
+def matrix_checks(prober, state, pods):
+    """TCP from every probe pod to every other: the reachability matrix."""
+    out = []
+    for a in pods:
+        for b in pods:
+            if a is b:
+                continue
+            r = prober.http(f"{a.namespace}/{a.name}", b.ip, _ports(b, "TCP")[0], "/hostname", timeout=1.5)
+            out.append(Check("pod matrix", f"{a.namespace}/{a.name} -> {b.namespace}/{b.name}", "reached",
+                             "reached" if r.get("body") == b.name else r.get("error", "no answer"),
+                             r.get("body") == b.name, f"routes and flannel.1 between {a.node} and {b.node}"))
+    return out
+
+
+def matrix(checks):
+    """The pod matrix checks as rows of ✓ and ✗, for the CLI."""
+    cells = {tuple(c.name.split(" -> ")): c.ok for c in checks if c.area == "pod matrix"}
+    pods = sorted({a for a, _ in cells} | {b for _, b in cells})
+    rows = [[a] + [("·" if a == b else ("✓" if cells.get((a, b)) else "✗")) for b in pods] for a in pods]
+    return ["from \\ to"] + [p.split("/")[-1] for p in pods], rows
 
 
 def overlay_checks(prober, state, a, b):
@@ -262,6 +313,8 @@ def service_checks(prober, state, pod):
                  else prober.udp(src, svc.cluster_ip, port.port, "hostname"))
             checks.append(Check("services", f"{name} cluster IP from {src}", "a backend answers",
                                 r.get("body") or r.get("error", ""), r["ok"] and r.get("body") in backends, hint))
+            if port.protocol == "TCP":
+                checks += _service_tcp_checks(prober, state, pod, svc, port, name, backends, hint)
             if port.node_port and port.protocol == "TCP":
                 local = svc.external_traffic_policy == "Local"
                 for node in state.nodes:
@@ -279,6 +332,10 @@ def service_checks(prober, state, pod):
 
 
 def dns_checks(prober, state, pod):
+    return _dns_kubernetes(prober, state, pod) + _dns_service_checks(prober, state, f"{pod.namespace}/{pod.name}")
+
+
+def _dns_kubernetes(prober, state, pod):
     """The cluster's DNS from a pod, over UDP and TCP, through the kube-dns ClusterIP."""
     from netlab import coredns
     src = f"{pod.namespace}/{pod.name}"
@@ -293,3 +350,106 @@ def dns_checks(prober, state, pod):
                             r["ok"] and r.get("answers") == [expected],
                             "the coredns pods (netlab get pods -n kube-system) and the kube-dns chains"))
     return checks
+
+
+def _service_tcp_checks(prober, state, pod, svc, port, name, backends, hint):
+    """What Kubernetes' e2e tests ask of a TCP service port beyond one answer."""
+    from netlab import coredns
+    src = f"{pod.namespace}/{pod.name}"
+    out = []
+    r = prober.http(src, svc.cluster_ip, port.port, "/clientip")
+    seen = r.get("body", r.get("error", "")).rsplit(":", 1)[0]
+    out.append(Check("services", f"{name} source IP from {src}", f"the backend sees {pod.ip}", seen,
+                     r["ok"] and seen == pod.ip, "KUBE-SVC's masquerade rule must spare pod sources"))
+    fqdn = f"{svc.name}.{svc.namespace}.svc.{coredns.DOMAIN}"
+    d = prober.dns(src, coredns.dns_ip(state.cluster), fqdn)
+    ip = (d.get("answers") or [None])[0]
+    r = prober.http(src, ip, port.port) if ip else {"ok": False, "error": f"{fqdn} did not resolve"}
+    out.append(Check("services", f"{name} by name {fqdn}", "resolves to the cluster IP and a backend answers",
+                     r.get("body") or r.get("error", ""), ip == svc.cluster_ip and r["ok"] and r.get("body") in backends,
+                     "the coredns pods, then the cluster IP's chains"))
+    if svc.session_affinity == "ClientIP":
+        seen = {prober.http(src, svc.cluster_ip, port.port).get("body") for _ in range(10)}
+        out.append(Check("services", f"{name} ClientIP affinity", "one backend for 10 requests", ", ".join(sorted(map(str, seen))),
+                         len(seen) == 1 and seen <= backends, "the recent-match rules of the KUBE-SVC chain"))
+    elif len(backends) > 1:
+        tries = 15 * len(backends)
+        seen = {prober.http(src, svc.cluster_ip, port.port).get("body") for _ in range(tries)}
+        out.append(Check("services", f"{name} load spread", f"all {len(backends)} backends within {tries} requests",
+                         f"{len(seen & backends)} answered", backends <= seen, "the probabilities in the KUBE-SVC chain"))
+    if port.node_port and svc.external_traffic_policy != "Local":
+        node = state.nodes[0]
+        for who in (src, node.name):
+            r = prober.http(who, node.ip, port.node_port)
+            out.append(Check("services", f"{name} node port {node.ip}:{port.node_port} from {who}", "a backend answers",
+                             r.get("body") or r.get("error", ""), r["ok"] and r.get("body") in backends,
+                             f"KUBE-NODEPORTS on {node.name}"))
+    member = next((p for p in state.pods if p.name in backends and _ports(p, "TCP")), None)
+    if member is not None and svc.session_affinity != "ClientIP":
+        who = f"{member.namespace}/{member.name}"
+        hit = any(prober.http(who, svc.cluster_ip, port.port).get("body") == member.name for _ in range(10 * len(backends)))
+        out.append(Check("services", f"{name} hairpin from {who}", "the pod reaches itself through the Service",
+                         "reached itself" if hit else "never answered by itself", hit,
+                         "hairpin mode on its veth and KUBE-SEP's masquerade for its own address"))
+    return out
+
+
+def _dns_service_checks(prober, state, src):
+    from netlab import coredns
+    out = []
+    server = coredns.dns_ip(state.cluster)
+    for svc in state.services:
+        fqdn = f"{svc.name}.{svc.namespace}.svc.{coredns.DOMAIN}"
+        if svc.headless:
+            ep = state.endpoints_of(svc)
+            ready = sorted({a.ip for s in (ep.subsets if ep else ()) for a in s.addresses})
+            r = prober.dns(src, server, fqdn)
+            seen = sorted(r.get("answers", [])) if r.get("rcode") == "NOERROR" else r.get("rcode") or r.get("error")
+            out.append(Check("dns", f"headless {fqdn}", ", ".join(ready) or "NXDOMAIN",
+                             ", ".join(seen) if isinstance(seen, list) else str(seen),
+                             seen == ready if ready else seen == "NXDOMAIN", "the endpoints' readiness, then CoreDNS"))
+        elif svc.type == "ExternalName":
+            r = prober.dns(src, server, fqdn, "CNAME")
+            expected = svc.external_name.rstrip(".") + "."
+            seen = ", ".join(r.get("answers", [])) or r.get("rcode") or r.get("error", "")
+            out.append(Check("dns", f"ExternalName {fqdn}", f"CNAME {expected}", seen, seen.lower() == expected.lower(),
+                             "CoreDNS's ExternalName records"))
+    return out
+
+
+def lb_checks(prober, state):
+    """Every LoadBalancer Service's address from outside the cluster."""
+    out = []
+    for svc in state.services:
+        if svc.type != "LoadBalancer" or not svc.load_balancer_ip:
+            continue
+        for port in svc.ports:
+            backends, speaks = _backends(state, svc, port)
+            if port.protocol != "TCP" or not backends or not speaks:
+                continue
+            r = prober.http("external", svc.load_balancer_ip, port.port)
+            out.append(Check("load balancers", f"{svc.key}:{port.port} at {svc.load_balancer_ip} from external",
+                             "a backend answers", r.get("body") or r.get("error", ""), r["ok"] and r.get("body") in backends,
+                             "the load balancer's namespace (cloud) or the ARP announcer (MetalLB)"))
+    return out
+
+
+def ingress_checks(prober, state):
+    """Every Ingress rule's path through the controller's NodePort, from outside."""
+    controller = next((s for s in state.services if s.namespace == "ingress-nginx"
+                       and s.name == "ingress-nginx-controller"), None)
+    if controller is None:
+        return []
+    port = next(p.node_port for p in controller.ports if p.name == "http")
+    node = state.nodes[0]
+    out = []
+    for ing in state.ingresses:
+        for rule in ing.rules:
+            for p in rule.paths:
+                r = prober.http("external", node.ip, port, p.path, host=rule.host or "any.example")
+                body = r.get("body", r.get("error", ""))
+                ok = r.get("status") not in (None, 503) and not body.startswith("default backend")
+                out.append(Check("ingress", f"{rule.host or '*'}{p.path} ({p.path_type}) -> {p.service}",
+                                 f"routed to {p.service}", f"HTTP {r.get('status')} {body[:40]}".strip(), ok,
+                                 "nginx.conf under the lab's state directory, ingress-nginx/<pod>/"))
+    return out
