@@ -188,9 +188,14 @@ def suite(lab, areas=None):
         "load balancers": lambda p: lb_checks(p, state),
         "ingress": lambda p: ingress_checks(p, state),
     }
+    pods = {f"{p.namespace}/{p.name}" for ps in by_node.values() for p in ps[:2]}
+    sources = {"pods, same node": pods, "pods, across nodes": pods, "pod matrix": pods,
+               "node to pod": {n.name for n in nodes}, "pod to node": pods, "overlay": pods | {"lan"},
+               "egress": pods | {"external"}, "services": pods | {state.nodes[0].name}, "dns": pods,
+               "load balancers": {"external"}, "ingress": {"external"}}
     with lab.prober() as prober:
-        prober.start(*{f"{p.namespace}/{p.name}" for pods in by_node.values() for p in pods[:2]},
-                     *[n.name for n in nodes], "lan", "external")
+        # Workers import scapy (about a second each): start the ones needed at once.
+        prober.start(*set().union(*(sources[a] for a in wanted)))
         with ThreadPoolExecutor(max_workers=4) as pool:
             results = {area: pool.submit(fn, prober) for area, fn in groups.items() if area in wanted}
             return [c for area in AREAS if area in results for c in results[area].result()]
@@ -311,9 +316,10 @@ def service_checks(prober, state, pod):
                 continue
             r = (prober.http(src, svc.cluster_ip, port.port) if port.protocol == "TCP"
                  else prober.udp(src, svc.cluster_ip, port.port, "hostname"))
+            reached = r["ok"] and r.get("body") in backends
             checks.append(Check("services", f"{name} cluster IP from {src}", "a backend answers",
-                                r.get("body") or r.get("error", ""), r["ok"] and r.get("body") in backends, hint))
-            if port.protocol == "TCP":
+                                r.get("body") or r.get("error", ""), reached, hint))
+            if port.protocol == "TCP" and reached:          # the rest builds on this path
                 checks += _service_tcp_checks(prober, state, pod, svc, port, name, backends, hint)
             if port.node_port and port.protocol == "TCP":
                 local = svc.external_traffic_policy == "Local"
@@ -373,8 +379,12 @@ def _service_tcp_checks(prober, state, pod, svc, port, name, backends, hint):
         out.append(Check("services", f"{name} ClientIP affinity", "one backend for 10 requests", ", ".join(sorted(map(str, seen))),
                          len(seen) == 1 and seen <= backends, "the recent-match rules of the KUBE-SVC chain"))
     elif len(backends) > 1:
-        tries = 15 * len(backends)
-        seen = {prober.http(src, svc.cluster_ip, port.port).get("body") for _ in range(tries)}
+        tries, seen = 15 * len(backends), set()
+        for _ in range(tries):
+            answer = prober.http(src, svc.cluster_ip, port.port)
+            if not answer["ok"] or backends <= seen:
+                break
+            seen.add(answer.get("body"))
         out.append(Check("services", f"{name} load spread", f"all {len(backends)} backends within {tries} requests",
                          f"{len(seen & backends)} answered", backends <= seen, "the probabilities in the KUBE-SVC chain"))
     if port.node_port and svc.external_traffic_policy != "Local":
