@@ -30,7 +30,7 @@ def test_every_ground_floor_probe_passes(default_lab):
     failed = [c for c in checks if not c.ok]
     assert not failed, "\n".join(f"{c.name}: expected {c.expected}, saw {c.observed}" for c in failed)
     areas = {c.area for c in checks}
-    assert areas == {"pods, same node", "pods, across nodes", "node to pod", "overlay", "egress", "services", "dns"}
+    assert areas == {"pods, same node", "pods, across nodes", "node to pod", "overlay", "egress", "services", "dns", "pod matrix", "pod to node"}
     names_ = " ".join(c.name for c in checks)
     for kind in ("icmp", "tcp", "udp", "vxlan encapsulation", "mtu 1450", "mtu 1451"):
         assert kind in names_

@@ -12,7 +12,7 @@ import pytest
 from netlab import Lab, graph, probes
 from netlab.kernel import netns as ns
 
-from .conftest import lab_for_module, renamed, unique_name
+from .conftest import renamed, unique_name
 
 THREE = """
 kind: Cluster
