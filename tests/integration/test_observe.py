@@ -195,3 +195,21 @@ def test_faults_break_what_they_should_and_clear(lab):
     if not netem_available():
         with pytest.raises(EnvironmentProblem, match="no netem"):
             lab.fault("loss", [a.name, "10"])
+
+
+def test_dns_and_egress_checks_fail_on_their_own(lab):
+    state = lab.state()
+    os.kill(state.processes["coredns"]["pid"], signal.SIGKILL)        # every coredns pod's server
+    time.sleep(0.2)
+    checks = probes.suite(lab, ["dns", "pod matrix"])
+    assert failed(checks, "dns") and not failed(checks, "pod matrix")
+    lab.reconcile()
+    assert not failed(probes.suite(lab, ["dns"]))
+    egress = next(c for c in probes.suite(lab, ["egress"]))
+    source = egress.name.split()[1]
+    node = state.pod(*source.split("/")).node
+    assert ns.run(node, ["iptables", "-t", "nat", "-F", "FLANNEL-POSTRTG"]).returncode == 0   # no masquerade
+    ns.run(node, ["conntrack", "-F"], capture_output=True)     # flows already NATed would keep their mapping
+    checks = probes.suite(lab, ["egress", "pod matrix"])
+    assert failed(checks, "egress") and not failed(checks, "pod matrix")
+    assert "FLANNEL-POSTRTG" in next(c.hint for c in checks if not c.ok)
