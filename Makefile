@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 NETLAB := .venv/bin/netlab
 
-.PHONY: setup demo test unit bench clean
+.PHONY: setup demo test unit bench harden clean
 
 setup:
 	./scripts/provision.sh
@@ -22,6 +22,12 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q -ra tests
+	$(MAKE) --no-print-directory harden
+
+# Nothing leaks, nothing is left half-built: repetition and crashes, with their figures.
+harden: setup
+	cd hardening && ../$(PY) soak.py --cycles 50
+	cd hardening && ../$(PY) crash.py --kills 20
 
 unit: setup
 	$(PY) -m pytest -q tests/unit

@@ -371,15 +371,16 @@ class _Progress:
     """rich progress on stderr, one bar per phase of a long operation."""
 
     def __enter__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-        from rich.console import Console
-        self.progress = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=Console(stderr=True), transient=False)
-        self.progress.__enter__()
-        self.task = None
+        self.progress, self.task = None, None
         return self
 
     def phase(self, description, total):
+        if self.progress is None:        # shown from the first phase: an early error prints alone
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.console import Console
+            self.progress = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+            self.progress.__enter__()
         if self.task is not None:
             self.progress.update(self.task, completed=self.progress.tasks[self.task].total)
         self.task = self.progress.add_task(description, total=total)
@@ -388,7 +389,8 @@ class _Progress:
         self.progress.advance(self.task)
 
     def __exit__(self, *exc):
-        self.progress.__exit__(*exc)
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
 
 
 COMMANDS = {"up": _up, "down": _down, "status": _status, "cleanup": _cleanup, "get": _get,

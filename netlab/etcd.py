@@ -252,4 +252,5 @@ def all_labs():
     """Names of labs with a state directory on this machine."""
     if not names.STATE_ROOT.is_dir():
         return []
-    return sorted(p.name for p in names.STATE_ROOT.iterdir() if (p / STATE_FILE).exists())
+    return sorted(p.name for p in names.STATE_ROOT.iterdir()
+                  if names.DNS1123_LABEL.match(p.name) and (p / STATE_FILE).exists())

@@ -75,7 +75,7 @@ class _Before:
 
 class Lab:
     def __init__(self, name):
-        self.name = name
+        self.name = names.check_lab(name)         # before it becomes a path or a netns prefix
         self.store = Store(name)
         self.last_changes = None          # what the last change made each agent do
 
@@ -116,6 +116,10 @@ class Lab:
         with lab.store.locked():
             if lab.store.exists():
                 raise NetlabError(f"lab {lab.name!r} is already up; remove it first with `netlab down {lab.name}`")
+            for other in all_labs():
+                if other != lab.name and (other.startswith(lab.name + "-") or lab.name.startswith(other + "-")):
+                    raise NetlabError(f"lab {lab.name!r} and the running lab {other!r} would share namespace "
+                                      f"names' prefixes; choose a name that neither starts nor ends one")
             leftovers = lab._unclaimed_netns()
             if leftovers:
                 raise NetlabError(f"network namespaces of an earlier lab {lab.name!r} remain "

@@ -82,3 +82,12 @@ def node_dir(lab, node):
 
 def belongs_to(lab, netns):
     return netns.startswith(lab + "-")
+
+
+def check_lab(name):
+    """A lab name reaches paths (/var/lib/netlab/<lab>) and every kernel name: it must be a
+    DNS-1123 label of at most 32 characters, or nothing is done with it."""
+    from netlab.errors import NetlabError
+    if not isinstance(name, str) or not DNS1123_LABEL.match(name) or len(name) > 32:
+        raise NetlabError(f"{name!r} is not a lab name (a DNS-1123 label of at most 32 characters)")
+    return name

@@ -1,0 +1,63 @@
+"""What the hardening scripts share: a renamed copy of a topology, and what a lab leaves."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from netlab import names  # noqa: E402
+from netlab.kernel import netns as ns  # noqa: E402
+
+
+def renamed(topology, name, directory):
+    text = (ROOT / "topologies" / topology).read_text()
+    old = re.search(r"^name: (\S+)$", text, re.M).group(1)
+    path = Path(directory) / f"{name}.yaml"
+    path.write_text(re.sub(rf"\b{re.escape(old)}-", f"{name}-", text.replace(f"name: {old}", f"name: {name}")))
+    return path
+
+
+def leftovers(lab):
+    """Everything of a lab that could outlive it: namespaces, resolver files, state, processes."""
+    found = [f"netns {n}" for n in ns.list_names() if n.startswith(lab + "-")]
+    if names.NETNS_ETC.is_dir():
+        found += [f"/etc/netns/{p.name}" for p in names.NETNS_ETC.iterdir() if p.name.startswith(lab + "-")]
+    if names.state_dir(lab).exists():
+        found.append(f"state {names.state_dir(lab)}")
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    found += [f"process {line.strip()}" for line in ps.splitlines()
+              if re.search(rf"netlab\.\w+ {re.escape(lab)}$", line.strip()) or f"/var/lib/netlab/{lab}/" in line]
+    return found
+
+
+def root_snapshot():
+    """The host's own network namespace, as far as netlab could ever touch it."""
+    cmds = [["ip", "-br", "link"], ["ip", "-br", "addr"], ["ip", "route", "show", "table", "all"], ["ip", "rule"],
+            ["ip", "neigh", "show", "nud", "permanent"], ["iptables-save"], ["iptables-legacy-save"],
+            ["sysctl", "net.ipv4.ip_forward", "net.ipv4.conf.all.route_localnet",
+             "net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"]]
+    out = {}
+    for c in cmds:
+        text = subprocess.run(c, capture_output=True, text=True).stdout
+        out[" ".join(c)] = "\n".join(l for l in text.splitlines() if not l.startswith("#"))
+    return out
+
+
+def fds(pid):
+    try:
+        return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+    except OSError:
+        return None
+
+
+def rss_kib(pid):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None

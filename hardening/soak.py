@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Soak: the default lab up and down N times (default 50). After every cycle nothing of the
+lab may remain; the host's namespace must be as it was; this process's file descriptors and
+the lab processes' memory must stay flat.
+
+    sudo .venv/bin/python hardening/soak.py [--cycles 50]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+from common import fds, leftovers, renamed, root_snapshot, rss_kib
+
+from netlab import Lab
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cycles", type=int, default=50)
+    args = parser.parse_args()
+    name = f"soak{os.getpid() % 10000}"
+    before = root_snapshot()
+    own_fds, servers, ups, downs, lost = [], [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        labfile = renamed("default.yaml", name, tmp)
+        for i in range(args.cycles):
+            t0 = time.perf_counter()
+            lab = Lab.up(labfile)
+            ups.append(time.perf_counter() - t0)
+            procs = lab.state().processes
+            servers.append(sum(rss_kib(p["pid"]) or 0 for p in procs.values()))
+            t0 = time.perf_counter()
+            lab.down()
+            downs.append(time.perf_counter() - t0)
+            left = leftovers(name)
+            lost += [f"cycle {i + 1}: {x}" for x in left]
+            own_fds.append(fds(os.getpid()))
+    after = root_snapshot()
+    changed = [k for k in before if before[k] != after[k]]
+    print(f"soak: {args.cycles} up/down cycles of the default lab")
+    print(f"  up   {statistics.mean(ups):.2f} s mean, down {statistics.mean(downs):.2f} s mean")
+    print(f"  left behind after a cycle: {len(lost)}")
+    print(f"  host namespace changed: {', '.join(changed) or 'nothing'}")
+    print(f"  this process's fds: first {own_fds[0]}, last {own_fds[-1]}")
+    print(f"  lab processes' memory: first {servers[0] / 1024:.1f} MiB, last {servers[-1] / 1024:.1f} MiB")
+    for line in lost[:10]:
+        print("  LEFT:", line)
+    ok = not lost and not changed and own_fds[-1] <= own_fds[0] and servers[-1] <= servers[0] * 1.2
+    print("soak: " + ("nothing lost, nothing left" if ok else "FAILED"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
