@@ -143,4 +143,6 @@ class Controller:
 if __name__ == "__main__":
     if not names.DNS1123_LABEL.match(sys.argv[1]):
         sys.exit(f"cloud: bad lab name {sys.argv[1]!r}")
+    from netlab.kubelet import announce
+    announce(sys.argv[1], "cloud")
     Controller(sys.argv[1]).run()

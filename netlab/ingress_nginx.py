@@ -180,4 +180,6 @@ class Controller:
 if __name__ == "__main__":
     if not names.DNS1123_LABEL.match(sys.argv[1]):
         sys.exit(f"ingress-nginx: bad lab name {sys.argv[1]!r}")
+    from netlab.kubelet import announce
+    announce(sys.argv[1], "ingress_nginx")
     Controller(sys.argv[1]).run()

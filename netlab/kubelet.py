@@ -261,10 +261,33 @@ def poll(store, step, name, seconds=POLL_SECONDS, every_pass=False):
         time.sleep(seconds)
 
 
+def announce(lab, name):
+    """A lab process writes its own pid and start time where teardown looks: a command killed
+    between starting it and recording it still leaves a way to end it (by that pid only)."""
+    import json
+    d = names.state_dir(lab)
+    if d.is_dir():
+        pid = os.getpid()
+        (d / f"{name}.pid").write_text(json.dumps({"pid": pid, "start": start_time(pid)}))
+
+
+def announced(lab):
+    """The records lab processes wrote for themselves."""
+    import json
+    out = []
+    for f in names.state_dir(lab).glob("*.pid") if names.state_dir(lab).is_dir() else ():
+        try:
+            out.append(json.loads(f.read_text()))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
 def serve_pods(server_class, lab):
     """The entry point of a pod server process: `python -m netlab.<name> LAB`."""
     if not names.DNS1123_LABEL.match(lab):
         sys.exit(f"{server_class.name}: bad lab name {lab!r}")
+    announce(lab, server_class.name)
     asyncio.run(server_class(lab).run())
 
 

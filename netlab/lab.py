@@ -157,6 +157,7 @@ class Lab:
             kubelet.write_pod_files(state, pod)
         for server in kubelet.pod_servers(state):
             state.processes[server] = kubelet.start_pod_server(state.lab, server)
+        self.store.save(state)                            # their records, before anything else
         for pod in state.pods:
             pod.pids = kubelet.start_commands(state, pod)
             pod.created = state.created
@@ -351,7 +352,8 @@ class Lab:
 
     def _teardown(self, state):
         """Reverse order, every step idempotent: processes, then namespaces, then records."""
-        kubelet.stop_all([rec for pod in state.pods for rec in pod.pids] + list(state.processes.values()))
+        kubelet.stop_all([rec for pod in state.pods for rec in pod.pids] + list(state.processes.values())
+                         + kubelet.announced(self.name))
         recorded = list(state.netns)
         _remove_netns(reversed(recorded + [n for n in self._unclaimed_netns() if n not in recorded]))
         self.store.remove()
@@ -382,6 +384,7 @@ class Lab:
                 if state is not None:
                     lab._teardown(state)
                 else:
+                    kubelet.stop_all(kubelet.announced(lab.name))
                     _remove_netns(reversed(lab._unclaimed_netns()))
                     lab.store.remove()
         return targets
