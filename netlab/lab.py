@@ -113,15 +113,16 @@ class Lab:
         lab_spec = spec.load(labfile, manifests)      # a wrong file stops here: nothing exists yet
         preflight.check(lab_spec.cluster.iptables_applier)
         lab = cls(lab_spec.cluster.name)
+        for other in all_labs():
+            if other != lab.name and (other.startswith(lab.name + "-") or lab.name.startswith(other + "-")):
+                raise NetlabError(f"lab {lab.name!r} and the running lab {other!r} would share namespace "
+                                  f"names' prefixes; choose a name that neither starts nor ends one")
         with lab.store.locked():
             if lab.store.exists():
                 raise NetlabError(f"lab {lab.name!r} is already up; remove it first with `netlab down {lab.name}`")
-            for other in all_labs():
-                if other != lab.name and (other.startswith(lab.name + "-") or lab.name.startswith(other + "-")):
-                    raise NetlabError(f"lab {lab.name!r} and the running lab {other!r} would share namespace "
-                                      f"names' prefixes; choose a name that neither starts nor ends one")
             leftovers = lab._unclaimed_netns()
             if leftovers:
+                lab.store.remove()                       # only the lock was there: leave nothing
                 raise NetlabError(f"network namespaces of an earlier lab {lab.name!r} remain "
                                   f"({', '.join(leftovers[:3])}...); remove them with `netlab cleanup {lab.name}`")
             state = cluster.new_state(lab_spec)
@@ -373,6 +374,7 @@ class Lab:
     def cleanup(cls, name=None):
         """Remove a crashed lab: from its record if it has one, else by its name prefix.
         Without a name, every lab that has a record. Returns the names cleaned."""
+        preflight.sweep_scratch()
         targets = [name] if name else all_labs()
         for target in targets:
             lab = cls(target)

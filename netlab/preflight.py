@@ -20,7 +20,22 @@ def check(applier="iptables-restore"):
         if shutil.which(tool) is None:
             raise EnvironmentProblem(f"{tool} is not installed: run `make setup` (scripts/provision.sh)")
     _ensure_br_netfilter()
+    sweep_scratch()
     _try_devices(applier)
+
+
+SCRATCH_PREFIXES = ("netlab.preflight.", "netlab.netem.")
+
+
+def sweep_scratch():
+    """Remove scratch namespaces whose creator is gone (a command killed during its checks).
+    They carry the creator's pid in their name; one whose process still runs is left alone."""
+    from netlab.kernel import netns as ns
+    for name in ns.list_names():
+        if name.startswith(SCRATCH_PREFIXES):
+            pid = name.rsplit(".", 1)[1]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                ns.delete(name)
 
 
 def _ensure_br_netfilter():

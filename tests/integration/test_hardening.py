@@ -91,6 +91,7 @@ def test_names_never_escape_into_paths_or_kernel_names(tmp_path):
     try:
         with pytest.raises(NetlabError, match="share"):          # base-x's namespaces would look like base's
             Lab.up(renamed(TOPOLOGIES / "two-nodes.yaml", f"{base}-x", tmp_path))
+        assert not names.state_dir(f"{base}-x").exists()        # a refusal leaves nothing, not even a lock
         long_name = "w" + "x" * 40
         node = lab.add_node(long_name)
         port = names.lan_port(lab.name, node.name)
