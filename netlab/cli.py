@@ -299,13 +299,7 @@ def capture_argv(target_is_lan, args):
 
 def _capture(args):
     from netlab.lab import Lab
-    netns = Lab.find(args.lab).netns_of(args.target)
-    argv = capture_argv(args.target == "lan", args)
-    sys.stdout.flush()
-    try:
-        os.execvp("ip", ["ip", "netns", "exec", netns, *argv])
-    except OSError as e:
-        raise NetlabError(f"cannot run ip netns exec: {e.strerror}") from None
+    _run_in(Lab.find(args.lab).netns_of(args.target), capture_argv(args.target == "lan", args))
 
 
 def _fault(args):
@@ -339,7 +333,11 @@ def _exec(args):
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise NetlabError("give a command to run: netlab exec TARGET -- CMD ...")
-    netns = Lab.find(args.lab).netns_of(args.target)
+    _run_in(Lab.find(args.lab).netns_of(args.target), argv)
+
+
+def _run_in(netns, argv):
+    """Become `ip netns exec NETNS ARGV`, as a person would type it (and see /etc/netns)."""
     sys.stdout.flush()
     try:
         os.execvp("ip", ["ip", "netns", "exec", netns, *argv])

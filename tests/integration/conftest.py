@@ -3,7 +3,7 @@
 import os
 import re
 import secrets
-import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,6 +14,8 @@ from netlab.etcd import all_labs
 from netlab.kernel import netns as ns
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "hardening"))
+from common import root_snapshot  # noqa: E402  (the one definition of the host's state, with the scripts)
 TOPOLOGIES = ROOT / "topologies"
 
 HERE = Path(__file__).resolve().parent
@@ -39,18 +41,6 @@ def renamed(src, name, tmp_path):
     f = tmp_path / f"{name}.yaml"
     f.write_text(re.sub(rf"\b{re.escape(old)}-", f"{name}-", text.replace(f"name: {old}", f"name: {name}")))
     return f
-
-
-def root_snapshot():
-    """What the host's own network namespace holds, minus counters."""
-    cmds = [["ip", "-br", "link"], ["ip", "-br", "addr"], ["ip", "route", "show", "table", "all"],
-            ["ip", "rule"], ["ip", "neigh", "show", "nud", "permanent"], ["iptables-save"],
-            ["sysctl", "net.ipv4.ip_forward", "net.ipv4.conf.all.route_localnet"]]
-    out = {}
-    for c in cmds:
-        text = subprocess.run(c, capture_output=True, text=True).stdout
-        out[" ".join(c)] = "\n".join(l for l in text.splitlines() if not l.startswith("#"))
-    return out
 
 
 def leftovers(name):
