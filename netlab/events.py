@@ -125,7 +125,8 @@ def summarize(state, agent, items):
 
 def _reason(agent):
     return {"kube-proxy": "SyncProxyRules", "flannel": "SubnetsUpdated", "cni": "NetworkConfigured",
-            "kubelet": "Synced", "lab-network": "Wired"}.get(agent, "Synced")
+            "kubelet": "Synced", "lab-network": "Wired", "cloud": "EnsuredLoadBalancer",
+            "faults": "FaultApplied"}.get(agent, "Synced")
 
 
 def _object(state, netns):

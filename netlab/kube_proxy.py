@@ -345,11 +345,11 @@ def _to_endpoints(svc, name, key, eps):
     return rules
 
 
-def node_plan(state, node):
-    """kube-proxy's part of a node: its sysctl and its two tables."""
+def node_plan(state, node, rules=True):
+    """kube-proxy's part of a node: its sysctl and (unless `rules` is False) its two tables."""
     from netlab.desired import NetnsPlan
-    return NetnsPlan(node.netns, sysctls=(("net/ipv4/conf/all/route_localnet", "1"),),
-                     iptables=node_tables(state.services, state.endpoints, node, state.cluster.pod_subnet))
+    tables = node_tables(state.services, state.endpoints, node, state.cluster.pod_subnet) if rules else {}
+    return NetnsPlan(node.netns, sysctls=(("net/ipv4/conf/all/route_localnet", "1"),), iptables=tables)
 
 
 # --- kube-proxy's health servers ---------------------------------------------------------

@@ -264,7 +264,8 @@ class Lab:
         fresh = [n for n in state.netns if not ns.exists(n)]
         for name in fresh:
             ns.create(name)
-        plans = plan.lab_plans(state, cloud.read_health(self.name))
+        partial = not full and old.synced
+        plans = plan.lab_plans(state, cloud.read_health(self.name), node_rules=not partial)
         with Handles() as handles:
             applier = NetlinkApplier(handles)
             for p in plans:
@@ -273,29 +274,33 @@ class Lab:
             changes.add(events.netlink_agent(state, netns, what), [(netns, what)])
         changes.netlink_writes = applier.writes
         iptables = iptables_applier(state.cluster)
-        partial = not full and old.synced
         for node in state.nodes:
-            tables = plan.node_plan(state, node).iptables
             if partial and node.name in old.nodes and node.netns not in fresh:
-                iptables.apply_changes(node.netns, {t: w for t, w in kube_proxy.sync_changes(
-                    old.services, old.endpoints, state.services, state.endpoints, node, state.cluster.pod_subnet).items()
-                    if w[0] or w[1]})
+                work = kube_proxy.sync_changes(old.services, old.endpoints, state.services, state.endpoints,
+                                               node, state.cluster.pod_subnet)
+                iptables.apply_changes(node.netns, {t: w for t, w in work.items() if w[0] or w[1]})
             else:
+                tables = plan.node_plan(state, node).iptables if partial else \
+                    next(p.iptables for p in plans if p.netns == node.netns)
                 iptables.apply(node.netns, tables, fresh=node.netns in fresh)
         for p in plans:
             if p.iptables and (p.netns.startswith(f"{state.lab}-lb-") or p.netns == state.lan_netns()):
                 iptables.apply(p.netns, p.iptables, fresh=p.netns in fresh)   # balancers' rules, faults
         for netns, (written, deleted) in iptables.log:
             changes.chains[netns] = (written, deleted)
+            if netns.startswith(f"{state.lab}-lb-") or netns == state.lan_netns():
+                changes.add("cloud" if netns != state.lan_netns() else "faults",
+                            [(netns, events.chains_message(written, deleted))])
+                continue
             for agent, prefix in (("kube-proxy", "KUBE-"), ("flannel", "FLANNEL-")):
                 w = [c for c in written if c.startswith(prefix) or (agent == "kube-proxy" and "-" not in c)]
                 d = [c for c in deleted if c.startswith(prefix)]
                 if w or d:
                     changes.add(agent, [(netns, events.chains_message(w, d))])
         changes.iptables_writes = iptables.writes
-        for node in state.nodes if not full else ():
-            flows = kube_proxy.stale_udp_flows(old.services, old.endpoints, state.services, state.endpoints)
-            deleted = conntrack.delete_flows(node.netns, flows) if flows else 0
+        flows = [] if full else kube_proxy.stale_udp_flows(old.services, old.endpoints, state.services, state.endpoints)
+        for node in state.nodes if flows else ():
+            deleted = conntrack.delete_flows(node.netns, flows)
             if deleted:
                 changes.add("kube-proxy", [(node.netns, f"deleted {deleted} conntrack entries of removed UDP endpoints")])
         self._run_processes(state, fresh, changes)

@@ -16,22 +16,24 @@ NODE_SYSCTLS = (
 )
 
 
-def node_plan(state, node):
+def node_plan(state, node, rules=True):
     kubelet = NetnsPlan(node.netns, sysctls=NODE_SYSCTLS)
     veths = NetnsPlan(node.netns, links=tuple(cni.host_veth(state, p) for p in state.pods_on(node.name)))
     # kube-proxy before flannel: its jumps come first in the built-in chains, as kube-proxy
     # inserts them at the top and flanneld appends its own.
     return merge(node.netns, underlay.uplink(state, node.netns, node.ip), kubelet,
-                 cni.node_plan(state, node), kube_proxy.node_plan(state, node), flannel.node_plan(state, node), veths)
+                 cni.node_plan(state, node), kube_proxy.node_plan(state, node, rules), flannel.node_plan(state, node), veths)
 
 
-def lab_plans(state, lb_health=None):
-    """lb_health: the cloud's last health checks ({service: [nodes]}); None: every node."""
+def lab_plans(state, lb_health=None, node_rules=True):
+    """lb_health: the cloud's last health checks ({service: [nodes]}); None: every node.
+    node_rules=False leaves kube-proxy's tables out of the node plans (a partial sync plans
+    only what changed)."""
     lbs = cloud.balancers(state)
     plans = [underlay.lan_plan(state, [(cloud.lan_port(s), cloud.lb_netns(state.lab, s)) for s in lbs]),
              underlay.external_plan(state)]
     plans += [cloud.lb_plan(state, s, cloud.healthy_nodes(state, s, lb_health or {})) for s in lbs]
-    plans += [node_plan(state, n) for n in state.nodes]
+    plans += [node_plan(state, n, node_rules) for n in state.nodes]
     plans += [cni.pod_plan(state, p) for p in state.pods]
     return faults.adjust(state, plans)
 
