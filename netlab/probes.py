@@ -363,9 +363,10 @@ def _service_tcp_checks(prober, state, pod, svc, port, name, backends, hint):
     from netlab import coredns
     src = f"{pod.namespace}/{pod.name}"
     out = []
-    if backends != {pod.name}:
+    sticky_self = svc.session_affinity == "ClientIP" and pod.name in backends
+    if backends != {pod.name} and not sticky_self:
         # The source may be a backend too: an answer from itself comes back masqueraded
-        # (hairpin), so it asks until another backend answers.
+        # (hairpin), so it asks until another backend answers (affinity would pin it).
         for _ in range(10 if pod.name in backends else 1):
             r = prober.http(src, svc.cluster_ip, port.port, "/clientip")
             seen = r.get("body", r.get("error", "")).rsplit(":", 1)[0]
