@@ -13,7 +13,8 @@ from netlab.kernel import netns as ns  # noqa: E402
 
 
 def renamed(topology, name, directory):
-    text = (ROOT / "topologies" / topology).read_text()
+    """A copy of a lab file (a path, or a name under topologies/) with the cluster renamed."""
+    text = (ROOT / "topologies" / topology).read_text()   # an absolute path stays itself
     old = re.search(r"^name: (\S+)$", text, re.M).group(1)
     path = Path(directory) / f"{name}.yaml"
     path.write_text(re.sub(rf"\b{re.escape(old)}-", f"{name}-", text.replace(f"name: {old}", f"name: {name}")))

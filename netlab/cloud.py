@@ -107,6 +107,7 @@ class Controller:
         self.store = Store(lab)
         self.failures = {}
         self.state, self.seen = None, None
+        self.applied = {}                            # balancer netns -> the rules last written there
 
     def once(self):
         from netlab.kernel import netns as ns
@@ -128,7 +129,10 @@ class Controller:
                 if self.failures[key] < FAILURES_TO_DOWN:
                     up.add(node.name)
             new[svc.key] = sorted(up)
-            RestoreApplier().apply(lb, lb_plan(state, svc, up).iptables)
+            tables = lb_plan(state, svc, up).iptables
+            if self.applied.get(lb) != tables:       # two forks per balancer only when its rules change
+                RestoreApplier().apply(lb, tables)
+                self.applied[lb] = tables
         if new != health:
             path = names.state_dir(self.lab) / HEALTH_FILE
             path.with_suffix(".tmp").write_text(json.dumps(new, indent=1, sort_keys=True))

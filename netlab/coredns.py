@@ -189,10 +189,10 @@ def _rr(record, owner):
 
 def answer(z, data, transport="udp"):
     """The reply to one DNS message (bytes), or None when nothing should be sent back."""
-    from dnslib import EDNS0, QTYPE, RCODE, DNSError, DNSHeader, DNSRecord
+    from dnslib import EDNS0, QTYPE, RCODE, DNSHeader, DNSRecord
     try:
         request = DNSRecord.parse(data)
-    except (DNSError, Exception):              # dnslib raises assorted errors on garbage
+    except Exception:                          # dnslib raises assorted errors on garbage
         if len(data) < 12:
             return None
         header = DNSHeader.parse(_buffer(data[:12]))

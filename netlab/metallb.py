@@ -64,7 +64,7 @@ def parse_request(frame):
 class _Responder:
     """A raw socket on a node's eth0 (opened inside its namespace) answering for its addresses."""
 
-    def __init__(self, netns, sock, addresses):
+    def __init__(self, sock, addresses):
         self.sock, self.addresses = sock, addresses
         self.mac = ":".join(f"{b:02x}" for b in sock.getsockname()[4])
         asyncio.get_running_loop().add_reader(sock.fileno(), self.readable)
@@ -106,7 +106,7 @@ class Speaker(PodServer):
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
         sock.bind(("eth0", ETH_P_ARP))
         sock.setblocking(False)
-        return [_Responder(netns, sock, set(ports[0][1].split(",")))]
+        return [_Responder(sock, set(ports[0][1].split(",")))]
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """Root integration tests: real labs, with unique names, removed by a fixture whatever happens."""
 
 import os
-import re
 import secrets
 import sys
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from netlab.kernel import netns as ns
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "hardening"))
-from common import root_snapshot  # noqa: E402  (the one definition of the host's state, with the scripts)
+from common import renamed, root_snapshot  # noqa: E402,F401  (one definition each, shared with the scripts)
 TOPOLOGIES = ROOT / "topologies"
 
 HERE = Path(__file__).resolve().parent
@@ -32,15 +31,6 @@ def pytest_collection_modifyitems(items):
 
 def unique_name(prefix="t"):
     return f"{prefix}{secrets.token_hex(3)}"
-
-
-def renamed(src, name, tmp_path):
-    """A copy of a topology with the cluster renamed, so tests never collide with a user's lab."""
-    text = Path(src).read_text()
-    old = re.search(r"^name: (\S+)$", text, re.M).group(1)
-    f = tmp_path / f"{name}.yaml"
-    f.write_text(re.sub(rf"\b{re.escape(old)}-", f"{name}-", text.replace(f"name: {old}", f"name: {name}")))
-    return f
 
 
 def leftovers(name):
