@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from netlab import Lab  # noqa: E402
-from netlab.etcd import all_labs  # noqa: E402
+from netlab.api.etcd import all_labs  # noqa: E402
 from netlab.kernel import netns as ns  # noqa: E402
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from netlab import Lab, coredns  # noqa: E402
+from netlab import Lab  # noqa: E402
+from netlab.addons import coredns  # noqa: E402
 from netlab.kernel import netns as ns  # noqa: E402
 
 

@@ -23,13 +23,13 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from netlab import kube_proxy  # noqa: E402
-from netlab.endpoints import Address, Endpoints, Port, Subset  # noqa: E402
-from netlab.iptables import restore_text  # noqa: E402
+from netlab.node.proxy import iptables as kube_proxy  # noqa: E402
+from netlab.api.objects import Address, Endpoints, Port, Subset  # noqa: E402
+from netlab.values.iptables import restore_text  # noqa: E402
 from netlab.kernel import netns as ns  # noqa: E402
 from netlab.kernel.iptables_restore import RestoreApplier, render  # noqa: E402
 from netlab.kernel.python_iptables import PythonIptablesApplier  # noqa: E402
-from netlab.spec import ServiceManifest, ServicePort  # noqa: E402
+from netlab.api.spec import ServiceManifest, ServicePort  # noqa: E402
 
 NODES = [SimpleNamespace(name=f"bench-node{i}") for i in range(3)]
 POD_CIDR = "10.244.0.0/16"

@@ -145,8 +145,8 @@ def _down(args):
 
 
 def _status(args):
-    from netlab.etcd import Store, all_labs
-    from netlab.kubectl import age, render
+    from netlab.api.etcd import Store, all_labs
+    from netlab.api.printers import age, render
     rows = []
     for name in all_labs():
         s = Store(name).load()
@@ -177,7 +177,8 @@ GET_KINDS = {
 
 
 def _get(args):
-    from netlab import apiserver, kubectl
+    from netlab.api import apiserver
+    from netlab.api import printers as kubectl
     from netlab.lab import Lab
     lab = Lab.find(args.lab)
     kind = GET_KINDS[args.kind]
@@ -264,7 +265,7 @@ def _reconcile(args):
 
 
 def _events(args):
-    from netlab import events
+    from netlab.api import events
     from netlab.lab import Lab
     found = events.read(Lab.find(args.lab).name)
     if args.output == "json":
@@ -276,8 +277,8 @@ def _events(args):
 
 
 def _trace(args):
-    from netlab import trace
     from netlab.lab import Lab
+    from netlab.observe import trace
     result = trace.trace(Lab.find(args.lab), args.src, args.dst, udp=args.udp)
     print(json.dumps(result, indent=2) if args.output == "json" else trace.render(result))
 
@@ -317,8 +318,8 @@ def _fault(args):
 
 
 def _graph(args):
-    from netlab import graph
     from netlab.lab import Lab
+    from netlab.observe import graph
     graph.render(Lab.find(args.lab), args.output)
     print(f"wrote {args.output}")
 
@@ -346,9 +347,9 @@ def _run_in(netns, argv):
 
 
 def _probe(args):
-    from netlab import probes
-    from netlab.kubectl import render
+    from netlab.api.printers import render
     from netlab.lab import Lab
+    from netlab.observe import probes
     checks = probes.suite(Lab.find(args.lab), args.area or None)
     if args.output == "json":
         print(json.dumps([c.__dict__ for c in checks], indent=2))
@@ -374,8 +375,8 @@ class _Progress:
 
     def phase(self, description, total):
         if self.progress is None:        # shown from the first phase: an early error prints alone
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
             from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
             self.progress = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
                                      TimeElapsedColumn(), console=Console(stderr=True), transient=False)
             self.progress.__enter__()

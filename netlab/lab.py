@@ -14,13 +14,24 @@ import datetime
 import shutil
 import subprocess
 
-from netlab import apiserver, cloud, cluster, events, kube_proxy, kubelet, names, plan, preflight, spec
+from netlab import addons  # noqa: F401  (the add-ons register their images and processes with the runtime)
+from netlab import names, plan
+from netlab.addons import cloud
+from netlab.api import apiserver, events, spec
+from netlab.api.etcd import Store, all_labs
+from netlab.controllers import cluster
 from netlab.errors import LabNotFound, NetlabError
-from netlab.etcd import Store, all_labs
 from netlab.kernel import conntrack
 from netlab.kernel import netns as ns
+from netlab.kernel import processes
 from netlab.kernel.iptables_restore import RestoreApplier
 from netlab.kernel.netlink import Handles, NetlinkApplier
+from netlab.node import files as node_files
+from netlab.node import kubelet
+from netlab.node.flannel import flanneld
+from netlab.node.proxy import healthcheck  # noqa: F401  (kube-proxy's health servers register with the runtime)
+from netlab.node.proxy import iptables as kube_proxy
+from netlab.observe import preflight
 
 # What reads a node's rules back, per applier: the system's iptables, or the legacy tables
 # python-iptables writes.
@@ -55,7 +66,7 @@ def _remove_netns(netns_names):
     for name in netns_names:
         if "." in name:
             for pid in running.get(ns.netns_id(name), []):
-                kubelet.stop({"pid": pid, "start": kubelet.start_time(pid)}, timeout=1.0)
+                processes.stop({"pid": pid, "start": processes.start_time(pid)}, timeout=1.0)
         ns.delete(name)
         shutil.rmtree(names.NETNS_ETC / name, ignore_errors=True)
 
@@ -99,6 +110,11 @@ class Lab:
     def state(self):
         return self.store.load()
 
+    def _save(self, state):
+        """The record, then the files every node keeps on its disk (they follow the record)."""
+        self.store.save(state)
+        node_files.write(state)
+
     # --- up and down -------------------------------------------------------------------
 
     @classmethod
@@ -127,7 +143,7 @@ class Lab:
                                   f"({', '.join(leftovers[:3])}...); remove them with `netlab cleanup {lab.name}`")
             state = cluster.new_state(lab_spec)
             state.created = _now()
-            lab.store.save(state)                        # the record comes before any kernel object
+            lab._save(state)                        # the record comes before any kernel object
             try:
                 lab._build(state, progress or _NoProgress())
             except BaseException:
@@ -158,13 +174,13 @@ class Lab:
             kubelet.write_pod_files(state, pod)
         for server in kubelet.pod_servers(state):
             state.processes[server] = kubelet.start_pod_server(state.lab, server)
-        self.store.save(state)                            # their records, before anything else
+        self._save(state)                            # their records, before anything else
         for pod in state.pods:
             pod.pids = kubelet.start_commands(state, pod)
             pod.created = state.created
             progress.advance()
         state.phase = "Running"
-        self.store.save(state)
+        self._save(state)
         for server in kubelet.pod_servers(state):
             kubelet.wait_served(state.lab, server, state.processes[server], self.store.path.stat().st_mtime_ns)
 
@@ -216,7 +232,7 @@ class Lab:
 
     def fault(self, kind, targets):
         """Inject a fault (faults.KINDS); it stays until `clear_faults`."""
-        from netlab import faults
+        from netlab.observe import faults
         state = self.state()
         fault = faults.check(state, kind, list(targets))
 
@@ -248,7 +264,7 @@ class Lab:
                 log = []
                 result = mutate(state, log)
                 state.synced = False
-                self.store.save(state)
+                self._save(state)
                 events.record(self.name, log, "controller-manager", why)
             changes = self._converge(state, old, why, full=mutate is None)
         self.last_changes = changes
@@ -306,7 +322,7 @@ class Lab:
         self._run_processes(state, fresh, changes)
         state.synced = True
         if changes.any() or not full:
-            self.store.save(state)
+            self._save(state)
         for agent, items in changes.by_agent.items():
             events.record(self.name, events.summarize(state, agent, items), agent, why)
         if changes.any() or not full:
@@ -322,11 +338,11 @@ class Lab:
                     kubelet.wait_served(state.lab, server, state.processes[server], self.store.path.stat().st_mtime_ns)
                     break
                 except NetlabError:
-                    if attempt == 2 or kubelet.alive(state.processes[server]):
+                    if attempt == 2 or processes.alive(state.processes[server]):
                         raise
                     state.processes[server] = kubelet.start_pod_server(state.lab, server)
                     changes.add("kubelet", [(state.lab, f"started {server}, which serves the pods")])
-                    self.store.save(state)
+                    self._save(state)
 
     def _run_processes(self, state, fresh, changes):
         """kubelet's part, level-triggered: resolver files for new pods, containers whose
@@ -336,7 +352,7 @@ class Lab:
             if pod.netns in fresh:
                 kubelet.write_pod_files(state, pod)
                 pod.created = now
-            running = {r["container"] for r in pod.pids if kubelet.alive(r)}
+            running = {r["container"] for r in pod.pids if processes.alive(r)}
             missing = [c for c in pod.template.containers
                        if c.name not in running and kubelet.container_argv(state, pod, c) is not None]
             if missing:
@@ -345,11 +361,11 @@ class Lab:
                 changes.add("kubelet", [(pod.netns, f"started container {', '.join(c.name for c in missing)}")])
         wanted = kubelet.pod_servers(state)
         for server in wanted:
-            if not kubelet.alive(state.processes.get(server)):
+            if not processes.alive(state.processes.get(server)):
                 state.processes[server] = kubelet.start_pod_server(state.lab, server)
                 changes.add("kubelet", [(state.lab, f"started {server}, which serves the pods")])
         for server in [s for s in state.processes if s not in wanted]:
-            kubelet.stop(state.processes.pop(server))
+            processes.stop(state.processes.pop(server))
             changes.add("kubelet", [(state.lab, f"stopped {server}: nothing needs it any more")])
 
     def down(self):
@@ -358,7 +374,7 @@ class Lab:
 
     def _teardown(self, state):
         """Reverse order, every step idempotent: processes, then namespaces, then records."""
-        kubelet.stop_all([rec for pod in state.pods for rec in pod.pids] + list(state.processes.values())
+        processes.stop_all([rec for pod in state.pods for rec in pod.pids] + list(state.processes.values())
                          + kubelet.announced(self.name))
         recorded = list(state.netns)
         _remove_netns(reversed(recorded + [n for n in self._unclaimed_netns() if n not in recorded]))
@@ -391,7 +407,7 @@ class Lab:
                 if state is not None:
                     lab._teardown(state)
                 else:
-                    kubelet.stop_all(kubelet.announced(lab.name))
+                    processes.stop_all(kubelet.announced(lab.name))
                     _remove_netns(reversed(lab._unclaimed_netns()))
                     lab.store.remove()
         return targets
@@ -402,11 +418,11 @@ class Lab:
         """API objects of a kind ("nodes", "pods"), in the Kubernetes API's shapes."""
         state = self.state()
         if kind in ("nodes", "node", "no"):
-            return [apiserver.node_object(state, n) for n in state.nodes]
+            return [apiserver.node_object(state, n, flanneld.annotations(n)) for n in state.nodes]
         wanted = lambda obj: all_namespaces or obj.namespace == namespace  # noqa: E731
         by_name = lambda obj: (obj.namespace, obj.name)                     # noqa: E731  kubectl's order
         if kind in ("pods", "pod", "po"):
-            return [apiserver.pod_object(state, p) for p in sorted(state.pods, key=by_name) if wanted(p)]
+            return [apiserver.pod_object(state, p, kubelet.pod_running(p)) for p in sorted(state.pods, key=by_name) if wanted(p)]
         if kind in ("services", "service", "svc"):
             return [apiserver.service_object(state, s) for s in sorted(state.services, key=by_name) if wanted(s)]
         if kind in ("endpoints", "ep"):
@@ -448,5 +464,5 @@ class Lab:
         return subprocess.run(["ip", "netns", "exec", self.netns_of(target), *argv], **kwargs)
 
     def prober(self):
-        from netlab.probes import Prober
+        from netlab.observe.probes import Prober
         return Prober(self)

@@ -66,6 +66,20 @@ def lan_port(lab, node):
     return "n" + hashlib.sha256(node.encode()).hexdigest()[:IFNAMSIZ - 1]
 
 
+def _lb_tag(service_key):
+    return hashlib.sha256(service_key.encode()).hexdigest()[:8]
+
+
+def lb_netns(lab, service_key):
+    """A cloud load balancer's machine: one per LoadBalancer Service, tagged by its key."""
+    return f"{lab}-lb-{_lb_tag(service_key)}"
+
+
+def lb_lan_port(service_key):
+    """The LAN-side end of a load balancer's uplink."""
+    return f"lb{_lb_tag(service_key)}"
+
+
 def veth_name(random_hex):
     """The host end of a pod's veth, as the CNI bridge plugin names it: veth + 8 hex."""
     return f"veth{random_hex[:8]}"

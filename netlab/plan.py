@@ -4,8 +4,14 @@ Order matters for creation: the LAN first (it creates every node's eth0), the ex
 client, then nodes (each creates its pods' veth pairs), then pods.
 """
 
-from netlab import cloud, cni, faults, flannel, kube_proxy, underlay
-from netlab.desired import NetnsPlan, merge
+from netlab import names
+from netlab.addons import cloud
+from netlab.controllers import cluster
+from netlab.node import cni, underlay
+from netlab.node.flannel import flanneld as flannel
+from netlab.node.proxy import iptables as kube_proxy
+from netlab.observe import faults
+from netlab.values.desired import NetnsPlan, merge
 
 NODE_SYSCTLS = (
     ("net/ipv4/ip_forward", "1"),
@@ -29,8 +35,8 @@ def lab_plans(state, lb_health=None, node_rules=True):
     """lb_health: the cloud's last health checks ({service: [nodes]}); None: every node.
     node_rules=False leaves kube-proxy's tables out of the node plans (a partial sync plans
     only what changed)."""
-    lbs = cloud.balancers(state)
-    plans = [underlay.lan_plan(state, [(cloud.lan_port(s), cloud.lb_netns(state.lab, s)) for s in lbs]),
+    lbs = cluster.balancers(state)
+    plans = [underlay.lan_plan(state, [(names.lb_lan_port(s.key), names.lb_netns(state.lab, s.key)) for s in lbs]),
              underlay.external_plan(state)]
     plans += [cloud.lb_plan(state, s, cloud.healthy_nodes(state, s, lb_health or {})) for s in lbs]
     plans += [node_plan(state, n, node_rules) for n in state.nodes]
@@ -40,7 +46,7 @@ def lab_plans(state, lb_health=None, node_rules=True):
 
 def describe(plans):
     """A readable dump of plans, for `netlab up --dry-run`."""
-    from netlab.iptables import restore_text
+    from netlab.values.iptables import restore_text
     out = []
     for p in plans:
         out.append(f"# netns {p.netns}")

@@ -9,8 +9,8 @@ deleted; a node whose rules already match gets no write at all.
 import shutil
 
 from netlab.errors import EnvironmentProblem, NetlabError
-from netlab.iptables import BUILTIN, changes
 from netlab.kernel import netns as ns
+from netlab.values.iptables import BUILTIN, changes
 
 
 def current(netns, table, binary="iptables-save"):

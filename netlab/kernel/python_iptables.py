@@ -10,9 +10,9 @@ import shlex
 import shutil
 
 from netlab.errors import EnvironmentProblem, NetlabError
-from netlab.iptables import BUILTIN, changes
 from netlab.kernel import netns as ns
 from netlab.kernel.iptables_restore import current
+from netlab.values.iptables import BUILTIN, changes
 
 SAVE = "iptables-legacy-save"
 _ADDRESS_FLAGS = {"-s": "src", "-d": "dst", "-p": "protocol", "-i": "in_interface", "-o": "out_interface"}

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from netlab import Lab
-from netlab.etcd import all_labs
+from netlab.api.etcd import all_labs
 from netlab.kernel import netns as ns
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "hardening"))
 from common import renamed, root_snapshot  # noqa: E402,F401  (one definition each, shared with the scripts)
+
 TOPOLOGIES = ROOT / "topologies"
 
 HERE = Path(__file__).resolve().parent

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from netlab import Lab
-from netlab.etcd import all_labs
+from netlab.api.etcd import all_labs
 from netlab.kernel import netns as ns
 from netlab.kernel.iptables_restore import RestoreApplier
 

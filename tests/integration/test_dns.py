@@ -148,7 +148,7 @@ def test_the_server_survives_a_flood_of_garbage_and_still_answers(lab):
     assert out.stdout.strip() == "sent", out.stderr
     assert short(lab, "web.default.svc.cluster.local") == [svc_ip(lab, "web")]
     assert short(lab, "+tcp", "web-headless.default.svc.cluster.local") == web_ips(lab)
-    from netlab.kubelet import alive
+    from netlab.node.kubelet import alive
     assert alive(before)
 
 
@@ -191,5 +191,5 @@ def test_headless_answers_follow_the_pods_and_a_cached_answer_goes_stale(make_la
         out = lab.exec("client", ["curl", "-sS", "-m", "2", f"http://{ip}:8080/hostname"], capture_output=True, text=True)
         assert out.returncode == 0
     assert lab.state().processes["coredns"] == server                # followed without a restart
-    from netlab.kubelet import alive
+    from netlab.node.kubelet import alive
     assert alive(server)

@@ -14,10 +14,12 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from netlab import Lab, names, probes, spec
+from netlab import Lab, names
+from netlab.api import spec
+from netlab.api.etcd import all_labs
 from netlab.errors import NetlabError
-from netlab.etcd import all_labs
 from netlab.kernel import netns as ns
+from netlab.observe import probes
 
 from .conftest import TOPOLOGIES, leftovers, renamed, unique_name
 
@@ -136,7 +138,7 @@ def test_the_servers_outlive_garbage_and_floods(make_lab):
     before = {k: dict(v) for k, v in state.processes.items()}
     out = lab.exec("client", [sys.executable, "-c", FLOOD, *targets], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "flooded", out.stderr
-    from netlab.kubelet import alive
+    from netlab.node.kubelet import alive
     assert all(alive(rec) for rec in before.values())
     checks = probes.suite(lab, ["pods, across nodes", "services", "dns", "pod to node"])
     assert all(c.ok for c in checks), [f"{c.name}: {c.observed}" for c in checks if not c.ok]

@@ -5,8 +5,8 @@ import subprocess
 import textwrap
 import time
 
-from netlab import ingress_nginx
-from netlab.kubelet import alive
+from netlab.addons import ingress_nginx
+from netlab.node.kubelet import alive
 
 from .conftest import TOPOLOGIES
 

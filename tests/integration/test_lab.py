@@ -6,10 +6,11 @@ import sys
 
 import pytest
 
-from netlab import names, plan, probes
+from netlab import names, plan
 from netlab.kernel import netns as ns
 from netlab.kernel.iptables_restore import RestoreApplier
 from netlab.kernel.netlink import apply_all
+from netlab.observe import probes
 
 from .conftest import TOPOLOGIES, lab_for_module, leftovers
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from netlab import plan
-from netlab.etcd import all_labs
+from netlab.api.etcd import all_labs
 from netlab.kernel import netns as ns
 from netlab.kernel.iptables_restore import parse_save
 
@@ -210,7 +210,7 @@ def test_a_udp_client_moves_to_a_live_backend_when_its_own_goes(make_lab):
         first = proc.stdout.readline().strip()
         assert first in web_pods(lab)
         lab.delete("pod", "default", first)                   # its ReplicaSet puts another in its place
-        events = [e for e in __import__("netlab.events", fromlist=["read"]).read(lab.name)
+        events = [e for e in __import__("netlab.api.events", fromlist=["read"]).read(lab.name)
                   if "conntrack" in e["message"]]
         assert events, "kube-proxy deleted no conntrack entry"
         proc.stdin.write("\n")
@@ -302,11 +302,11 @@ def test_the_lab_stays_removable_after_all_this(make_lab):
     lab.down()
     assert lab.name not in all_labs() and not [n for n in ns.list_names() if n.startswith(lab.name + "-")]
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert f"netlab.agnhost {lab.name}" not in ps and f"netlab.coredns {lab.name}" not in ps
+    assert f"netlab.addons.agnhost {lab.name}" not in ps and f"netlab.addons.coredns {lab.name}" not in ps
 
 
 def test_a_scale_rewrites_only_the_chains_of_the_services_it_touches(make_lab):
-    from netlab import kube_proxy
+    from netlab.node.proxy import iptables as kube_proxy
     lab = make_lab(TOPOLOGIES / "services.yaml")
     lab.scale("default", "web", 5)
     state = lab.state()

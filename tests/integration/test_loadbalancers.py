@@ -5,7 +5,9 @@ import subprocess
 import sys
 import time
 
-from netlab import cloud, ipam
+from netlab import names
+from netlab.addons import cloud
+from netlab.controllers import ipam
 from netlab.kernel import netns as ns
 
 from .conftest import TOPOLOGIES
@@ -74,13 +76,13 @@ def test_an_unhealthy_node_is_skipped_and_comes_back(make_lab):
     assert ns.run(lan, ["ip", "link", "set", port, "down"]).returncode == 0
     wait_for(lambda: health(lab, "web-lb") == [n for n in everyone if n != victim.name])
     svc = state.service("default", "web-lb")
-    rules = ns.run(cloud.lb_netns(lab.name, svc), ["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
+    rules = ns.run(names.lb_netns(lab.name, svc.key), ["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
     assert victim.ip not in rules
     answers = [curl(lab, "http://172.18.255.200/hostname", timeout=2) for _ in range(20)]
     assert all(a.returncode == 0 for a in answers)              # nothing is sent to the isolated node
     assert ns.run(lan, ["ip", "link", "set", port, "up"]).returncode == 0
     wait_for(lambda: health(lab, "web-lb") == everyone)
-    rules = ns.run(cloud.lb_netns(lab.name, svc), ["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
+    rules = ns.run(names.lb_netns(lab.name, svc.key), ["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
     assert victim.ip in rules
 
 

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from netlab import Lab, graph, probes
+from netlab import Lab
 from netlab.kernel import netns as ns
+from netlab.observe import graph, probes
 
 from .conftest import renamed, unique_name
 
@@ -124,7 +125,7 @@ def test_probe_exit_codes(lab):
 
 
 def test_trace_of_a_cross_node_cluster_ip_flow(lab):
-    from netlab import trace
+    from netlab.observe import trace
     state = lab.state()
     src = next(p for p in state.pods if p.owner == "Deployment/web" and p.node == state.nodes[1].name)
     for _ in range(20):                                       # until the DNAT picks another node's pod
@@ -174,7 +175,7 @@ def test_capture_decodes_the_overlay(lab):
 
 def test_faults_break_what_they_should_and_clear(lab):
     from netlab.errors import EnvironmentProblem
-    from netlab.faults import netem_available
+    from netlab.observe.faults import netem_available
     state = lab.state()
     a, b = state.nodes[1], state.nodes[2]
     lab.fault("partition", [a.name, b.name])

@@ -7,11 +7,13 @@ import sys
 
 import pytest
 
-from netlab import Lab, ipam, kube_proxy, plan
-from netlab.etcd import all_labs
-from netlab.iptables import BUILTIN
+from netlab import Lab, plan
+from netlab.api.etcd import all_labs
+from netlab.controllers import ipam
 from netlab.kernel import netns as ns
 from netlab.kernel.iptables_restore import RestoreApplier, parse_save
+from netlab.node.proxy import iptables as kube_proxy
+from netlab.values.iptables import BUILTIN
 
 from .conftest import TOPOLOGIES, lab_for_module, renamed, unique_name
 

@@ -6,8 +6,10 @@ import random
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, DNSRecord
 
-from netlab import cluster, coredns, spec
-from netlab.spec import Container, ContainerPort, PodTemplate, ServiceManifest, ServicePort
+from netlab.addons import coredns
+from netlab.api import spec
+from netlab.api.spec import Container, ContainerPort, PodTemplate, ServiceManifest, ServicePort
+from netlab.controllers import cluster
 
 D = "cluster.local."
 
@@ -219,7 +221,8 @@ def test_garbage_gets_formerr_or_nothing(z):
 
 # --- robustness --------------------------------------------------------------------------
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st  # noqa: E402
 
 _ZONE = []
 

@@ -11,7 +11,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netlab import cli, cluster, plan, spec
+from netlab import cli, plan
+from netlab.api import spec
+from netlab.controllers import cluster
 from netlab.errors import NetlabError, SpecError
 from netlab.kernel import netns as ns
 

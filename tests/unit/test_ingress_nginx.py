@@ -7,7 +7,9 @@ import textwrap
 
 import pytest
 
-from netlab import cluster, ingress_nginx, spec
+from netlab.addons import ingress_nginx
+from netlab.api import spec
+from netlab.controllers import cluster
 from netlab.errors import SpecError
 
 CLUSTER = """

@@ -2,7 +2,7 @@
 
 import pytest
 
-from netlab import ipam
+from netlab.controllers import ipam
 from netlab.errors import NetlabError
 
 

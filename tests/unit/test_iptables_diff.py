@@ -1,8 +1,8 @@
 """The apply logic's decisions, against tables read back as iptables-save prints them:
 what is rewritten, what is left alone, what stale chain is removed."""
 
-from netlab.iptables import Table, changes
 from netlab.kernel.iptables_restore import diff, parse_save
+from netlab.values.iptables import Table, changes
 
 PLAN = Table("nat", {
     "PREROUTING": ('-m comment --comment "kubernetes service portals" -j KUBE-SERVICES',),

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from netlab import kube_proxy
-from netlab.endpoints import Address, Endpoints, Port, Subset
-from netlab.spec import ServiceManifest, ServicePort
+from netlab.api.objects import Address, Endpoints, Port, Subset
+from netlab.api.spec import ServiceManifest, ServicePort
+from netlab.node.proxy import iptables as kube_proxy
 
 POD_CIDR = "10.244.0.0/16"
 NODE = SimpleNamespace(name="node-a")

@@ -2,8 +2,11 @@
 
 import random
 
-from netlab import cloud, cluster, metallb, spec
-from netlab.spec import ServiceManifest, ServicePort
+from netlab import names
+from netlab.addons import cloud, metallb
+from netlab.api import spec
+from netlab.api.spec import ServiceManifest, ServicePort
+from netlab.controllers import cluster
 
 CLUSTER = spec.ClusterConfig(name="t", roles=("control-plane", "worker", "worker"))
 
@@ -22,7 +25,7 @@ def test_addresses_come_from_the_pool_in_order_and_local_gets_a_health_port():
     svc = s.service("default", "web-lb")
     assert (svc.load_balancer_ip, svc.load_balancer_ip_mode) == ("172.18.255.200", "Proxy")
     assert 30000 <= svc.health_check_node_port <= 32767 and svc.ports[0].node_port
-    assert cloud.lb_netns("t", svc) in s.netns
+    assert names.lb_netns("t", svc.key) in s.netns
 
 
 def test_the_cloud_balancer_forwards_to_healthy_nodes_node_ports():

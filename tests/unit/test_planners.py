@@ -1,7 +1,11 @@
 """The CNI and flannel planners against the layouts in shared/REFERENCE.md."""
 
-from netlab import cluster, cni, flannel, plan, spec
-from netlab.desired import Addr, Fdb, Link, Neigh, Peer, Route, Vxlan
+from netlab import plan
+from netlab.api import spec
+from netlab.controllers import cluster
+from netlab.node import cni
+from netlab.node.flannel import flanneld as flannel
+from netlab.values.desired import Addr, Fdb, Link, Neigh, Peer, Route, Vxlan
 
 
 def three_nodes(pods=()):

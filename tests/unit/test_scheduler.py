@@ -2,7 +2,8 @@
 
 import pytest
 
-from netlab import cluster, scheduler, spec
+from netlab.api import spec
+from netlab.controllers import cluster, scheduler
 from netlab.errors import NetlabError
 
 

@@ -5,9 +5,11 @@ import textwrap
 
 import pytest
 
-from netlab import cluster, endpoints, ipam, kubectl, spec
+from netlab.api import printers as kubectl
+from netlab.api import spec
+from netlab.api.spec import ServicePort
+from netlab.controllers import cluster, endpoints, ipam
 from netlab.errors import SpecError
-from netlab.spec import ServicePort
 
 CLUSTER = """
 kind: Cluster

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from netlab import spec
+from netlab.api import spec
 from netlab.errors import SpecError
 
 

@@ -45,7 +45,7 @@ def read(lab):
 
 
 def table(events, all_namespaces=True):
-    from netlab.kubectl import age, render
+    from netlab.api.printers import age, render
     header = (["NAMESPACE"] if all_namespaces else []) + ["LAST SEEN", "TYPE", "REASON", "OBJECT", "SOURCE", "MESSAGE"]
     rows = [([e["namespace"] or "-"] if all_namespaces else []) +
             [age(e["time"]), e["type"], e["reason"], e["object"], e["source"], f"{e['message']} ({e['why']})"]

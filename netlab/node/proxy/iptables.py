@@ -16,8 +16,9 @@ import math
 import re
 from collections import defaultdict
 
-from netlab.endpoints import ready_endpoints
-from netlab.iptables import Table
+from netlab.controllers.endpoints import ready_endpoints
+from netlab.values.desired import NetnsPlan
+from netlab.values.iptables import Table
 
 MASQ_MARK = "0x4000"
 NO_PROXY_LABELS = ("service.kubernetes.io/service-proxy-name", "service.kubernetes.io/headless")
@@ -347,80 +348,5 @@ def _to_endpoints(svc, name, key, eps):
 
 def node_plan(state, node, rules=True):
     """kube-proxy's part of a node: its sysctl and (unless `rules` is False) its two tables."""
-    from netlab.desired import NetnsPlan
     tables = node_tables(state.services, state.endpoints, node, state.cluster.pod_subnet) if rules else {}
     return NetnsPlan(node.netns, sysctls=(("net/ipv4/conf/all/route_localnet", "1"),), iptables=tables)
-
-
-# --- kube-proxy's health servers ---------------------------------------------------------
-
-HEALTHZ_PORT = 10256
-
-
-def service_health(state, hc_port, node):
-    """(status, body) of a healthCheckNodePort on a node: 200 while the Service has a ready
-    endpoint there, 503 otherwise — what a cloud load balancer checks for Local policy."""
-    import json
-    svc = next((s for s in state.services if s.health_check_node_port == hc_port), None)
-    if svc is None:
-        return 404, "404 page not found\n"
-    ep = state.endpoints_of(svc)
-    local = len({a.ip for s in (ep.subsets if ep else ()) for a in s.addresses if a.node == node})
-    body = json.dumps({"service": {"namespace": svc.namespace, "name": svc.name}, "localEndpoints": local,
-                       "serviceProxyHealthy": True})
-    return (200 if local else 503), body
-
-
-def _health_server():
-    import asyncio
-    import datetime
-    import json
-
-    from netlab.kubelet import PodServer
-
-    class HealthServer(PodServer):
-        """On every node: :10256/healthz (the node's proxy is healthy) and each Local
-        LoadBalancer Service's healthCheckNodePort."""
-        name = "kube_proxy"
-
-        def updated(self, state):
-            self.state = state
-
-        def targets(self, state):
-            from netlab.kernel import netns as ns
-            hc = sorted({(s.health_check_node_port, "TCP") for s in state.services if s.health_check_node_port})
-            return {n.name: (n.netns, [(HEALTHZ_PORT, "TCP")] + hc, n) for n in state.nodes if ns.exists(n.netns)}
-
-        async def serve(self, node, proto, port, sock):
-            return await asyncio.start_server(lambda r, w: self._http(node.name, port, r, w), sock=sock)
-
-        async def _http(self, node, port, reader, writer):
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-                path = head.split(b" ", 2)[1].decode(errors="replace") if head.count(b" ") >= 2 else ""
-                if port == HEALTHZ_PORT:
-                    now = datetime.datetime.now(datetime.timezone.utc).isoformat()
-                    ok = path in ("/healthz", "/livez")
-                    status, body = (200, json.dumps({"lastUpdated": now, "currentTime": now, "nodeEligible": True})) \
-                        if ok else (404, "404 page not found\n")
-                else:
-                    status, body = service_health(self.state, port, node)
-                reason = {200: "OK", 503: "Service Unavailable", 404: "Not Found"}[status]
-                data = body.encode()
-                writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-                             f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(data)}\r\n"
-                             "Connection: close\r\n\r\n".encode() + data)
-                await writer.drain()
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
-                pass
-            finally:
-                writer.close()
-
-    return HealthServer
-
-
-if __name__ == "__main__":
-    import sys
-
-    from netlab.kubelet import serve_pods
-    serve_pods(_health_server(), sys.argv[1])

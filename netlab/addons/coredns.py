@@ -1,14 +1,13 @@
 """CoreDNS with its kubernetes plugin, as kubeadm deploys it: the cluster's DNS.
 
-Three parts:
-  addon(cluster)        kubeadm's objects: the coredns Deployment (two replicas) and the
-                        Service kube-system/kube-dns at the tenth address of the service range
+Two parts (kubeadm's objects, the coredns Deployment and kube-system/kube-dns, are made in
+netlab.controllers.kubeadm):
   zone(state, ...)      the records the Kubernetes DNS specification (1.1.0) asks for, as a
                         pure function of the cluster state; kubeadm's Corefile options apply
                         (`ttl 30`, `pods insecure`, reverse zones falling through to a
                         forwarder, which a sealed lab does not have: SERVFAIL)
   answer(zone, packet)  one DNS message in, one out, in wire format through dnslib
-The server (`python -m netlab.coredns LAB`) serves every coredns pod of a lab from sockets
+The server (`python -m netlab.addons.coredns LAB`) serves every coredns pod of a lab from sockets
 opened inside the pods' namespaces, and rebuilds the zone whenever the lab's state changes.
 """
 
@@ -19,56 +18,27 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-from netlab.kubelet import PodServer, serve_pods
-from netlab.spec import Container, ContainerPort, DeploymentManifest, PodTemplate, ServiceManifest, ServicePort, \
-    Toleration
+from netlab.controllers.kubeadm import COREDNS_IMAGE as IMAGE
+from netlab.controllers.kubeadm import COREDNS_METRICS_PORT as METRICS_PORT
+from netlab.controllers.kubeadm import DOMAIN, dns_ip
+from netlab.node import runtime
+from netlab.node.kubelet import PodServer, serve_pods
 
-IMAGE = "registry.k8s.io/coredns/coredns:v1.12.0"
-DOMAIN = "cluster.local."
 REVERSE = "in-addr.arpa."
 SPEC_VERSION = "1.1.0"
 VERSION_TTL = 28800
-LABELS = {"k8s-app": "kube-dns"}
 UDP_LIMIT = 512                   # without EDNS0, a UDP answer must fit in 512 bytes
 EDNS_LIMIT = 4096                 # the most this server sends over UDP, whatever a client offers
-METRICS_PORT = 9153
 
-
-# --- kubeadm's addon ---------------------------------------------------------------------
 
 def runs_coredns(container):
     """The container runtime's choice: a container of CoreDNS's image runs netlab's server."""
     return not container.command and container.image.split(":")[0] == IMAGE.split(":")[0]
 
 
-def dns_ip(cluster):
-    return str(ipaddress.ip_network(cluster.service_subnet).network_address + 10)
-
-
-def addon(cluster):
-    """The coredns Deployment and the kube-dns Service, as `kubeadm init` creates them."""
-    ports = (ContainerPort(53, "UDP", "dns"), ContainerPort(53, "TCP", "dns-tcp"),
-             ContainerPort(METRICS_PORT, "TCP", "metrics"))
-    template = PodTemplate(
-        labels=dict(LABELS),
-        containers=(Container("coredns", IMAGE, (), ("-conf", "/etc/coredns/Corefile"), ports),),
-        node_selector={"kubernetes.io/os": "linux"},
-        tolerations=(Toleration("CriticalAddonsOnly", "Exists"),
-                     Toleration("node-role.kubernetes.io/control-plane", "Exists", None, "NoSchedule")))
-    deployment = DeploymentManifest("kube-system", "coredns", cluster.dns_replicas, dict(LABELS), template)
-    service = ServiceManifest(
-        "kube-system", "kube-dns",
-        {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"},
-        cluster_ip=dns_ip(cluster), selector=dict(LABELS),
-        ports=(ServicePort(53, "UDP", "dns", 53), ServicePort(53, "TCP", "dns-tcp", 53),
-               ServicePort(METRICS_PORT, "TCP", "metrics", METRICS_PORT)))
-    return deployment, service
-
-
-def resolv_conf(cluster, namespace):
-    """What kubelet writes for a pod with dnsPolicy ClusterFirst (the CRI's layout)."""
-    search = f"{namespace}.svc.{DOMAIN[:-1]} svc.{DOMAIN[:-1]} {DOMAIN[:-1]}"
-    return f"search {search}\nnameserver {dns_ip(cluster)}\noptions ndots:5\n"
+# CoreDNS's pods use the node's resolver (dnsPolicy Default), and one lab process serves them all.
+runtime.register_image(runtime.Image("coredns", runs_coredns, server="coredns", dns_policy="Default"))
+runtime.register_process(runtime.LabProcess("coredns", __name__))
 
 
 # --- the zone ----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """kubelet and the container runtime: the processes that run in pods.
 
 Pods whose containers have no command run agnhost netexec, all of them served by one lab
-process (netlab.agnhost). A container with a command runs that command inside the pod's
+process (netlab.addons.agnhost). A container with a command runs that command inside the pod's
 namespace the way `ip netns exec` runs it, so /etc/netns/<pod netns>/ files apply.
 Every process is recorded with its pid and start time, and only a process that still has
 both is ever signalled: we end only what we started.
@@ -16,59 +16,12 @@ import sys
 import time
 
 from netlab import names
+from netlab.controllers.kubeadm import DOMAIN, dns_ip
 from netlab.errors import NetlabError
+from netlab.kernel.processes import alive, record, start_time
+from netlab.node import runtime
 
 POLL_SECONDS = 0.2
-
-
-def start_time(pid):
-    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def record(proc):
-    return {"pid": proc.pid, "start": start_time(proc.pid)}
-
-
-def alive(rec):
-    return rec is not None and start_time(rec["pid"]) == rec["start"]
-
-
-def stop(rec, timeout=5.0):
-    """SIGTERM, then SIGKILL, to a process we started (and its session, which it leads)."""
-    stop_all([rec], timeout)
-
-
-def stop_all(recs, timeout=5.0):
-    """stop() for several processes at once: all are signalled, then all are waited for."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        running = [r for r in recs if alive(r)]
-        for rec in running:
-            pid = rec["pid"]
-            try:
-                os.killpg(pid, sig) if os.getpgid(pid) == pid else os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + wait
-        while running and time.monotonic() < deadline:
-            for rec in running:
-                _reap(rec["pid"])
-            running = [r for r in running if alive(r)]
-            if running:
-                time.sleep(0.02)
-        if not running:
-            return
-
-
-def _reap(pid):
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _log(lab, name):
@@ -77,30 +30,15 @@ def _log(lab, name):
     return open(d / f"{name}.log", "ab")
 
 
-# The lab-wide processes that stand in for container images: agnhost netexec for every
-# container without a command, CoreDNS for containers of CoreDNS's image, and kube-proxy's
-# health servers on every node; and the cloud provider's load-balancer health checks.
-POD_SERVERS = ("agnhost", "coredns", "kube_proxy", "cloud", "metallb", "ingress_nginx")
-
-
 def pod_servers(state):
-    """The lab processes this state needs: a lab without LoadBalancers or an ingress
-    controller runs no cloud, speaker or ingress controller."""
-    from netlab import cloud, ingress_nginx
-    lbs = [s for s in state.services if s.type == "LoadBalancer"]
-    wanted = {"agnhost", "coredns", "kube_proxy"}
-    if cloud.balancers(state):
-        wanted.add("cloud")
-    if any(s.load_balancer_ip_mode == "VIP" for s in lbs):
-        wanted.add("metallb")
-    if any(ingress_nginx.runs_nginx(c) for p in state.pods for c in p.template.containers):
-        wanted.add("ingress_nginx")
-    return [name for name in POD_SERVERS if name in wanted]
+    """The lab processes this state needs, in the order they registered: a lab without
+    LoadBalancers or an ingress controller runs no cloud, speaker or ingress controller."""
+    return [name for name, p in runtime.PROCESSES.items() if p.wanted(state)]
 
 
 def start_pod_server(lab, name):
     with _log(lab, name) as log:
-        proc = subprocess.Popen([sys.executable, "-m", f"netlab.{name}", lab], stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen([sys.executable, "-m", runtime.PROCESSES[name].module, lab], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=log, start_new_session=True, close_fds=True)
     return record(proc)
 
@@ -121,27 +59,37 @@ def wait_served(lab, name, rec, state_mtime_ns, timeout=30.0):
     raise NetlabError(f"the pod server ({name}) of lab {lab} did not come up within {timeout:.0f}s")
 
 
+def pod_running(pod):
+    """A pod runs when every container with a command still runs (lab-served ones run with the lab)."""
+    return all(alive(r) for r in pod.pids)
+
+
 def write_pod_files(state, pod):
     """/etc/resolv.conf and /etc/hosts as kubelet writes them for a ClusterFirst pod, placed
-    where `ip netns exec` bind-mounts them: /etc/netns/<pod netns>/. CoreDNS's own pods use
-    the node's resolver (dnsPolicy Default) and get none."""
-    from netlab import coredns
-    if any(coredns.runs_coredns(c) for c in pod.template.containers):
+    where `ip netns exec` bind-mounts them: /etc/netns/<pod netns>/. Pods of an image that
+    uses the node's resolver (dnsPolicy Default: CoreDNS's own) get none."""
+    if any(getattr(runtime.image_of(c), "dns_policy", "ClusterFirst") == "Default" for c in pod.template.containers):
         return
     d = names.NETNS_ETC / pod.netns
     d.mkdir(parents=True, exist_ok=True)
-    (d / "resolv.conf").write_text(coredns.resolv_conf(state.cluster, pod.namespace))
+    (d / "resolv.conf").write_text(resolv_conf(state.cluster, pod.namespace))
     t = pod.template
     me = f"{pod.ip}\t{pod.name}"
     if t.hostname and t.subdomain:
-        me = f"{pod.ip}\t{t.hostname}.{t.subdomain}.{pod.namespace}.svc.{coredns.DOMAIN[:-1]}\t{t.hostname}"
+        me = f"{pod.ip}\t{t.hostname}.{t.subdomain}.{pod.namespace}.svc.{DOMAIN[:-1]}\t{t.hostname}"
     (d / "hosts").write_text("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"
                              "::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n"
                              "fe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n"
                              f"{me}\n")
 
 
-# --- what agnhost and coredns share -------------------------------------------------------
+def resolv_conf(cluster, namespace):
+    """What kubelet writes for a pod with dnsPolicy ClusterFirst (the CRI's layout)."""
+    search = f"{namespace}.svc.{DOMAIN[:-1]} svc.{DOMAIN[:-1]} {DOMAIN[:-1]}"
+    return f"search {search}\nnameserver {dns_ip(cluster)}\noptions ndots:5\n"
+
+
+# --- what the pod servers share -------------------------------------------------------
 
 class PodServer:
     """One process serving many pods from sockets opened inside each pod's namespace (a
@@ -153,7 +101,7 @@ class PodServer:
     name = "pods"
 
     def __init__(self, lab):
-        from netlab.etcd import Store
+        from netlab.api.etcd import Store
         self.store = Store(lab)
         self.running = {}      # key -> ((netns, ports), [servers or transports])
         self.reload_requested = asyncio.Event()
@@ -292,14 +240,12 @@ def serve_pods(server_class, lab):
 
 
 def container_argv(state, pod, container):
-    """What the runtime runs for a container as its own process: its command, or for
-    ingress-nginx's image the real nginx. None: a lab-wide server (agnhost, CoreDNS) serves it."""
-    from netlab import ingress_nginx
+    """What the runtime runs for a container as its own process: its command, or what its
+    image's add-on starts (ingress-nginx's real nginx). None: a lab process serves it."""
     if container.command:
         return [*container.command, *container.args]
-    if ingress_nginx.runs_nginx(container):
-        return ingress_nginx.start_argv(state, pod)
-    return None
+    image = runtime.image_of(container)
+    return image.argv(state, pod) if image is not None and image.argv else None
 
 
 def start_commands(state, pod, only=None):

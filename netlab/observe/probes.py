@@ -10,14 +10,17 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from netlab import agnhost, flannel, ipam, names
+from netlab import names
+from netlab.addons import agnhost
+from netlab.controllers import ipam
 from netlab.errors import NetlabError
+from netlab.node.flannel import flanneld as flannel
 
 
 class _Worker:
     def __init__(self, netns):
         self.netns = netns
-        self.proc = subprocess.Popen([sys.executable, "-m", "netlab.probe_worker", netns],
+        self.proc = subprocess.Popen([sys.executable, "-m", "netlab.observe.probe_worker", netns],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.lock = threading.Lock()
         self._ready = False
@@ -293,7 +296,7 @@ def _backends(state, svc, port):
 def service_checks(prober, state, pod):
     """kube-proxy's paths: each Service port from a pod by its ClusterIP, each TCP NodePort
     from the external client through every node; a Service without endpoints refuses."""
-    from netlab import kube_proxy
+    from netlab.node.proxy import iptables as kube_proxy
     src = f"{pod.namespace}/{pod.name}"
     outside = ipam.lan_external_ip(state.cluster.lan_cidr)
     checks = []
@@ -343,7 +346,7 @@ def dns_checks(prober, state, pod):
 
 def _dns_kubernetes(prober, state, pod):
     """The cluster's DNS from a pod, over UDP and TCP, through the kube-dns ClusterIP."""
-    from netlab import coredns
+    from netlab.addons import coredns
     src = f"{pod.namespace}/{pod.name}"
     server = coredns.dns_ip(state.cluster)
     name = f"kubernetes.default.svc.{coredns.DOMAIN}"
@@ -360,7 +363,7 @@ def _dns_kubernetes(prober, state, pod):
 
 def _service_tcp_checks(prober, state, pod, svc, port, name, backends, hint):
     """What Kubernetes' e2e tests ask of a TCP service port beyond one answer."""
-    from netlab import coredns
+    from netlab.addons import coredns
     src = f"{pod.namespace}/{pod.name}"
     out = []
     sticky_self = svc.session_affinity == "ClientIP" and pod.name in backends
@@ -412,7 +415,7 @@ def _service_tcp_checks(prober, state, pod, svc, port, name, backends, hint):
 
 
 def _dns_service_checks(prober, state, src):
-    from netlab import coredns
+    from netlab.addons import coredns
     out = []
     server = coredns.dns_ip(state.cluster)
     for svc in state.services:

@@ -6,8 +6,9 @@ the external client. It forwards nothing anywhere else: the lab never reaches th
 
 import ipaddress
 
-from netlab import ipam, names
-from netlab.desired import Addr, Link, NetnsPlan, Peer, Route
+from netlab import names
+from netlab.controllers import ipam
+from netlab.values.desired import Addr, Link, NetnsPlan, Peer, Route
 
 
 def _prefix(cidr):

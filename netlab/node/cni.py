@@ -7,8 +7,10 @@ pod, arp_notify, the address from host-local and the routes the plugin writes.
 
 import ipaddress
 
-from netlab import flannel, ipam, names
-from netlab.desired import Addr, Link, NetnsPlan, Peer, Route
+from netlab import names
+from netlab.controllers import ipam
+from netlab.node.flannel import flanneld as flannel
+from netlab.values.desired import Addr, Link, NetnsPlan, Peer, Route
 
 NETWORK_NAME = "cbr0"
 

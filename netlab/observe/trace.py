@@ -55,7 +55,7 @@ def resolve(state, dst):
 
 def _source_ip(state, src):
     if src == "external":
-        from netlab import ipam
+        from netlab.controllers import ipam
         return ipam.lan_external_ip(state.cluster.lan_cidr)
     if any(n.name == src for n in state.nodes):
         return state.node(src).ip

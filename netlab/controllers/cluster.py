@@ -9,10 +9,17 @@ import ipaddress
 import random
 import secrets
 
-from netlab import cloud, coredns, deployment, endpoints, ingress_nginx, ipam, names, scheduler
+from netlab import names
+from netlab.api.objects import ClusterState, Deployment, HostLocal, Node, Pod
+from netlab.api.spec import NODE_PORT_RANGE, ServiceManifest, ServicePort
+from netlab.controllers import deployment, endpoints, ipam, kubeadm, scheduler
 from netlab.errors import NetlabError
-from netlab.etcd import ClusterState, Deployment, HostLocal, Node, Pod
-from netlab.spec import NODE_PORT_RANGE, ServiceManifest, ServicePort
+
+
+def balancers(state):
+    """The Services that get a cloud load balancer of their own (the cloud controller
+    manager's service controller asks the cloud for one): LoadBalancers of ipMode Proxy."""
+    return [s for s in state.services if s.type == "LoadBalancer" and s.load_balancer_ip_mode == "Proxy"]
 
 
 def random_mac(rng):
@@ -34,10 +41,10 @@ def new_state(spec, rng=None):
         state.nodes.append(Node(name, role, ip, cidr, random_mac(rng),
                                 scheduler.node_labels(name, role), scheduler.node_taints(role, has_workers)))
         state.ipam[name] = HostLocal()
-    dns_deployment, dns_service = coredns.addon(c)    # kubeadm's addon, before any workload
+    dns_deployment, dns_service = kubeadm.coredns_addon(c)    # kubeadm's addon, before any workload
     add_deployment(state, dns_deployment, rng)
     if c.ingress:
-        ingress_deployment, ingress_service = ingress_nginx.addon(c)
+        ingress_deployment, ingress_service = kubeadm.ingress_addon(c)
         add_deployment(state, ingress_deployment, rng)
     for p in spec.pods:
         add_pod(state, p.namespace, p.name, p.template, rng=rng)
@@ -53,7 +60,7 @@ def new_state(spec, rng=None):
     for s in sorted(spec.services, key=lambda s: s.cluster_ip in (None, "None")):
         add_service(state, s, rng)
     sync_endpoints(state)
-    state.netns = [state.lan_netns(), state.external_netns()] + [cloud.lb_netns(c.name, s) for s in cloud.balancers(state)]
+    state.netns = [state.lan_netns(), state.external_netns()] + [names.lb_netns(c.name, s.key) for s in balancers(state)]
     state.netns += [n.netns for n in state.nodes] + [p.netns for p in state.pods]
     return state
 
@@ -228,8 +235,8 @@ def _apply_service(state, m, rng, log):
                                                **kept_lb), rng)
     except NetlabError:
         state.services.append(old)
-        if old in cloud.balancers(state) and cloud.lb_netns(state.lab, old) not in state.netns:
-            state.netns.insert(2, cloud.lb_netns(state.lab, old))
+        if old in balancers(state) and names.lb_netns(state.lab, old.key) not in state.netns:
+            state.netns.insert(2, names.lb_netns(state.lab, old.key))
         raise
     if state.services[-1] != old:
         log.append(("Updated", f"service/{m.name}", m.namespace, "spec changed"))
@@ -237,8 +244,8 @@ def _apply_service(state, m, rng, log):
 
 def _remove_service(state, svc):
     """The Service goes, and with it its cloud load balancer."""
-    if svc in cloud.balancers(state) and cloud.lb_netns(state.lab, svc) in state.netns:
-        state.netns.remove(cloud.lb_netns(state.lab, svc))
+    if svc in balancers(state) and names.lb_netns(state.lab, svc.key) in state.netns:
+        state.netns.remove(names.lb_netns(state.lab, svc.key))
     state.services.remove(svc)
 
 
@@ -394,8 +401,8 @@ def add_service(state, manifest, rng):
     service = dataclasses.replace(manifest, cluster_ip=ip, ports=tuple(allocated),
                                   created=manifest.created or state.created, **lb)
     state.services.append(service)
-    if state.netns and service in cloud.balancers(state):       # a running lab gets a new machine
-        state.netns.insert(2, cloud.lb_netns(state.lab, service))
+    if state.netns and service in balancers(state):       # a running lab gets a new machine
+        state.netns.insert(2, names.lb_netns(state.lab, service.key))
     return service
 
 

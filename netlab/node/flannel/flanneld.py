@@ -10,8 +10,8 @@ import ipaddress
 import json
 
 from netlab import names
-from netlab.desired import Addr, Fdb, Link, Neigh, NetnsPlan, Route, Vxlan
-from netlab.iptables import Table
+from netlab.values.desired import Addr, Fdb, Link, Neigh, NetnsPlan, Route, Vxlan
+from netlab.values.iptables import Table
 
 VNI = 1
 PORT = 8472            # the Linux kernel's default VXLAN port, not IANA's 4789

@@ -6,41 +6,7 @@ containers have no port of a named targetPort is left out of that port, addresse
 grouped into subsets by the ports they offer, and a pod without an IP is skipped.
 """
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Address:
-    ip: str
-    node: str
-    pod: str                   # the pod's name (targetRef), in the Service's namespace
-    uid: str
-    hostname: str | None = None
-
-
-@dataclass(frozen=True)
-class Port:
-    name: str
-    port: int
-    protocol: str
-
-
-@dataclass(frozen=True)
-class Subset:
-    addresses: tuple = ()
-    not_ready: tuple = ()
-    ports: tuple = ()
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    namespace: str
-    name: str
-    subsets: tuple = ()
-
-    @property
-    def key(self):
-        return f"{self.namespace}/{self.name}"
+from netlab.api.objects import Address, Endpoints, Port, Subset
 
 
 def selects(service, pod):

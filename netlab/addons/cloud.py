@@ -6,20 +6,27 @@ every healthy node (DNAT spread evenly, then masquerade: the status says ipMode 
 kube-proxy leaves the IP alone). Its health checks are the real ones: kube-proxy's
 `:10256/healthz` for externalTrafficPolicy Cluster, the Service's healthCheckNodePort for
 Local (200 only where the Service has a local endpoint). One process per lab
-(`python -m netlab.cloud LAB`) checks every node from inside each load balancer and rewrites
+(`python -m netlab.addons.cloud LAB`) checks every node from inside each load balancer and rewrites
 its rules when the healthy set changes. That is why a LoadBalancer costs what it costs: one
 more machine per Service.
 """
 
-import hashlib
 import json
 import os
 import socket
 import sys
 
-from netlab import names, underlay
-from netlab.desired import NetnsPlan
-from netlab.iptables import Table
+from netlab import names
+from netlab.api.etcd import Store
+from netlab.controllers.cluster import balancers
+from netlab.kernel import netns as ns
+from netlab.kernel.iptables_restore import RestoreApplier
+from netlab.node import runtime, underlay
+from netlab.node.kubelet import announce, poll
+from netlab.node.proxy.healthcheck import HEALTHZ_PORT
+from netlab.node.proxy.iptables import probability
+from netlab.values.desired import NetnsPlan
+from netlab.values.iptables import Table
 
 HEALTH_FILE = "lb-health.json"
 CHECK_SECONDS = 0.5
@@ -27,28 +34,10 @@ CHECK_TIMEOUT = 0.4
 FAILURES_TO_DOWN = 2          # consecutive failed checks before a node stops getting traffic
 
 
-def balancers(state):
-    """The Services that have a cloud load balancer of their own."""
-    return [s for s in state.services if s.type == "LoadBalancer" and s.load_balancer_ip_mode == "Proxy"]
-
-
-def _tag(svc):
-    return hashlib.sha256(svc.key.encode()).hexdigest()[:8]
-
-
-def lb_netns(lab, svc):
-    return f"{lab}-lb-{_tag(svc)}"
-
-
-def lan_port(svc):
-    return f"lb{_tag(svc)}"
-
-
 def lb_plan(state, svc, healthy):
     """The load balancer's namespace: its address on the LAN and its NAT rules towards the
     NodePorts of the healthy nodes (all ready nodes until the first check)."""
-    from netlab.kube_proxy import probability
-    netns = lb_netns(state.lab, svc)
+    netns = names.lb_netns(state.lab, svc.key)
     targets = [n for n in state.nodes if n.name in healthy]
     prerouting, chains = [], {}
     for p in svc.ports:
@@ -83,8 +72,7 @@ def healthy_nodes(state, svc, health):
 
 def check(lb, svc, node):
     """One health check from inside the load balancer: HTTP 200 or not."""
-    from netlab.kernel import netns as ns
-    port = svc.health_check_node_port if svc.external_traffic_policy == "Local" else 10256
+    port = svc.health_check_node_port if svc.external_traffic_policy == "Local" else HEALTHZ_PORT
     path = "/" if svc.external_traffic_policy == "Local" else "/healthz"
     try:
         with ns.entered(lb):
@@ -98,11 +86,14 @@ def check(lb, svc, node):
         return False
 
 
+# One lab process checks every balancer; a lab without one runs none.
+runtime.register_process(runtime.LabProcess("cloud", __name__, wanted=lambda state: bool(balancers(state))))
+
+
 class Controller:
     """The health checks of every load balancer of a lab, and their rules."""
 
     def __init__(self, lab):
-        from netlab.etcd import Store
         self.lab = lab
         self.store = Store(lab)
         self.failures = {}
@@ -110,8 +101,6 @@ class Controller:
         self.applied = {}                            # balancer netns -> the rules last written there
 
     def once(self):
-        from netlab.kernel import netns as ns
-        from netlab.kernel.iptables_restore import RestoreApplier
         mtime = os.stat(self.store.path).st_mtime_ns
         if mtime != self.seen:                       # the state is read again only when it changed
             self.state, self.seen = self.store.load(), mtime
@@ -119,7 +108,7 @@ class Controller:
         health = read_health(self.lab)
         new = {}
         for svc in balancers(state):
-            lb = lb_netns(self.lab, svc)
+            lb = names.lb_netns(self.lab, svc.key)
             if not ns.exists(lb):
                 continue
             up = set()
@@ -140,13 +129,11 @@ class Controller:
         (self.store.dir / "cloud.served").write_text(str(mtime))
 
     def run(self):
-        from netlab.kubelet import poll
         poll(self.store, self.once, "cloud", CHECK_SECONDS, every_pass=True)   # health checks never stop
 
 
 if __name__ == "__main__":
     if not names.DNS1123_LABEL.match(sys.argv[1]):
         sys.exit(f"cloud: bad lab name {sys.argv[1]!r}")
-    from netlab.kubelet import announce
     announce(sys.argv[1], "cloud")
     Controller(sys.argv[1]).run()

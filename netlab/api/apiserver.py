@@ -1,18 +1,17 @@
 """The API server's view of the lab: objects in the Kubernetes API's own JSON shapes.
 
 Each object carries the network namespace that holds it in the annotation netlab.io/netns.
+What the node agents write on their objects (flanneld's Node annotations, kubelet's pod
+status) is handed in by the caller, which knows the agents.
 """
 
 import platform
-
-from netlab import flannel
-from netlab.kubelet import alive
 
 NETNS_ANNOTATION = "netlab.io/netns"
 VERSION = "v1.33.0-netlab"
 
 
-def node_object(state, node):
+def node_object(state, node, annotations=()):
     ready = True
     return {
         "apiVersion": "v1",
@@ -20,7 +19,7 @@ def node_object(state, node):
         "metadata": {
             "name": node.name,
             "labels": dict(node.labels),
-            "annotations": {**flannel.annotations(node), NETNS_ANNOTATION: node.netns},
+            "annotations": {**dict(annotations), NETNS_ANNOTATION: node.netns},
             "creationTimestamp": state.created,
         },
         "spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr], "taints": list(node.taints)},
@@ -48,14 +47,9 @@ def _container(c):
     return out
 
 
-def pod_running(pod):
-    """A pod runs when every container with a command still runs (agnhost ones run with the lab)."""
-    return all(alive(r) for r in pod.pids)
-
-
-def pod_object(state, pod):
+def pod_object(state, pod, running=True):
+    """`running`: kubelet's word that every container of the pod runs."""
     t = pod.template
-    running = pod_running(pod)
     ready = running and pod.ready
     status = lambda ok: "True" if ok else "False"  # noqa: E731
     meta = {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid, "labels": dict(t.labels),

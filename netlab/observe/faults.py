@@ -14,7 +14,7 @@ import dataclasses
 
 from netlab import names
 from netlab.errors import EnvironmentProblem, NetlabError
-from netlab.iptables import Table
+from netlab.values.iptables import Table
 
 KINDS = ("node-down", "link-down", "partition", "loss", "delay")
 

@@ -5,7 +5,8 @@ pod's name, `GET /clientip` the client's ip:port as the pod saw it, `GET /echo?m
 UDP the datagrams `hostname`, `clientip` and `echo X` get the same answers. With no
 containerPort declared, netexec's defaults apply: HTTP on 8080, UDP on 8081.
 
-One process serves every pod of a lab (kubelet.PodServer): hundreds of pods cost one
+It is the runtime's default: a container of an image no add-on registered (netlab.node.runtime)
+runs it. One process serves every pod of a lab (kubelet.PodServer): hundreds of pods cost one
 interpreter.
 """
 
@@ -14,7 +15,8 @@ import sys
 import time
 from urllib.parse import parse_qs, urlsplit
 
-from netlab.kubelet import PodServer, serve_pods
+from netlab.node import runtime
+from netlab.node.kubelet import PodServer, serve_pods
 
 DEFAULT_PORTS = ((8080, "TCP"), (8081, "UDP"))
 MAX_REQUEST = 8192
@@ -22,12 +24,10 @@ MAX_REQUEST = 8192
 
 def served_ports(pod):
     """(port, protocol) pairs agnhost serves for a pod: its containers without a command
-    (CoreDNS's image excepted: netlab's CoreDNS serves those)."""
-    from netlab.coredns import runs_coredns
-    from netlab.ingress_nginx import runs_nginx
+    whose image no add-on registered."""
     ports, any_agnhost = [], False
     for c in pod.template.containers:
-        if c.command or runs_coredns(c) or runs_nginx(c):
+        if c.command or runtime.image_of(c) is not None:
             continue
         any_agnhost = True
         ports += [(p.container_port, p.protocol) for p in c.ports]
@@ -101,6 +101,9 @@ async def _serve_http(pod_name, reader, writer):
         pass
     finally:
         writer.close()
+
+
+runtime.register_process(runtime.LabProcess("agnhost", __name__))
 
 
 class Server(PodServer):

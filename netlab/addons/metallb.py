@@ -7,7 +7,7 @@ ordering them by sha256("<node>#<ip>"). The elected node's speaker answers ARP r
 the address with its eth0 MAC and sends a gratuitous ARP when it takes the address over.
 The address is not configured on any interface: packets reach the node addressed to it,
 and kube-proxy's "loadbalancer IP" rules DNAT them (ipMode VIP), keeping the client's address.
-One process per lab (`python -m netlab.metallb LAB`) is every node's speaker.
+One process per lab (`python -m netlab.addons.metallb LAB`) is every node's speaker.
 """
 
 import asyncio
@@ -16,7 +16,9 @@ import socket
 import struct
 import sys
 
-from netlab.kubelet import PodServer, serve_pods
+from netlab.kernel import netns as ns
+from netlab.node import runtime
+from netlab.node.kubelet import PodServer, serve_pods
 
 ETH_P_ARP = 0x0806
 
@@ -86,13 +88,20 @@ class _Responder:
         self.sock.close()
 
 
+def _wanted(state):
+    return any(s.type == "LoadBalancer" and s.load_balancer_ip_mode == "VIP" for s in state.services)
+
+
+# The speaker runs only while some LoadBalancer's address is announced by a node.
+runtime.register_process(runtime.LabProcess("metallb", __name__, wanted=_wanted))
+
+
 class Speaker(PodServer):
     name = "metallb"
 
     def targets(self, state):
         """One responder per node that announces something, keyed by its addresses (so a
         change of addresses reopens it and sends the gratuitous ARPs)."""
-        from netlab.kernel import netns as ns
         by_node = {}
         for ip, node in announcements(state).items():
             by_node.setdefault(node, []).append(ip)
@@ -101,7 +110,6 @@ class Speaker(PodServer):
 
     async def start(self, netns, ports, node):
         """Not listening sockets: a raw ARP socket on the node's eth0."""
-        from netlab.kernel import netns as ns
         with ns.entered(netns):
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
         sock.bind(("eth0", ETH_P_ARP))

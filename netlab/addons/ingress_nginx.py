@@ -1,13 +1,13 @@
 """ingress-nginx: a controller pod running the real nginx, configured from Ingress objects.
 
-  addon(cluster)       the controller Deployment and its Service (NodePort, or LoadBalancer),
-                       in namespace ingress-nginx, when the lab enables an ingress
+  (its objects, the controller Deployment and its Service in namespace ingress-nginx, are
+  deploy.yaml's, made in netlab.controllers.kubeadm when the lab enables an ingress)
   config(state, dir)   nginx.conf from every Ingress of class nginx (or none): one server
                        block per host; Exact paths as `location =`, Prefix paths matching
                        whole segments (`= /a` and `/a/`), so the longest prefix wins; the
                        upstreams are the backend Service's ready pod endpoints, as ingress-nginx
                        uses them; anything unmatched goes to the default backend's 404
-  the controller       `python -m netlab.ingress_nginx LAB` writes each controller pod's
+  the controller       `python -m netlab.addons.ingress_nginx LAB` writes each controller pod's
                        nginx.conf when Ingresses or endpoints change and reloads its nginx
                        with SIGHUP (no restart). kubelet runs that nginx as the pod's container.
 """
@@ -17,27 +17,14 @@ import signal
 import sys
 
 from netlab import names
-from netlab.spec import Container, ContainerPort, DeploymentManifest, PodTemplate, ServiceManifest, ServicePort
-
-IMAGE = "registry.k8s.io/ingress-nginx/controller:v1.12.1"
-NAMESPACE = "ingress-nginx"
-LABELS = {"app.kubernetes.io/name": "ingress-nginx", "app.kubernetes.io/component": "controller"}
+from netlab.controllers.kubeadm import INGRESS_IMAGE as IMAGE
+from netlab.controllers.kubeadm import INGRESS_NAMESPACE as NAMESPACE
+from netlab.kernel.processes import alive
+from netlab.node import runtime
 
 
 def runs_nginx(container):
     return not container.command and container.image.split(":")[0] == IMAGE.split(":")[0]
-
-
-def addon(cluster):
-    template = PodTemplate(labels=dict(LABELS), containers=(Container(
-        "controller", IMAGE, (), ("/nginx-ingress-controller",),
-        (ContainerPort(80, "TCP", "http"), ContainerPort(443, "TCP", "https"))),),
-        node_selector={"kubernetes.io/os": "linux"})
-    deployment = DeploymentManifest(NAMESPACE, "ingress-nginx-controller", 1, dict(LABELS), template)
-    service = ServiceManifest(NAMESPACE, "ingress-nginx-controller", dict(LABELS), type=cluster.ingress,
-                              selector=dict(LABELS), external_traffic_policy="Cluster",
-                              ports=(ServicePort(80, "TCP", "http", "http"), ServicePort(443, "TCP", "https", "https")))
-    return deployment, service
 
 
 def pod_dir(lab, pod):
@@ -142,6 +129,16 @@ def start_argv(state, pod):
     return ["nginx", "-c", str(d / "nginx.conf"), "-g", "daemon off;"]
 
 
+def _wanted(state):
+    return any(runs_nginx(c) for p in state.pods for c in p.template.containers)
+
+
+# The controller's image runs the real nginx as the container's own process; one lab process
+# writes every controller pod's configuration.
+runtime.register_image(runtime.Image("ingress-nginx", runs_nginx, argv=start_argv))
+runtime.register_process(runtime.LabProcess("ingress_nginx", __name__, wanted=_wanted))
+
+
 # --- the controller ----------------------------------------------------------------------
 
 class Controller:
@@ -150,11 +147,10 @@ class Controller:
     name = "ingress_nginx"
 
     def __init__(self, lab):
-        from netlab.etcd import Store
+        from netlab.api.etcd import Store
         self.lab, self.store = lab, Store(lab)
 
     def once(self):
-        from netlab.kubelet import alive
         mtime = os.stat(self.store.path).st_mtime_ns
         state = self.store.load()
         for pod in state.pods:
@@ -173,13 +169,13 @@ class Controller:
         (self.store.dir / f"{self.name}.served").write_text(str(mtime))
 
     def run(self):
-        from netlab.kubelet import poll
+        from netlab.node.kubelet import poll
         poll(self.store, self.once, "ingress-nginx")
 
 
 if __name__ == "__main__":
     if not names.DNS1123_LABEL.match(sys.argv[1]):
         sys.exit(f"ingress-nginx: bad lab name {sys.argv[1]!r}")
-    from netlab.kubelet import announce
+    from netlab.node.kubelet import announce
     announce(sys.argv[1], "ingress_nginx")
     Controller(sys.argv[1]).run()

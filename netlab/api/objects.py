@@ -1,0 +1,152 @@
+"""The records the store persists: the API's objects as netlab keeps them (a Node, a Pod,
+a Deployment, a Service's Endpoints, kubelet's host-local allocations) and the cluster state
+that holds them all. Plain dataclasses: every layer above reads them; none of them acts."""
+
+from dataclasses import dataclass, field
+
+from netlab import names
+from netlab.api.spec import ClusterConfig, PodTemplate
+from netlab.errors import NetlabError
+
+
+@dataclass(frozen=True)
+class Address:
+    ip: str
+    node: str
+    pod: str                   # the pod's name (targetRef), in the Service's namespace
+    uid: str
+    hostname: str | None = None
+
+
+@dataclass(frozen=True)
+class Port:
+    name: str
+    port: int
+    protocol: str
+
+
+@dataclass(frozen=True)
+class Subset:
+    addresses: tuple = ()
+    not_ready: tuple = ()
+    ports: tuple = ()
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    namespace: str
+    name: str
+    subsets: tuple = ()
+
+    @property
+    def key(self):
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass
+class Node:
+    name: str
+    role: str
+    ip: str
+    pod_cidr: str
+    vtep_mac: str
+    labels: dict
+    taints: list
+
+    @property
+    def netns(self):
+        return self.name
+
+
+@dataclass
+class Pod:
+    namespace: str
+    name: str
+    uid: str
+    node: str
+    template: PodTemplate
+    container_id: str
+    host_veth: str
+    netns: str
+    ip: str | None = None
+    owner: str | None = None      # "Deployment/<name>" for pods a Deployment made
+    ready: bool = True
+    pids: list = field(default_factory=list)   # processes of containers with a command
+    created: str = ""
+
+    @property
+    def key(self):
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def labels(self):
+        return self.template.labels
+
+
+@dataclass
+class Deployment:
+    namespace: str
+    name: str
+    replicas: int
+    match_labels: dict
+    template: PodTemplate
+    template_hash: str
+
+
+@dataclass
+class HostLocal:
+    """host-local IPAM's records for one node's range (/var/lib/cni/networks/cbr0)."""
+    last_reserved: str | None = None
+    allocated: dict = field(default_factory=dict)   # ip -> containerID
+
+
+@dataclass
+class ClusterState:
+    lab: str
+    cluster: ClusterConfig
+    nodes: list = field(default_factory=list)
+    pods: list = field(default_factory=list)
+    deployments: list = field(default_factory=list)
+    services: list = field(default_factory=list)     # ServiceManifest, addresses allocated
+    endpoints: list = field(default_factory=list)    # Endpoints, written by the endpoints controller
+    ingresses: list = field(default_factory=list)    # IngressManifest
+    ipam: dict = field(default_factory=dict)         # node -> HostLocal
+    processes: dict = field(default_factory=dict)    # name -> pid, processes the lab started
+    netns: list = field(default_factory=list)        # every netns the lab may have created
+    phase: str = "Pending"                           # Pending while being built, then Running
+    created: str = ""
+    synced: bool = True                              # False from a change's save until it converged
+    faults: list = field(default_factory=list)       # faults asked for: {"kind", "targets"}
+
+    def node(self, name):
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise NetlabError(f"lab {self.lab}: no node named {name!r}")
+
+    def pod(self, namespace, name):
+        for p in self.pods:
+            if p.namespace == namespace and p.name == name:
+                return p
+        raise NetlabError(f"lab {self.lab}: no pod {namespace}/{name}")
+
+    def service(self, namespace, name):
+        for s in self.services:
+            if s.namespace == namespace and s.name == name:
+                return s
+        raise NetlabError(f"lab {self.lab}: no service {namespace}/{name}")
+
+    def endpoints_of(self, service):
+        return next((e for e in self.endpoints if e.key == service.key), None)
+
+    def pods_on(self, node):
+        return [p for p in self.pods if p.node == node]
+
+    def lan_netns(self):
+        return names.lan_netns(self.lab)
+
+    def external_netns(self):
+        return names.external_netns(self.lab)
+
+
+# --- JSON --------------------------------------------------------------------------------

@@ -1,0 +1,32 @@
+"""What a real node keeps on its disk, under /var/lib/netlab/<lab>/nodes/<node>/: flanneld's
+/run/flannel/subnet.env (which flannel's CNI plugin reads to configure the bridge) and
+host-local's allocation records in /var/lib/cni/networks/cbr0 (one file per address, holding
+the container ID and interface, and last_reserved_ip.0). Written after every save of the state.
+"""
+
+from netlab import names
+from netlab.api.objects import HostLocal
+from netlab.node.flannel import flanneld
+
+
+def write(state):
+    for node in state.nodes:
+        _write_node(state, node)
+
+
+def _write_node(state, node):
+    root = names.node_dir(state.lab, node.name)
+    env = root / "run" / "flannel" / "subnet.env"
+    env.parent.mkdir(parents=True, exist_ok=True)
+    env.write_text(flanneld.subnet_env(state.cluster, node))
+    records = root / "var" / "lib" / "cni" / "networks" / "cbr0"
+    records.mkdir(parents=True, exist_ok=True)
+    ipam = state.ipam.get(node.name, HostLocal())
+    wanted = {ip: f"{cid}\r\n{names.POD_IFNAME}" for ip, cid in ipam.allocated.items()}
+    if ipam.last_reserved:
+        wanted["last_reserved_ip.0"] = ipam.last_reserved
+    for f in records.iterdir():
+        if f.name not in wanted and f.name != "lock":
+            f.unlink()
+    for fname, content in wanted.items():
+        (records / fname).write_text(content)
