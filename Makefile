@@ -21,6 +21,7 @@ demo: setup
 	@echo "Remove it with: netlab down"
 
 test: setup
+	.venv/bin/lint-imports
 	$(PY) -m pytest -q -ra tests
 	$(MAKE) --no-print-directory harden
 
@@ -30,6 +31,7 @@ harden: setup
 	cd hardening && ../$(PY) crash.py --kills 20
 
 unit: setup
+	.venv/bin/lint-imports
 	$(PY) -m pytest -q tests/unit
 
 bench: setup
