@@ -24,7 +24,7 @@ def renamed(topology, name, directory):
 def leftovers(lab):
     """Everything of a lab that could outlive it: namespaces, resolver files, state, processes."""
     found = [f"netns {n}" for n in ns.list_names() if n.startswith(lab + "-")]
-    found += [f"scratch netns {n}" for n in ns.list_names() if n.startswith(("netlab.observe.preflight.", "netlab.netem."))
+    found += [f"scratch netns {n}" for n in ns.list_names() if n.startswith(("netlab.preflight.", "netlab.netem."))
               and not Path(f"/proc/{n.rsplit('.', 1)[1]}").exists()]
     if names.NETNS_ETC.is_dir():
         found += [f"/etc/netns/{p.name}" for p in names.NETNS_ETC.iterdir() if p.name.startswith(lab + "-")]

@@ -24,7 +24,7 @@ def check(applier="iptables-restore"):
     _try_devices(applier)
 
 
-SCRATCH_PREFIXES = ("netlab.observe.preflight.", "netlab.netem.")
+SCRATCH_PREFIXES = ("netlab.preflight.", "netlab.netem.")
 
 
 def sweep_scratch():
@@ -55,7 +55,7 @@ def _try_devices(applier):
 
     from netlab.kernel import netns as ns
 
-    name = f"netlab.observe.preflight.{os.getpid()}"   # no lab owns it: not "<lab>-" prefixed
+    name = f"netlab.preflight.{os.getpid()}"   # no lab owns it: not "<lab>-" prefixed
     ns.create(name)
     try:
         with ns.entered(name):
