@@ -32,7 +32,7 @@ def leftovers(lab):
         found.append(f"state {names.state_dir(lab)}")
     ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     found += [f"process {line.strip()}" for line in ps.splitlines()
-              if re.search(rf"netlab\.\w+ {re.escape(lab)}$", line.strip()) or f"/var/lib/netlab/{lab}/" in line]
+              if re.search(rf"netlab\.[\w.]+ {re.escape(lab)}$", line.strip()) or f"/var/lib/netlab/{lab}/" in line]
     return found
 
 

@@ -17,14 +17,14 @@ import subprocess
 from netlab import addons  # noqa: F401  (the add-ons register their images and processes with the runtime)
 from netlab import names, plan
 from netlab.addons import cloud
-from netlab.api import apiserver, events, spec
+from netlab.api import apiserver, events, locks, spec
 from netlab.api.etcd import Store, all_labs
 from netlab.controllers import cluster
 from netlab.errors import LabNotFound, NetlabError
 from netlab.kernel import conntrack
+from netlab.kernel import iptables as iptables_backend
 from netlab.kernel import netns as ns
 from netlab.kernel import processes
-from netlab.kernel.iptables_restore import RestoreApplier
 from netlab.kernel.netlink import Handles, NetlinkApplier
 from netlab.node import files as node_files
 from netlab.node import kubelet
@@ -32,18 +32,6 @@ from netlab.node.flannel import flanneld
 from netlab.node.proxy import healthcheck  # noqa: F401  (kube-proxy's health servers register with the runtime)
 from netlab.node.proxy import iptables as kube_proxy
 from netlab.observe import preflight
-
-# What reads a node's rules back, per applier: the system's iptables, or the legacy tables
-# python-iptables writes.
-SAVE_TOOL = {"iptables-restore": "iptables-save", "python-iptables": "iptables-legacy-save"}
-
-
-def iptables_applier(cluster):
-    """The applier the lab file chose; both are fed by the same plan."""
-    if cluster.iptables_applier == "python-iptables":
-        from netlab.kernel.python_iptables import PythonIptablesApplier
-        return PythonIptablesApplier()
-    return RestoreApplier()
 
 
 def _now():
@@ -69,6 +57,11 @@ def _remove_netns(netns_names):
                 processes.stop({"pid": pid, "start": processes.start_time(pid)}, timeout=1.0)
         ns.delete(name)
         shutil.rmtree(names.NETNS_ETC / name, ignore_errors=True)
+
+
+def _manifests(state, paths):
+    """Manifests read against the running lab's cluster (validated under its lock)."""
+    return spec.load(None, paths, cluster=state.cluster, nodes=[n.name for n in state.nodes])
 
 
 KINDS = ("nodes", "pods", "services", "endpoints", "ingresses", "daemonsets")
@@ -110,6 +103,10 @@ class Lab:
     def state(self):
         return self.store.load()
 
+    def locked(self):
+        """This lab's lock, for one command's read, change and convergence."""
+        return locks.held(self.name, self.store.exists)
+
     def _save(self, state):
         """The record, then the files every node keeps on its disk (they follow the record)."""
         self.store.save(state)
@@ -126,63 +123,41 @@ class Lab:
 
     @classmethod
     def up(cls, labfile=None, manifests=(), progress=None):
+        """Create the lab's record, then converge it as every other change converges: one
+        mechanism, whose fast path for fresh namespaces reads nothing back. The record says
+        "not synced" until the first convergence ends, so a command that follows a killed
+        `up` converges in full."""
         lab_spec = spec.load(labfile, manifests)      # a wrong file stops here: nothing exists yet
         preflight.check(lab_spec.cluster.iptables_applier)
         lab = cls(lab_spec.cluster.name)
-        for other in all_labs():
-            if other != lab.name and (other.startswith(lab.name + "-") or lab.name.startswith(other + "-")):
-                raise NetlabError(f"lab {lab.name!r} and the running lab {other!r} would share namespace "
-                                  f"names' prefixes; choose a name that neither starts nor ends one")
-        with lab.store.locked():
-            if lab.store.exists():
-                raise NetlabError(f"lab {lab.name!r} is already up; remove it first with `netlab down {lab.name}`")
-            leftovers = lab._unclaimed_netns()
-            if leftovers:
-                lab.store.remove()                       # only the lock was there: leave nothing
-                raise NetlabError(f"network namespaces of an earlier lab {lab.name!r} remain "
-                                  f"({', '.join(leftovers[:3])}...); remove them with `netlab cleanup {lab.name}`")
-            state = cluster.new_state(lab_spec)
-            state.created = _now()
-            lab._save(state)                        # the record comes before any kernel object
+        with lab.locked():
+            with locks.creating():                   # no other lab comes up between the check and the record
+                lab._check_prefix()
+                if lab.store.exists():
+                    raise NetlabError(f"lab {lab.name!r} is already up; remove it first with `netlab down {lab.name}`")
+                leftovers = lab._unclaimed_netns()
+                if leftovers:
+                    raise NetlabError(f"network namespaces of an earlier lab {lab.name!r} remain "
+                                      f"({', '.join(leftovers[:3])}...); remove them with `netlab cleanup {lab.name}`")
+                state = cluster.new_state(lab_spec)
+                state.created = _now()
+                state.synced = False
+                lab._save(state)                     # the record comes before any kernel object
             try:
-                lab._build(state, progress or _NoProgress())
-            except BaseException:
-                lab._teardown(state)
+                lab._converge(state, None, "up", full=True, progress=progress or _NoProgress())
+            except BaseException as e:
+                try:
+                    lab._teardown(state)
+                except Exception as cleanup:         # the first error is the one to report
+                    e.add_note(f"netlab: removing the half-built lab also failed: {cleanup}")
                 raise
         return lab
 
-    def _build(self, state, progress):
-        progress.phase("network namespaces", len(state.netns))
-        for name in state.netns:
-            ns.create(name)
-            progress.advance()
-        plans = plan.lab_plans(state)
-        progress.phase("links, addresses, routes", len(plans))
-        with Handles() as handles:
-            applier = NetlinkApplier(handles)
-            for p in plans:
-                applier.apply(p, fresh=True)     # every namespace was created just above
-                progress.advance()
-        progress.phase("iptables", len(state.nodes))
-        iptables = iptables_applier(state.cluster)
-        for p in plans:
-            if p.iptables:
-                iptables.apply(p.netns, p.iptables, fresh=True)
-                progress.advance()
-        progress.phase("pods", len(state.pods))
-        for pod in state.pods:
-            kubelet.write_pod_files(state, pod)
-        for server in kubelet.pod_servers(state):
-            state.processes[server] = kubelet.start_pod_server(state.lab, server)
-        self._save(state)                            # their records, before anything else
-        for pod in state.pods:
-            pod.pids = kubelet.start_commands(state, pod)
-            pod.created = state.created
-            progress.advance()
-        state.phase = "Running"
-        self._save(state)
-        for server in kubelet.pod_servers(state):
-            kubelet.wait_served(state.lab, server, state.processes[server], self.store.path.stat().st_mtime_ns)
+    def _check_prefix(self):
+        for other in all_labs():
+            if other != self.name and (other.startswith(self.name + "-") or self.name.startswith(other + "-")):
+                raise NetlabError(f"lab {self.name!r} and the running lab {other!r} would share namespace "
+                                  f"names' prefixes; choose a name that neither starts nor ends one")
 
     # --- changing a running lab --------------------------------------------------------
 
@@ -195,10 +170,9 @@ class Lab:
 
     def apply(self, manifests):
         """`kubectl apply -f`: Pods, Deployments and Services created or updated."""
-        state = self.state()
-        lab_spec = spec.load(None, manifests, cluster=state.cluster, nodes=[n.name for n in state.nodes])
-        return self._change(f"apply -f {' '.join(map(str, manifests))}",
-                            lambda state, log: cluster.apply(state, lab_spec, log=log, now=_now()))
+        def apply(state, log):
+            cluster.apply(state, _manifests(state, manifests), log=log, now=_now())
+        return self._change(f"apply -f {' '.join(map(str, manifests))}", apply)
 
     def delete(self, kind, namespace, name):
         """`kubectl delete KIND/NAME`."""
@@ -207,14 +181,12 @@ class Lab:
 
     def delete_manifests(self, manifests):
         """`kubectl delete -f`: every object the files name."""
-        state = self.state()
-        lab_spec = spec.load(None, manifests, cluster=state.cluster, nodes=[n.name for n in state.nodes])
-        objects = ([("ingress", i.namespace, i.name) for i in lab_spec.ingresses]
-                   + [("service", s.namespace, s.name) for s in lab_spec.services]
-                   + [("deployment", d.namespace, d.name) for d in lab_spec.deployments]
-                   + [("pod", p.namespace, p.name) for p in lab_spec.pods])
-
         def delete_all(state, log):
+            lab_spec = _manifests(state, manifests)
+            objects = ([("ingress", i.namespace, i.name) for i in lab_spec.ingresses]
+                       + [("service", s.namespace, s.name) for s in lab_spec.services]
+                       + [("deployment", d.namespace, d.name) for d in lab_spec.deployments]
+                       + [("pod", p.namespace, p.name) for p in lab_spec.pods])
             for kind, namespace, name in objects:
                 cluster.delete(state, kind, namespace, name, log=log)
         return self._change(f"delete -f {' '.join(map(str, manifests))}", delete_all)
@@ -233,11 +205,9 @@ class Lab:
     def fault(self, kind, targets):
         """Inject a fault (faults.KINDS); it stays until `clear_faults`."""
         from netlab.observe import faults
-        state = self.state()
-        fault = faults.check(state, kind, list(targets))
 
         def add(state, log):
-            state.faults.append(fault)
+            state.faults.append(faults.check(state, kind, list(targets)))
             log.append(("FaultInjected", f"fault/{kind}", "", " ".join(targets)))
         return self._change(f"fault {kind} {' '.join(targets)}", add)
 
@@ -256,7 +226,7 @@ class Lab:
         """The one mechanism for every change: the controllers change the state, which is
         saved before the kernel is touched (a command killed half-way leaves a record the
         next command converges); then every agent converges what it owns."""
-        with self.store.locked():
+        with self.locked():
             state = self.store.load()
             old = _Before(state)
             result = None
@@ -270,27 +240,37 @@ class Lab:
         self.last_changes = changes
         return result if mutate is not None else changes
 
-    def _converge(self, state, old, why, full=False):
+    def _converge(self, state, old, why, full=False, progress=None):
         """Bring the kernel to the state; a partial kube-proxy sync when the last command
-        converged, a full one (read back and compare) otherwise."""
+        converged, a full one (read back and compare) otherwise. `old`: what the agents last
+        converged to (None: nothing yet, as for `up`). A namespace created here is fresh:
+        nothing in it is read back."""
+        progress = progress or _NoProgress()
         changes = events.Changes()
         gone = [n for n in self._unclaimed_netns() if n not in state.netns]
         _remove_netns(reversed(gone))
         changes.add("kubelet", [(n, "removed pod sandbox") for n in gone if "." in n])
-        fresh = [n for n in state.netns if not ns.exists(n)]
-        for name in fresh:
-            ns.create(name)
-        partial = not full and old.synced
+        fresh = {n for n in state.netns if not ns.exists(n)}
+        progress.phase("network namespaces", len(fresh))
+        for name in state.netns:
+            if name in fresh:
+                ns.create(name)
+                progress.advance()
+        partial = not full and old is not None and old.synced
         plans = plan.lab_plans(state, cloud.read_health(self.name), node_rules=not partial)
+        progress.phase("links, addresses, routes", len(plans))
         with Handles() as handles:
             applier = NetlinkApplier(handles)
             for p in plans:
                 applier.apply(p, fresh=p.netns in fresh)
+                progress.advance()
         for netns, what in applier.log:
             changes.add(events.netlink_agent(state, netns, what), [(netns, what)])
         changes.netlink_writes = applier.writes
-        iptables = iptables_applier(state.cluster)
+        iptables = iptables_backend.applier(state.cluster.iptables_applier)
+        progress.phase("iptables", len(state.nodes))
         for node in state.nodes:
+            progress.advance()
             if partial and node.name in old.nodes and node.netns not in fresh:
                 work = kube_proxy.sync_changes(old.services, old.endpoints, state.services, state.endpoints,
                                                node, state.cluster.pod_subnet)
@@ -299,14 +279,12 @@ class Lab:
                 tables = plan.node_plan(state, node).iptables if partial else \
                     next(p.iptables for p in plans if p.netns == node.netns)
                 iptables.apply(node.netns, tables, fresh=node.netns in fresh)
-        for p in plans:
-            if p.iptables and (p.netns.startswith(f"{state.lab}-lb-") or p.netns == state.lan_netns()):
-                iptables.apply(p.netns, p.iptables, fresh=p.netns in fresh)   # balancers' rules, faults
+        lan = next(p for p in plans if p.netns == state.lan_netns())
+        iptables.apply(lan.netns, lan.iptables, fresh=lan.netns in fresh)   # faults' rules; the cloud writes the balancers'
         for netns, (written, deleted) in iptables.log:
             changes.chains[netns] = (written, deleted)
-            if netns.startswith(f"{state.lab}-lb-") or netns == state.lan_netns():
-                changes.add("cloud" if netns != state.lan_netns() else "faults",
-                            [(netns, events.chains_message(written, deleted))])
+            if netns == state.lan_netns():
+                changes.add("faults", [(netns, events.chains_message(written, deleted))])
                 continue
             for agent, prefix in (("kube-proxy", "KUBE-"), ("flannel", "FLANNEL-")):
                 w = [c for c in written if c.startswith(prefix) or (agent == "kube-proxy" and "-" not in c)]
@@ -314,28 +292,32 @@ class Lab:
                 if w or d:
                     changes.add(agent, [(netns, events.chains_message(w, d))])
         changes.iptables_writes = iptables.writes
-        flows = [] if full else kube_proxy.stale_udp_flows(old.services, old.endpoints, state.services, state.endpoints)
+        flows = [] if full or old is None else kube_proxy.stale_udp_flows(old.services, old.endpoints, state.services, state.endpoints)
         for node in state.nodes if flows else ():
             deleted = conntrack.delete_flows(node.netns, flows)
             if deleted:
                 changes.add("kube-proxy", [(node.netns, f"deleted {deleted} conntrack entries of removed UDP endpoints")])
-        self._run_processes(state, fresh, changes)
+        progress.phase("pods", len(state.pods))
+        self._run_processes(state, fresh, changes, progress)
         state.synced = True
-        if changes.any() or not full:
+        state.phase = "Running"
+        if changes.any() or not full or old is None:
             self._save(state)
         for agent, items in changes.by_agent.items():
             events.record(self.name, events.summarize(state, agent, items), agent, why)
-        if changes.any() or not full:
-            self._wait_served(state, changes)
+        self._wait_served(state, changes, full)
         return changes
 
-    def _wait_served(self, state, changes):
+    def _wait_served(self, state, changes, full=False):
         """Wait for the pod servers to follow the saved state; one found dead meanwhile (a
-        process that was ending as we looked) is started again, once."""
+        process that was ending as we looked) is started again, once. A full sync also has
+        the cloud read its balancers' tables back."""
+        saved = self.store.path.stat().st_mtime_ns
         for server in kubelet.pod_servers(state):
+            since = cloud.request_resync(self.name) if full and server == "cloud" else saved
             for attempt in (1, 2):
                 try:
-                    kubelet.wait_served(state.lab, server, state.processes[server], self.store.path.stat().st_mtime_ns)
+                    kubelet.wait_served(state.lab, server, state.processes[server], since)
                     break
                 except NetlabError:
                     if attempt == 2 or processes.alive(state.processes[server]):
@@ -344,14 +326,27 @@ class Lab:
                     changes.add("kubelet", [(state.lab, f"started {server}, which serves the pods")])
                     self._save(state)
 
-    def _run_processes(self, state, fresh, changes):
-        """kubelet's part, level-triggered: resolver files for new pods, containers whose
-        process is not running (started, or restarted), and the lab's pod servers."""
+    def _run_processes(self, state, fresh, changes, progress):
+        """kubelet's part, level-triggered: resolver files for new pods, the lab's pod servers
+        (their records saved before any container starts), then containers whose process is
+        not running (started, or restarted)."""
         now = _now()
         for pod in state.pods:
             if pod.netns in fresh:
                 kubelet.write_pod_files(state, pod)
                 pod.created = now
+        wanted = kubelet.pod_servers(state)
+        started = [s for s in wanted if not processes.alive(state.processes.get(s))]
+        for server in started:
+            state.processes[server] = kubelet.start_pod_server(state.lab, server)
+            changes.add("kubelet", [(state.lab, f"started {server}, which serves the pods")])
+        if started:
+            self._save(state)                        # their records, before anything else
+        for server in [s for s in state.processes if s not in wanted]:
+            processes.stop(state.processes.pop(server))
+            changes.add("kubelet", [(state.lab, f"stopped {server}: nothing needs it any more")])
+        for pod in state.pods:
+            progress.advance()
             running = {r["container"] for r in pod.pids if processes.alive(r)}
             missing = [c for c in pod.template.containers
                        if c.name not in running and kubelet.container_argv(state, pod, c) is not None]
@@ -359,17 +354,9 @@ class Lab:
                 pod.pids = [r for r in pod.pids if r["container"] in running]
                 pod.pids += kubelet.start_commands(state, pod, only={c.name for c in missing})
                 changes.add("kubelet", [(pod.netns, f"started container {', '.join(c.name for c in missing)}")])
-        wanted = kubelet.pod_servers(state)
-        for server in wanted:
-            if not processes.alive(state.processes.get(server)):
-                state.processes[server] = kubelet.start_pod_server(state.lab, server)
-                changes.add("kubelet", [(state.lab, f"started {server}, which serves the pods")])
-        for server in [s for s in state.processes if s not in wanted]:
-            processes.stop(state.processes.pop(server))
-            changes.add("kubelet", [(state.lab, f"stopped {server}: nothing needs it any more")])
 
     def down(self):
-        with self.store.locked():
+        with self.locked():
             self._teardown(self.store.load())
 
     def _teardown(self, state):
@@ -399,7 +386,7 @@ class Lab:
         targets = [name] if name else all_labs()
         for target in targets:
             lab = cls(target)
-            with lab.store.locked():
+            with lab.locked():
                 try:
                     state = lab.store.load()
                 except (LabNotFound, ValueError, KeyError):
@@ -438,11 +425,7 @@ class Lab:
         """A node's rules as iptables-save prints them, read with the lab's own backend."""
         state = self.state()
         state.node(node)
-        argv = [SAVE_TOOL[state.cluster.iptables_applier]] + (["-t", table] if table else [])
-        out = ns.run(node, argv, capture_output=True, text=True)
-        if out.returncode != 0:
-            raise NetlabError(f"{node}: {' '.join(argv)}: {out.stderr.strip()}")
-        return out.stdout
+        return iptables_backend.save(node, state.cluster.iptables_applier, *(["-t", table] if table else []))
 
     def netns_of(self, target):
         """The namespace behind a target: a node, a pod (NAME or NAMESPACE/NAME), external, lan."""

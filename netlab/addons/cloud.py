@@ -6,21 +6,26 @@ every healthy node (DNAT spread evenly, then masquerade: the status says ipMode 
 kube-proxy leaves the IP alone). Its health checks are the real ones: kube-proxy's
 `:10256/healthz` for externalTrafficPolicy Cluster, the Service's healthCheckNodePort for
 Local (200 only where the Service has a local endpoint). One process per lab
-(`python -m netlab.addons.cloud LAB`) checks every node from inside each load balancer and rewrites
-its rules when the healthy set changes. That is why a LoadBalancer costs what it costs: one
-more machine per Service.
+(`python -m netlab.addons.cloud LAB`) checks every node from inside each load balancer and
+writes its rules when the healthy set changes: it is the only writer of a balancer's tables,
+through the lab's own iptables backend. When asked to resync (`request_resync`, which
+`reconcile` does) it reads every balancer's tables back on its next pass and repairs what
+differs. That is why a LoadBalancer costs what
+it costs: one more machine per Service.
 """
 
 import json
 import os
 import socket
 import sys
+import time
 
 from netlab import names
+from netlab.api import events
 from netlab.api.etcd import Store
 from netlab.controllers.cluster import balancers
+from netlab.kernel import iptables
 from netlab.kernel import netns as ns
-from netlab.kernel.iptables_restore import RestoreApplier
 from netlab.node import runtime, underlay
 from netlab.node.kubelet import announce, poll
 from netlab.node.proxy.healthcheck import HEALTHZ_PORT
@@ -29,6 +34,7 @@ from netlab.values.desired import NetnsPlan
 from netlab.values.iptables import Table
 
 HEALTH_FILE = "lb-health.json"
+RESYNC_FILE = "cloud.resync"
 CHECK_SECONDS = 0.5
 CHECK_TIMEOUT = 0.4
 FAILURES_TO_DOWN = 2          # consecutive failed checks before a node stops getting traffic
@@ -86,6 +92,21 @@ def check(lb, svc, node):
         return False
 
 
+def request_resync(lab):
+    """Ask the controller to read every balancer's tables back; returns the moment asked, for
+    `kubelet.wait_served(lab, "cloud", rec, moment)`."""
+    moment = time.time_ns()
+    (names.state_dir(lab) / RESYNC_FILE).write_text(str(moment))
+    return moment
+
+
+def _resync_asked(lab):
+    try:
+        return (names.state_dir(lab) / RESYNC_FILE).read_text()
+    except FileNotFoundError:
+        return ""
+
+
 # One lab process checks every balancer; a lab without one runs none.
 runtime.register_process(runtime.LabProcess("cloud", __name__, wanted=lambda state: bool(balancers(state))))
 
@@ -99,14 +120,20 @@ class Controller:
         self.failures = {}
         self.state, self.seen = None, None
         self.applied = {}                            # balancer netns -> the rules last written there
+        self.resynced = _resync_asked(lab)
 
     def once(self):
+        started = time.time_ns()                     # `served` says: a pass that began after this moment
+        asked = _resync_asked(self.lab)
+        if asked != self.resynced:                   # forget what was written: read every table back
+            self.applied, self.resynced = {}, asked
         mtime = os.stat(self.store.path).st_mtime_ns
         if mtime != self.seen:                       # the state is read again only when it changed
             self.state, self.seen = self.store.load(), mtime
         state = self.state
         health = read_health(self.lab)
         new = {}
+        applier = iptables.applier(state.cluster.iptables_applier)
         for svc in balancers(state):
             lb = names.lb_netns(self.lab, svc.key)
             if not ns.exists(lb):
@@ -119,14 +146,19 @@ class Controller:
                     up.add(node.name)
             new[svc.key] = sorted(up)
             tables = lb_plan(state, svc, up).iptables
-            if self.applied.get(lb) != tables:       # two forks per balancer only when its rules change
-                RestoreApplier().apply(lb, tables)
+            if self.applied.get(lb) != tables:       # read back only when its rules change, or on a resync
+                applier.apply(lb, tables)
                 self.applied[lb] = tables
+        for netns, (written, deleted) in applier.log:
+            svc = next(s for s in balancers(state) if names.lb_netns(self.lab, s.key) == netns)
+            events.record(self.lab, [("EnsuredLoadBalancer", f"service/{svc.name}", svc.namespace,
+                                      events.chains_message(written, deleted))], "cloud", "health checks")
+        self.applied = {lb: t for lb, t in self.applied.items() if ns.exists(lb)}
         if new != health:
             path = names.state_dir(self.lab) / HEALTH_FILE
             path.with_suffix(".tmp").write_text(json.dumps(new, indent=1, sort_keys=True))
             os.replace(path.with_suffix(".tmp"), path)
-        (self.store.dir / "cloud.served").write_text(str(mtime))
+        (self.store.dir / "cloud.served").write_text(str(started))
 
     def run(self):
         poll(self.store, self.once, "cloud", CHECK_SECONDS, every_pass=True)   # health checks never stop

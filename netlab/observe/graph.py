@@ -13,6 +13,7 @@ import subprocess
 
 from netlab import names
 from netlab.errors import EnvironmentProblem, NetlabError
+from netlab.kernel import iptables
 from netlab.kernel import netns as ns
 
 FORMATS = ("dot", "svg", "png")
@@ -54,10 +55,10 @@ def services_from_rules(nat_save):
     """{(service, cluster IP): [endpoint ip:port]} from an `iptables-save -t nat` text."""
     svc_chain, chain_eps, sep_target = {}, {}, {}
     for line in nat_save.splitlines():
-        m = re.match(r'-A KUBE-SERVICES -d (\S+)/32 .*--comment "(\S+) cluster IP".* -j (KUBE-SVC-\S+)', line)
+        m = re.match(r'-A KUBE-SERVICES -d (\S+)/32 .*--comment "(\S+) cluster IP".* -j (KUBE-SV[CL]-\S+)', line)
         if m:
             svc_chain[(m.group(2), m.group(1))] = m.group(3)
-        m = re.match(r"-A (KUBE-SVC-\S+) .*-j (KUBE-SEP-\S+)$", line)
+        m = re.match(r"-A (KUBE-SV[CL]-\S+) .*-j (KUBE-SEP-\S+)$", line)
         if m:
             chain_eps.setdefault(m.group(1), []).append(m.group(2))
         m = re.match(r"-A (KUBE-SEP-\S+) .*--to-destination (\S+)", line)
@@ -111,7 +112,7 @@ def dot(lab):
             lb_links, _ = _links(n)
             out.append(f"  {_id(n)} [label={_id(_label('load balancer', lb_links[names.UPLINK]))}, shape=cds];")
             out.append(f"  {_id(n)} -> {_id('lan', names.LAN_BRIDGE)} [dir=none];")
-    nat = ns.run(state.nodes[0].netns, ["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
+    nat = iptables.save(state.nodes[0].netns, state.cluster.iptables_applier, "-t", "nat")
     for (svc, ip), endpoints in sorted(services_from_rules(nat).items()):
         out.append(f"  {_id('svc', svc)} [label={_id(svc + chr(92) + 'n' + ip)}, shape=hexagon, color=darkgreen];")
         for ep in endpoints:

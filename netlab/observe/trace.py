@@ -17,13 +17,14 @@ from contextlib import ExitStack
 
 from netlab import names
 from netlab.errors import NetlabError
+from netlab.kernel import iptables
 from netlab.kernel import netns as ns
 
 
-def counters(netns):
-    """{(table, chain, rule): packets} from `iptables-save -c`."""
+def counters(netns, backend):
+    """{(table, chain, rule): packets} from `iptables-save -c`, read with the lab's backend."""
     out, table = {}, None
-    text = ns.run(netns, ["iptables-save", "-c"], capture_output=True, text=True).stdout
+    text = iptables.save(netns, backend, "-c")
     for line in text.splitlines():
         if line.startswith("*"):
             table = line[1:]
@@ -67,7 +68,7 @@ def trace(lab, src, dst, udp=False):
     state = lab.state()
     ip, port = resolve(state, dst)
     src_ip = _source_ip(state, src)
-    before = {n.name: counters(n.netns) for n in state.nodes}
+    before = {n.name: counters(n.netns, state.cluster.iptables_applier) for n in state.nodes}
     where = [("lan", names.LAN_BRIDGE)] + [(n.name, dev) for n in state.nodes
                                             for dev in (names.CNI_BRIDGE, names.flannel_device(1))]
     where.append((src, names.UPLINK))
@@ -81,7 +82,7 @@ def trace(lab, src, dst, udp=False):
                 answer = prober.udp(src, ip, port, "hostname")
             else:
                 answer = prober.http(src, ip, port, "/hostname")
-    after = {n.name: counters(n.netns) for n in state.nodes}
+    after = {n.name: counters(n.netns, state.cluster.iptables_applier) for n in state.nodes}
     local = answer.get("local", "")
     sport = int(local.rsplit(":", 1)[1]) if ":" in local else None
     rules = [{"node": node, "table": t, "chain": c, "rule": r, "packets": after[node][(t, c, r)] - before[node].get((t, c, r), 0)}
