@@ -25,7 +25,7 @@ from netlab.kernel import conntrack
 from netlab.kernel import iptables as iptables_backend
 from netlab.kernel import netns as ns
 from netlab.kernel import processes
-from netlab.kernel.netlink import Handles, NetlinkApplier
+from netlab.kernel.netlink import NetlinkApplier
 from netlab.node import files as node_files
 from netlab.node import kubelet
 from netlab.node.flannel import flanneld
@@ -259,11 +259,10 @@ class Lab:
         partial = not full and old is not None and old.synced
         plans = plan.lab_plans(state, cloud.read_health(self.name), node_rules=not partial)
         progress.phase("links, addresses, routes", len(plans))
-        with Handles() as handles:
-            applier = NetlinkApplier(handles)
-            for p in plans:
-                applier.apply(p, fresh=p.netns in fresh)
-                progress.advance()
+        applier = NetlinkApplier()
+        for p in plans:
+            applier.apply(p, fresh=p.netns in fresh)
+            progress.advance()
         for netns, what in applier.log:
             changes.add(events.netlink_agent(state, netns, what), [(netns, what)])
         changes.netlink_writes = applier.writes

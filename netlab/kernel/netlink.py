@@ -12,7 +12,6 @@ Level-triggered like the real agents: running it twice writes nothing the second
 import errno
 import os
 import socket
-from contextlib import ExitStack
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -29,35 +28,12 @@ MAIN_TABLE = 254
 MANAGED_KINDS = ("bridge", "veth", "vxlan")
 
 
-class Handles:
-    """One open netlink socket per namespace, opened inside it, closed together.
-
-    Close before deleting a namespace: an open socket keeps the namespace alive."""
+class NetlinkApplier:
+    """Converges namespaces one at a time, each through a netlink socket opened inside it and
+    closed once its plan is applied: a lab of any size holds one socket (4 fds) at a time.
+    (A socket is opened by entering the namespace, not by pyroute2's netns=, which forks.)"""
 
     def __init__(self):
-        self._open = {}
-
-    def __getitem__(self, name):
-        if name not in self._open:
-            with ns.entered(name):
-                self._open[name] = IPRoute()
-        return self._open[name]
-
-    def close(self):
-        for ipr in self._open.values():
-            ipr.close()
-        self._open.clear()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-class NetlinkApplier:
-    def __init__(self, handles):
-        self.handles = handles
         self.writes = 0
         self.log = []       # (netns, what changed) — the agents' event trail
 
@@ -76,14 +52,16 @@ class NetlinkApplier:
     def apply(self, plan, fresh=False):
         """Converge one namespace. `fresh`: the namespace was just created and holds nothing
         but lo (and veth ends its pairs made), so there is nothing to read back and diff."""
-        ipr = self.handles[plan.netns]
-        links = self._links(plan, ipr, fresh)
-        index = _Index({name: l["index"] for name, l in links.items()})
-        self._sysctls(plan, fresh)
-        self._addrs(plan, ipr, index, fresh)
-        self._neighs(plan, ipr, index, fresh)
-        self._fdb(plan, ipr, index, fresh)
-        self._routes(plan, ipr, index, fresh)
+        with ns.entered(plan.netns):
+            ipr = IPRoute()
+        with ipr:
+            links = self._links(plan, ipr, fresh)
+            index = _Index({name: l["index"] for name, l in links.items()})
+            self._sysctls(plan, fresh)
+            self._addrs(plan, ipr, index, fresh)
+            self._neighs(plan, ipr, index, fresh)
+            self._fdb(plan, ipr, index, fresh)
+            self._routes(plan, ipr, index, fresh)
 
     # --- links -------------------------------------------------------------------------
 
@@ -307,12 +285,9 @@ def _need(netns, index, dev):
     return index[dev]
 
 
-def apply_all(plans, handles=None, fresh=False):
-    """Apply plans in order with one socket per namespace; returns the applier (writes, log)."""
-    with ExitStack() as stack:
-        if handles is None:
-            handles = stack.enter_context(Handles())
-        applier = NetlinkApplier(handles)
-        for plan in plans:
-            applier.apply(plan, fresh)
-        return applier
+def apply_all(plans, fresh=False):
+    """Apply plans in order; returns the applier (writes, log)."""
+    applier = NetlinkApplier()
+    for plan in plans:
+        applier.apply(plan, fresh)
+    return applier

@@ -147,3 +147,34 @@ def test_a_python_iptables_lab_keeps_one_rule_set_for_balancers_faults_trace_and
     assert any(r["chain"] == "KUBE-SERVICES" for r in t["rules"]), t["rules"]
     assert any(r["chain"].startswith("KUBE-SEP-") and "DNAT" in r["rule"] for r in t["rules"])
     assert '"svc:default/web-lb:http" -> ' in graph.dot(lab)
+
+
+def test_a_large_lab_comes_up_under_an_open_files_limit_of_1024(tmp_path):
+    """Each open netlink socket holds 4 fds: bring-up holds one at a time, not one per namespace."""
+    name = unique_name("f")
+    labfile = tmp_path / f"{name}.yaml"
+    labfile.write_text(textwrap.dedent(f"""
+        kind: Cluster
+        apiVersion: kind.x-k8s.io/v1alpha4
+        name: {name}
+        nodes: [{{role: control-plane}}, {{role: worker}}, {{role: worker}}]
+        ---
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {{name: many}}
+        spec:
+          replicas: 260
+          selector: {{matchLabels: {{app: many}}}}
+          template:
+            metadata: {{labels: {{app: many}}}}
+            spec: {{containers: [{{name: netexec, image: registry.k8s.io/e2e-test-images/agnhost:2.53}}]}}
+    """))
+    try:
+        up = subprocess.run(["prlimit", "--nofile=1024:1024", sys.executable, "-m", "netlab.cli", "up", str(labfile)],
+                            capture_output=True, text=True, cwd=ROOT)
+        assert up.returncode == 0, up.stderr[-2000:]
+        assert "Traceback" not in up.stderr
+        assert len([p for p in Lab(name).state().pods if p.owner == "Deployment/many"]) == 260
+    finally:
+        Lab.cleanup(name)
+    assert leftovers(name) == []
