@@ -34,6 +34,11 @@ from netlab.node.proxy import iptables as kube_proxy
 from netlab.observe import preflight
 
 
+def _stale_chain_owner(chain):
+    """The agent whose naming scheme a chain no plan wants follows (KUBE-: kube-proxy's)."""
+    return "flannel" if chain.startswith("FLANNEL-") else "kube-proxy"
+
+
 def _now():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -46,13 +51,13 @@ class _NoProgress:
         pass
 
 
-def _remove_netns(netns_names):
+def _remove_netns(lab, netns_names):
     """Delete namespaces; what still runs inside a *pod* goes with it, as when kubelet removes
     a pod sandbox (a command started just before a crash may have no record yet). Processes
     inside nodes are left alone: a person's shell there is not ours."""
     running = ns.pids_by_netns()
     for name in netns_names:
-        if "." in name:
+        if names.is_pod_netns(lab, name):
             for pid in running.get(ns.netns_id(name), []):
                 processes.stop({"pid": pid, "start": processes.start_time(pid)}, timeout=1.0)
         ns.delete(name)
@@ -248,8 +253,8 @@ class Lab:
         progress = progress or _NoProgress()
         changes = events.Changes()
         gone = [n for n in self._unclaimed_netns() if n not in state.netns]
-        _remove_netns(reversed(gone))
-        changes.add("kubelet", [(n, "removed pod sandbox") for n in gone if "." in n])
+        _remove_netns(self.name, reversed(gone))
+        changes.add("kubelet", [(n, "removed pod sandbox") for n in gone if names.is_pod_netns(self.name, n)])
         fresh = {n for n in state.netns if not ns.exists(n)}
         progress.phase("network namespaces", len(fresh))
         for name in state.netns:
@@ -263,21 +268,23 @@ class Lab:
         for p in plans:
             applier.apply(p, fresh=p.netns in fresh)
             progress.advance()
-        for netns, what in applier.log:
-            changes.add(events.netlink_agent(state, netns, what), [(netns, what)])
+        for netns, what, owner in applier.log:
+            changes.add(owner, [(netns, what)])
         changes.netlink_writes = applier.writes
         iptables = iptables_backend.applier(state.cluster.iptables_applier)
         progress.phase("iptables", len(state.nodes))
+        chain_owner = {}                                # netns -> {chain: the agent that planned it}
         for node in state.nodes:
             progress.advance()
             if partial and node.name in old.nodes and node.netns not in fresh:
                 work = kube_proxy.sync_changes(old.services, old.endpoints, state.services, state.endpoints,
                                                node, state.cluster.pod_subnet)
                 iptables.apply_changes(node.netns, {t: w for t, w in work.items() if w[0] or w[1]})
+                chain_owner[node.netns] = {c: "kube-proxy" for write, stale in work.values() for c in [*write, *stale]}
             else:
-                tables = plan.node_plan(state, node).iptables if partial else \
-                    next(p.iptables for p in plans if p.netns == node.netns)
-                iptables.apply(node.netns, tables, fresh=node.netns in fresh)
+                node_plan = plan.node_plan(state, node) if partial else next(p for p in plans if p.netns == node.netns)
+                iptables.apply(node.netns, node_plan.iptables, fresh=node.netns in fresh)
+                chain_owner[node.netns] = {k[2]: o for k, o in node_plan.owners.items() if k[0] == "chain"}
         lan = next(p for p in plans if p.netns == state.lan_netns())
         iptables.apply(lan.netns, lan.iptables, fresh=lan.netns in fresh)   # faults' rules; the cloud writes the balancers'
         for netns, (written, deleted) in iptables.log:
@@ -285,11 +292,13 @@ class Lab:
             if netns == state.lan_netns():
                 changes.add("faults", [(netns, events.chains_message(written, deleted))])
                 continue
-            for agent, prefix in (("kube-proxy", "KUBE-"), ("flannel", "FLANNEL-")):
-                w = [c for c in written if c.startswith(prefix) or (agent == "kube-proxy" and "-" not in c)]
-                d = [c for c in deleted if c.startswith(prefix)]
-                if w or d:
-                    changes.add(agent, [(netns, events.chains_message(w, d))])
+            by_agent = {}
+            for chain in written:
+                by_agent.setdefault(chain_owner[netns].get(chain, "kube-proxy"), ([], []))[0].append(chain)
+            for chain in deleted:                       # stale chains carry their agent's prefix
+                by_agent.setdefault(chain_owner[netns].get(chain) or _stale_chain_owner(chain), ([], []))[1].append(chain)
+            for agent, (w, d) in by_agent.items():
+                changes.add(agent, [(netns, events.chains_message(w, d))])
         changes.iptables_writes = iptables.writes
         flows = [] if full or old is None else kube_proxy.stale_udp_flows(old.services, old.endpoints, state.services, state.endpoints)
         for node in state.nodes if flows else ():
@@ -363,7 +372,7 @@ class Lab:
         processes.stop_all([rec for pod in state.pods for rec in pod.pids] + list(state.processes.values())
                          + kubelet.announced(self.name))
         recorded = list(state.netns)
-        _remove_netns(reversed(recorded + [n for n in self._unclaimed_netns() if n not in recorded]))
+        _remove_netns(self.name, reversed(recorded + [n for n in self._unclaimed_netns() if n not in recorded]))
         self.store.remove()
 
     def _unclaimed_netns(self):
@@ -394,7 +403,7 @@ class Lab:
                     lab._teardown(state)
                 else:
                     processes.stop_all(kubelet.announced(lab.name))
-                    _remove_netns(reversed(lab._unclaimed_netns()))
+                    _remove_netns(lab.name, reversed(lab._unclaimed_netns()))
                     lab.store.remove()
         return targets
 

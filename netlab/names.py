@@ -58,6 +58,11 @@ def pod_netns(lab, namespace, pod):
     return f"{lab}-{namespace}.{pod}"
 
 
+def is_pod_netns(lab, netns):
+    """A pod's namespace: "<lab>-<namespace>.<pod>" (lab and node names hold no dot)."""
+    return netns.startswith(lab + "-") and "." in netns[len(lab) + 1:]
+
+
 def lan_port(lab, node):
     """The LAN-side end of a node's eth0: the node name without the lab prefix, if it fits."""
     short = node[len(lab) + 1:] if node.startswith(lab + "-") else node

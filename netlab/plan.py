@@ -23,8 +23,8 @@ NODE_SYSCTLS = (
 
 
 def node_plan(state, node, rules=True):
-    kubelet = NetnsPlan(node.netns, sysctls=NODE_SYSCTLS)
-    veths = NetnsPlan(node.netns, links=tuple(cni.host_veth(state, p) for p in state.pods_on(node.name)))
+    kubelet = NetnsPlan(node.netns, sysctls=NODE_SYSCTLS, owner="kubelet")
+    veths = NetnsPlan(node.netns, links=tuple(cni.host_veth(state, p) for p in state.pods_on(node.name)), owner="cni")
     # kube-proxy before flannel: its jumps come first in the built-in chains, as kube-proxy
     # inserts them at the top and flanneld appends its own.
     return merge(node.netns, underlay.uplink(state, node.netns, node.ip), kubelet,

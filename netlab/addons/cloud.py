@@ -59,7 +59,7 @@ def lb_plan(state, svc, healthy):
                         "POSTROUTING": ("-m conntrack --ctstate DNAT -j MASQUERADE",)})
     link = underlay.uplink(state, netns, svc.load_balancer_ip)
     return NetnsPlan(netns, links=link.links, addrs=link.addrs, routes=link.routes,
-                     sysctls=(("net/ipv4/ip_forward", "1"),), iptables={"nat": nat})
+                     sysctls=(("net/ipv4/ip_forward", "1"),), iptables={"nat": nat}, owner="cloud")
 
 
 def read_health(lab):

@@ -7,7 +7,6 @@ in the lab's state directory, one JSON object per line, newest last.
 """
 
 import datetime
-import ipaddress
 import json
 
 from netlab import names
@@ -72,36 +71,6 @@ class Changes:
 
     def count(self):
         return sum(len(v) for v in self.by_agent.values())
-
-
-def netlink_agent(state, netns, what):
-    """Which agent owns a netlink write: flanneld (flannel.1, its routes, neighbours and FDB),
-    the CNI bridge plugin (cni0, veths, a pod's own interface), kubelet (the rest of a node)."""
-    if "." in netns:
-        return "cni"
-    if netns in (state.lan_netns(), state.external_netns()):
-        return "lab-network"
-    if "flannel" in what or "fdb" in what.split() or what.startswith(("neigh", "del neigh")) or \
-            ("route" in what and _names_pod_subnet(state, what)):
-        return "flannel"
-    if "veth" in what or "cni0" in what:
-        return "cni"
-    if "route_localnet" in what:
-        return "kube-proxy"
-    return "kubelet"
-
-
-def _names_pod_subnet(state, what):
-    """A route to some node's /24 of the pod network: flannel's (a pod's own routes are the CNI's)."""
-    network = ipaddress.ip_network(state.cluster.pod_subnet)
-    for token in what.split():
-        try:
-            net = ipaddress.ip_network(token, strict=False)
-        except ValueError:
-            continue
-        if net.prefixlen == 24 and net.subnet_of(network):
-            return True
-    return False
 
 
 def chains_message(written, deleted):

@@ -19,6 +19,7 @@ from pyroute2.netlink.rtnl.ndmsg import states as nud_states
 
 from netlab.errors import NetlabError
 from netlab.kernel import netns as ns
+from netlab.values.desired import DEVICE_OWNERS, key
 
 NUD_PERMANENT = nud_states["permanent"]
 NTF_SELF = 0x02
@@ -37,7 +38,11 @@ class NetlinkApplier:
         self.writes = 0
         self.log = []       # (netns, what changed) — the agents' event trail
 
-    def _write(self, netns, what, fn, *args, **kwargs):
+    def _write(self, plan, owner, what, fn, *args, **kwargs):
+        """One netlink change, logged as (netns, what, owner): `owner` is the agent the plan
+        names for the item (netlab.values.desired.key), or the item's key to look it up."""
+        netns = plan.netns
+        owner = plan.owner_of(owner) if isinstance(owner, tuple) else owner
         try:
             fn(*args, **kwargs)
         except NetlinkError as e:
@@ -47,7 +52,7 @@ class NetlinkApplier:
                 return
             raise NetlabError(f"{netns}: {what}: {os.strerror(e.code)}") from None
         self.writes += 1
-        self.log.append((netns, what))
+        self.log.append((netns, what, owner))
 
     def apply(self, plan, fresh=False):
         """Converge one namespace. `fresh`: the namespace was just created and holds nothing
@@ -71,28 +76,31 @@ class NetlinkApplier:
         wanted = {l.ifname for l in plan.links}
         for name, l in list(have.items()):
             if name not in wanted and _kind(l) in MANAGED_KINDS:
-                self._write(plan.netns, f"delete link {name}", ipr.link, "del", index=l["index"])
+                self._write(plan, plan.owner_of(("link", name), DEVICE_OWNERS[_kind(l)]), f"delete link {name}",
+                            ipr.link, "del", index=l["index"])
                 del have[name]
         masters = {name: l["index"] for name, l in have.items()}
         for link in plan.links:
             current = have.get(link.ifname)
             if current is not None and not _same_device(current, link, have):
-                self._write(plan.netns, f"delete link {link.ifname} (changed)", ipr.link, "del", index=current["index"])
+                self._write(plan, key(link), f"delete link {link.ifname} (changed)", ipr.link, "del",
+                            index=current["index"])
                 current = None
             if current is None and link.kind != "peer":
-                self._create(plan.netns, ipr, link, masters)
+                self._create(plan, ipr, link, masters)
         have = _dump_links(ipr)
         for link in [l for l in plan.links if l.ifname not in have]:
             raise NetlabError(f"{plan.netns}: {link.ifname} is missing (its veth pair is gone)")
         lo = have.get("lo")
         if lo is not None and not lo["flags"] & 1:
-            self._write(plan.netns, "lo up", ipr.link, "set", index=lo["index"], state="up")
+            self._write(plan, ("link", "lo"), "lo up", ipr.link, "set", index=lo["index"], state="up")
         for link in plan.links:
-            self._configure(plan.netns, ipr, link, have[link.ifname], have)
+            self._configure(plan, ipr, link, have[link.ifname], have)
         return have
 
-    def _create(self, netns, ipr, link, masters):
+    def _create(self, plan, ipr, link, masters):
         """One RTM_NEWLINK carrying MTU, MAC, master and the up flag, as `ip link add` can."""
+        netns, owner = plan.netns, key(link)
         kwargs = dict(ifname=link.ifname, kind=link.kind, state="up" if link.up else "down")
         if link.mtu:
             kwargs["mtu"] = link.mtu
@@ -108,7 +116,7 @@ class NetlinkApplier:
                 kwargs["peer"] = {"ifname": link.peer.ifname, "net_ns_fd": fd}
                 if link.mtu:
                     kwargs["peer"]["mtu"] = link.mtu
-                self._write(netns, f"add veth {link.ifname} peer {link.peer.ifname} in {link.peer.netns}",
+                self._write(plan, owner, f"add veth {link.ifname} peer {link.peer.ifname} in {link.peer.netns}",
                             ipr.link, "add", **kwargs)
             finally:
                 os.close(fd)
@@ -120,33 +128,34 @@ class NetlinkApplier:
                 raise NetlabError(f"{netns}: {link.ifname}: underlay device {v.dev} is missing")
             kwargs.update(vxlan_id=v.vni, vxlan_port=v.port, vxlan_local=v.local,
                           vxlan_link=dev, vxlan_learning=int(v.learning))
-        self._write(netns, f"add {link.kind} {link.ifname}", ipr.link, "add", **kwargs)
+        self._write(plan, owner, f"add {link.kind} {link.ifname}", ipr.link, "add", **kwargs)
         created = ipr.link("get", ifname=link.ifname)[0]
         masters[link.ifname] = created["index"]
         if link.pin_mac:
             mac = created.get("address")
-            self._write(netns, f"pin {link.ifname} MAC {mac}", ipr.link, "set", index=created["index"], address=mac)
+            self._write(plan, owner, f"pin {link.ifname} MAC {mac}", ipr.link, "set", index=created["index"],
+                        address=mac)
 
-    def _configure(self, netns, ipr, link, current, have):
-        idx = current["index"]
+    def _configure(self, plan, ipr, link, current, have):
+        netns, owner, idx = plan.netns, key(link), current["index"]
         if link.mtu and current.get("IFLA_MTU") != link.mtu:
-            self._write(netns, f"{link.ifname} mtu {link.mtu}", ipr.link, "set", index=idx, mtu=link.mtu)
+            self._write(plan, owner, f"{link.ifname} mtu {link.mtu}", ipr.link, "set", index=idx, mtu=link.mtu)
         if link.address and current.get("address") != link.address:
-            self._write(netns, f"{link.ifname} address {link.address}", ipr.link, "set", index=idx, address=link.address)
+            self._write(plan, owner, f"{link.ifname} address {link.address}", ipr.link, "set", index=idx, address=link.address)
         if link.master:
             master = have.get(link.master)
             if master is None:
                 raise NetlabError(f"{netns}: {link.ifname}: bridge {link.master} is missing")
             if current.get("IFLA_MASTER") != master["index"]:
-                self._write(netns, f"{link.ifname} master {link.master}", ipr.link, "set", index=idx,
+                self._write(plan, owner, f"{link.ifname} master {link.master}", ipr.link, "set", index=idx,
                             master=master["index"])
             if _hairpin(current) != link.hairpin:
-                self._write(netns, f"{link.ifname} hairpin {'on' if link.hairpin else 'off'}",
+                self._write(plan, owner, f"{link.ifname} hairpin {'on' if link.hairpin else 'off'}",
                             ipr.brport, "set", index=idx, mode=int(link.hairpin))
         if link.up and not current["flags"] & 1:
-            self._write(netns, f"{link.ifname} up", ipr.link, "set", index=idx, state="up")
+            self._write(plan, owner, f"{link.ifname} up", ipr.link, "set", index=idx, state="up")
         elif not link.up and current["flags"] & 1:
-            self._write(netns, f"{link.ifname} down", ipr.link, "set", index=idx, state="down")
+            self._write(plan, owner, f"{link.ifname} down", ipr.link, "set", index=idx, state="down")
 
     # --- addresses, neighbours, FDB, routes ---------------------------------------------
 
@@ -158,12 +167,12 @@ class NetlinkApplier:
         for dev, cidr in sorted(have - want):
             if dev in devs:
                 ip, plen = cidr.split("/")
-                self._write(plan.netns, f"del addr {cidr} dev {dev}", ipr.addr, "del",
+                self._write(plan, ("link", dev), f"del addr {cidr} dev {dev}", ipr.addr, "del",
                             index=index[dev], address=ip, prefixlen=int(plen))
         for a in plan.addrs:
             if (a.dev, a.cidr) not in have:
                 ip, plen = a.cidr.split("/")
-                self._write(plan.netns, f"add addr {a}", ipr.addr, "add",
+                self._write(plan, key(a), f"add addr {a}", ipr.addr, "add",
                             index=_need(plan.netns, index, a.dev), address=ip, prefixlen=int(plen))
 
     def _neighs(self, plan, ipr, index, fresh):
@@ -173,11 +182,11 @@ class NetlinkApplier:
         want = {(n.dst, n.lladdr, n.dev) for n in plan.neighs}
         for dst, mac, dev in sorted(have - want):
             if dev in devs:
-                self._write(plan.netns, f"del neigh {dst} dev {dev}", ipr.neigh, "del",
+                self._write(plan, ("link", dev), f"del neigh {dst} dev {dev}", ipr.neigh, "del",
                             dst=dst, lladdr=mac, ifindex=index[dev])
         for n in plan.neighs:
             if (n.dst, n.lladdr, n.dev) not in have:
-                self._write(plan.netns, f"neigh {n}", ipr.neigh,
+                self._write(plan, key(n), f"neigh {n}", ipr.neigh,
                             "replace", dst=n.dst, lladdr=n.lladdr, ifindex=_need(plan.netns, index, n.dev),
                             state=NUD_PERMANENT)
 
@@ -192,11 +201,11 @@ class NetlinkApplier:
                     have.add((e.get("NDA_LLADDR"), dev, e.get("NDA_DST")))
         want = {(f.lladdr, f.dev, f.dst) for f in plan.fdb}
         for mac, dev, dst in sorted(have - want):
-            self._write(plan.netns, f"del fdb {mac} dev {dev} dst {dst}", ipr.fdb, "del",
+            self._write(plan, ("link", dev), f"del fdb {mac} dev {dev} dst {dst}", ipr.fdb, "del",
                         ifindex=index[dev], lladdr=mac, dst=dst)
         for f in plan.fdb:
             if (f.lladdr, f.dev, f.dst) not in have:
-                self._write(plan.netns, f"fdb {f}", ipr.fdb,
+                self._write(plan, key(f), f"fdb {f}", ipr.fdb,
                             "append", ifindex=_need(plan.netns, index, f.dev), lladdr=f.lladdr, dst=f.dst,
                             flags=NTF_SELF, state=NUD_PERMANENT)
 
@@ -206,15 +215,15 @@ class NetlinkApplier:
             if r["proto"] == RTPROT_KERNEL or r.get("RTA_TABLE", MAIN_TABLE) != MAIN_TABLE:
                 continue
             dst = f"{r.get('RTA_DST')}/{r['dst_len']}" if r["dst_len"] else "default"
-            key = (dst, r.get("RTA_GATEWAY"), _name_of(index, r.get("RTA_OIF")), bool(r["flags"] & RTNH_F_ONLINK))
-            have[key] = r
+            have[(dst, r.get("RTA_GATEWAY"), _name_of(index, r.get("RTA_OIF")), bool(r["flags"] & RTNH_F_ONLINK))] = r
         want = {(r.dst, r.via, r.dev, r.onlink): r for r in plan.routes}
-        for key in sorted(set(have) - set(want), key=str):
-            dst = key[0]
-            self._write(plan.netns, f"del route {dst}", ipr.route, "del",
+        for stale in sorted(set(have) - set(want), key=str):
+            dst = stale[0]
+            self._write(plan, ("link", stale[2]),
+                        f"del route {dst}", ipr.route, "del",
                         dst="0.0.0.0/0" if dst == "default" else dst, table=MAIN_TABLE)
-        for key, r in want.items():
-            if key in have:
+        for wanted, r in want.items():
+            if wanted in have:
                 continue
             kwargs = dict(dst="0.0.0.0/0" if r.dst == "default" else r.dst, oif=_need(plan.netns, index, r.dev),
                           proto=RTPROT_BOOT, table=MAIN_TABLE)
@@ -222,14 +231,14 @@ class NetlinkApplier:
                 kwargs["gateway"] = r.via
             if r.onlink:
                 kwargs["flags"] = RTNH_F_ONLINK
-            self._write(plan.netns, f"route {r}", ipr.route, "replace", **kwargs)
+            self._write(plan, key(r), f"route {r}", ipr.route, "replace", **kwargs)
 
     def _sysctls(self, plan, fresh):
-        for key, value in plan.sysctls:
-            if fresh or ns.read_sysctl(plan.netns, key) != value:
-                ns.write_sysctl(plan.netns, key, value)
+        for path, value in plan.sysctls:
+            if fresh or ns.read_sysctl(plan.netns, path) != value:
+                ns.write_sysctl(plan.netns, path, value)
                 self.writes += 1
-                self.log.append((plan.netns, f"sysctl {key}={value}"))
+                self.log.append((plan.netns, f"sysctl {path}={value}", plan.owner_of(("sysctl", path))))
 
 
 class _Index(dict):

@@ -22,6 +22,7 @@ def node_plan(state, node):
         node.netns,
         links=(Link(names.CNI_BRIDGE, "bridge", mtu=mtu, pin_mac=True),),
         addrs=(Addr(names.CNI_BRIDGE, f"{gw}/24"),),
+        owner="cni",
     )
 
 
@@ -43,4 +44,5 @@ def pod_plan(state, pod):
         routes=(Route("default", via=gw, dev=names.POD_IFNAME),
                 Route(state.cluster.pod_subnet, via=gw, dev=names.POD_IFNAME)),
         sysctls=((f"net/ipv4/conf/{names.POD_IFNAME}/arp_notify", "1"),),
+        owner="cni",
     )

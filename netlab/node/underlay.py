@@ -31,6 +31,7 @@ def lan_plan(state, extra=()):
         links=tuple(links),
         addrs=(Addr(names.LAN_BRIDGE, f"{ipam.lan_gateway(c.lan_cidr)}/{_prefix(c.lan_cidr)}"),),
         sysctls=(("net/ipv4/ip_forward", "0"),),
+        owner="lab-network",
     )
 
 
@@ -42,6 +43,7 @@ def uplink(state, netns, ip):
         links=(Link(names.UPLINK, "peer", mtu=c.underlay_mtu),),
         addrs=(Addr(names.UPLINK, f"{ip}/{_prefix(c.lan_cidr)}"),),
         routes=(Route("default", via=ipam.lan_gateway(c.lan_cidr), dev=names.UPLINK),),
+        owner="lab-network",
     )
 
 

@@ -80,9 +80,18 @@ class Fdb:
         return f"{self.lladdr} dev {self.dev} dst {self.dst} self permanent"
 
 
+# Who makes a device that no plan names any more, and so who removes it: the CNI its veths
+# and bridges, flanneld its vxlan device.
+DEVICE_OWNERS = {"veth": "cni", "bridge": "cni", "vxlan": "flannel"}
+
+
 @dataclass(frozen=True)
 class NetnsPlan:
-    """Everything one namespace should hold. Order inside each tuple is the order of creation."""
+    """Everything one namespace should hold. Order inside each tuple is the order of creation.
+
+    `owner` names the agent that planned it (cni, flannel, kube-proxy, kubelet, lab-network,
+    cloud); a merged plan keeps each part's owner per item in `owners` (see `key`), so the
+    applier credits every write to its agent without guessing from names."""
     netns: str
     links: tuple = ()
     addrs: tuple = ()
@@ -91,15 +100,39 @@ class NetnsPlan:
     fdb: tuple = ()
     sysctls: tuple = ()            # (slash path under /proc/sys, value)
     iptables: dict = field(default_factory=dict, hash=False, compare=True)  # table -> Table
+    owner: str = ""
+    owners: dict = field(default_factory=dict, hash=False, compare=False)    # key(item) -> owner
+
+    def owner_of(self, item_key, default="kubelet"):
+        return self.owners.get(item_key) or self.owner or default
+
+
+def key(item):
+    """What identifies a planned item for its owner: a device by name, the rest by what they are."""
+    if isinstance(item, Link):
+        return ("link", item.ifname)
+    if isinstance(item, Addr):
+        return ("addr", item.dev, item.cidr)
+    if isinstance(item, Route):
+        return ("route", item.dst)
+    if isinstance(item, Neigh):
+        return ("neigh", item.dst, item.dev)
+    if isinstance(item, Fdb):
+        return ("fdb", item.lladdr, item.dev)
+    return ("sysctl", item[0])
 
 
 def merge(netns, *parts):
     """One namespace's plan from the parts several components contribute."""
     out = dict(links=(), addrs=(), routes=(), neighs=(), fdb=(), sysctls=())
-    tables = {}
+    tables, owners = {}, {}
     for p in parts:
         for k in out:
             out[k] += getattr(p, k)
+            for item in getattr(p, k):
+                owners.setdefault(key(item), p.owners.get(key(item)) or p.owner)
         for name, table in p.iptables.items():
             tables[name] = tables[name].merged(table) if name in tables else table
-    return NetnsPlan(netns, iptables=tables, **out)
+            for chain in table.chains:
+                owners.setdefault(("chain", name, chain), p.owners.get(("chain", name, chain)) or p.owner)
+    return NetnsPlan(netns, iptables=tables, owners={k: v for k, v in owners.items() if v}, **out)

@@ -178,3 +178,20 @@ def test_a_large_lab_comes_up_under_an_open_files_limit_of_1024(tmp_path):
     finally:
         Lab.cleanup(name)
     assert leftovers(name) == []
+
+
+def test_events_credit_each_write_to_the_agent_that_planned_it_whatever_the_lab_is_called(tmp_path):
+    name = unique_name("flannel")                       # a name the agents' own words contain
+    try:
+        lab = Lab.up(renamed("default.yaml", name, tmp_path))
+        lab.scale("default", "web", len([p for p in lab.state().pods if p.owner == "Deployment/web"]) + 1)
+        by_agent = lab.last_changes.by_agent
+        veths = [(agent, what) for agent, items in by_agent.items() for _, what in items if what.startswith("add veth")]
+        assert veths and {agent for agent, _ in veths} == {"cni"}, by_agent
+        assert all("veth" not in what for _, what in by_agent.get("flannel", []))
+        from netlab.api import events
+        found = [e for e in events.read(name) if e["why"].startswith("scale")]
+        assert {e["source"] for e in found if "add veth" in e["message"]} == {"cni"}
+    finally:
+        Lab.cleanup(name)
+    assert leftovers(name) == []

@@ -107,3 +107,19 @@ def test_values_render_in_ip_syntax_as_reference_writes_them():
     assert str(Fdb("aa:bb:cc:dd:ee:ff", "flannel.1", "172.18.0.4")) == \
         "aa:bb:cc:dd:ee:ff dev flannel.1 dst 172.18.0.4 self permanent"
     assert str(Addr("cni0", "10.244.1.1/24")) == "10.244.1.1/24 dev cni0"
+
+
+def test_a_merged_plan_keeps_each_parts_owner():
+    from netlab.values.desired import Addr, Link, NetnsPlan, Route, key, merge
+    from netlab.values.iptables import Table
+    cni = NetnsPlan("n", links=(Link("cni0", "bridge"),), addrs=(Addr("cni0", "10.244.1.1/24"),), owner="cni")
+    flannel = NetnsPlan("n", links=(Link("flannel.1", "vxlan"),), routes=(Route("10.244.2.0/24", via="10.244.2.0",
+                        dev="flannel.1", onlink=True),), iptables={"nat": Table("nat", {"FLANNEL-POSTRTG": ()})},
+                        owner="flannel")
+    merged = merge("n", cni, flannel)
+    assert merged.owner_of(("link", "cni0")) == "cni"
+    assert merged.owner_of(key(Addr("cni0", "10.244.1.1/24"))) == "cni"
+    assert merged.owner_of(("link", "flannel.1")) == "flannel"
+    assert merged.owner_of(("route", "10.244.2.0/24")) == "flannel"
+    assert merged.owners[("chain", "nat", "FLANNEL-POSTRTG")] == "flannel"
+    assert merged.owner_of(("link", "eth0")) == "kubelet"          # nothing planned it: the node's own

@@ -41,6 +41,7 @@ def node_plan(state, node):
         fdb=tuple(Fdb(n.vtep_mac, dev, n.ip) for n in others),
         routes=tuple(Route(n.pod_cidr, via=vtep_ip(n), dev=dev, onlink=True) for n in others),
         iptables=rules(state.cluster, node),
+        owner="flannel",
     )
 
 

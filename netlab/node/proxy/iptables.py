@@ -349,4 +349,5 @@ def _to_endpoints(svc, name, key, eps):
 def node_plan(state, node, rules=True):
     """kube-proxy's part of a node: its sysctl and (unless `rules` is False) its two tables."""
     tables = node_tables(state.services, state.endpoints, node, state.cluster.pod_subnet) if rules else {}
-    return NetnsPlan(node.netns, sysctls=(("net/ipv4/conf/all/route_localnet", "1"),), iptables=tables)
+    return NetnsPlan(node.netns, sysctls=(("net/ipv4/conf/all/route_localnet", "1"),), iptables=tables,
+                     owner="kube-proxy")
