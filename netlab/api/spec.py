@@ -175,7 +175,7 @@ class ClusterConfig:
     dns_replicas: int = 2          # kubeadm's CoreDNS Deployment runs two
     dns_ttl: int = 30              # kubeadm's Corefile: `ttl 30`
     lb_mode: str = "cloud"         # a cloud load balancer per Service, or MetalLB's layer 2 mode
-    lb_pool: str = ""              # "first-last"; "" is the LAN's .255.200-.255.250 (kind's usual range)
+    lb_pool: str = ""              # "first-last"; "" is default_lb_pool(): kind users' .255.200-.255.250
     ingress: str = ""              # "", "NodePort" or "LoadBalancer": how ingress-nginx is exposed
 
     @property
@@ -379,7 +379,7 @@ def _expect_api(at, expected):
 
 def _cluster(cluster_doc, lab_doc):
     c = ClusterConfig()
-    values = {}
+    values, pool_at = {}, None
     if cluster_doc:
         f, _, doc = cluster_doc
         at = _At(f, "Cluster", doc)
@@ -422,18 +422,67 @@ def _cluster(cluster_doc, lab_doc):
         lb = at.child("loadBalancer")
         _refuse_unknown(lb, lb.mapping(), {"mode", "pool"})
         values["lb_mode"] = lb.child("mode").choice(LB_MODES, c.lb_mode)
-        values["lb_pool"] = _pool(lb.child("pool"), values.get("lan_cidr", c.lan_cidr))
+        pool_at = lb.child("pool")
+        values["lb_pool"] = _pool(pool_at)
         ing = at.child("ingress")
         _refuse_unknown(ing, ing.mapping(), {"enabled", "service"})
         if ing.child("enabled").value:
             values["ingress"] = ing.child("service").choice(("NodePort", "LoadBalancer"), "NodePort")
     c = ClusterConfig(**{**c.__dict__, **values})
     _check_address_plan(c, cluster_doc, lab_doc)
+    if c.lb_pool:
+        _check_pool(pool_at, c)
     return c
 
 
-def _pool(at, lan_cidr):
-    """A load-balancer address range "first-last" inside the LAN, clear of its gateway."""
+# --- the LAN's address plan ----------------------------------------------------------------
+# Docker gives kind's network its first address as the gateway (172.18.0.1) and the node
+# containers the next ones, from .2 up; the lab's external client takes the LAN's last host
+# address; load balancers take theirs from a pool (MetalLB's IPAddressPool, or the range
+# cloud-provider-kind's containers land in). IPAM allocates from this one plan, and the lab
+# file is checked against it, so no two of them are ever given the same address.
+
+def lan_gateway(lan_cidr):
+    """The LAN's first address, as Docker gives kind's network its gateway (172.18.0.1)."""
+    return str(ipaddress.ip_network(lan_cidr).network_address + 1)
+
+
+def lan_external_ip(lan_cidr):
+    """The client host on the LAN takes the LAN's last host address."""
+    return str(ipaddress.ip_network(lan_cidr).broadcast_address - 1)
+
+
+def first_node_ips(lan_cidr, count):
+    """The addresses the lab file's nodes take: .2 upwards, after the gateway."""
+    base = ipaddress.ip_network(lan_cidr).network_address
+    return [str(base + 2 + i) for i in range(count)]
+
+
+def default_lb_pool(lan_cidr, nodes):
+    """(first, last) of the pool when the lab names none. kind users give MetalLB
+    .255.200-.255.250 of Docker's 172.18.0.0/16: 51 addresses at the LAN's top, a few below
+    the external client. A LAN too small to hold that range above its `nodes` nodes'
+    addresses (smaller than a /26, or a /26 with more than 6 nodes) pools every address
+    between the nodes' and the external client's; nodes added later share it, each skipping
+    what the other holds. On a LAN with no such address the pool is empty (first > last)."""
+    net = ipaddress.ip_network(lan_cidr)
+    top, above_nodes = net.broadcast_address, net.network_address + 2 + nodes
+    if top - 55 >= above_nodes:
+        return str(top - 55), str(top - 5)
+    return str(above_nodes), str(top - 2)
+
+
+def lb_pool_range(cluster):
+    """(first, last) of the cluster's load-balancer pool, as address strings."""
+    if cluster.lb_pool:
+        first, last = cluster.lb_pool.split("-")
+        return first, last
+    return default_lb_pool(cluster.lan_cidr, len(cluster.roles))
+
+
+def _pool(at):
+    """A load-balancer address range "FIRST-LAST", first not above last; where it may lie
+    is checked against the LAN once the whole cluster is known (_check_pool)."""
     text = at.string("")
     if not text:
         return ""
@@ -441,10 +490,44 @@ def _pool(at, lan_cidr):
         first, last = (ipaddress.ip_address(x.strip()) for x in text.split("-"))
     except ValueError:
         raise at.error(f"{text!r} must be a range FIRST-LAST of IPv4 addresses") from None
-    lan = ipaddress.ip_network(lan_cidr)
-    if first not in lan or last not in lan or last < first:
-        raise at.error(f"{text!r} must be a range inside the LAN {lan}")
+    if first.version != 4 or last.version != 4:
+        raise at.error(f"{text!r}: netlab models IPv4 clusters only")
+    if last < first:
+        raise at.error(f"{text!r} is reversed: the first address must not be above the last ({last}-{first})")
     return f"{first}-{last}"
+
+
+def _check_pool(at, c):
+    """The pool lies inside the LAN, clear of the gateway, the external client and the
+    addresses the lab's nodes take. A pool over those is refused rather than silently
+    shrunk: MetalLB hands out an IPAddressPool's addresses as its own and never checks who
+    else answers for them, which is why kind users put it at the top of Docker's network,
+    away from the nodes; a pool over the nodes is a mistake to hear about, not to work
+    around (skipping would also move every Service's address off what the pool says)."""
+    lan = ipaddress.ip_network(c.lan_cidr)
+    first, last = (ipaddress.ip_address(x) for x in c.lb_pool.split("-"))
+    if first not in lan or last not in lan:
+        raise at.error(f"{c.lb_pool!r} must be a range inside the LAN {lan}")
+    for ip, what in ((lan.network_address, "the LAN's network address"),
+                     (lan.broadcast_address, "the LAN's broadcast address"),
+                     (ipaddress.ip_address(lan_gateway(c.lan_cidr)), "the LAN gateway's address"),
+                     (ipaddress.ip_address(lan_external_ip(c.lan_cidr)), "the external client's address")):
+        if first <= ip <= last:
+            raise at.error(f"{c.lb_pool!r} holds {ip}, {what}; load balancers need addresses of their own")
+    nodes = [ipaddress.ip_address(ip) for ip in first_node_ips(c.lan_cidr, len(c.roles))]
+    over = [ip for ip in nodes if first <= ip <= last]
+    if over:
+        span = lambda ips: f"{ips[0]}" if len(ips) == 1 else f"{ips[0]}-{ips[-1]}"  # noqa: E731
+        raise at.error(f"{c.lb_pool!r} holds {span(over)}, {'an address' if len(over) == 1 else 'addresses'} "
+                       f"the lab's nodes take ({span(nodes)}, from .2 up, as Docker gives kind's nodes theirs); "
+                       f"{_pool_hint(c)}")
+
+
+def _pool_hint(c):
+    first, last = default_lb_pool(c.lan_cidr, len(c.roles))
+    if ipaddress.ip_address(first) > ipaddress.ip_address(last):
+        return f"the LAN {c.lan_cidr} has no address left for load balancers: give the Lab a larger lan.cidr"
+    return f"put the pool above them (left out, it is {first}-{last})"
 
 
 def _refuse_unknown(at, mapping, known):
@@ -469,8 +552,11 @@ def _check_address_plan(c, cluster_doc, lab_doc):
         raise cluster_at.child("podSubnet").error(f"{pod} is too small: each node takes a /24")
     if 2 ** (24 - pod.prefixlen) < len(c.roles):
         raise cluster_at.child("podSubnet").error(f"{pod} has fewer /24s than the {len(c.roles)} nodes")
-    if lan.num_addresses - 4 < len(c.roles) + 2:
-        raise SpecError(file_of(lab_doc), "Lab", "lan.cidr", f"{lan} is too small for {len(c.roles)} nodes")
+    hosts = max(lan.num_addresses - 2, 0)         # less the network and broadcast addresses
+    if hosts < len(c.roles) + 2:
+        raise SpecError(file_of(lab_doc), "Lab", "lan.cidr",
+                        f"{lan} is too small for {len(c.roles)} nodes: it has {hosts} host addresses, and the "
+                        f"gateway, the external client and each node take one")
     if svc.num_addresses < 16:
         raise cluster_at.child("serviceSubnet").error(f"{svc} is too small")
 

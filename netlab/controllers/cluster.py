@@ -35,7 +35,7 @@ def new_state(spec, rng=None):
     state = ClusterState(lab=c.name, cluster=c)
     node_names = c.node_names
     cidrs = ipam.node_pod_cidrs(c.pod_subnet, set(), len(node_names))
-    ips = ipam.node_ips(c.lan_cidr, set(), len(node_names))
+    ips = ipam.node_ips(c, ipam.lan_holders(c), node_names)
     has_workers = "worker" in c.roles
     for name, role, cidr, ip in zip(node_names, c.roles, cidrs, ips):
         state.nodes.append(Node(name, role, ip, cidr, random_mac(rng),
@@ -301,7 +301,7 @@ def add_node(state, name, rng=None, log=None):
         raise NetlabError(f'node "{full}" already exists')
     c = state.cluster
     cidr = ipam.node_pod_cidrs(c.pod_subnet, {n.pod_cidr for n in state.nodes}, 1)[0]
-    ip = ipam.node_ips(c.lan_cidr, {n.ip for n in state.nodes}, 1)[0]
+    ip, = ipam.node_ips(c, ipam.lan_holders(c, state.nodes, state.services), [full])   # skips the balancers'
     node = Node(full, "worker", ip, cidr, random_mac(rng), scheduler.node_labels(full, "worker"), [])
     state.nodes.append(node)
     state.ipam[full] = HostLocal()
@@ -392,9 +392,9 @@ def add_service(state, manifest, rng):
             hc = ipam.allocate_node_port(NODE_PORT_RANGE, taken_ports | _health_ports(state), rng)
         elif hc is not None and hc in taken_ports | _health_ports(state):
             raise NetlabError(f"Service {manifest.key}: healthCheckNodePort {hc} is already allocated")
-        lb_ips = {s.load_balancer_ip for s in state.services if s.type == "LoadBalancer"}
+        held = ipam.lan_holders(state.cluster, state.nodes, state.services)     # never a node's address
         lb = {"health_check_node_port": hc,
-              "load_balancer_ip": ipam.allocate_lb_ip(state.cluster, lb_ips, manifest.load_balancer_ip),
+              "load_balancer_ip": ipam.allocate_lb_ip(state.cluster, held, manifest.key, manifest.load_balancer_ip),
               # A cloud load balancer proxies to the NodePorts (kube-proxy leaves its IP
               # alone); MetalLB announces the IP and kube-proxy captures it.
               "load_balancer_ip_mode": "VIP" if state.cluster.lb_mode == "metallb" else "Proxy"}

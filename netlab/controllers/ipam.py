@@ -1,10 +1,12 @@
-"""IPAM: the node podCIDR allocator, host-local pod IPs, and the LAN's node addresses.
+"""IPAM: the node podCIDR allocator, host-local pod IPs, and the LAN's addresses (nodes and
+load balancers, from one view of who holds what).
 
 Pure functions of the current allocations; the store records their results.
 """
 
 import ipaddress
 
+from netlab.api import spec
 from netlab.errors import NetlabError
 
 
@@ -20,23 +22,39 @@ def node_pod_cidrs(pod_subnet, taken, count):
     return out
 
 
-def lan_gateway(lan_cidr):
-    """The LAN's first address, as Docker gives kind's network its gateway (172.18.0.1)."""
-    return str(next(ipaddress.ip_network(lan_cidr).hosts()))
+lan_gateway = spec.lan_gateway            # the LAN's plan is the lab file's: one definition
+lan_external_ip = spec.lan_external_ip
 
 
-def lan_external_ip(lan_cidr):
-    """The client host on the LAN takes the LAN's last host address."""
-    net = ipaddress.ip_network(lan_cidr)
-    return str(net.broadcast_address - 1)
+def lan_holders(cluster, nodes=(), services=()):
+    """Who holds each LAN address: the gateway, the external client, every node and every
+    load balancer. Nodes and load balancers are both allocated against this one view, so a
+    pool address never equals a node's, and a new node skips the load balancers'."""
+    held = {lan_gateway(cluster.lan_cidr): "the LAN gateway", lan_external_ip(cluster.lan_cidr): "the external client"}
+    held.update((n.ip, f"node {n.name}") for n in nodes)
+    held.update((s.load_balancer_ip, f"Service {s.key}") for s in services
+                if s.type == "LoadBalancer" and s.load_balancer_ip)
+    return held
 
 
-def node_ips(lan_cidr, taken, count):
-    """Node addresses from .2 upwards, as Docker hands them to kind's node containers."""
-    net = ipaddress.ip_network(lan_cidr)
-    reserved = {lan_gateway(lan_cidr), lan_external_ip(lan_cidr)} | set(taken)
-    hosts = (str(h) for h in net.hosts() if str(h) not in reserved)
-    return [next(hosts) for _ in range(count)]
+def node_ips(cluster, held, node_names):
+    """Addresses for new nodes, from .2 upwards as Docker hands them to kind's node
+    containers, skipping every address held (lan_holders). Addresses outside the
+    load-balancer pool go first, as kind users keep MetalLB's pool out of the nodes' way;
+    a pool address no balancer holds is taken only when the LAN has no other left."""
+    net = ipaddress.ip_network(cluster.lan_cidr)
+    first, last = (int(ipaddress.ip_address(x)) for x in spec.lb_pool_range(cluster))
+    outside = (str(h) for h in net.hosts() if not first <= int(h) <= last)
+    inside = (str(ipaddress.ip_address(n)) for n in range(first, last + 1))   # inside the LAN: spec checks it
+    free = (ip for group in (outside, inside) for ip in group if ip not in held)
+    out = []
+    for name in node_names:
+        ip = next(free, None)
+        if ip is None:
+            raise NetlabError(f"node {name} gets no address: every address of the LAN {net} is held by its gateway, "
+                              f"external client, nodes and load balancers (give the Lab a larger lan.cidr)")
+        out.append(ip)
+    return out
 
 
 def gateway(pod_cidr):
@@ -109,27 +127,25 @@ def _random_free(lo, hi, is_taken, rng):
     return None
 
 
-def lb_pool(cluster):
-    """The load-balancer addresses, in allocation order: the lab's pool, or the LAN's
-    .255.200-.255.250 (the range kind users give MetalLB), below the external client."""
-    if cluster.lb_pool:
-        first, last = (ipaddress.ip_address(x) for x in cluster.lb_pool.split("-"))
-    else:
-        top = ipaddress.ip_network(cluster.lan_cidr).broadcast_address
-        first, last = top - 55, top - 5
-    return [str(ipaddress.ip_address(i)) for i in range(int(first), int(last) + 1)]
-
-
-def allocate_lb_ip(cluster, taken, wanted=None):
-    """The lowest free pool address (MetalLB's order), or the one asked for if it is free."""
-    pool = lb_pool(cluster)
+def allocate_lb_ip(cluster, held, service, wanted=None):
+    """The lowest pool address nobody holds (MetalLB's order), or the one asked for if it
+    is in the pool and free. The pool is the lab's loadBalancer.pool or its default
+    (spec.default_lb_pool). held: lan_holders() without this Service; service: its key."""
+    first, last = spec.lb_pool_range(cluster)
+    pool = f"{first}-{last}"
+    lo, hi = int(ipaddress.ip_address(first)), int(ipaddress.ip_address(last))
     if wanted is not None:
-        if wanted not in pool:
-            raise NetlabError(f"loadBalancerIP {wanted} is not in the pool {pool[0]}-{pool[-1]}")
-        if wanted in taken:
-            raise NetlabError(f"loadBalancerIP {wanted} is already allocated")
+        if not lo <= int(ipaddress.ip_address(wanted)) <= hi:
+            raise NetlabError(f"Service {service}: loadBalancerIP {wanted} is not in the load-balancer pool {pool}")
+        if wanted in held:
+            raise NetlabError(f"Service {service}: loadBalancerIP {wanted} is already held by {held[wanted]}")
         return wanted
-    for ip in pool:
-        if ip not in taken:
+    for n in range(lo, hi + 1):
+        ip = str(ipaddress.ip_address(n))
+        if ip not in held:
             return ip
-    raise NetlabError(f"the load-balancer pool {pool[0]}-{pool[-1]} is exhausted")
+    if hi < lo:
+        raise NetlabError(f"Service {service} gets no load-balancer address: the LAN {cluster.lan_cidr} has none "
+                          f"left above its nodes (give the Lab a larger lan.cidr)")
+    raise NetlabError(f"Service {service} gets no load-balancer address: every address of the pool {pool} is held "
+                      f"(widen the Lab's loadBalancer.pool or lan.cidr)")

@@ -2,6 +2,7 @@
 
 import pytest
 
+from netlab.api import spec
 from netlab.controllers import ipam
 from netlab.errors import NetlabError
 
@@ -35,7 +36,64 @@ def test_node_cidrs_in_order():
     assert ipam.node_pod_cidrs("10.244.0.0/16", {"10.244.0.0/24"}, 1) == ["10.244.1.0/24"]
 
 
+def lan(cidr="172.18.0.0/16", nodes=3, pool=""):
+    return spec.ClusterConfig(name="t", roles=("control-plane",) + ("worker",) * (nodes - 1), lan_cidr=cidr,
+                              lb_pool=pool)
+
+
 def test_lan_addresses_as_docker_gives_them_to_kind():
+    c = lan()
     assert ipam.lan_gateway("172.18.0.0/16") == "172.18.0.1"
-    assert ipam.node_ips("172.18.0.0/16", set(), 3) == ["172.18.0.2", "172.18.0.3", "172.18.0.4"]
+    assert ipam.node_ips(c, ipam.lan_holders(c), ["a", "b", "c"]) == ["172.18.0.2", "172.18.0.3", "172.18.0.4"]
     assert ipam.lan_external_ip("172.18.0.0/16") == "172.18.255.254"
+
+
+@pytest.mark.parametrize("cidr, nodes, pool", [
+    ("172.18.0.0/16", 3, ("172.18.255.200", "172.18.255.250")),   # the range kind users give MetalLB
+    ("192.168.1.0/24", 3, ("192.168.1.200", "192.168.1.250")),
+    ("10.10.0.0/26", 3, ("10.10.0.8", "10.10.0.58")),              # still above the nodes (.2-.4)
+    ("10.10.0.0/26", 7, ("10.10.0.9", "10.10.0.61")),              # .8 is the 7th node's: above the nodes instead
+    ("10.10.0.0/27", 3, ("10.10.0.5", "10.10.0.29")),              # .255.200's offsets fall outside a /27
+    ("10.0.0.0/29", 3, ("10.0.0.5", "10.0.0.5")),                  # .1 gateway, .2-.4 nodes, .6 external client
+])
+def test_the_default_pool_lies_inside_the_lan_above_the_nodes(cidr, nodes, pool):
+    assert spec.default_lb_pool(cidr, nodes) == pool
+
+
+def test_a_load_balancer_skips_the_addresses_nodes_hold():
+    c = lan("10.10.0.0/27")
+    held = {**ipam.lan_holders(c), "10.10.0.5": "node t-worker3", "10.10.0.6": "Service default/a"}
+    assert ipam.allocate_lb_ip(c, held, "default/b") == "10.10.0.7"
+    with pytest.raises(NetlabError) as e:
+        ipam.allocate_lb_ip(c, held, "default/b", wanted="10.10.0.5")
+    assert str(e.value) == "Service default/b: loadBalancerIP 10.10.0.5 is already held by node t-worker3"
+    with pytest.raises(NetlabError) as e:
+        ipam.allocate_lb_ip(c, held, "default/b", wanted="10.10.0.30")
+    assert str(e.value) == ("Service default/b: loadBalancerIP 10.10.0.30 is not in the load-balancer pool "
+                            "10.10.0.5-10.10.0.29")
+
+
+def test_a_node_skips_the_addresses_load_balancers_hold_and_keeps_out_of_the_pool_while_it_can():
+    c = lan("10.10.0.0/26")                                   # pool 10.10.0.8-10.10.0.58
+    held = {**ipam.lan_holders(c), **{f"10.10.0.{i}": f"node {i}" for i in (2, 3, 4)},
+            "10.10.0.8": "Service default/web-lb"}
+    assert ipam.node_ips(c, held, [f"n{i}" for i in range(7)]) == [
+        "10.10.0.5", "10.10.0.6", "10.10.0.7", "10.10.0.59", "10.10.0.60", "10.10.0.61", "10.10.0.9"]
+
+
+def test_a_full_lan_or_pool_is_a_sentence_naming_what_gets_no_address():
+    c = lan("10.0.0.0/29", nodes=4)                           # .1 gateway, .2-.5 nodes, .6 external client
+    held = {**ipam.lan_holders(c), **{f"10.0.0.{i}": f"node {i}" for i in (2, 3, 4, 5)}}
+    with pytest.raises(NetlabError) as e:
+        ipam.node_ips(c, held, ["t-worker4"])
+    assert str(e.value) == ("node t-worker4 gets no address: every address of the LAN 10.0.0.0/29 is held by its "
+                            "gateway, external client, nodes and load balancers (give the Lab a larger lan.cidr)")
+    with pytest.raises(NetlabError) as e:
+        ipam.allocate_lb_ip(c, held, "default/web-lb")
+    assert str(e.value) == ("Service default/web-lb gets no load-balancer address: the LAN 10.0.0.0/29 has none "
+                            "left above its nodes (give the Lab a larger lan.cidr)")
+    c = lan("10.0.0.0/29", nodes=3)                           # pool 10.0.0.5-10.0.0.5
+    with pytest.raises(NetlabError) as e:
+        ipam.allocate_lb_ip(c, {**held, "10.0.0.5": "Service default/a"}, "default/b")
+    assert str(e.value) == ("Service default/b gets no load-balancer address: every address of the pool "
+                            "10.0.0.5-10.0.0.5 is held (widen the Lab's loadBalancer.pool or lan.cidr)")
