@@ -103,9 +103,27 @@ def _parser():
     return p
 
 
+def _global_flags_first(argv):
+    """kubectl takes its global flags anywhere: move `--lab NAME` (or `--lab=NAME`) before the
+    command, leaving what follows `--` (a command to exec) alone."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    end = argv.index("--") if "--" in argv else len(argv)
+    head, rest, moved = argv[:end], argv[end:], []
+    i = 0
+    while i < len(head):
+        if head[i] == "--lab" and i + 1 < len(head):
+            moved += head[i:i + 2]
+            del head[i:i + 2]
+        elif head[i].startswith("--lab="):
+            moved.append(head.pop(i))
+        else:
+            i += 1
+    return moved + head + rest
+
+
 def main(argv=None):
     parser = _parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(_global_flags_first(argv))
     # kubectl takes `get svc -n NS NAME`: a name after the options is still the name.
     if args.command == "get" and len(extra) == 1 and not extra[0].startswith("-") and args.name is None:
         args.name = extra[0]

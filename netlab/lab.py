@@ -251,6 +251,7 @@ class Lab:
         converged to (None: nothing yet, as for `up`). A namespace created here is fresh:
         nothing in it is read back."""
         progress = progress or _NoProgress()
+        preflight.ensure_fd_limit(len(state.netns))   # raised to the hard limit when the lab needs it
         changes = events.Changes()
         gone = [n for n in self._unclaimed_netns() if n not in state.netns]
         _remove_netns(self.name, reversed(gone))

@@ -128,7 +128,10 @@ def delete(name):
     target = path(name)
     if not target.exists():
         return False
-    _libc.umount2(str(target).encode(), MNT_DETACH)
+    if _libc.umount2(str(target).encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err != errno.EINVAL:                 # EINVAL: not a mount point (a bare file): nothing to detach
+            raise NetlabError(f"netns {name}: umount {target}: {os.strerror(err)}")
     target.unlink(missing_ok=True)
     return True
 

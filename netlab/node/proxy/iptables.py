@@ -198,7 +198,8 @@ def stale_udp_flows(old_services, old_endpoints, services, endpoints):
     """The conntrack entries kube-proxy deletes after a sync: UDP flows DNATed to an endpoint
     that is no longer ready for that service port (UDP has no connection to break, so a
     client would keep sending into the void). (destination IP or None, destination port,
-    endpoint IP) triples: the cluster IP and port, and each external IP and NodePort."""
+    endpoint IP) triples: the cluster IP and port, each external IP, a load balancer's IP (a
+    VIP the node answers, MetalLB's) and the NodePort."""
     old, new = _inputs(old_services, old_endpoints), _inputs(services, endpoints)
     flows = []
     for key, (svc, port, eps) in old.items():
@@ -209,6 +210,8 @@ def stale_udp_flows(old_services, old_endpoints, services, endpoints):
             ip = endpoint.rsplit(":", 1)[0]
             flows.append((svc.cluster_ip, port.port, ip))
             flows += [(external, port.port, ip) for external in svc.external_ips]
+            if svc.load_balancer_ip:
+                flows.append((svc.load_balancer_ip, port.port, ip))
             if port.node_port:
                 flows.append((None, port.node_port, ip))
     return flows
