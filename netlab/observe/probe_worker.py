@@ -28,8 +28,16 @@ def op_http(dst, port, path="/hostname", timeout=2.0, host=None):
     finally:
         s.close()
     head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
-    return {"ok": status == 200, "status": status, "body": body.decode(errors="replace"), "local": local}
+    return {"ok": status_of(head) == 200, "status": status_of(head), "body": body.decode(errors="replace"),
+            "local": local}
+
+
+def status_of(head):
+    """The status code of an HTTP response head; 0 for anything that is not one."""
+    parts = head.split(b"\r\n", 1)[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit() or len(parts[1]) != 3:
+        return 0
+    return int(parts[1])
 
 
 def op_udp(dst, port, message="hostname", timeout=2.0):
@@ -179,12 +187,13 @@ def main():
     bind_layers(UDP, VXLAN, dport=8472)      # flannel uses the kernel's default port
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
-        req = json.loads(line)
-        op = req.pop("op")
         try:
-            answer = OPS[op](**req)
+            req = json.loads(line)
+            answer = OPS[req.pop("op")](**req)
         except (OSError, TimeoutError) as e:
             answer = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        except Exception as e:                  # whatever a peer sent back, the worker answers the next call
+            answer = {"ok": False, "error": f"probe worker: {type(e).__name__}: {e}"}
         print(json.dumps(answer), flush=True)
 
 

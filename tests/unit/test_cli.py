@@ -14,3 +14,4 @@ def test_lab_is_taken_after_the_command_too():
 def test_what_follows_a_double_dash_is_the_pods_command():
     argv = cli._global_flags_first(["exec", "client", "--lab", "x", "--", "tool", "--lab", "y"])
     assert argv == ["--lab", "x", "exec", "client", "--", "tool", "--lab", "y"]
+
