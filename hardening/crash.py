@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Crash: `netlab up` killed with SIGKILL at N random moments (default 20). Each time
-`netlab cleanup` must remove everything, and a fresh `up` must then succeed.
+"""Crash: `netlab up` killed with SIGKILL at N random moments (default 20). After every odd
+kill `netlab cleanup` must remove everything and a fresh `up` must then succeed; after every
+even one a change command (`netlab scale`) must converge whatever the killed `up` left (when
+it left a record) into a working lab. Every lab must pass the probe and come down clean.
 
     sudo .venv/bin/python hardening/crash.py [--kills 20] [--seed 1]
 """
@@ -44,23 +46,34 @@ def main():
             state = "up" if finished else ("record" if recorded else "no record")
             namespaces = len([n for n in os.listdir("/run/netns") if n.startswith(name + "-")]) \
                 if os.path.isdir("/run/netns") else 0
-            cleaned = netlab("cleanup", name)
-            left = leftovers(name)
-            again = netlab("up", str(labfile))
+            if i % 2 and recorded:           # the next command converges what the kill left
+                after_kill = "change"
+                first = netlab("--lab", name, "scale", "deployment/web", "--replicas", "3")
+                left, again = [], first
+            else:
+                after_kill = "cleanup"
+                first = netlab("cleanup", name)
+                left = leftovers(name)
+                again = netlab("up", str(labfile))
             probe = netlab("--lab", name, "probe", "--area", "pods, across nodes")
             down = netlab("down", name)
             left_after = leftovers(name)
-            ok = cleaned.returncode == 0 and not left and again.returncode == 0 and probe.returncode == 0 \
+            ok = first.returncode == 0 and not left and again.returncode == 0 and probe.returncode == 0 \
                 and down.returncode == 0 and not left_after
             failures += not ok
-            rows.append((i + 1, moment, state, namespaces, len(left), again.returncode == 0, probe.returncode == 0, ok))
+            rows.append((i + 1, moment, state, namespaces, after_kill, len(left), again.returncode == 0,
+                         probe.returncode == 0, ok))
             if not ok:
-                print(f"  kill {i + 1}: cleanup {cleaned.stderr.strip()} left {left} up {again.stderr.strip()[-200:]}")
+                print(f"  kill {i + 1}: {after_kill} {first.stderr.strip()[-200:]} left {left} "
+                      f"up {again.stderr.strip()[-200:]} probe {probe.stdout.strip()[-200:]}")
     changed = [k for k in before if before[k] != root_snapshot()[k]]
     print(f"crash: `netlab up` SIGKILLed at {args.kills} random moments (seed {args.seed})")
-    print(f"  {'kill':>4} {'at (s)':>7} {'left':>9} {'netns':>6} {'after cleanup':>14} {'fresh up':>9} {'probe':>6}")
-    for n, moment, state, namespaces, left, up, probe, _ in rows:
-        print(f"  {n:>4} {moment:>7} {state:>9} {namespaces:>6} {left:>14} {'ok' if up else 'FAIL':>9} {'ok' if probe else 'FAIL':>6}")
+    print(f"  {'kill':>4} {'at (s)':>7} {'left':>9} {'netns':>6} {'then':>8} {'left after':>10} {'lab up':>7} {'probe':>6}")
+    for n, moment, state, namespaces, after_kill, left, up, probe, _ in rows:
+        print(f"  {n:>4} {moment:>7} {state:>9} {namespaces:>6} {after_kill:>8} {left:>10} {'ok' if up else 'FAIL':>7} "
+              f"{'ok' if probe else 'FAIL':>6}")
+    changes = [r for r in rows if r[4] == "change"]
+    print(f"  a change command converged {sum(r[8] for r in changes)} of {len(changes)} killed ups that left a record")
     print(f"  host namespace changed: {', '.join(changed) or 'nothing'}")
     print("crash: " + ("every crash cleaned up, every fresh up worked" if not failures and not changed else f"{failures} FAILED"))
     return 0 if not failures and not changed else 1

@@ -1,21 +1,43 @@
 #!/usr/bin/env python3
 """Soak: the default lab up and down N times (default 50). After every cycle nothing of the
 lab may remain; the host's namespace must be as it was; this process's file descriptors and
-the lab processes' memory must stay flat.
+the lab processes' memory must stay flat. Every tenth cycle `up` is killed once its record
+exists and a change command (`scale`) must converge the lab before it comes down.
 
     sudo .venv/bin/python hardening/soak.py [--cycles 50]
 """
 
 import argparse
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 
-from common import fds, leftovers, renamed, root_snapshot, rss_kib
+from common import ROOT, fds, leftovers, renamed, root_snapshot, rss_kib
 
 from netlab import Lab
+
+
+def netlab(*args):
+    return subprocess.run([sys.executable, "-m", "netlab.cli", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def killed_up_then_change(name, labfile):
+    """`up` SIGKILLed as soon as its record exists, then `scale`: the lab must work after it."""
+    proc = subprocess.Popen([sys.executable, "-m", "netlab.cli", "up", str(labfile)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    record = f"/var/lib/netlab/{name}/state.json"
+    deadline = time.monotonic() + 30
+    while not os.path.exists(record) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ok = netlab("--lab", name, "scale", "deployment/web", "--replicas", "3").returncode == 0 \
+        and netlab("--lab", name, "probe", "--area", "pods, across nodes").returncode == 0
+    return netlab("down", name).returncode == 0 and ok
 
 
 def main():
@@ -24,7 +46,7 @@ def main():
     args = parser.parse_args()
     name = f"soak{os.getpid() % 10000}"
     before = root_snapshot()
-    own_fds, servers, ups, downs, lost = [], [], [], [], []
+    own_fds, servers, ups, downs, lost, killed = [], [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         labfile = renamed("default.yaml", name, tmp)
         for i in range(args.cycles):
@@ -39,17 +61,21 @@ def main():
             left = leftovers(name)
             lost += [f"cycle {i + 1}: {x}" for x in left]
             own_fds.append(fds(os.getpid()))
+            if (i + 1) % 10 == 0:
+                killed.append(killed_up_then_change(name, labfile))
+                lost += [f"cycle {i + 1} (killed up): {x}" for x in leftovers(name)]
     after = root_snapshot()
     changed = [k for k in before if before[k] != after[k]]
     print(f"soak: {args.cycles} up/down cycles of the default lab")
     print(f"  up   {statistics.mean(ups):.2f} s mean, down {statistics.mean(downs):.2f} s mean")
     print(f"  left behind after a cycle: {len(lost)}")
+    print(f"  killed ups converged by the next change command: {sum(killed)} of {len(killed)}")
     print(f"  host namespace changed: {', '.join(changed) or 'nothing'}")
     print(f"  this process's fds: first {own_fds[0]}, last {own_fds[-1]}")
     print(f"  lab processes' memory: first {servers[0] / 1024:.1f} MiB, last {servers[-1] / 1024:.1f} MiB")
     for line in lost[:10]:
         print("  LEFT:", line)
-    ok = not lost and not changed and own_fds[-1] <= own_fds[0] and servers[-1] <= servers[0] * 1.2
+    ok = all(killed) and not lost and not changed and own_fds[-1] <= own_fds[0] and servers[-1] <= servers[0] * 1.2
     print("soak: " + ("nothing lost, nothing left" if ok else "FAILED"))
     return 0 if ok else 1
 

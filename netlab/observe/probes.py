@@ -195,7 +195,7 @@ def suite(lab, areas=None):
     sources = {"pods, same node": pods, "pods, across nodes": pods, "pod matrix": pods,
                "node to pod": {n.name for n in nodes}, "pod to node": pods, "overlay": pods | {"lan"},
                "egress": pods | {"external"}, "services": pods | {state.nodes[0].name}, "dns": pods,
-               "load balancers": {"external"}, "ingress": {"external"}}
+               "load balancers": {"external"}, "ingress": {"external", state.nodes[0].name}}
     with lab.prober() as prober:
         # Workers import scapy (about a second each): start the ones needed at once.
         prober.start(*set().union(*(sources[a] for a in wanted)))
@@ -455,7 +455,9 @@ def lb_checks(prober, state):
 
 
 def ingress_checks(prober, state):
-    """Every Ingress rule's path through the controller's NodePort, from outside."""
+    """Every Ingress rule's path through the controller's NodePort, from outside: the answer
+    must be the one a pod of the backend Service gives for the same request, asked directly
+    from a node (a route to the wrong Service, or to none, answers otherwise)."""
     controller = next((s for s in state.services if s.namespace == "ingress-nginx"
                        and s.name == "ingress-nginx-controller"), None)
     if controller is None:
@@ -466,10 +468,36 @@ def ingress_checks(prober, state):
     for ing in state.ingresses:
         for rule in ing.rules:
             for p in rule.paths:
+                name = f"{rule.host or '*'}{p.path} ({p.path_type}) -> {p.service}"
+                hint = "nginx.conf under the lab's state directory, ingress-nginx/<pod>/"
+                direct = _backend_answers(prober, state, ing.namespace, p, node)
                 r = prober.http("external", node.ip, port, p.path, host=rule.host or "any.example")
-                body = r.get("body", r.get("error", ""))
-                ok = r.get("status") not in (None, 503) and not body.startswith("default backend")
-                out.append(Check("ingress", f"{rule.host or '*'}{p.path} ({p.path_type}) -> {p.service}",
-                                 f"routed to {p.service}", f"HTTP {r.get('status')} {body[:40]}".strip(), ok,
-                                 "nginx.conf under the lab's state directory, ingress-nginx/<pod>/"))
+                got = f"HTTP {r.get('status')} {_first_line(r.get('body', r.get('error', '')))}".strip()
+                if isinstance(direct, str):                    # no Service or no ready pod behind it
+                    out.append(Check("ingress", name, direct, got, False, hint))
+                    continue
+                same = any(r.get("status") == d.get("status") and (
+                    _first_line(r.get("body", "")) == _first_line(d.get("body", ""))
+                    or d.get("body", "").startswith("NOW: ")) for d in direct)   # agnhost's root: the time
+                out.append(Check("ingress", name, f"HTTP {direct[0].get('status')} as {p.service}'s pods answer",
+                                 got, same, hint))
     return out
+
+
+def _first_line(text):
+    return text.strip().splitlines()[0][:60] if text.strip() else ""
+
+
+def _backend_answers(prober, state, namespace, backend, node, most=8):
+    """What the ready pods of the backend Service answer for the path, asked from a node; or
+    a sentence saying why there is no such pod."""
+    svc = next((s for s in state.services if (s.namespace, s.name) == (namespace, backend.service)), None)
+    if svc is None:
+        return f"Service {namespace}/{backend.service} does not exist"
+    port = next((sp for sp in svc.ports if backend.port in (sp.port, sp.name)), None)
+    ep = state.endpoints_of(svc)
+    targets = [(a.ip, ep_port.port) for s in (ep.subsets if ep and port else ()) for ep_port in s.ports
+               if ep_port.name == port.name for a in s.addresses]
+    if not targets:
+        return f"Service {namespace}/{backend.service} has no ready endpoint for port {backend.port}"
+    return [prober.http(node.name, ip, target_port, backend.path) for ip, target_port in targets[:most]]

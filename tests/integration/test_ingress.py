@@ -96,3 +96,26 @@ def test_the_ingress_behind_a_load_balancer(make_lab, tmp_path):
     assert get(lab, svc.load_balancer_ip, 80, "web.example.com", "/hostname")[1] in pods(lab, "web")
     ingress = lab.get("ingresses")[0]
     assert ingress["status"]["loadBalancer"]["ingress"] == [{"ip": svc.load_balancer_ip}]
+
+
+def test_the_ingress_probe_passes_only_on_the_backends_own_answer(make_lab, tmp_path):
+    from netlab.observe import probes
+    lab = make_lab(TOPOLOGIES / "ingress.yaml")
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(textwrap.dedent("""
+        apiVersion: networking.k8s.io/v1
+        kind: Ingress
+        metadata: {name: missing}
+        spec:
+          rules:
+            - host: missing.example.com
+              http:
+                paths: [{path: /hostname, pathType: Exact, backend: {service: {name: nowhere, port: {number: 80}}}}]
+    """))
+    lab.apply([missing])
+    eventually(lambda: get(lab, lab.state().nodes[0].ip, node_port(lab), "missing.example.com", "/hostname")[0] == 503)
+    checks = {c.name: c for c in probes.suite(lab, ["ingress"])}
+    bad = checks["missing.example.com/hostname (Exact) -> nowhere"]
+    assert not bad.ok and bad.expected == "Service default/nowhere does not exist" and bad.observed.startswith("HTTP 503")
+    good = checks["api.example.com/hostname (Prefix) -> api"]
+    assert good.ok and good.observed.split()[:2] == ["HTTP", "200"] and good.observed.split()[2] in pods(lab, "api")
