@@ -3,15 +3,24 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from netlab import Lab
+from netlab import Lab, names
 from netlab.api.etcd import all_labs
 from netlab.kernel import netns as ns
 from netlab.kernel.iptables_restore import RestoreApplier
 
 from .conftest import leftovers, root_snapshot, unique_name
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hardening"))
+from common import leftovers as everything_of  # noqa: E402  (netns, /etc/netns, state, lock, processes)
+
+
+def nothing_of(name):
+    """Nothing of the lab anywhere: the check the tests below end with."""
+    return everything_of(name) + [str(p) for p in [names.STATE_ROOT / ".locks" / name] if p.exists()]
 
 CLUSTER = """kind: Cluster
 apiVersion: kind.x-k8s.io/v1alpha4
@@ -41,14 +50,13 @@ def test_bad_lab_file(tmp_path, case):
     extra, field, obj = CASES[case]
     f = tmp_path / "bad.yaml"
     f.write_text(CLUSTER.format(name=name) + extra)
-    before_netns = ns.list_names()
     out = subprocess.run([sys.executable, "-m", "netlab.cli", "up", str(f)], capture_output=True, text=True)
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     message = out.stderr.strip()
     assert message.count("\n") == 0, message
     assert str(f) in message and field in message and obj in message
-    assert ns.list_names() == before_netns and name not in all_labs()
+    assert name not in all_labs() and nothing_of(name) == []
 
 
 def test_a_failure_half_way_leaves_nothing(tmp_path, monkeypatch):
@@ -62,10 +70,25 @@ def test_a_failure_half_way_leaves_nothing(tmp_path, monkeypatch):
         raise RuntimeError("iptables went away")
 
     monkeypatch.setattr(RestoreApplier, "apply", broken)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="iptables went away"):
         Lab.up(f)
     assert leftovers(name) == [] and name not in all_labs()
+    assert nothing_of(name) == []
     assert root_snapshot() == before
+
+
+def test_the_leftover_check_sees_what_a_lab_leaves():
+    """nothing_of() must be able to fail: a lab directory and a resolver file are found."""
+    name = unique_name()
+    (names.state_dir(name)).mkdir(parents=True)
+    (names.NETNS_ETC / f"{name}-default.p").mkdir(parents=True)
+    try:
+        found = nothing_of(name)
+        assert any(x.startswith("state ") for x in found) and any(x.startswith("/etc/netns/") for x in found)
+    finally:
+        names.state_dir(name).rmdir()
+        (names.NETNS_ETC / f"{name}-default.p").rmdir()
+    assert nothing_of(name) == []
 
 
 def test_pod_command_runs_inside_the_pod_and_ends_with_the_lab(make_lab, tmp_path):
