@@ -1,8 +1,10 @@
 """The second iptables applier: libiptc through python-iptables, on the legacy tables.
 
 Fed by the same plan as the restore applier. It reads a table back with iptables-legacy-save
-(the form the plan is written in), rewrites only the chains that differ, and commits each
-table once: libiptc replaces a whole table in one call, so a change is atomic here too.
+(the form the plan is written in), rewrites only the user chains that differ, makes the
+same edits of built-in chains as the restore applier (our rules inserted or deleted by
+number, every other rule left where it is), and commits each table once: libiptc replaces a
+whole table in one call, so a change is atomic here too.
 `ip netns exec NODE iptables-legacy-save` shows the result.
 """
 
@@ -11,7 +13,7 @@ import shutil
 
 from netlab.errors import EnvironmentProblem, NetlabError
 from netlab.kernel import netns as ns
-from netlab.kernel.iptables_restore import current
+from netlab.kernel.iptables_restore import current, split
 from netlab.values.iptables import BUILTIN, changes
 
 SAVE = "iptables-legacy-save"
@@ -78,30 +80,36 @@ class PythonIptablesApplier:
         """Read each table back and write what differs (a full resync)."""
         work = {}
         for table in tables.values():
-            rewrite, stale = changes(table, {} if fresh else current(netns, table.name, SAVE))
-            if rewrite or stale:
+            rewrite, edits, stale = changes(table, {} if fresh else current(netns, table.name, SAVE))
+            if rewrite or edits or stale:
                 # Every user chain must exist before a rule jumps to it: declare them all.
-                declared = {c: table.chains[c] for c in table.user_chains()}
-                work[table.name] = ({c: table.chains.get(c, ()) for c in rewrite}, stale, declared)
+                declared = table.user_chains()
+                work[table.name] = ({c: table.chains[c] for c in rewrite}, edits, stale, declared)
         self._commit(netns, work)
 
     def apply_changes(self, netns, work):
-        """Write chains and remove stale ones without reading back (a partial sync)."""
-        self._commit(netns, {t: (write, stale, write) for t, (write, stale) in work.items() if write or stale})
+        """Write chains and remove stale ones without reading the user chains back (a partial sync)."""
+        out = {}
+        for name, (write, stale) in work.items():
+            user, edits = split(netns, name, write, SAVE)
+            if user or edits or stale:
+                out[name] = (user, edits, stale, list(user))
+        self._commit(netns, out)
 
     def _commit(self, netns, work):
         if not work:
             return
         with ns.entered(netns):
-            for name, (write, stale, declared) in work.items():
+            for name, (write, edits, stale, declared) in work.items():
                 try:
-                    self._write(name, write, stale, declared)
+                    self._write(name, write, edits, stale, declared)
                 except (self.iptc.IPTCError, self.iptc.XTablesError, ValueError) as e:
                     raise NetlabError(f"{netns}: python-iptables could not write table {name}: {e}") from None
         self.writes += 1
-        self.log.append((netns, ([c for w, _, _ in work.values() for c in w], [c for _, s, _ in work.values() for c in s])))
+        self.log.append((netns, ([c for w, e, _, _ in work.values() for c in [*w, *e]],
+                                 [c for _, _, s, _ in work.values() for c in s])))
 
-    def _write(self, name, write, stale, declared):
+    def _write(self, name, write, edits, stale, declared):
         iptc = self.iptc
         handle = iptc.Table(name, autocommit=False)
         handle.refresh()             # a fresh libiptc handle, opened in this namespace
@@ -115,11 +123,28 @@ class PythonIptablesApplier:
                 target = iptc.Chain(handle, chain)
                 for spec in rules:
                     target.append_rule(build_rule(iptc, spec, target))
+            for chain, chain_edits in edits.items():
+                target = iptc.Chain(handle, chain)
+                for edit in chain_edits:
+                    _edit(iptc, handle, target, edit)
             for chain in stale:
                 handle.delete_chain(chain)
             handle.commit()
         finally:
             handle.close()
+
+
+def _edit(iptc, handle, chain, edit):
+    """One Edit on a built-in chain; libiptc numbers rules from 0, iptables from 1."""
+    if edit.op == "-D":
+        # python-iptables deletes a rule only by its match (the first equal one); `iptables
+        # -D CHAIN NUM` is libiptc's delete_num_entry, so the rule is never parsed back.
+        if handle._iptc.iptc_delete_num_entry(chain.name.encode(), edit.num - 1, handle._handle) != 1:
+            raise iptc.IPTCError(f"can't delete rule {edit.num} from chain {chain.name}: {handle.strerror()}")
+    elif edit.op == "-I":
+        chain.insert_rule(build_rule(iptc, edit.rule, chain), edit.num - 1)
+    else:
+        chain.append_rule(build_rule(iptc, edit.rule, chain))
 
 
 def usable():
