@@ -1,6 +1,8 @@
 """A living cluster: scaling, nodes joining and leaving, readiness, apply and delete, hand-made
 damage and interrupted commands — every agent converging, on real labs (topologies/services.yaml)."""
 
+import base64
+import hashlib
 import json
 import os
 import signal
@@ -13,6 +15,7 @@ import pytest
 
 from netlab import plan
 from netlab.api.etcd import all_labs
+from netlab.errors import NetlabError
 from netlab.kernel import netns as ns
 from netlab.kernel.iptables_restore import parse_save
 
@@ -29,6 +32,19 @@ def answers(prober, ip, port, proto, tries=TRIES):
     ask = prober.http if proto == "tcp" else prober.udp
     return {(ask("client", ip, port) if proto == "tcp" else ask("client", ip, port, "hostname")).get("body") or ""
             for _ in range(tries)}
+
+
+def wait_for(condition, timeout=30.0, every=0.005, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met in {timeout} s")
+        time.sleep(every)
+
+
+def kube_proxy_hash(text):
+    """kube-proxy's portProtoHash: base32(sha256(text)), first 16 characters."""
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
 
 
 def web_ip(lab):
@@ -96,9 +112,14 @@ def test_a_node_joins_and_leaves(make_lab, tmp_path):
     assert node.name not in {n.name for n in state.nodes} and not ns.exists(node.netns)
     assert "newcomer" not in {p.name for p in state.pods}     # a bare pod goes with its node
     for other in state.nodes:
-        routes = ns.run(other.netns, ["ip", "route"], capture_output=True, text=True).stdout
-        fdb = ns.run(other.netns, ["bridge", "fdb", "show", "dev", "flannel.1"], capture_output=True, text=True).stdout
-        assert "10.244.3.0/24" not in routes and node.vtep_mac not in fdb
+        routes = ns.run(other.netns, ["ip", "route"], capture_output=True, text=True)
+        fdb = ns.run(other.netns, ["bridge", "fdb", "show", "dev", "flannel.1"], capture_output=True, text=True)
+        assert routes.returncode == 0 and fdb.returncode == 0
+        for peer in (n for n in state.nodes if n.name != other.name):           # the others' stay
+            vtep = peer.pod_cidr.split("/")[0]
+            assert f"{peer.pod_cidr} via {vtep} dev flannel.1 onlink" in routes.stdout
+            assert f"{peer.vtep_mac} dst {peer.ip} self permanent" in fdb.stdout
+        assert "10.244.3.0/24" not in routes.stdout and node.vtep_mac not in fdb.stdout
     with lab.prober() as prober:
         for pod in (p for p in state.pods if p.owner == "Deployment/web"):
             assert prober.http("client", pod.ip, 8080)["body"] == pod.name
@@ -238,10 +259,11 @@ def test_apply_and_delete_follow_through_to_dns_and_rules(make_lab, tmp_path):
     assert out.stdout in web_pods(lab)
     kernel_matches_state(lab)
     lab.delete_manifests([extra])
-    out = lab.exec("client", ["dig", "+short", "+time=2", "extra.default.svc.cluster.local"], capture_output=True,
+    out = lab.exec("client", ["dig", "+time=2", "+tries=2", "extra.default.svc.cluster.local"], capture_output=True,
                    text=True)
-    assert out.stdout.strip() == ""
-    assert "default/extra" not in lab.iptables(f"{lab.name}-worker", "nat")
+    assert out.returncode == 0 and "status: NXDOMAIN" in out.stdout      # answered, and the name is gone
+    nat = lab.iptables(f"{lab.name}-worker", "nat")
+    assert '"default/web:http cluster IP"' in nat and "default/extra" not in nat
     kernel_matches_state(lab)
 
 
@@ -250,13 +272,35 @@ def cli(*args, **kw):
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.3, 0.7])
-def test_a_command_killed_half_way_is_converged_by_the_next(make_lab, delay):
+def killed_at(lab, before, phase):
+    """Whether the scale has reached `phase`: its record saved, unconverged ("saved"); a new
+    pod's namespace made ("namespaces"); a new pod's eth0 addressed ("addresses")."""
+    try:
+        state = lab.state()
+    except NetlabError:                    # not readable at this instant: look again
+        return False
+    new = [p for p in state.pods if p.owner == "Deployment/web" and p.name not in before]
+    if len(new) != 5:
+        return False
+    if phase == "saved":
+        return True
+    made = [p for p in new if ns.exists(p.netns)]
+    if phase == "namespaces":
+        return bool(made)
+    return any(p.ip in ns.run(p.netns, ["ip", "-o", "-4", "addr", "show", "dev", "eth0"], capture_output=True,
+                              text=True).stdout for p in made)
+
+
+@pytest.mark.parametrize("phase", ["saved", "namespaces", "addresses"])
+def test_a_command_killed_half_way_is_converged_by_the_next(make_lab, phase):
     lab = make_lab(TOPOLOGIES / "services.yaml")
+    before = web_pods(lab)
     proc = cli("--lab", lab.name, "scale", "deployment/web", "--replicas", "9")
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        wait_for(lambda: killed_at(lab, before, phase), what=f"scale reaching {phase!r}")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
     lab.reconcile()                                            # the next command
     kernel_matches_state(lab)
     assert not lab.reconcile().any()
@@ -303,19 +347,30 @@ def test_the_lab_stays_removable_after_all_this(make_lab):
     lab.scale("default", "web", 7)
     lab.down()
     assert lab.name not in all_labs() and not [n for n in ns.list_names() if n.startswith(lab.name + "-")]
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert "ps -eo args" in ps                                          # the listing is there to read
     assert f"netlab.addons.agnhost {lab.name}" not in ps and f"netlab.addons.coredns {lab.name}" not in ps
 
 
+# The service ports of services.yaml that select app=web and kube-proxy handles (not the
+# headless one, not the one for another proxy), as kube-proxy hashes them: "ns/name:port" +
+# protocol, then the hash.
+WEB_PORTS = {
+    "default/web:httptcp": "CDGGSHYLG3RE2FKL", "default/web:udpudp": "OORGQSBIFXI7NHIM",
+    "default/dual:tcptcp": "DZH5ZS2T3QVIDUNJ", "default/dual:udpudp": "WT7JEPBRB72U5DBI",
+    "default/stickytcp": "BJWR5DPVIKTHVKZU",
+    "default/web-nodeport:httptcp": "IWCJJAMV7TQADP7P", "default/web-nodeport:udpudp": "OSS4Z53ODTYOYGND",
+    "default/web-local:httptcp": "V7ZMVOA2AOW6ATRL",
+}
+
+
 def test_a_scale_rewrites_only_the_chains_of_the_services_it_touches(make_lab):
-    from netlab.node.proxy import iptables as kube_proxy
     lab = make_lab(TOPOLOGIES / "services.yaml")
     lab.scale("default", "web", 5)
     state = lab.state()
-    touched = [s for s in state.services if s.selector == {"app": "web"} and kube_proxy.proxied(s)]
-    keys = [kube_proxy.port_key(s.namespace, s.name, p.name, p.protocol) for s in touched for p in s.ports]
-    allowed = {f"{prefix}{kube_proxy.service_chain('', k)}" for k in keys for prefix in ("KUBE-SVC-", "KUBE-EXT-", "KUBE-SVL-")}
-    allowed |= {kube_proxy.endpoint_chain(k, f"{p.ip}:{port}") for k in keys for p in state.pods
+    assert {k: kube_proxy_hash(k) for k in WEB_PORTS} == WEB_PORTS
+    allowed = {f"{prefix}{h}" for h in WEB_PORTS.values() for prefix in ("KUBE-SVC-", "KUBE-EXT-", "KUBE-SVL-")}
+    allowed |= {f"KUBE-SEP-{kube_proxy_hash(f'{k}{p.ip}:{port}')}" for k in WEB_PORTS for p in state.pods
                 if p.owner == "Deployment/web" for port in (8080, 8081)}
     chains = lab.last_changes.chains
     assert set(chains) == {n.netns for n in state.nodes}

@@ -139,3 +139,92 @@ spec:
     assert curl(lab, f"http://{ip}/hostname", timeout=2).returncode == 28     # dropped by KUBE-PROXY-FIREWALL
     assert apply("172.18.0.0/16") == ip
     assert curl(lab, f"http://{ip}/hostname").stdout in web_pods(lab)
+
+
+# --- deleting a LoadBalancer Service ------------------------------------------------------
+# kube-proxy's names for the Services' ports, written out: base32(sha256("ns/name:port" +
+# protocol))[:16].
+WEB_LB = "JR7PZPMGEHYLHTEW"          # default/web-lb:http, TCP
+RANGED = "5UJU44SDGJGNVZKF"          # default/ranged:http, TCP
+
+
+def neighbour(lab, ip):
+    out = lab.exec("external", ["ip", "neigh", "show", ip], capture_output=True, text=True)
+    assert out.returncode == 0
+    return out.stdout
+
+
+def assert_unanswered(lab, ip, port=80):
+    """Asked afresh (the client's ARP entry flushed), nobody on the LAN answers for `ip`."""
+    assert lab.exec("external", ["ip", "neigh", "flush", "to", ip]).returncode == 0
+    out = curl(lab, f"http://{ip}:{port}/hostname", timeout=2)
+    assert out.returncode in (7, 28) and out.stdout == ""    # no route to host, or no answer at all
+    seen = neighbour(lab, ip)
+    assert "INCOMPLETE" in seen or "FAILED" in seen, seen     # ARP asked, and no MAC came back
+
+
+def rules_of(lab, node):
+    return {t: lab.iptables(node.name, t) for t in ("nat", "filter")}
+
+
+def test_deleting_a_cloud_load_balancer_service_removes_its_machine_rules_and_health(make_lab):
+    lab = make_lab(TOPOLOGIES / "loadbalancer.yaml")
+    state = lab.state()
+    svc = state.service("default", "web-lb")
+    node_port = svc.ports[0].node_port
+    mine, other = names.lb_netns(lab.name, svc.key), names.lb_netns(lab.name, "default/web-local-lb")
+    assert {mine, other} <= set(ns.list_names())
+    wait_for(lambda: health(lab, "web-lb") == sorted(n.name for n in state.nodes))
+    assert curl(lab, "http://172.18.255.200/hostname").stdout in web_pods(lab)
+    assert "lladdr" in neighbour(lab, "172.18.255.200")
+    for node in state.nodes:
+        assert f'"default/web-lb:http" -m tcp --dport {node_port} -j KUBE-EXT-{WEB_LB}' in rules_of(lab, node)["nat"]
+
+    lab.delete("service", "default", "web-lb")
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.split()
+    assert other in netns and mine not in netns
+    assert_unanswered(lab, "172.18.255.200")
+    for node in state.nodes:
+        rules = rules_of(lab, node)
+        assert '"default/web-local-lb:http' in rules["nat"] and '"default/web-local-lb:http' in rules["filter"]
+        for text in rules.values():
+            assert WEB_LB not in text and "default/web-lb:" not in text and f"--dport {node_port} " not in text
+    wait_for(lambda: "default/web-lb" not in cloud.read_health(lab.name))
+    assert "default/web-local-lb" in cloud.read_health(lab.name)
+    assert curl(lab, "http://172.18.255.201:8000/hostname").stdout in web_pods(lab)     # the other one still works
+
+
+def test_deleting_a_metallb_service_removes_its_firewall_external_chains_and_node_port(make_lab, tmp_path):
+    lab = make_lab(metallb_file(tmp_path))
+    ranged = tmp_path / "ranged.yaml"
+    ranged.write_text("""
+apiVersion: v1
+kind: Service
+metadata: {name: ranged}
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  loadBalancerSourceRanges: [172.18.0.0/16]
+  ports: [{name: http, port: 80, targetPort: http}]
+""")
+    lab.apply([ranged])
+    state = lab.state()
+    svc = state.service("default", "ranged")
+    ip, node_port = svc.load_balancer_ip, svc.ports[0].node_port
+    assert curl(lab, f"http://{ip}/hostname").stdout in web_pods(lab)
+    for node in state.nodes:
+        rules = rules_of(lab, node)
+        assert f":KUBE-FW-{RANGED} " in rules["nat"] and f":KUBE-EXT-{RANGED} " in rules["nat"]
+        assert f"-d {ip}/32 -p tcp -m comment --comment \"default/ranged:http loadbalancer IP\" -m tcp --dport 80 " \
+               f"-j KUBE-FW-{RANGED}" in rules["nat"]
+        assert f"traffic not accepted by KUBE-FW-{RANGED}" in rules["filter"]
+
+    lab.delete("service", "default", "ranged")
+    for node in state.nodes:
+        rules = rules_of(lab, node)
+        assert '"default/web-lb:http loadbalancer IP"' in rules["nat"]             # the others' rules stay
+        for text in rules.values():
+            assert RANGED not in text and "default/ranged:" not in text
+            assert f"--dport {node_port} " not in text and f"{ip}/32" not in text
+    assert_unanswered(lab, ip)                                   # no speaker answers ARP for it any more
+    assert curl(lab, "http://172.18.255.200/hostname").stdout in web_pods(lab)

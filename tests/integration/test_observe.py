@@ -2,6 +2,7 @@
 evidence, the diagram, capture, and faults."""
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -55,6 +56,44 @@ def lab(tmp_path):
         lab.down()
 
 
+def wait_for(condition, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met in {timeout} s")
+        time.sleep(0.02)
+
+
+def dead(pid):
+    """Gone, or a zombie: its sockets are closed either way."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def kill(pid):
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: dead(pid), what=f"process {pid} gone")
+
+
+def wait_until_listening(proc, timeout=10.0):
+    """tcpdump says "listening on IFACE" on stderr once its capture is open. Read from the
+    descriptor itself: a buffered reader may hold the line where select() cannot see it."""
+    fd, seen = proc.stderr.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while b"listening on" not in seen:
+        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+        if not ready:
+            raise AssertionError(f"tcpdump not listening after {timeout} s: {seen!r}")
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise AssertionError(f"tcpdump ended before listening: {seen!r}")
+        seen += chunk
+    return seen.decode()
+
+
 def failed(checks, area=None):
     return {c.name for c in checks if not c.ok and (area is None or c.area == area)}
 
@@ -103,8 +142,7 @@ def test_a_deleted_kube_services_chain_fails_only_the_services_seen_from_that_no
 
 
 def test_a_stopped_pod_server_fails_tcp_and_udp_but_not_icmp(lab):
-    os.kill(lab.state().processes["agnhost"]["pid"], signal.SIGKILL)
-    time.sleep(0.2)
+    kill(lab.state().processes["agnhost"]["pid"])
     checks = probes.suite(lab, ["pods, across nodes", "overlay"])
     assert {c.name.split()[0] for c in checks if not c.ok} == {"tcp", "udp"}
     assert all(c.ok for c in checks if c.name.startswith("icmp") or c.area == "overlay")
@@ -166,10 +204,16 @@ def test_capture_decodes_the_overlay(lab):
     state = lab.state()
     a, b = (p for p in state.pods if p.owner == "Deployment/web" and p.node in (state.nodes[1].name, state.nodes[2].name))
     proc = subprocess.Popen([sys.executable, "-m", "netlab.cli", "--lab", lab.name, "capture", "lan", "-c", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    time.sleep(1.0)
-    lab.exec(f"default/{a.name}", ["ping", "-c", "1", "-W", "1", b.ip], capture_output=True)
-    out, _ = proc.communicate(timeout=10)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "listening on br0" in wait_until_listening(proc)
+        ping = lab.exec(f"default/{a.name}", ["ping", "-c", "1", "-W", "1", b.ip], capture_output=True)
+        assert ping.returncode == 0
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert "VXLAN" in out and "vni 1" in out and f"{a.ip} > {b.ip}: ICMP echo request" in out
 
 
@@ -200,8 +244,7 @@ def test_faults_break_what_they_should_and_clear(lab):
 
 def test_dns_and_egress_checks_fail_on_their_own(lab):
     state = lab.state()
-    os.kill(state.processes["coredns"]["pid"], signal.SIGKILL)        # every coredns pod's server
-    time.sleep(0.2)
+    kill(state.processes["coredns"]["pid"])                   # every coredns pod's server
     checks = probes.suite(lab, ["dns", "pod matrix"])
     assert failed(checks, "dns") and not failed(checks, "pod matrix")
     lab.reconcile()

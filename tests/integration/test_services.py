@@ -4,6 +4,7 @@ ClusterIPs and NodePorts from pods, nodes and the external client (topologies/se
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -83,8 +84,12 @@ def test_kube_proxys_chains_are_there_by_their_hashed_names(lab):
     nat = lab.iptables(f"{lab.name}-worker", "nat")
     assert "-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m comment --comment \"default/kubernetes:https cluster IP\" " \
            "-m tcp --dport 443 -j KUBE-SVC-NPX46M4PTMTKRN6Y" in nat
-    web = kube_proxy.service_chain("KUBE-SVC-", kube_proxy.port_key("default", "web", "http", "TCP"))
-    assert nat.count(f"-A {web} ") == 1 + 4                  # masquerade rule + one per endpoint
+    # base32(sha256("default/web:httptcp"))[:16], and so on: kube-proxy's names, written out
+    assert nat.count("-A KUBE-SVC-CDGGSHYLG3RE2FKL ") == 1 + 4          # default/web:http: masquerade + 4 endpoints
+    assert nat.count("-A KUBE-SVC-OORGQSBIFXI7NHIM ") == 1 + 4          # default/web:udp
+    assert nat.count("-A KUBE-SVC-BJWR5DPVIKTHVKZU ") == 1 + 4 + 4      # default/sticky: and a recent check each
+    assert "-j KUBE-EXT-IWCJJAMV7TQADP7P" in nat                        # default/web-nodeport:http's NodePort
+    assert "-A KUBE-EXT-V7ZMVOA2AOW6ATRL -j KUBE-SVL-V7ZMVOA2AOW6ATRL" in nat    # default/web-local:http, Local
     services = [l for l in nat.splitlines() if l.startswith("-A KUBE-SERVICES")]
     assert "kubernetes service nodeports; NOTE: this must be the last rule" in services[-1]
     for skipped in ("web-headless", "elsewhere"):
@@ -150,6 +155,50 @@ def test_every_endpoint_answers_within_a_bounded_number_of_tries(lab, prober):
 def test_client_ip_affinity_keeps_one_backend(lab, prober):
     seen = {prober.http("client", ip_of(lab, "sticky"), 80)["body"] for _ in range(20)}
     assert len(seen) == 1 and seen <= web_pods(lab)
+
+
+AFFINITY_SECONDS = 2
+FLEETING = f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: fleeting}}
+spec:
+  selector: {{app: web}}
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {{clientIP: {{timeoutSeconds: {AFFINITY_SECONDS}}}}}
+  ports:
+    - {{name: http, port: 80, targetPort: 8080}}
+"""
+
+
+def test_client_ip_affinity_lasts_while_requests_come_and_ends_its_timeout_after_the_last(lab, prober, tmp_path):
+    """kube-proxy's `recent` match: each new connection renews the client's entry; one older
+    than timeoutSeconds no longer matches, and the client is placed afresh (then kept)."""
+    f = tmp_path / "fleeting.yaml"
+    f.write_text(FLEETING)
+    lab.apply([f])
+    try:
+        ip, client = ip_of(lab, "fleeting"), lab.state().pod("default", "client")
+        svc_chain = "KUBE-SVC-GU5R654OQO6L7WMQ"                       # default/fleeting:http, TCP
+        nat = [l for l in lab.iptables(client.node, "nat").splitlines() if l.startswith(f"-A {svc_chain} ")]
+        assert len([l for l in nat if f"-m recent --rcheck --seconds {AFFINITY_SECONDS} --reap" in l]) == 4
+        first = prober.http("client", ip, 80)["body"]
+        assert first in web_pods(lab)
+        renewed_until = time.monotonic() + 2 * AFFINITY_SECONDS         # longer than the timeout
+        while time.monotonic() < renewed_until:
+            time.sleep(AFFINITY_SECONDS / 4)                           # the requests' pace: what is tested
+            assert prober.http("client", ip, 80)["body"] == first
+        chosen = {first}
+        for _ in range(10):                    # each time one of 4 endpoints: only `first` 10 times, p = 4^-10
+            time.sleep(AFFINITY_SECONDS + 0.5)                         # the idle time: what is tested
+            now = prober.http("client", ip, 80)["body"]
+            assert {prober.http("client", ip, 80)["body"] for _ in range(4)} == {now}    # kept again
+            chosen.add(now)
+            if len(chosen) > 1:
+                break
+        assert len(chosen) > 1 and chosen <= web_pods(lab)
+    finally:
+        lab.delete("service", "default", "fleeting")
 
 
 def test_hairpin_a_pod_reaches_itself_through_its_service(lab, prober):
@@ -297,7 +346,9 @@ def test_python_iptables_applier_writes_the_same_plan_to_the_legacy_tables(make_
         for table in ("nat", "filter"):
             have = parse_save(ns.run(node.netns, [SAVE, "-t", table], capture_output=True, text=True).stdout)
             assert {c: have.get(c) for c in planned[table].chains} == {c: list(r) for c, r in planned[table].chains.items()}
-        assert "KUBE" not in ns.run(node.netns, ["iptables-nft-save"], capture_output=True, text=True).stdout
+        nft = ns.run(node.netns, ["iptables-nft-save"], capture_output=True, text=True)
+        assert nft.returncode == 0 and "iptables-legacy tables present" in nft.stderr      # it looked, and saw them
+        assert "KUBE" not in nft.stdout
     web = state.service("default", "web").cluster_ip
     assert curl(lab, "client", f"http://{web}/hostname").stdout in web_pods(lab)
     assert curl(lab, "external", f"http://{state.nodes[0].ip}:30080/hostname").stdout in web_pods(lab)

@@ -14,6 +14,17 @@ from netlab.node.proxy import iptables as kube_proxy
 POD_CIDR = "10.244.0.0/16"
 NODE = SimpleNamespace(name="node-a")
 
+# kube-proxy's names for ns1/svc1:p80 (TCP), written out: base32(sha256("ns1/svc1:p80tcp"))[:16]
+# and, per endpoint, of that string + "ip:port". The FW, EXT, SVL and 10.180.2.1 names are
+# the ones kube-proxy's own proxier_test.go expects.
+SVC = "KUBE-SVC-XPGD46QRK7WJZT7O"
+SVL = "KUBE-SVL-XPGD46QRK7WJZT7O"
+EXT = "KUBE-EXT-XPGD46QRK7WJZT7O"
+FW = "KUBE-FW-XPGD46QRK7WJZT7O"
+SEP_1 = "KUBE-SEP-SXIVWICOYRO3J4NJ"          # 10.180.0.1:80
+SEP_2 = "KUBE-SEP-LXVODXWDISEETFEF"          # 10.180.0.2:80
+SEP_REMOTE = "KUBE-SEP-ZX7GRIZKSNUQ3LAJ"     # 10.180.2.1:80
+
 
 @pytest.mark.parametrize("ns, name, port, proto, chain", [
     ("ns1", "svc1", "p80", "TCP", "KUBE-SVC-XPGD46QRK7WJZT7O"),
@@ -148,7 +159,8 @@ def test_eleven_endpoints_sorted_as_strings_with_one_rule_each():
     assert order == sorted(f"{ip}:80" for ip in ips)           # "10.180.0.10:80" before "10.180.0.2:80"
     assert order[:3] == ["10.180.0.10:80", "10.180.0.11:80", "10.180.0.1:80"]
     assert [("--probability" in r) for r in svc_rules] == [True] * 10 + [False]
-    assert kube_proxy.probability(11) in svc_rules[0] and kube_proxy.probability(2) in svc_rules[9]
+    assert "--probability 0.09090909082 -j" in svc_rules[0]                # 1/11 ("0.0909090909") as stored
+    assert "--probability 0.50000000000 -j" in svc_rules[9]
 
 
 def test_unnamed_port():
@@ -156,15 +168,13 @@ def test_unnamed_port():
     t = tables(svc, endpoints(svc, ["10.180.0.1"]))
     assert rules(t, "nat", "KUBE-SERVICES")[0] == (
         '-d 10.96.5.5/32 -p tcp -m comment --comment "ns1/svc1 cluster IP" -m tcp --dport 80 -j KUBE-SVC-AQI2S6QIMU7PVVRP')
-    sep = kube_proxy.endpoint_chain("ns1/svc1tcp", "10.180.0.1:8080")
-    assert rules(t, "nat", sep)[1] == '-p tcp -m comment --comment "ns1/svc1" -m tcp -j DNAT --to-destination 10.180.0.1:8080'
+    assert rules(t, "nat", "KUBE-SEP-SIJ6H26VECT3HUUR")[1] == '-p tcp -m comment --comment "ns1/svc1" -m tcp -j DNAT --to-destination 10.180.0.1:8080'
 
 
 def test_session_affinity_recent_checks_before_the_probabilities():
     svc = service(session_affinity="ClientIP", affinity_timeout=10800)
     t = tables(svc, endpoints(svc, ["10.180.0.1", "10.180.0.2"]))
-    key = "ns1/svc1:p80tcp"
-    sep1, sep2 = (kube_proxy.endpoint_chain(key, e) for e in ("10.180.0.1:80", "10.180.0.2:80"))
+    sep1, sep2 = SEP_1, SEP_2
     assert rules(t, "nat", "KUBE-SVC-XPGD46QRK7WJZT7O")[1:] == [
         f'-m comment --comment "ns1/svc1:p80 -> 10.180.0.1:80" -m recent --rcheck --seconds 10800 --reap '
         f'--name {sep1} --mask 255.255.255.255 --rsource -j {sep1}',
@@ -207,9 +217,9 @@ def nodeport(policy="Cluster"):
 def test_nodeport_cluster_policy():
     svc = nodeport()
     t = tables(svc, endpoints(svc, ["10.180.0.1"]))
-    ext = kube_proxy.service_chain("KUBE-EXT-", "ns1/svc1:p80tcp")
-    assert rules(t, "nat", "KUBE-NODEPORTS") == [f'-p tcp -m comment --comment "ns1/svc1:p80" -m tcp --dport 30080 -j {ext}']
-    assert rules(t, "nat", ext) == [
+    assert rules(t, "nat", "KUBE-NODEPORTS") == [
+        '-p tcp -m comment --comment "ns1/svc1:p80" -m tcp --dport 30080 -j KUBE-EXT-XPGD46QRK7WJZT7O']
+    assert rules(t, "nat", EXT) == [
         '-m comment --comment "masquerade traffic for ns1/svc1:p80 external destinations" -j KUBE-MARK-MASQ',
         "-j KUBE-SVC-XPGD46QRK7WJZT7O"]
     assert rules(t, "nat", "KUBE-SERVICES")[-1].endswith("-m addrtype --dst-type LOCAL -j KUBE-NODEPORTS")
@@ -217,28 +227,33 @@ def test_nodeport_cluster_policy():
 
 def test_local_policy_with_a_local_endpoint_uses_the_svl_chain():
     svc = nodeport("Local")
-    t = tables(svc, endpoints(svc, ["10.180.0.1", "10.180.0.2"], nodes={"10.180.0.2": "node-a"}))
-    ext, svl = (kube_proxy.service_chain(p, "ns1/svc1:p80tcp") for p in ("KUBE-EXT-", "KUBE-SVL-"))
-    assert rules(t, "nat", ext) == [
+    t = tables(svc, endpoints(svc, ["10.180.0.1", "10.180.2.1"], nodes={"10.180.2.1": "node-a"}))
+    assert rules(t, "nat", EXT) == [
         '-s 10.244.0.0/16 -m comment --comment "pod traffic for ns1/svc1:p80 external destinations" -j KUBE-SVC-XPGD46QRK7WJZT7O',
         '-m comment --comment "masquerade LOCAL traffic for ns1/svc1:p80 external destinations" '
         '-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ',
         '-m comment --comment "route LOCAL traffic for ns1/svc1:p80 external destinations" '
         '-m addrtype --src-type LOCAL -j KUBE-SVC-XPGD46QRK7WJZT7O',
-        f"-j {svl}",
+        "-j KUBE-SVL-XPGD46QRK7WJZT7O",
     ]
-    assert rules(t, "nat", svl) == [
-        f'-m comment --comment "ns1/svc1:p80 -> 10.180.0.2:80" -j {kube_proxy.endpoint_chain("ns1/svc1:p80tcp", "10.180.0.2:80")}']
-    assert len(rules(t, "nat", "KUBE-SVC-XPGD46QRK7WJZT7O")) == 3        # masquerade + both endpoints
+    assert rules(t, "nat", SVL) == [
+        '-m comment --comment "ns1/svc1:p80 -> 10.180.2.1:80" -j KUBE-SEP-ZX7GRIZKSNUQ3LAJ']
+    assert [r.split(" -j ")[-1] for r in rules(t, "nat", SVC)] == ["KUBE-MARK-MASQ", SEP_1, SEP_REMOTE]
     assert rules(t, "filter", "KUBE-EXTERNAL-SERVICES") == []
 
 
 def test_local_policy_without_a_local_endpoint_drops_external_traffic():
     svc = nodeport("Local")
     t = tables(svc, endpoints(svc, ["10.180.0.1"]))
-    ext = kube_proxy.service_chain("KUBE-EXT-", "ns1/svc1:p80tcp")
-    assert len(rules(t, "nat", ext)) == 3 and not rules(t, "nat", ext)[-1].startswith("-j ")
-    assert not any(c.startswith("KUBE-SVL-") for c in t["nat"].chains)
+    assert rules(t, "nat", EXT) == [                                     # no jump to a KUBE-SVL- chain
+        '-s 10.244.0.0/16 -m comment --comment "pod traffic for ns1/svc1:p80 external destinations" '
+        '-j KUBE-SVC-XPGD46QRK7WJZT7O',
+        '-m comment --comment "masquerade LOCAL traffic for ns1/svc1:p80 external destinations" '
+        '-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ',
+        '-m comment --comment "route LOCAL traffic for ns1/svc1:p80 external destinations" '
+        '-m addrtype --src-type LOCAL -j KUBE-SVC-XPGD46QRK7WJZT7O',
+    ]
+    assert SVC in t["nat"].chains and not any(c.startswith("KUBE-SVL-") for c in t["nat"].chains)
     assert rules(t, "filter", "KUBE-EXTERNAL-SERVICES") == [
         '-p tcp -m comment --comment "ns1/svc1:p80 has no local endpoints" -m addrtype --dst-type LOCAL '
         '-m tcp --dport 30080 -j DROP']
@@ -256,9 +271,9 @@ def test_nodeport_without_endpoints_rejects_on_the_node_port_too():
 def test_external_ips_go_to_the_ext_chain():
     svc = service(external_ips=("192.0.2.10",), external_traffic_policy="Cluster")
     t = tables(svc, endpoints(svc, ["10.180.0.1"]))
-    ext = kube_proxy.service_chain("KUBE-EXT-", "ns1/svc1:p80tcp")
     assert rules(t, "nat", "KUBE-SERVICES")[1] == (
-        f'-d 192.0.2.10/32 -p tcp -m comment --comment "ns1/svc1:p80 external IP" -m tcp --dport 80 -j {ext}')
+        '-d 192.0.2.10/32 -p tcp -m comment --comment "ns1/svc1:p80 external IP" -m tcp --dport 80 '
+        '-j KUBE-EXT-XPGD46QRK7WJZT7O')
 
 
 def test_tcp_and_udp_on_one_port_number_are_two_service_ports():
@@ -279,14 +294,13 @@ def test_comment_quoting_follows_iptables_save():
 
 def test_internal_traffic_policy_local():
     svc = service(internal_traffic_policy="Local")
-    svl = kube_proxy.service_chain("KUBE-SVL-", "ns1/svc1:p80tcp")
-    t = tables(svc, endpoints(svc, ["10.180.0.1", "10.180.0.2"], nodes={"10.180.0.2": "node-a"}))
-    assert rules(t, "nat", "KUBE-SERVICES")[0].endswith(f"-j {svl}")
-    assert rules(t, "nat", svl) == [
+    t = tables(svc, endpoints(svc, ["10.180.0.1", "10.180.2.1"], nodes={"10.180.2.1": "node-a"}))
+    assert rules(t, "nat", "KUBE-SERVICES")[0].endswith("-j KUBE-SVL-XPGD46QRK7WJZT7O")
+    assert rules(t, "nat", SVL) == [
         '! -s 10.244.0.0/16 -d 10.96.5.5/32 -p tcp -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp --dport 80 '
         '-j KUBE-MARK-MASQ',
-        f'-m comment --comment "ns1/svc1:p80 -> 10.180.0.2:80" -j {kube_proxy.endpoint_chain("ns1/svc1:p80tcp", "10.180.0.2:80")}']
-    assert "KUBE-SVC-XPGD46QRK7WJZT7O" not in t["nat"].chains
+        '-m comment --comment "ns1/svc1:p80 -> 10.180.2.1:80" -j KUBE-SEP-ZX7GRIZKSNUQ3LAJ']
+    assert SVC not in t["nat"].chains
     t = tables(svc, endpoints(svc, ["10.180.0.1"]))                      # no endpoint on this node
     assert rules(t, "filter", "KUBE-SERVICES") == [
         '-d 10.96.5.5/32 -p tcp -m comment --comment "ns1/svc1:p80 has no local endpoints" -m tcp --dport 80 -j DROP']
@@ -333,15 +347,14 @@ def deleted(changes):
 
 def test_an_endpoint_added_rewrites_one_service_chain_and_adds_its_endpoint_chain():
     c = scenario([(A, ["10.180.0.1"]), (B, ["10.180.0.9"])], [(A, ["10.180.0.1", "10.180.0.2"]), (B, ["10.180.0.9"])])
-    key = "ns1/a:p80tcp"
-    assert written(c) == {"nat": sorted([kube_proxy.service_chain("KUBE-SVC-", key),
-                                         kube_proxy.endpoint_chain(key, "10.180.0.2:80")])}
+    # ns1/a:p80's chain and its new endpoint's (10.180.0.2:80), and nothing of B's
+    assert written(c) == {"nat": ["KUBE-SEP-NSPUW2IV45R4UDGC", "KUBE-SVC-RJR5Z2XEZW2NGSZC"]}
     assert deleted(c) == {}
 
 
 def test_an_endpoint_removed_deletes_its_chain():
     c = scenario([(A, ["10.180.0.1", "10.180.0.2"])], [(A, ["10.180.0.1"])])
-    assert deleted(c) == {"nat": [kube_proxy.endpoint_chain("ns1/a:p80tcp", "10.180.0.2:80")]}
+    assert deleted(c) == {"nat": ["KUBE-SEP-NSPUW2IV45R4UDGC"]}
 
 
 def test_nothing_changed_writes_nothing():
@@ -351,13 +364,13 @@ def test_nothing_changed_writes_nothing():
 def test_the_last_endpoint_leaving_rewrites_the_shared_chains():
     c = scenario([(A, ["10.180.0.1"]), (B, ["10.180.0.9"])], [(A, []), (B, ["10.180.0.9"])])
     assert "KUBE-SERVICES" in written(c)["nat"] and "KUBE-SERVICES" in written(c)["filter"]
-    assert kube_proxy.service_chain("KUBE-SVC-", "ns1/a:p80tcp") in deleted(c)["nat"]
+    assert "KUBE-SVC-RJR5Z2XEZW2NGSZC" in deleted(c)["nat"]
 
 
 def test_a_service_added_and_one_removed():
     c = scenario([(A, ["10.180.0.1"])], [(B, ["10.180.0.9"])])
     assert {"KUBE-SERVICES", "KUBE-NODEPORTS"} <= set(written(c)["nat"])
-    assert kube_proxy.service_chain("KUBE-SVC-", "ns1/a:p80tcp") in deleted(c)["nat"]
+    assert "KUBE-SVC-RJR5Z2XEZW2NGSZC" in deleted(c)["nat"]
 
 
 def test_local_policy_follows_an_endpoint_moving_to_this_node():
@@ -380,36 +393,40 @@ def lb(mode="VIP", policy="Cluster", ranges=(), hc=None):
 
 def test_a_vip_load_balancer_ip_is_captured_into_the_ext_chain():
     t = tables(lb(), endpoints(lb(), ["10.180.0.1"]))
-    ext = kube_proxy.service_chain("KUBE-EXT-", "ns1/svc1:p80tcp")
     assert rules(t, "nat", "KUBE-SERVICES")[1] == (
-        f'-d 172.18.255.200/32 -p tcp -m comment --comment "ns1/svc1:p80 loadbalancer IP" -m tcp --dport 80 -j {ext}')
+        '-d 172.18.255.200/32 -p tcp -m comment --comment "ns1/svc1:p80 loadbalancer IP" -m tcp --dport 80 '
+        '-j KUBE-EXT-XPGD46QRK7WJZT7O')
 
 
 def test_a_proxy_mode_load_balancer_ip_gets_no_rule():
     t = tables(lb("Proxy"), endpoints(lb("Proxy"), ["10.180.0.1"]))
-    assert not any("172.18.255.200" in r for c in t["nat"].chains.values() for r in c)
+    assert rules(t, "nat", "KUBE-SERVICES")[0] == (                      # the Service itself is there
+        '-d 10.96.5.5/32 -p tcp -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp --dport 80 '
+        '-j KUBE-SVC-XPGD46QRK7WJZT7O')
+    assert rules(t, "nat", "KUBE-NODEPORTS") == [
+        '-p tcp -m comment --comment "ns1/svc1:p80" -m tcp --dport 30080 -j KUBE-EXT-XPGD46QRK7WJZT7O']
+    assert not any("172.18.255.200" in r for t_ in t.values() for c in t_.chains.values() for r in c)
 
 
 def test_source_ranges_make_a_firewall_chain_and_a_drop():
     svc = lb(ranges=("10.0.0.0/8",))
     t = kube_proxy.node_tables([svc], [endpoints(svc, ["10.180.0.1"])], SimpleNamespace(name="node-a", ip="172.18.0.3"),
                                POD_CIDR)
-    fw, ext = (kube_proxy.service_chain(p, "ns1/svc1:p80tcp") for p in ("KUBE-FW-", "KUBE-EXT-"))
-    assert rules(t, "nat", "KUBE-SERVICES")[1].endswith(f"-j {fw}")
-    assert rules(t, "nat", fw) == [
-        f'-s 10.0.0.0/8 -m comment --comment "ns1/svc1:p80 loadbalancer IP" -j {ext}',
+    assert rules(t, "nat", "KUBE-SERVICES")[1].endswith("-j KUBE-FW-XPGD46QRK7WJZT7O")
+    assert rules(t, "nat", FW) == [
+        '-s 10.0.0.0/8 -m comment --comment "ns1/svc1:p80 loadbalancer IP" -j KUBE-EXT-XPGD46QRK7WJZT7O',
         '-m comment --comment "other traffic to ns1/svc1:p80 will be dropped by KUBE-PROXY-FIREWALL"']
     assert rules(t, "filter", "KUBE-PROXY-FIREWALL") == [
-        f'-d 172.18.255.200/32 -p tcp -m comment --comment "ns1/svc1:p80 traffic not accepted by {fw}" '
-        '-m tcp --dport 80 -j DROP']
+        '-d 172.18.255.200/32 -p tcp -m comment --comment "ns1/svc1:p80 traffic not accepted by '
+        'KUBE-FW-XPGD46QRK7WJZT7O" -m tcp --dport 80 -j DROP']
 
 
 def test_a_node_inside_the_source_ranges_may_reach_its_own_vip():
     svc = lb(ranges=("172.18.0.0/16",))
     t = kube_proxy.node_tables([svc], [endpoints(svc, ["10.180.0.1"])], SimpleNamespace(name="node-a", ip="172.18.0.3"),
                                POD_CIDR)
-    fw, ext = (kube_proxy.service_chain(p, "ns1/svc1:p80tcp") for p in ("KUBE-FW-", "KUBE-EXT-"))
-    assert f'-s 172.18.255.200/32 -m comment --comment "ns1/svc1:p80 loadbalancer IP" -j {ext}' in rules(t, "nat", fw)
+    assert '-s 172.18.255.200/32 -m comment --comment "ns1/svc1:p80 loadbalancer IP" -j KUBE-EXT-XPGD46QRK7WJZT7O' in \
+        rules(t, "nat", FW)
 
 
 def test_local_policy_opens_the_health_check_node_port():
