@@ -24,13 +24,17 @@ ETH_P_ARP = 0x0806
 
 
 def eligible(state, svc):
-    """The nodes that may announce a Service's address."""
+    """The nodes that may announce a Service's address: none while it has no ready endpoint
+    (MetalLB's ShouldAnnounce: no active endpoint, no owner), and under Local policy only
+    those with one."""
     nodes = [n for n in state.nodes if "node.kubernetes.io/exclude-from-external-load-balancers" not in n.labels]
+    ep = state.endpoints_of(svc)
+    ready = {a.node for s in (ep.subsets if ep else ()) for a in s.addresses}
+    if not ready:
+        return []
     if svc.external_traffic_policy != "Local":
         return nodes
-    ep = state.endpoints_of(svc)
-    local = {a.node for s in (ep.subsets if ep else ()) for a in s.addresses}
-    return [n for n in nodes if n.name in local]
+    return [n for n in nodes if n.name in ready]
 
 
 def announcements(state):

@@ -57,8 +57,9 @@ def new_state(spec, rng=None):
     state.ingresses = [dataclasses.replace(i, created=state.created) for i in spec.ingresses]
     # Addresses asked for are taken before any is handed out, so a random pick never
     # steals one a later manifest names.
+    reserved = asked_ports(spec.services)
     for s in sorted(spec.services, key=lambda s: s.cluster_ip in (None, "None")):
-        add_service(state, s, rng)
+        add_service(state, s, rng, reserved)
     sync_endpoints(state)
     state.netns = [state.lan_netns(), state.external_netns()] + [names.lb_netns(c.name, s.key) for s in balancers(state)]
     state.netns += [n.netns for n in state.nodes] + [p.netns for p in state.pods]
@@ -183,7 +184,7 @@ def apply(state, lab_spec, rng=None, log=None, now=""):
         else:
             _update_deployment(state, existing, m, rng, log)
     for m in sorted(lab_spec.services, key=lambda s: s.cluster_ip in (None, "None")):
-        _apply_service(state, m, rng, log)
+        _apply_service(state, m, rng, log, asked_ports(lab_spec.services))
     for m in lab_spec.ingresses:
         old = next((i for i in state.ingresses if i.key == m.key), None)
         if old is not None:
@@ -213,10 +214,10 @@ def _update_deployment(state, d, m, rng, log):
         scale(state, d.namespace, d.name, m.replicas, rng, log)
 
 
-def _apply_service(state, m, rng, log):
+def _apply_service(state, m, rng, log, reserved_ports=frozenset()):
     old = next((s for s in state.services if s.key == m.key), None)
     if old is None:
-        add_service(state, m, rng)
+        add_service(state, m, rng, reserved_ports)
         log.append(("Created", f"service/{m.name}", m.namespace, f"ClusterIP {state.services[-1].cluster_ip}"))
         return
     if m.cluster_ip not in (None, old.cluster_ip):
@@ -232,7 +233,7 @@ def _apply_service(state, m, rng, log):
     _remove_service(state, old)
     try:
         add_service(state, dataclasses.replace(m, cluster_ip=old.cluster_ip, ports=ports, created=old.created,
-                                               **kept_lb), rng)
+                                               **kept_lb), rng, reserved_ports)
     except NetlabError:
         state.services.append(old)
         if old in balancers(state) and names.lb_netns(state.lab, old.key) not in state.netns:
@@ -360,8 +361,15 @@ def kubernetes_service(cluster):
                            cluster_ip=ip, ports=(ServicePort(443, "TCP", "https", 6443),))
 
 
-def add_service(state, manifest, rng):
-    """The API server's part: allocate the ClusterIP and NodePorts a Service asks for."""
+def asked_ports(manifests):
+    """The NodePorts (and health-check ports) manifests name: kept from random picks."""
+    return frozenset({p.node_port for m in manifests for p in m.ports if p.node_port}
+                     | {m.health_check_node_port for m in manifests if m.health_check_node_port})
+
+
+def add_service(state, manifest, rng, reserved_ports=frozenset()):
+    """The API server's part: allocate the ClusterIP and NodePorts a Service asks for.
+    `reserved_ports`: ports other manifests of the same request name, never picked at random."""
     if any(s.key == manifest.key for s in state.services):
         raise NetlabError(f"Service {manifest.key} already exists")
     ips = {s.cluster_ip for s in state.services}
@@ -379,7 +387,7 @@ def add_service(state, manifest, rng):
         requested = next((q.node_port for q in manifest.ports if q.port == p.port and q.node_port), None)
         node_port = p.node_port or by_port.get(p.port) or requested
         if node_port is None and manifest.type in ("NodePort", "LoadBalancer"):
-            node_port = ipam.allocate_node_port(NODE_PORT_RANGE, ports | set(by_port.values()), rng)
+            node_port = ipam.allocate_node_port(NODE_PORT_RANGE, ports | set(by_port.values()) | reserved_ports, rng)
         if node_port in ports:
             raise NetlabError(f"Service {manifest.key}: nodePort {node_port} is already allocated")
         by_port[p.port] = node_port
@@ -389,7 +397,7 @@ def add_service(state, manifest, rng):
         taken_ports = ports | set(by_port.values())
         hc = manifest.health_check_node_port
         if manifest.external_traffic_policy == "Local" and hc is None:
-            hc = ipam.allocate_node_port(NODE_PORT_RANGE, taken_ports | _health_ports(state), rng)
+            hc = ipam.allocate_node_port(NODE_PORT_RANGE, taken_ports | _health_ports(state) | reserved_ports, rng)
         elif hc is not None and hc in taken_ports | _health_ports(state):
             raise NetlabError(f"Service {manifest.key}: healthCheckNodePort {hc} is already allocated")
         held = ipam.lan_holders(state.cluster, state.nodes, state.services)     # never a node's address

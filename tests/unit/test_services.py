@@ -211,3 +211,12 @@ def test_stale_udp_flows_include_a_load_balancer_vip():
     assert kube_proxy.stale_udp_flows([s], before, [s], after) == [
         ("10.96.0.50", 53, "10.244.1.5"), ("192.0.2.7", 53, "10.244.1.5"), ("172.18.255.200", 53, "10.244.1.5"),
         (None, 30053, "10.244.1.5")]
+
+
+def test_a_node_port_one_manifest_asks_for_is_never_given_at_random_to_another(tmp_path):
+    """Random(1) hands 31968 to the first NodePort Service; the second asks for 31968."""
+    lab = load(tmp_path, svc("type: NodePort\nselector: {app: a}\nports: [{port: 80}]", name="first"),
+               svc("type: NodePort\nselector: {app: a}\nports: [{port: 80, nodePort: 31968}]", name="second"))
+    state = cluster.new_state(lab, random.Random(1))
+    ports = {s.name: s.ports[0].node_port for s in state.services if s.name in ("first", "second")}
+    assert ports["second"] == 31968 and ports["first"] != 31968
