@@ -16,6 +16,7 @@ from netlab import names
 from netlab.errors import EnvironmentProblem, NetlabError
 from netlab.values.iptables import Table
 
+PARTITION_COMMENT = "netlab partition"      # how the appliers know these rules are the lab's own
 KINDS = ("node-down", "link-down", "partition", "loss", "delay")
 
 
@@ -86,7 +87,8 @@ def adjust(state, plans):
                 down.setdefault(pod.node, set()).add(pod.host_veth)
         elif kind == "partition":
             a, b = (names.lan_port(state.lab, t) for t in targets)
-            drops += [f"-m physdev --physdev-in {x} --physdev-out {y} -j DROP" for x, y in ((a, b), (b, a))]
+            drops += [f'-m physdev --physdev-in {x} --physdev-out {y} -m comment --comment "{PARTITION_COMMENT}" -j DROP'
+                      for x, y in ((a, b), (b, a))]
     out = []
     for p in plans:
         if p.netns in down:

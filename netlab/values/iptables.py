@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 OWNED_PREFIXES = ("KUBE-", "FLANNEL-", "LB-")
 # Comments our components put on their rules in built-in chains: kube-proxy's all start
 # "kubernetes " ("kubernetes service portals", ...), flanneld's "flanneld " ("flanneld masq").
-OWNED_COMMENTS = ("kubernetes ", "flanneld ")
+OWNED_COMMENTS = ("kubernetes ", "flanneld ", "netlab ")
 # The faults' partition in the LAN namespace: a DROP between two bridge ports (observe/faults).
-_PARTITION = re.compile(r"-m physdev --physdev-in \S+ --physdev-out \S+ -j DROP")
 
 BUILTIN = {
     "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
@@ -104,8 +103,7 @@ def owned_rule(rule):
     """Whether a rule found in a built-in chain is one of netlab's components': it jumps to
     an owned chain, carries one of their comments, or is the faults' partition."""
     targets, comments = _marks(rule)
-    return (any(t.startswith(OWNED_PREFIXES) for t in targets) or any(c.startswith(OWNED_COMMENTS) for c in comments)
-            or _PARTITION.fullmatch(rule) is not None)
+    return any(t.startswith(OWNED_PREFIXES) for t in targets) or any(c.startswith(OWNED_COMMENTS) for c in comments)
 
 
 def _kube_proxy(rule):

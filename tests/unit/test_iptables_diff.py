@@ -150,8 +150,8 @@ def test_the_jump_to_a_stale_chain_goes_before_the_chain():
 
 
 def test_a_cleared_partition_leaves_the_lan_and_a_persons_rule_stays():
-    drops = ("-m physdev --physdev-in worker --physdev-out worker2 -j DROP",
-             "-m physdev --physdev-in worker2 --physdev-out worker -j DROP")
+    drops = ('-m physdev --physdev-in worker --physdev-out worker2 -m comment --comment "netlab partition" -j DROP',
+             '-m physdev --physdev-in worker2 --physdev-out worker -m comment --comment "netlab partition" -j DROP')
     mine = "-m physdev --physdev-in worker -p udp -m udp --dport 8472 -j LOG"
     assert builtin_edits((), [*drops, mine]) == [Edit("-D", 2), Edit("-D", 1)]
     assert builtin_edits(drops, [mine]) == [Edit("-A", rule=drops[0]), Edit("-A", rule=drops[1])]
