@@ -165,9 +165,15 @@ def _down(args):
 def _status(args):
     from netlab.api.etcd import Store, all_labs
     from netlab.api.printers import age, render
+    from netlab.errors import StateUnreadable
     rows = []
     for name in all_labs():
-        s = Store(name).load()
+        try:
+            s = Store(name).load()
+        except StateUnreadable as e:                   # one lab's bad record hides no other lab
+            rows.append([name, "Unreadable", "-", "-", "-", "-", "-", "-"])
+            print(f"netlab: {e}", file=sys.stderr)
+            continue
         lbs = sum(1 for svc in s.services if svc.type == "LoadBalancer")
         rows.append([name, s.phase, len(s.nodes), len(s.pods), len(s.services), lbs, len(s.netns), age(s.created)])
     # LOAD-BALANCERS: what the cloud bills, one per LoadBalancer Service.

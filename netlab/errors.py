@@ -20,3 +20,13 @@ class EnvironmentProblem(NetlabError):
 
 class LabNotFound(NetlabError):
     pass
+
+
+class StateUnreadable(NetlabError):
+    """A lab's state file cannot be read: not JSON, not a lab's state, or written by a newer
+    netlab. Names the file and what is wrong; the lab can still be removed by its name prefix."""
+
+    def __init__(self, path, problem, lab=None):
+        self.path, self.problem, self.lab = path, problem, lab
+        hint = f"; `netlab cleanup {lab}` removes the lab by its name prefix" if lab else ""
+        super().__init__(f"{path} cannot be read: {problem}{hint}")

@@ -20,7 +20,7 @@ from netlab.addons import cloud
 from netlab.api import apiserver, events, locks, spec
 from netlab.api.etcd import Store, all_labs
 from netlab.controllers import cluster
-from netlab.errors import LabNotFound, NetlabError
+from netlab.errors import LabNotFound, NetlabError, StateUnreadable
 from netlab.kernel import conntrack
 from netlab.kernel import iptables as iptables_backend
 from netlab.kernel import netns as ns
@@ -62,6 +62,11 @@ def _remove_netns(lab, netns_names):
                 processes.stop({"pid": pid, "start": processes.start_time(pid)}, timeout=1.0)
         ns.delete(name)
         shutil.rmtree(names.NETNS_ETC / name, ignore_errors=True)
+
+
+def _listening_sockets(state):
+    """About how many sockets the pod servers hold: each pod's ports, netexec's two by default."""
+    return sum(max(2, sum(len(c.ports) for c in p.template.containers)) for p in state.pods)
 
 
 def _manifests(state, paths):
@@ -251,7 +256,7 @@ class Lab:
         converged to (None: nothing yet, as for `up`). A namespace created here is fresh:
         nothing in it is read back."""
         progress = progress or _NoProgress()
-        preflight.ensure_fd_limit(len(state.netns))   # raised to the hard limit when the lab needs it
+        preflight.ensure_fd_limit(_listening_sockets(state))   # raised to the hard limit when the lab needs it
         changes = events.Changes()
         gone = [n for n in self._unclaimed_netns() if n not in state.netns]
         _remove_netns(self.name, reversed(gone))
@@ -378,14 +383,17 @@ class Lab:
 
     def _unclaimed_netns(self):
         """Namespaces with this lab's prefix that no other lab's record claims."""
-        others = set()
+        others, unreadable = set(), []
         for other in all_labs():
             if other != self.name:
                 try:
                     others.update(Store(other).load().netns)
-                except (LabNotFound, ValueError, KeyError):
+                except LabNotFound:
                     pass
-        return [n for n in ns.list_names() if names.belongs_to(self.name, n) and n not in others]
+                except StateUnreadable:              # its record is lost: what its prefix names is its own
+                    unreadable.append(other)
+        return [n for n in ns.list_names() if names.belongs_to(self.name, n) and n not in others
+                and not any(names.belongs_to(u, n) for u in unreadable)]
 
     @classmethod
     def cleanup(cls, name=None):
@@ -398,8 +406,8 @@ class Lab:
             with lab.locked():
                 try:
                     state = lab.store.load()
-                except (LabNotFound, ValueError, KeyError):
-                    state = None
+                except (LabNotFound, StateUnreadable):
+                    state = None                     # no record to go by: the name prefix will do
                 if state is not None:
                     lab._teardown(state)
                 else:

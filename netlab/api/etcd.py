@@ -3,76 +3,197 @@
 The state is the single source of truth every agent converges to. It is written before the
 kernel is touched (intent first), so a command killed half-way leaves a record that the next
 command converges and that `netlab down` removes.
+
+The record carries a schema version (`"version"`, STATE_VERSION), as etcd's objects carry
+their apiVersion: a record of an older netlab is migrated when it is read, fields this netlab
+does not know are ignored and fields it lacks take their defaults, so one odd record never
+stops another lab's command. A record from a newer netlab, or one that is not a state at all,
+is StateUnreadable, naming the file: never a TypeError or a JSONDecodeError.
+
+State directories are root's alone (0700, files 0600): they name every pod, address and
+process, and container processes run as another user on the same filesystem.
 """
 
 import fcntl
+import functools
 import json
 import os
+import stat
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 
 from netlab import names
 from netlab.api.objects import Address, ClusterState, Deployment, Endpoints, HostLocal, Node, Pod, Port, Subset
 from netlab.api.spec import (ClusterConfig, Container, ContainerPort, IngressManifest, IngressPath, IngressRule,
                              PodTemplate, ServiceManifest, ServicePort, Toleration)
-from netlab.errors import LabNotFound
+from netlab.errors import LabNotFound, StateUnreadable
 
 STATE_FILE = "state.json"
+STATE_VERSION = 1       # version 0: a record without the key, as netlab wrote them before they had one
 
 
 def to_json(state):
-    return asdict(state)
+    return {"version": STATE_VERSION, **asdict(state)}
 
 
-def _template(d):
-    containers = tuple(
-        Container(c["name"], c["image"], tuple(c["command"]), tuple(c["args"]),
-                  tuple(ContainerPort(**p) for p in c["ports"]))
-        for c in d["containers"])
-    return PodTemplate(
-        labels=d["labels"], containers=containers, node_name=d["node_name"],
-        node_selector=d["node_selector"],
-        tolerations=tuple(Toleration(**t) for t in d["tolerations"]),
-        hostname=d["hostname"], subdomain=d["subdomain"])
+# --- reading a record, of this version or an older one -----------------------------------
+
+class _Bad(Exception):
+    """What is wrong inside a record; from_json names the file."""
 
 
-def _service(d):
-    return ServiceManifest(**{**d, "ports": tuple(ServicePort(**p) for p in d["ports"]),
-                              "external_ips": tuple(d["external_ips"]),
-                              "load_balancer_source_ranges": tuple(d.get("load_balancer_source_ranges", ()))})
+def _migrate_0(d):
+    """Version 0 (no "version" key) is version 1's shape: nothing to change."""
+    return d
 
 
-def _ingress(d):
-    backend = lambda b: IngressPath(**b) if b else None  # noqa: E731
-    return IngressManifest(d["namespace"], d["name"],
-                           tuple(IngressRule(r["host"], tuple(backend(p) for p in r["paths"])) for r in d["rules"]),
-                           backend(d["default_backend"]), d["ingress_class"], d["created"])
+MIGRATIONS = {0: _migrate_0}     # version N's record -> version N+1's
 
 
-def _endpoints(d):
-    subsets = tuple(Subset(tuple(Address(**a) for a in s["addresses"]),
-                           tuple(Address(**a) for a in s["not_ready"]),
-                           tuple(Port(**p) for p in s["ports"])) for s in d["subsets"])
-    return Endpoints(d["namespace"], d["name"], subsets)
+def _kind(x):
+    """A value's JSON type, for messages."""
+    kinds = ((bool, "a boolean"), (dict, "an object"), ((list, tuple), "an array"), (str, "a string"),
+             ((int, float), "a number"))
+    return "null" if x is None else next((name for t, name in kinds if isinstance(x, t)), type(x).__name__)
 
 
-def from_json(d):
-    state = ClusterState(lab=d["lab"], cluster=ClusterConfig(**{
-        **d["cluster"], "roles": tuple(d["cluster"]["roles"])}))
-    state.nodes = [Node(**n) for n in d["nodes"]]
-    state.pods = [Pod(**{**p, "template": _template(p["template"])}) for p in d["pods"]]
-    state.deployments = [Deployment(**{**x, "template": _template(x["template"])}) for x in d["deployments"]]
-    state.services = [_service(s) for s in d.get("services", [])]
-    state.endpoints = [_endpoints(e) for e in d.get("endpoints", [])]
-    state.ingresses = [_ingress(i) for i in d.get("ingresses", [])]
-    state.ipam = {k: HostLocal(**v) for k, v in d["ipam"].items()}
-    state.processes = d["processes"]
-    state.netns = d["netns"]
-    state.phase = d["phase"]
-    state.created = d["created"]
-    state.synced = d.get("synced", True)
-    state.faults = d.get("faults", [])
-    return state
+def _mapping(d, where):
+    if not isinstance(d, dict):
+        raise _Bad(f"{where} is {_kind(d)}, not an object")
+    return d
+
+
+def _items(d, key, where):
+    """The list under `key` (absent: empty), with each item's place for messages."""
+    value = d.get(key, [])
+    if not isinstance(value, (list, tuple)):
+        raise _Bad(f"{where}.{key} is {_kind(value)}, not an array")
+    return [(x, f"{where}.{key}[{i}]") for i, x in enumerate(value)]
+
+
+def _make(cls, d, where, **built):
+    """A dataclass from a record's mapping: fields it does not know are ignored (a newer
+    netlab's, or one since dropped), fields it lacks take their defaults, and `built` holds
+    the nested values made from the record's (used where the record has the field)."""
+    _mapping(d, where)
+    known, required = _fields(cls)
+    values = {k: v for k, v in d.items() if k in known}
+    values.update((k, v) for k, v in built.items() if k in d)
+    for name in required:
+        if name not in values:
+            raise _Bad(f"{where} has no {name!r}")
+    return cls(**values)
+
+
+@functools.cache
+def _fields(cls):
+    """(every field's name, the names of those without a default) of a dataclass."""
+    fs = fields(cls)
+    return ({f.name for f in fs},
+            tuple(f.name for f in fs if f.default is MISSING and f.default_factory is MISSING))
+
+
+def _tuple(d, key, where, make=None):
+    return tuple(make(x, at) if make else x for x, at in _items(d, key, where))
+
+
+def _container(d, where):
+    _mapping(d, where)
+    port = lambda p, at: _make(ContainerPort, p, at)  # noqa: E731
+    return _make(Container, d, where, command=_tuple(d, "command", where), args=_tuple(d, "args", where),
+                 ports=_tuple(d, "ports", where, port))
+
+
+def _template(d, where):
+    _mapping(d, where)
+    toleration = lambda t, at: _make(Toleration, t, at)  # noqa: E731
+    return _make(PodTemplate, d, where, containers=_tuple(d, "containers", where, _container),
+                 tolerations=_tuple(d, "tolerations", where, toleration))
+
+
+def _templated(cls):
+    def make(d, where):
+        _mapping(d, where)
+        built = {"template": _template(d["template"], f"{where}.template")} if "template" in d else {}
+        return _make(cls, d, where, **built)
+    return make
+
+
+def _service(d, where):
+    _mapping(d, where)
+    port = lambda p, at: _make(ServicePort, p, at)  # noqa: E731
+    return _make(ServiceManifest, d, where, ports=_tuple(d, "ports", where, port),
+                 external_ips=_tuple(d, "external_ips", where),
+                 load_balancer_source_ranges=_tuple(d, "load_balancer_source_ranges", where))
+
+
+def _backend(d, where):
+    return None if d is None else _make(IngressPath, d, where)
+
+
+def _rule(d, where):
+    _mapping(d, where)
+    return _make(IngressRule, d, where, paths=_tuple(d, "paths", where, _backend))
+
+
+def _ingress(d, where):
+    _mapping(d, where)
+    return _make(IngressManifest, d, where, rules=_tuple(d, "rules", where, _rule),
+                 default_backend=_backend(d.get("default_backend"), f"{where}.default_backend"))
+
+
+def _address(d, where):
+    return _make(Address, d, where)
+
+
+def _subset(d, where):
+    _mapping(d, where)
+    port = lambda p, at: _make(Port, p, at)  # noqa: E731
+    return _make(Subset, d, where, addresses=_tuple(d, "addresses", where, _address),
+                 not_ready=_tuple(d, "not_ready", where, _address), ports=_tuple(d, "ports", where, port))
+
+
+def _endpoints(d, where):
+    _mapping(d, where)
+    return _make(Endpoints, d, where, subsets=_tuple(d, "subsets", where, _subset))
+
+
+def _cluster(d, where):
+    _mapping(d, where)
+    return _make(ClusterConfig, d, where, roles=_tuple(d, "roles", where))
+
+
+def _state(d):
+    def each(key, make):
+        return [make(x, at) for x, at in _items(d, key, "state")]
+    ipam = _mapping(d.get("ipam", {}), "state.ipam")
+    cluster = {"cluster": _cluster(d["cluster"], "state.cluster")} if "cluster" in d else {}
+    return _make(ClusterState, d, "state", **cluster,
+                 nodes=each("nodes", lambda n, at: _make(Node, n, at)),
+                 pods=each("pods", _templated(Pod)), deployments=each("deployments", _templated(Deployment)),
+                 services=each("services", _service), endpoints=each("endpoints", _endpoints),
+                 ingresses=each("ingresses", _ingress),
+                 ipam={k: _make(HostLocal, v, f"state.ipam[{k!r}]") for k, v in ipam.items()})
+
+
+def from_json(d, path=STATE_FILE, lab=None):
+    """The ClusterState of a record (of this netlab's version or an older one). StateUnreadable,
+    naming `path`, when it is from a newer netlab or is not a lab's state."""
+    try:
+        _mapping(d, "the record")
+        version = d.get("version", 0)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise _Bad(f"its version {version!r} is not a state version")
+        if version > STATE_VERSION:
+            raise StateUnreadable(path, f"it was written by a newer netlab (state version {version}; this netlab "
+                                        f"reads versions up to {STATE_VERSION})", lab)
+        while version < STATE_VERSION:
+            d, version = MIGRATIONS[version](d), version + 1
+        return _state(d)
+    except _Bad as e:
+        raise StateUnreadable(path, f"it is not a lab's state: {e}", lab) from None
+    except (TypeError, ValueError, KeyError, AttributeError) as e:     # a field of the wrong type
+        raise StateUnreadable(path, f"it is not a lab's state ({type(e).__name__}: {e})", lab) from None
 
 
 # --- the store ---------------------------------------------------------------------------
@@ -91,11 +212,22 @@ class Store:
     def exists(self):
         return self.path.exists()
 
+    def _make_dir(self):
+        """The state root and the lab's directory, root's alone (0700), closed again if an
+        older netlab left them open. A shared directory (sticky, as /tmp) that NETLAB_STATE_DIR
+        may name is not netlab's to close: the lab's own directory still is."""
+        names.STATE_ROOT.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, exist_ok=True)
+        for d in (names.STATE_ROOT, self.dir):
+            mode = d.stat().st_mode
+            if mode & 0o077 and not (mode & stat.S_ISVTX and d != self.dir):
+                os.chmod(d, 0o700)
+
     @contextmanager
     def locked(self):
         """Serialize commands on this lab: kube-apiserver's optimistic concurrency, simplified."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / "lock", "w") as lock:
+        self._make_dir()
+        with os.fdopen(os.open(self.dir / "lock", os.O_WRONLY | os.O_CREAT, 0o600), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -103,16 +235,27 @@ class Store:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def load(self):
+        """The lab's state; LabNotFound without a record, StateUnreadable when it cannot be read."""
         try:
-            return from_json(json.loads(self.path.read_text()))
+            text = self.path.read_bytes()
         except FileNotFoundError:
             raise LabNotFound(f"no lab named {self.lab!r} (see `netlab status`)") from None
+        except OSError as e:
+            raise StateUnreadable(self.path, e.strerror or str(e), self.lab) from None
+        try:
+            d = json.loads(text)
+        except ValueError as e:               # JSONDecodeError, or bytes that are not UTF-8
+            raise StateUnreadable(self.path, f"it is not JSON ({e})", self.lab) from None
+        return from_json(d, self.path, self.lab)
 
     def save(self, state):
         """Atomic replace: a reader sees the old state or the new one, never half of one."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._make_dir()
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(to_json(state), indent=1, sort_keys=True))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)                  # a .tmp left by an older netlab may be open to all
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(to_json(state), indent=1, sort_keys=True))
         os.replace(tmp, self.path)
 
     def remove(self):
@@ -121,7 +264,8 @@ class Store:
 
 
 def all_labs():
-    """Names of labs with a state directory on this machine."""
+    """Names of labs with a state directory on this machine, readable or not (a lab whose
+    record cannot be read is still a lab: `status` names it, `cleanup` removes it)."""
     if not names.STATE_ROOT.is_dir():
         return []
     return sorted(p.name for p in names.STATE_ROOT.iterdir()
