@@ -18,6 +18,7 @@ import time
 from netlab import names
 from netlab.controllers.kubeadm import DOMAIN, dns_ip
 from netlab.errors import NetlabError
+from netlab.kernel import netns as ns
 from netlab.kernel.processes import alive, record, start_time
 from netlab.node import runtime
 
@@ -104,6 +105,8 @@ class PodServer:
         from netlab.api.etcd import Store
         self.store = Store(lab)
         self.running = {}      # key -> ((netns, ports), [servers or transports])
+        self.retry = False     # a target could not be served: reconcile again on the next pass
+        self.failed = {}       # key -> the last error serving it (logged once)
         self.reload_requested = asyncio.Event()
 
     def ports(self, pod):
@@ -112,7 +115,6 @@ class PodServer:
 
     def targets(self, state):
         """What to serve: key -> (netns, [(port, protocol)], the object served). Pods by default."""
-        from netlab.kernel import netns as ns
         return {p.key: (p.netns, self.ports(p), p) for p in state.pods if self.ports(p) and ns.exists(p.netns)}
 
     async def serve(self, target, proto, port, sock):
@@ -135,15 +137,19 @@ class PodServer:
             if key not in wanted or self.running[key][0] != wanted[key][:2]:
                 for s in self.running.pop(key)[1]:
                     s.close()
+        self.retry = False
         for key, (netns, ports, target) in wanted.items():
             if key in self.running:
                 continue
-            handles = []
             try:
-                handles = await self.start(netns, ports, target)
-            except OSError as e:
-                print(f"{self.name}: {key}: {e}", file=sys.stderr, flush=True)
-            self.running[key] = ((netns, ports), handles)
+                self.running[key] = ((netns, ports), await self.start(netns, ports, target))
+            except (OSError, NetlabError) as e:     # a port taken, a namespace gone: try again soon
+                if self.failed.get(key) != str(e):
+                    print(f"{self.name}: {key}: {e}", file=sys.stderr, flush=True)
+                self.failed[key] = str(e)
+                self.retry = True
+            else:
+                self.failed.pop(key, None)
         (self.store.dir / f"{self.name}.served").write_text(str(state_mtime))
 
     async def run(self):
@@ -158,10 +164,14 @@ class PodServer:
                 mtime = os.stat(self.store.path).st_mtime_ns
             except FileNotFoundError:
                 break                                   # the lab is gone: so are we
-            if mtime != seen or self.reload_requested.is_set():
+            if mtime != seen or self.reload_requested.is_set() or self.retry:
                 self.reload_requested.clear()
                 seen = mtime
-                await self.reconcile()
+                try:
+                    await self.reconcile()
+                except Exception as e:                  # one bad moment (a state being replaced): next pass
+                    print(f"{self.name}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                    self.retry = True
             try:
                 await asyncio.wait_for(self.reload_requested.wait(), timeout=POLL_SECONDS)
             except asyncio.TimeoutError:
@@ -173,18 +183,21 @@ class PodServer:
 
 def _open_sockets(netns, ports):
     """Listening sockets, opened inside a network namespace."""
-    from netlab.kernel import netns as ns
     socks = []
-    with ns.entered(netns):
-        for port, proto in ports:
-            kind = socket.SOCK_STREAM if proto == "TCP" else socket.SOCK_DGRAM
-            s = socket.socket(socket.AF_INET, kind)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("0.0.0.0", port))
-            if proto == "TCP":
-                s.listen(128)
-            s.setblocking(False)
-            socks.append((proto, port, s))
+    try:
+        with ns.entered(netns):
+            for port, proto in ports:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "TCP" else socket.SOCK_DGRAM)
+                socks.append((proto, port, s))
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("0.0.0.0", port))
+                if proto == "TCP":
+                    s.listen(128)
+                s.setblocking(False)
+    except BaseException:
+        for _, _, s in socks:                       # all of a target's sockets, or none
+            s.close()
+        raise
     return socks
 
 
@@ -202,8 +215,10 @@ def poll(store, step, name, seconds=POLL_SECONDS, every_pass=False):
             seen = mtime
             try:
                 step()
-            except FileNotFoundError:
-                return
+            except FileNotFoundError as e:
+                if not store.path.exists():
+                    return                              # the lab is gone
+                print(f"{name}: {e}", file=sys.stderr, flush=True)
             except Exception as e:
                 print(f"{name}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         time.sleep(seconds)
@@ -248,18 +263,135 @@ def container_argv(state, pod, container):
     return image.argv(state, pod) if image is not None and image.argv else None
 
 
+# --- a container's process ---------------------------------------------------------------
+# A command pasted into a pod runs as a container runtime would run it, not as root on the
+# host (runc with Docker's and containerd's defaults, and a non-root USER):
+#   ip netns exec POD    the pod's network namespace, and a mount namespace of its own in which
+#                        /etc/netns/POD/* (resolv.conf, hosts) are bind-mounted over /etc
+#   unshare --pid --fork --mount-proc
+#                        a PID namespace of its own, and a /proc that shows only it; inside the
+#                        ip netns exec, so those bind mounts are still there
+#   setpriv              uid and gid 65534, no supplementary groups, no_new_privs (a setuid or
+#                        file-capability binary gains nothing), the bounding set cut to the
+#                        runtime's default set, and NET_BIND_SERVICE and NET_RAW kept as ambient
+#                        capabilities, so it can listen on port 80 and ping. setpriv's
+#                        --ambient-caps does nothing without --inh-caps: a capability is raised
+#                        into the ambient set only if it is permitted and inheritable.
+#   an init (PID 1)      as `docker run --init` runs tini: the kernel gives a namespace's PID 1
+#                        no default signal action, so a command without a SIGTERM handler
+#                        (sleep) would ignore `netlab down`; and unshare --fork blocks SIGTERM
+#                        in its own process while it waits. The init runs the command as its
+#                        child in a process group of its own, passes signals on to it, reaps
+#                        orphans and exits with the command's status, ending the namespace.
+# The process recorded is the command itself (its pid seen from the host): it leads its
+# group, so stopping the record ends it and what it started; the init, then unshare, follow
+# it out. The host's files stay visible, as uid 65534 sees them: the lab's state and /root
+# are root's alone (0700).
+# Only NET_BIND_SERVICE and NET_RAW take effect, not the whole default set Docker gives a
+# *root* container: on the host's filesystem DAC_OVERRIDE reads every file, SETUID makes the
+# process root again, CHOWN and FOWNER take any file. (Docker lets a non-root process serve
+# low ports and ping with the netns sysctls ip_unprivileged_port_start=0 and ping_group_range.)
+
+CONTAINER_UID = CONTAINER_GID = 65534      # nobody / nogroup on Debian: `runAsUser: 65534`
+RUNTIME_DEFAULT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+                        "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE")
+CONTAINER_CAPS = ("NET_BIND_SERVICE", "NET_RAW")
+CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"    # containerd's default
+
+# The init's code reaches it in its environment, which it then removes, so that `ps` in the
+# container reads `python3 -I -S -c <bootstrap> COMMAND...` rather than the whole program.
+_INIT_VARIABLE = "NETLAB_CONTAINER_INIT"
+_INIT_BOOTSTRAP = f"import os; exec(os.environ.pop({_INIT_VARIABLE!r}))"
+_INIT = """\
+# netlab's container init: PID 1 of the container, as docker run --init's tini
+import os, signal, sys
+PASSED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+          signal.SIGWINCH}
+def forward(sig, frame):
+    try:
+        os.kill(main, sig)
+    except ProcessLookupError:
+        pass
+# Blocked across the fork: a signal sent before the command runs waits, then ends the child
+# (default action) or is passed on by the init (its handler), never lost in between.
+signal.pthread_sigmask(signal.SIG_BLOCK, PASSED)
+main = os.fork()
+if main == 0:
+    os.setpgid(0, 0)
+    for s in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):    # python's own; not the command's
+        signal.signal(s, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, PASSED)
+    os.environ.pop("LC_CTYPE", None)     # python's C-locale coercion (PEP 538): not the container's
+    try:
+        os.execvp(sys.argv[1], sys.argv[1:])
+    except OSError as e:
+        print(f"{sys.argv[1]}: {e.strerror}", file=sys.stderr, flush=True)
+        os._exit(127 if isinstance(e, FileNotFoundError) else 126)
+for s in PASSED:
+    signal.signal(s, forward)
+try:
+    os.setpgid(main, main)
+except OSError:
+    pass
+signal.pthread_sigmask(signal.SIG_UNBLOCK, PASSED)
+while True:
+    child, status = os.wait()
+    if child == main:
+        code = os.waitstatus_to_exitcode(status)
+        sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+def _sandboxed(netns, argv):
+    """The host's command line for a container's process: its namespaces, its user, its init.
+    The init is the system's python3, found on the container's PATH as the container's user
+    finds it (netlab's own interpreter may live where that user cannot reach)."""
+    caps = ",".join(["-all"] + [f"+{c.lower()}" for c in CONTAINER_CAPS])
+    return ["ip", "netns", "exec", netns,
+            "unshare", "--pid", "--fork", "--mount-proc",
+            "setpriv", f"--reuid={CONTAINER_UID}", f"--regid={CONTAINER_GID}", "--clear-groups", "--no-new-privs",
+            "--bounding-set=" + ",".join(["-all"] + [f"+{c.lower()}" for c in RUNTIME_DEFAULT_CAPS]),
+            f"--inh-caps={caps}", f"--ambient-caps={caps}", "--",
+            "python3", "-I", "-S", "-c", _INIT_BOOTSTRAP, *argv]
+
+
+def _children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _command_record(proc, timeout=10.0):
+    """The record of a container's command: the init's child, unshare's grandchild (about
+    15 ms after the start: python's own). If the container ends before the command is seen,
+    the record is unshare's, ended too; if it is not seen in time, unshare's, which leads the
+    session: stopping it reaches the init, which passes the signal on."""
+    deadline = time.monotonic() + timeout
+    pid = proc.pid
+    for _ in ("the init", "the command"):
+        while not (children := _children(pid)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return record(proc)
+            time.sleep(0.001)
+        pid = children[0]
+    return {"pid": pid, "start": start_time(pid)}
+
+
 def start_commands(state, pod, only=None):
     """Start the containers of `pod` that run as processes (all, or those named in `only`);
-    returns their records."""
-    recs = []
+    returns their records. Each runs unprivileged in its own PID namespace (see above), from
+    /, with a container's environment rather than netlab's."""
+    started = []
     lab = state.lab
     for c in pod.template.containers:
         argv = container_argv(state, pod, c) if only is None or c.name in only else None
         if argv is None:
             continue
         with _log(lab, f"{pod.namespace}_{pod.name}_{c.name}") as log:
-            proc = subprocess.Popen(["ip", "netns", "exec", pod.netns, *argv],
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    start_new_session=True, close_fds=True)
-        recs.append({**record(proc), "container": c.name})
-    return recs
+            proc = subprocess.Popen(_sandboxed(pod.netns, argv), stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=log, start_new_session=True, close_fds=True, cwd="/",
+                                    env={"PATH": CONTAINER_PATH, "HOME": "/", _INIT_VARIABLE: _INIT})
+        started.append((c.name, proc))
+    return [{**_command_record(proc), "container": name} for name, proc in started]

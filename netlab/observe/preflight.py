@@ -26,21 +26,21 @@ def check(applier="iptables-restore"):
     _try_devices(applier)
 
 
-# What a lab holds open per network namespace while it converges: one netlink socket set
-# (a sync pyroute2 IPRoute holds 4 fds, measured: 40 more after opening 10) and the
-# namespace's own fd while it is entered. The rest is the process itself (Python, the
-# store's lock, iptables-restore's pipes, probe workers): a fixed headroom.
-FDS_PER_NAMESPACE = 5
+# What grows with a lab is the pod servers' listening sockets: one lab process (agnhost's)
+# holds a socket for every port of every pod it serves, and inherits netlab's limit. A
+# convergence itself holds one netlink socket (4 fds) at a time. The rest (Python, the
+# lock, iptables-restore's pipes, probe workers) is a fixed headroom.
 FD_HEADROOM = 128
 
 
-def fds_needed(namespaces):
-    """About how many open files a lab of `namespaces` network namespaces needs."""
-    return namespaces * FDS_PER_NAMESPACE + FD_HEADROOM
+def fds_needed(sockets):
+    """About how many open files a lab whose busiest process listens on `sockets` needs."""
+    return sockets + FD_HEADROOM
 
 
-def ensure_fd_limit(namespaces):
-    """Make RLIMIT_NOFILE fit a lab of `namespaces` network namespaces, before it is built.
+def ensure_fd_limit(sockets):
+    """Make RLIMIT_NOFILE fit a lab whose pod servers listen on `sockets` sockets, before its
+    processes start (they inherit the limit).
 
     When the soft limit is too low, it is raised to the hard limit, as Go's runtime does at
     start (systemd keeps the soft limit at 1024 for select()'s sake and expects programs that
@@ -48,14 +48,14 @@ def ensure_fd_limit(namespaces):
     When even the hard limit is too low, EnvironmentProblem says so, rather than
     `OSError: [Errno 24] Too many open files` halfway through the bring-up.
     Returns the soft limit in force afterwards."""
-    need = fds_needed(namespaces)
+    need = fds_needed(sockets)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if _unlimited(soft) or soft >= need:
         return soft
     ceiling = hard if not _unlimited(hard) else _nr_open()
     if ceiling < need:
         raise EnvironmentProblem(
-            f"this lab needs about {need} open files ({namespaces} network namespaces); the limit is {ceiling} "
+            f"this lab needs about {need} open files (its pods listen on {sockets} sockets); the limit is {ceiling} "
             f"(ulimit -Hn); raise it, e.g. `ulimit -n {need}` in the shell that runs netlab, "
             "or nofile in /etc/security/limits.conf")
     resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))

@@ -469,7 +469,7 @@ def ingress_checks(prober, state):
         for rule in ing.rules:
             for p in rule.paths:
                 name = f"{rule.host or '*'}{p.path} ({p.path_type}) -> {p.service}"
-                hint = "nginx.conf under the lab's state directory, ingress-nginx/<pod>/"
+                hint = "the controller pod's /etc/nginx/nginx.conf (/etc/netns/<pod netns>/nginx/ on the host)"
                 direct = _backend_answers(prober, state, ing.namespace, p, node)
                 r = prober.http("external", node.ip, port, p.path, host=rule.host or "any.example")
                 got = f"HTTP {r.get('status')} {_first_line(r.get('body', r.get('error', '')))}".strip()

@@ -238,3 +238,33 @@ def test_a_pod_server_that_cannot_bind_tries_again_until_it_can(make_lab):
                 h.close()
         return first, pod.key in server.running
     assert asyncio.run(scenario()) == ((False, True), True)
+
+
+def test_an_unreadable_record_stops_no_other_lab_and_is_cleaned_by_its_prefix(make_lab):
+    lab = make_lab(TOPOLOGIES / "two-nodes.yaml")
+    other = unique_name("u")
+    d = names.state_dir(other)
+    d.mkdir(parents=True)
+    record = json.loads(lab.store.path.read_text())
+    ns.create(f"{other}-control-plane")                     # something of it on the machine
+    try:
+        for text in (json.dumps({**record, "lab": other, "netns": [f"{other}-control-plane"], "lease": {"holder": "x"}}),
+                     "{not json", json.dumps({**record, "version": 99})):
+            (d / "state.json").write_text(text)
+            lab.set_ready("a", False)                      # a change: it looks at every other lab's record
+            lab.set_ready("a", True)
+            assert not lab.reconcile().any()
+            status = netlab("status")
+            assert status.returncode == 0 and lab.name in status.stdout and other in status.stdout, status
+            assert "Traceback" not in status.stderr
+        assert "Unreadable" in netlab("status").stdout
+        down = netlab("down", other)
+        assert down.returncode == 1 and down.stderr.count("\n") == 1 and "state.json cannot be read" in down.stderr
+        cleaned = netlab("cleanup", other)
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert not d.exists() and f"{other}-control-plane" not in ns.list_names()
+        assert lab.name in netlab("status").stdout
+    finally:
+        import shutil
+        shutil.rmtree(d, ignore_errors=True)
+        ns.delete(f"{other}-control-plane")

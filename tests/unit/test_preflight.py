@@ -15,11 +15,11 @@ CHILD = """
 import json, os, resource, sys
 from netlab.errors import EnvironmentProblem
 from netlab.observe import preflight
-soft, hard, namespaces, opens = map(int, sys.argv[1:])
+soft, hard, sockets, opens = map(int, sys.argv[1:])
 resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 out = {}
 try:
-    out["returned"] = preflight.ensure_fd_limit(namespaces)
+    out["returned"] = preflight.ensure_fd_limit(sockets)
 except EnvironmentProblem as e:
     out["error"] = str(e)
 out["limits"] = list(resource.getrlimit(resource.RLIMIT_NOFILE))
@@ -34,17 +34,17 @@ print(json.dumps(out))
 """
 
 
-def run_child(soft, hard, namespaces, opens=0):
+def run_child(soft, hard, sockets, opens=0):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", CHILD, str(soft), str(hard), str(namespaces), str(opens)],
+    out = subprocess.run([sys.executable, "-c", CHILD, str(soft), str(hard), str(sockets), str(opens)],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
 
 def test_a_big_lab_raises_the_soft_limit_to_the_hard_one_and_its_files_then_open():
-    # 260 pods, 3 nodes, LAN, external client: 265 namespaces need 265*5+128 = 1453 files.
-    got = run_child(1024, 4096, 265, opens=1453)
+    # 1325 listening sockets need 1325+128 = 1453 files.
+    got = run_child(1024, 4096, 1325, opens=1453)
     assert got == {"returned": 4096, "limits": [4096, 4096], "opened": 1453}
 
 
@@ -55,13 +55,13 @@ def test_without_the_raise_the_same_files_hit_emfile():
 
 
 def test_a_limit_that_is_enough_is_left_alone():
-    got = run_child(2048, 4096, 100)                       # 100*5+128 = 628 files
+    got = run_child(2048, 4096, 500)                       # 500+128 = 628 files
     assert (got["returned"], got["limits"]) == (2048, [2048, 4096])
 
 
 def test_a_hard_limit_too_low_is_one_sentence_naming_the_need_and_the_limit():
-    got = run_child(512, 1024, 265)
-    assert got["error"] == ("this lab needs about 1453 open files (265 network namespaces); the limit is 1024 "
+    got = run_child(512, 1024, 1325)
+    assert got["error"] == ("this lab needs about 1453 open files (its pods listen on 1325 sockets); the limit is 1024 "
                             "(ulimit -Hn); raise it, e.g. `ulimit -n 1453` in the shell that runs netlab, "
                             "or nofile in /etc/security/limits.conf")
     assert got["limits"] == [512, 1024]                    # nothing was changed
