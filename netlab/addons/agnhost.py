@@ -19,7 +19,11 @@ from netlab.node import runtime
 from netlab.node.kubelet import PodServer, serve_pods
 
 DEFAULT_PORTS = ((8080, "TCP"), (8081, "UDP"))
-MAX_REQUEST = 8192
+# Go's net/http, which netexec serves with: a request head may be up to DefaultMaxHeaderBytes
+# (1 MiB) plus the 4096 bytes of slack its reader allows; a longer one gets 431.
+MAX_REQUEST = (1 << 20) + 4096
+TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
+             b"Connection: close\r\n\r\n431 Request Header Fields Too Large")
 
 
 def served_ports(pod):
@@ -80,8 +84,13 @@ async def _serve_http(pod_name, reader, writer):
     peer = writer.get_extra_info("peername")
     try:
         while True:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
-            if len(head) > MAX_REQUEST:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
+            except asyncio.LimitOverrunError:
+                head = None
+            if head is None or len(head) > MAX_REQUEST:
+                writer.write(TOO_LARGE)
+                await writer.drain()
                 break
             request_line = head.split(b"\r\n", 1)[0].decode(errors="replace").split()
             if len(request_line) != 3:
