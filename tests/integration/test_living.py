@@ -313,11 +313,34 @@ def test_a_command_killed_half_way_is_converged_by_the_next(make_lab, phase):
 
 
 def test_concurrent_commands_serialize_on_the_lock(make_lab):
+    """The second command starts while the first holds the lock: it waits, then wins."""
+    import fcntl
+
+    from netlab import names
     lab = make_lab(TOPOLOGIES / "services.yaml")
-    procs = [cli("--lab", lab.name, "scale", "deployment/web", "--replicas", str(n)) for n in (6, 2)]
-    for p in procs:
+    first = cli("--lab", lab.name, "scale", "deployment/web", "--replicas", "6")
+    lock = names.STATE_ROOT / ".locks" / lab.name
+
+    def held():
+        try:
+            with open(lock) as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return False
+        except FileNotFoundError:
+            return False
+        except BlockingIOError:
+            return True
+    deadline = time.monotonic() + 30
+    while not held():
+        assert first.poll() is None and time.monotonic() < deadline, "the first command never held the lock"
+        time.sleep(0.001)
+    second = cli("--lab", lab.name, "scale", "deployment/web", "--replicas", "2")
+    for p in (first, second):
         assert p.wait(timeout=120) == 0, p.stderr.read()
-    assert len(web_pods(lab)) in (6, 2)
+    assert len(web_pods(lab)) == 2
+    scales = [e["message"] for e in __import__("netlab.api.events", fromlist=["read"]).read(lab.name)
+              if e["reason"] == "ScalingReplicaSet"]
+    assert [" ".join(m.split()[-4:]) for m in scales][-2:] == ["from 4 to 6", "from 6 to 2"], scales
     kernel_matches_state(lab)
     assert not lab.reconcile().any()
 
