@@ -2,9 +2,12 @@
 
 Parsing is pure and total: it returns a LabSpec or raises one SpecError naming the file,
 the object and the field. Nothing is created until the whole input is valid. Fields that do
-not matter to networking are accepted and ignored, as a pasted manifest carries many.
+not matter to networking are accepted and ignored, as a pasted manifest carries many; the
+Cluster and Lab documents are read strictly, as kind reads its file (a field they do not
+have is a typo to hear of), and no mapping of any document may hold a key twice.
 """
 
+import difflib
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -32,6 +35,19 @@ IGNORED_KINDS = {"ConfigMap", "Secret", "ServiceAccount", "Namespace", "Role", "
                  "HorizontalPodAutoscaler", "PodDisruptionBudget"}
 IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 MAX_LAB_NAME = 32
+# IPv4 space no pod, Service or node may be numbered from (RFC 6890's table): the kernel
+# treats each specially, so a lab built on one looks up and fails in confusing ways.
+SPECIAL_RANGES = tuple((ipaddress.ip_network(n), what) for n, what in (
+    ("0.0.0.0/8", 'IPv4\'s "this network" range, which no host may hold'),
+    ("127.0.0.0/8", "IPv4's loopback range (a packet to it never leaves the sender)"),
+    ("169.254.0.0/16", "IPv4's link-local range (routers never forward it)"),
+    ("224.0.0.0/4", "IPv4's multicast range (it names groups, not hosts)"),
+    ("240.0.0.0/4", "IPv4's reserved range (and the broadcast address)"),
+))
+IPV4_ONLY = "netlab is IPv4 only for now"
+# The kernel's file-name limit (NAME_MAX): a netns is a file under /run/netns (iproute2 refuses
+# longer names), and a pod's resolver files are a folder under /etc/netns of the same name.
+NAME_MAX = 255
 
 
 @dataclass(frozen=True)
@@ -199,6 +215,8 @@ def load(labfile=None, manifest_paths=(), cluster=None, nodes=None):
     docs = []
     if labfile is not None:
         docs += _read_documents(Path(labfile))
+        if cluster is None:
+            _check_lab_file(Path(labfile), docs)
     for path in manifest_paths:
         for f in _manifest_files(Path(path)):
             docs += _read_documents(f)
@@ -249,6 +267,23 @@ def build(docs, cluster=None, nodes=None):
                    tuple(sorted({str(d[0]) for d in docs})))
 
 
+def _check_lab_file(path, docs):
+    """A lab file names its cluster: kind's Cluster document. Without one, kind would make its
+    one-node cluster `kind`, which is rarely what an empty file or a file of manifests meant."""
+    if any(doc.get("kind") == "Cluster" for _, _, doc in docs):
+        return
+    if not docs:
+        raise SpecError(path, None, None, f"the lab file is empty: it needs a kind Cluster document "
+                        f"(kind: Cluster, apiVersion: {KIND_API})")
+    manifests = sorted({doc["kind"] for _, _, doc in docs if doc.get("kind") != "Lab"}, key=str)
+    if manifests:
+        raise SpecError(path, None, None, f"holds manifests ({', '.join(map(str, manifests))}) but no kind Cluster "
+                        f"document: to add them to the default lab run `netlab up -f {path}`, or put a kind "
+                        f"Cluster document (kind: Cluster, apiVersion: {KIND_API}) first")
+    raise SpecError(path, None, None, f"has a Lab document but no kind Cluster document "
+                    f"(kind: Cluster, apiVersion: {KIND_API}) naming the cluster and its nodes")
+
+
 # --- reading -----------------------------------------------------------------------------
 
 def _manifest_files(path):
@@ -260,19 +295,25 @@ def _manifest_files(path):
 
 
 def _read_documents(path):
+    """[(file, index, mapping)] of a YAML or JSON file, read as kind and the API server read
+    theirs: UTF-8 text, and each mapping holding a key once (their strict decoders refuse a
+    duplicate; PyYAML would keep the last silently)."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as e:
         raise SpecError(path, None, None, e.strerror or str(e)) from None
     try:
-        loaded = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
-        problem = getattr(e, "problem", None) or str(e)
-        raise SpecError(path, where, None, f"invalid YAML: {problem}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(path, None, None, f"not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}): "
+                        f"lab files and manifests are YAML or JSON in UTF-8") from None
     docs = []
-    for i, doc in enumerate(loaded):
+    for i, duplicate, doc in _parse(path, text):
+        if duplicate:
+            field_path, label, line, first = duplicate
+            raise SpecError(path, _document_name(i, doc), field_path,
+                            f"duplicate key {label!r} at line {line} (first at line {first}): a mapping holds a "
+                            f"key once, as kind's and the API server's strict decoding require")
         if doc is None:
             continue
         if not isinstance(doc, dict):
@@ -281,6 +322,78 @@ def _read_documents(path):
             raise SpecError(path, f"document {i + 1}", "kind", "missing")
         docs.append((path, i, doc))
     return docs
+
+
+def _parse(path, text):
+    """(index, first duplicate key or None, document) for each YAML document: composed first,
+    so that the duplicate check sees every key with its line (constructing flattens merge
+    keys into the node), then constructed as yaml.safe_load_all would."""
+    out, loader = [], None
+    try:
+        loader = yaml.SafeLoader(text)
+        while loader.check_node():
+            node = loader.get_node()
+            duplicate = _first_duplicate_key(node, "", set())
+            out.append((len(out), duplicate, loader.construct_document(node)))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
+        if isinstance(e, yaml.reader.ReaderError):          # a character YAML does not allow (NUL, ...)
+            where, problem = f"offset {e.position}", f"character #x{e.character:04x} is not allowed in YAML"
+        else:
+            problem = getattr(e, "problem", None) or " ".join(str(e).split())
+        raise SpecError(path, where, None, f"invalid YAML: {problem}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return out
+
+
+def _document_name(i, doc):
+    """How errors name a document before it is validated: its kind and name, as far as they go."""
+    kind, meta = doc.get("kind"), doc.get("metadata")
+    if kind in ("Cluster", "Lab"):
+        return kind
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if isinstance(kind, str) and isinstance(name, str):
+        namespace = meta.get("namespace")
+        return f"{kind} {namespace if isinstance(namespace, str) else 'default'}/{name}"
+    return f"document {i + 1}"
+
+
+YAML_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _first_duplicate_key(node, where, seen_nodes):
+    """(field path, key, line, first line) of the first key a mapping holds twice, or None.
+    (A `<<` merge key may repeat what it merges: that is YAML's rule, not a duplicate.)
+    Anchored nodes are walked once."""
+    if id(node) in seen_nodes:
+        return None
+    seen_nodes.add(id(node))
+    found = None
+    if isinstance(node, yaml.MappingNode):
+        first = {}
+        for key, value in node.value:
+            if key.tag == YAML_MERGE:
+                found = _first_duplicate_key(value, where, seen_nodes)
+            else:
+                label = key.value if isinstance(key, yaml.ScalarNode) else "?"
+                field_path = f"{where}.{label}" if where else label
+                if isinstance(key, yaml.ScalarNode):
+                    ident = (key.tag, key.value)
+                    if ident in first:
+                        return field_path, label, key.start_mark.line + 1, first[ident]
+                    first[ident] = key.start_mark.line + 1
+                found = _first_duplicate_key(value, field_path, seen_nodes)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for j, item in enumerate(node.value):
+            found = _first_duplicate_key(item, f"{where}[{j}]", seen_nodes)
+            if found:
+                return found
+    return None
 
 
 # --- a small walker that knows where it is, so every error names its field --------------
@@ -337,7 +450,8 @@ class _At:
         if pattern is not None and not pattern.match(v):
             raise self.error(f"{v!r} is not a valid {what}")
         if max_len is not None and len(v) > max_len:
-            raise self.error(f"{v!r} is longer than {max_len} characters")
+            shown = repr(v) if len(v) <= 40 else f"{v[:32]!r}... ({len(v)} characters)"
+            raise self.error(f"{shown} is longer than {max_len} characters")
         return v
 
     def integer(self, default=None, required=False, lo=None, hi=None):
@@ -358,14 +472,24 @@ class _At:
             raise self.error(f"{v!r} must be one of {', '.join(options)}")
         return v
 
-    def network(self, default):
+    def network(self, default, assigned=False):
+        """An IPv4 CIDR. `assigned`: a range the lab gives addresses from (pods, Services, the
+        LAN), so it must be ordinary unicast space (a source range may be anything, 0.0.0.0/0)."""
         v = self.string(default)
+        if "," in v:
+            raise self.error(f"{v!r} is a dual-stack pair: {IPV4_ONLY} (give the IPv4 CIDR alone)")
         try:
             net = ipaddress.ip_network(v, strict=True)
         except ValueError as e:
             raise self.error(f"{v!r} is not a valid CIDR ({e})") from None
         if net.version != 4:
-            raise self.error(f"{v!r}: netlab models IPv4 clusters only")
+            raise self.error(f"{v!r} is an IPv6 CIDR: {IPV4_ONLY}")
+        if assigned:
+            for special, what in SPECIAL_RANGES:
+                if net.overlaps(special):
+                    where = (f"is {what}" if net == special else
+                             f"{'lies in' if net.subnet_of(special) else 'overlaps'} {special}, {what}")
+                    raise self.error(f"{net} {where}: the lab's addresses must be ordinary unicast ones")
         return str(net)
 
 
@@ -377,6 +501,62 @@ def _expect_api(at, expected):
 
 # --- Cluster and Lab ---------------------------------------------------------------------
 
+# kind's v1alpha4 Cluster, field by field (sigs.k8s.io/kind/pkg/apis/config/v1alpha4/types.go).
+# kind decodes the file strictly (yaml.v3 KnownFields): a field it does not know is an error,
+# so a typo (`podSubnt`) is heard of rather than leaving the default in place. Fields netlab
+# has no use for (image, extraMounts, featureGates ...) are taken and ignored, their shape
+# checked as kind checks it. A dict is an object; ("list", X) and ("map", X) hold X's.
+_STR, _INT, _BOOL = "string", "integer", "boolean"
+_KIND_PATCH_JSON6902 = {"group": _STR, "version": _STR, "kind": _STR, "patch": _STR}
+KIND_NODE = {
+    "role": _STR, "image": _STR, "labels": ("map", _STR),
+    "extraMounts": ("list", {"containerPath": _STR, "hostPath": _STR, "readOnly": _BOOL,
+                             "selinuxRelabel": _BOOL, "propagation": _STR}),
+    "extraPortMappings": ("list", {"containerPort": _INT, "hostPort": _INT, "listenAddress": _STR,
+                                   "protocol": _STR}),
+    "kubeadmConfigPatches": ("list", _STR),
+    "kubeadmConfigPatchesJSON6902": ("list", _KIND_PATCH_JSON6902),
+}
+KIND_NETWORKING = {
+    "ipFamily": _STR, "apiServerPort": _INT, "apiServerAddress": _STR, "podSubnet": _STR,
+    "serviceSubnet": _STR, "disableDefaultCNI": _BOOL, "kubeProxyMode": _STR, "dnsSearch": ("list", _STR),
+}
+KIND_CLUSTER = {
+    "kind": _STR, "apiVersion": _STR, "name": _STR,
+    "nodes": ("list", KIND_NODE),
+    "networking": KIND_NETWORKING,
+    "featureGates": ("map", _BOOL),
+    "runtimeConfig": ("map", _STR),
+    "kubeadmConfigPatches": ("list", _STR),
+    "kubeadmConfigPatchesJSON6902": ("list", _KIND_PATCH_JSON6902),
+    "containerdConfigPatches": ("list", _STR),
+    "containerdConfigPatchesJSON6902": ("list", _STR),
+}
+
+
+def _check_shape(at, schema, document):
+    """Every field known to `schema`, every value of the type it declares; null is unset."""
+    v = at.value
+    if v is None:
+        return
+    if isinstance(schema, dict):
+        _refuse_unknown(at, at.mapping(), schema, document)
+        for key, inner in schema.items():
+            _check_shape(at.child(key), inner, document)
+    elif schema[0] == "list":
+        for item in at.items():
+            _check_shape(item, schema[1], document)
+    elif schema[0] == "map":
+        for key, value in at.mapping().items():
+            _check_shape(_At(at.file, at.obj, value, at._join(str(key))), schema[1], document)
+    elif schema == _BOOL and not isinstance(v, bool):
+        raise at.error(f"must be true or false, not {v!r}")
+    elif schema == _INT and (isinstance(v, bool) or not isinstance(v, int)):
+        raise at.error(f"must be an integer, not {v!r}")
+    elif schema == _STR and isinstance(v, (dict, list)):
+        raise at.error(f"must be a string, not a {'mapping' if isinstance(v, dict) else 'list'}")
+
+
 def _cluster(cluster_doc, lab_doc):
     c = ClusterConfig()
     values, pool_at = {}, None
@@ -384,6 +564,7 @@ def _cluster(cluster_doc, lab_doc):
         f, _, doc = cluster_doc
         at = _At(f, "Cluster", doc)
         _expect_api(at, KIND_API)
+        _check_shape(at, KIND_CLUSTER, "kind's v1alpha4 Cluster")
         values["name"] = at.child("name").string(
             c.name, pattern=names.DNS1123_LABEL, what="cluster name (DNS-1123 label)",
             max_len=MAX_LAB_NAME)
@@ -394,14 +575,14 @@ def _cluster(cluster_doc, lab_doc):
                 raise at.child("nodes").error("a cluster needs a control-plane node")
         net = at.child("networking")
         net.mapping()
-        values["pod_subnet"] = net.child("podSubnet").network(c.pod_subnet)
-        values["service_subnet"] = net.child("serviceSubnet").network(c.service_subnet)
+        values["pod_subnet"] = net.child("podSubnet").network(c.pod_subnet, assigned=True)
+        values["service_subnet"] = net.child("serviceSubnet").network(c.service_subnet, assigned=True)
         mode = net.child("kubeProxyMode").string(c.kube_proxy_mode)
         if mode != "iptables":
             raise net.child("kubeProxyMode").error(f"{mode!r}: netlab models kube-proxy's iptables mode only")
         family = net.child("ipFamily").string("ipv4")
         if family != "ipv4":
-            raise net.child("ipFamily").error(f"{family!r}: netlab models IPv4 clusters only")
+            raise net.child("ipFamily").error(f"{family!r}: {IPV4_ONLY} (ipFamily: ipv4)")
     if lab_doc:
         f, _, doc = lab_doc
         at = _At(f, "Lab", doc)
@@ -410,7 +591,7 @@ def _cluster(cluster_doc, lab_doc):
                                   "ingress"})
         lan = at.child("lan")
         _refuse_unknown(lan, lan.mapping(), {"cidr", "mtu"})
-        values["lan_cidr"] = lan.child("cidr").network(c.lan_cidr)
+        values["lan_cidr"] = lan.child("cidr").network(c.lan_cidr, assigned=True)
         values["underlay_mtu"] = lan.child("mtu").integer(c.underlay_mtu, lo=1280, hi=9000)
         ipt = at.child("iptables")
         _refuse_unknown(ipt, ipt.mapping(), {"applier"})
@@ -491,7 +672,7 @@ def _pool(at):
     except ValueError:
         raise at.error(f"{text!r} must be a range FIRST-LAST of IPv4 addresses") from None
     if first.version != 4 or last.version != 4:
-        raise at.error(f"{text!r}: netlab models IPv4 clusters only")
+        raise at.error(f"{text!r}: {IPV4_ONLY}")
     if last < first:
         raise at.error(f"{text!r} is reversed: the first address must not be above the last ({last}-{first})")
     return f"{first}-{last}"
@@ -530,11 +711,15 @@ def _pool_hint(c):
     return f"put the pool above them (left out, it is {first}-{last})"
 
 
-def _refuse_unknown(at, mapping, known):
-    """netlab's own document is small and typos in it matter: unknown fields are refused."""
+def _refuse_unknown(at, mapping, known, document="netlab's Lab"):
+    """Typos in the Cluster and Lab documents matter (a misspelt field leaves a default in
+    place): a field the document does not have is refused, with the nearest one it has."""
     for key in mapping:
         if key not in known:
-            raise at.child(key).error(f"unknown field (known: {', '.join(sorted(known))})")
+            near = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise at.child(key).error(
+                f"unknown field, not in {document} ({hint}known here: {', '.join(sorted(known))})")
 
 
 def _check_address_plan(c, cluster_doc, lab_doc):
@@ -563,21 +748,39 @@ def _check_address_plan(c, cluster_doc, lab_doc):
 
 # --- Pod and Deployment ------------------------------------------------------------------
 
+# Name rules as the API server's validation has them: Pods, Deployments and Ingresses are
+# DNS-1123 subdomains (253 characters, dots allowed), a namespace is a DNS-1123 label (63), a
+# Service a DNS-1035 label (63, checked in _service).
+MAX_NAME = {"Pod": 253, "Deployment": 253, "Ingress": 253, "Service": 63}
+
+
 def _metadata(at, kind):
     meta = at.child("metadata")
     meta.mapping(required=True)
     name = meta.child("name").string(required=True, pattern=names.DNS1123_SUBDOMAIN,
-                                     what="name (DNS-1123 subdomain)", max_len=63)
+                                     what="name (DNS-1123 subdomain)", max_len=MAX_NAME[kind])
     namespace = meta.child("namespace").string("default", pattern=names.DNS1123_LABEL,
                                                what="namespace (DNS-1123 label)", max_len=63)
     at.obj = f"{kind} {namespace}/{name}"
     return namespace, name, meta.child("labels").string_map()
 
 
+def _check_netns_fits(at, lab, namespace, pod_name):
+    """A pod's network namespace is named <lab>-<namespace>.<pod>, and a netns name is a file
+    name: at most NAME_MAX bytes. A pod name the API allows (253) can pass that with a long
+    lab and namespace name; say so here rather than fail half-way through `up`."""
+    netns = names.pod_netns(lab, namespace, pod_name)
+    if len(netns.encode()) > NAME_MAX:
+        raise at.child("metadata").child("name").error(
+            f"too long for this lab: the pod's network namespace, {lab}-{namespace}.<pod name>, would take {len(netns.encode())} "
+            f"bytes, over the kernel's {NAME_MAX}-byte limit on a file name (/run/netns/<name>)")
+
+
 def _pod(f, doc, cluster, nodes=None):
     at = _At(f, "Pod", doc)
     _expect_api(at, "v1")
     namespace, name, labels = _metadata(at, "Pod")
+    _check_netns_fits(at, cluster.name, namespace, name)
     return PodManifest(namespace, name, _pod_template(at.child("spec"), labels, nodes or cluster.node_names))
 
 
@@ -585,6 +788,7 @@ def _deployment(f, doc, cluster, nodes=None):
     at = _At(f, "Deployment", doc)
     _expect_api(at, "apps/v1")
     namespace, name, _ = _metadata(at, "Deployment")
+    # (a replica's name is cut to 63 characters, as the API server's name generator cuts it)
     spec = at.child("spec")
     spec.mapping(required=True)
     replicas = spec.child("replicas").integer(1, lo=0, hi=10000)
@@ -611,7 +815,7 @@ def _pod_template(spec, labels, node_names):
     containers = spec.child("containers").items()
     if not containers:
         raise spec.child("containers").error("required: at least one container")
-    seen_names, seen_ports, built = set(), {}, []
+    seen_names, seen_ports, bound, built = set(), {}, {}, []
     for c in containers:
         c.mapping(required=True)
         cname = c.child("name").string(required=True, pattern=names.DNS1123_LABEL,
@@ -619,7 +823,12 @@ def _pod_template(spec, labels, node_names):
         if cname in seen_names:
             raise c.child("name").error(f"duplicate container name {cname!r}")
         seen_names.add(cname)
-        ports = tuple(_container_port(p, seen_ports) for p in c.child("ports").items())
+        ports = []
+        for p in c.child("ports").items():
+            port = _container_port(p, seen_ports)
+            _refuse_shared_port(p, port, cname, bound)
+            ports.append(port)
+        ports = tuple(ports)
         built.append(Container(cname, c.child("image").string("") or "",
                                _argv(c.child("command")), _argv(c.child("args")), ports))
     node_name = spec.child("nodeName").string()
@@ -636,9 +845,26 @@ def _pod_template(spec, labels, node_names):
     )
 
 
+def _refuse_shared_port(p, port, container, bound):
+    """The containers of a pod share its network namespace: two on one port and protocol
+    would both bind it, and on a node the second fails (EADDRINUSE). The API server only
+    warns of it; netlab serves a pod's ports once for the whole pod, so it refuses it."""
+    key = (port.container_port, port.protocol)
+    owner = bound.setdefault(key, container)
+    if owner != container:
+        shown = str(port.container_port) + ("" if port.protocol == "TCP" else f"/{port.protocol}")
+        raise p.child("containerPort").error(f"{shown} is already the containerPort of container {owner} in this "
+                                             f"pod (on a node the second would fail to bind)")
+
+
 def _container_port(p, seen):
     p.mapping(required=True)
     number = p.child("containerPort").integer(required=True, lo=1, hi=65535)
+    host_port = p.child("hostPort").integer(0, lo=0, hi=65535)
+    if host_port:
+        raise p.child("hostPort").error(
+            f"{host_port}: netlab's CNI chain (bridge, host-local) has no portmap plugin, so nothing would "
+            f"forward the node's port to the pod; reach it through a NodePort Service instead")
     protocol = p.child("protocol").string("TCP")
     if protocol not in PROTOCOLS:
         raise p.child("protocol").error(f"{protocol!r} must be TCP or UDP (netlab does not model SCTP)")
@@ -671,11 +897,19 @@ def _toleration(t):
 
 # --- Service -----------------------------------------------------------------------------
 
+# Services every cluster has, made by the cluster itself (netlab's controllers make them).
+CLUSTER_SERVICES = {"default/kubernetes": "the API server", "kube-system/kube-dns": "kubeadm's CoreDNS addon"}
+
+
 def _service(f, doc, cluster):
     """A v1 Service, validated as the API server validates it (the parts networking uses)."""
     at = _At(f, "Service", doc)
     _expect_api(at, "v1")
     namespace, name, labels = _metadata(at, "Service")
+    if f"{namespace}/{name}" in CLUSTER_SERVICES:
+        raise at.child("metadata").child("name").error(
+            f"the Service {namespace}/{name} is managed by {CLUSTER_SERVICES[f'{namespace}/{name}']}; "
+            f"a lab file cannot define it (give yours another name)")
     at.child("metadata").child("name").string(
         pattern=DNS1035_LABEL, what="Service name (DNS-1035 label: a letter first, no dots)")
     spec = at.child("spec")
@@ -763,7 +997,7 @@ def _ipv4(at, what):
     except ValueError:
         raise at.error(f"{v!r} is not a valid {what}") from None
     if ip.version != 4:
-        raise at.error(f"{v!r}: netlab models IPv4 clusters only")
+        raise at.error(f"{v!r} is an IPv6 address: {IPV4_ONLY}")
     return str(ip)
 
 
@@ -828,6 +1062,10 @@ def _check_service_addresses(services):
 
 # --- Ingress -------------------------------------------------------------------------------
 
+# What the API server's ParseIPSloppy reads as an IPv4 address (leading zeros allowed): an
+# Ingress host may not be one. (An IPv6 address already fails WILDCARD_HOST: it has colons.)
+_OCTET = r"0*(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4_SLOPPY = re.compile(rf"^({_OCTET}\.){{3}}{_OCTET}$")
 WILDCARD_HOST = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -843,6 +1081,8 @@ def _ingress(f, doc):
         r.mapping(required=True)
         host = r.child("host").string(pattern=WILDCARD_HOST, what="host (a DNS name, * only as the first label)",
                                       max_len=253)
+        if host is not None and IPV4_SLOPPY.match(host):
+            raise r.child("host").error(f"{host!r} must be a DNS name, not an IP address")
         paths = tuple(_ingress_path(p) for p in r.child("http").child("paths").items())
         if not paths:
             raise r.child("http").child("paths").error("required: at least one path")

@@ -24,9 +24,10 @@ def template_hash(template):
 
 
 def pod_name(deployment, hash_, rng=None):
-    """<deployment>-<pod-template-hash>-<5 random>, as the ReplicaSet controller's generateName."""
+    """<deployment>-<pod-template-hash>-<5 random>, as the ReplicaSet controller's generateName;
+    the API server's name generator cuts the base to 58 characters, so a name is at most 63."""
     rng = rng or random.Random(secrets.randbits(64))
-    return f"{deployment}-{hash_}-" + "".join(rng.choice(SAFE_ALPHABET) for _ in range(5))
+    return f"{deployment}-{hash_}-"[:58] + "".join(rng.choice(SAFE_ALPHABET) for _ in range(5))
 
 
 def uid(seed=None):

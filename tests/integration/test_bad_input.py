@@ -119,3 +119,93 @@ def test_cleanup_without_a_record_removes_namespaces_and_pod_processes(make_lab)
     assert Lab.cleanup(lab.name) == [lab.name]
     assert leftovers(lab.name) == []
     stray.wait(timeout=10)             # sleep 3600 ended: killed with its pod (cleanup reaped its status)
+
+
+# Issue 23: what kind and the API server refuse, and what a lab cannot run, is refused by
+# `netlab up` too: one sentence naming file, object and field, exit 1, nothing left behind.
+# "alone": the file is the lab file without a Cluster; "-f": the extra bytes are a manifest
+# given with -f next to a good lab file.
+SVC = ("---\napiVersion: v1\nkind: Service\nmetadata: {{name: {svc}, namespace: {ns}}}\n"
+       "spec: {{ports: [{{port: 443}}]}}\n")
+CONTAINERS = "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n{containers}"
+LAB_DOC = "---\napiVersion: netlab.io/v1alpha1\nkind: Lab\nlan: {{cidr: {cidr}}}\n"
+STRICT_CASES = {
+    "misspelt networking field": ("networking: {podSubnt: 10.1.0.0/16}\n", None,
+                                  "Cluster: networking.podSubnt: unknown field, not in kind's v1alpha4 Cluster"),
+    "unknown node field": ("__NODES__", None, "Cluster: nodes[1].bogusField: unknown field"),
+    "duplicate cluster name": ("name: __NAME__\n", None,
+                               "Cluster: name: duplicate key 'name' at line 5 (first at line 3)"),
+    "duplicate key in a pod": (POD.format(pod="p", spec="", port=80).replace("metadata: {name: p}",
+                                                                          "metadata: {name: p, name: q}"),
+                               None, "metadata.name: duplicate key 'name' at line"),
+    "empty lab file": ("", "alone", "the lab file is empty"),
+    "manifests as the lab file": (POD.format(pod="p", spec="", port=80), "alone",
+                                  "holds manifests (Pod) but no kind Cluster document: to add them to the default lab "
+                                  "run `netlab up -f "),
+    "lab file not utf-8": (b"# caf\xe9\n", None, "not UTF-8 text (byte 0xe9"),
+    "manifest not utf-8": (b"\xff\xfek\x00i\x00n\x00d\x00", "-f", "not UTF-8 text (byte 0xff at offset 0)"),
+    "loopback lan": (LAB_DOC.format(cidr="127.0.0.0/8"), None, "Lab: lan.cidr: 127.0.0.0/8 is IPv4's loopback range"),
+    "multicast lan": (LAB_DOC.format(cidr="224.0.0.0/24"), None, "Lab: lan.cidr: 224.0.0.0/24 lies in 224.0.0.0/4"),
+    "loopback pods": ("networking: {podSubnet: 127.0.0.0/16}\n", None,
+                      "Cluster: networking.podSubnet: 127.0.0.0/16 lies in 127.0.0.0/8"),
+    "multicast services": ("networking: {serviceSubnet: 224.0.0.0/12}\n", None,
+                           "Cluster: networking.serviceSubnet: 224.0.0.0/12 lies in 224.0.0.0/4"),
+    "dual-stack pods": ("networking: {podSubnet: '10.244.0.0/16,fd00:10:244::/56'}\n", None,
+                        "Cluster: networking.podSubnet: '10.244.0.0/16,fd00:10:244::/56' is a dual-stack pair: "
+                        "netlab is IPv4 only for now"),
+    "ipv6 pods": ("networking: {podSubnet: 'fd00:10:244::/56'}\n", None,
+                  "Cluster: networking.podSubnet: 'fd00:10:244::/56' is an IPv6 CIDR: netlab is IPv4 only for now"),
+    "service default/kubernetes": (SVC.format(svc="kubernetes", ns="default"), None,
+                                   "Service default/kubernetes: metadata.name: the Service default/kubernetes is "
+                                   "managed by the API server"),
+    "service kube-system/kube-dns": (SVC.format(svc="kube-dns", ns="kube-system"), None,
+                                     "Service kube-system/kube-dns: metadata.name: the Service kube-system/kube-dns is "
+                                     "managed by kubeadm's CoreDNS addon"),
+    "pod netns name too long": (POD.format(pod="a" * 250, spec="", port=80), None,
+                                "metadata.name: too long for this lab: the pod's network namespace"),
+    "two containers on one port": (
+        CONTAINERS.format(containers="    - {name: a, ports: [{containerPort: 8080}]}\n"
+                                     "    - {name: b, ports: [{containerPort: 8080}]}\n"), None,
+        "Pod default/p: spec.containers[1].ports[0].containerPort: 8080 is already the containerPort of container a "
+        "in this pod (on a node the second would fail to bind)"),
+    "host port": (CONTAINERS.format(containers="    - {name: a, ports: [{containerPort: 8080, hostPort: 80}]}\n"),
+                  None, "Pod default/p: spec.containers[0].ports[0].hostPort: 80: netlab's CNI chain (bridge, "
+                  "host-local) has no portmap plugin"),
+    "ingress ip host": ("---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec:\n  rules:\n"
+                        "    - host: 1.2.3.4\n      http: {paths: [{path: /, pathType: Prefix, backend: {service: "
+                        "{name: s, port: {number: 80}}}}]}\n", None,
+                        "Ingress default/i: spec.rules[0].host: '1.2.3.4' must be a DNS name, not an IP address"),
+}
+
+
+@pytest.mark.parametrize("case", STRICT_CASES)
+def test_strict_lab_file_refusals(tmp_path, case):
+    name = unique_name()
+    extra, mode, expected = STRICT_CASES[case]
+    cluster = CLUSTER.format(name=name)
+    if extra == "__NODES__":
+        extra, cluster = "", cluster.replace("{role: worker}", "{role: worker, bogusField: 1}")
+    if isinstance(extra, str):
+        extra = extra.replace("__NAME__", name).encode()
+    labfile, args = tmp_path / "lab.yaml", []
+    if mode == "alone":
+        labfile.write_bytes(extra)
+        bad = labfile
+    elif mode == "-f":
+        labfile.write_text(cluster)
+        bad = tmp_path / "manifest.yaml"
+        bad.write_bytes(extra)
+        args = ["-f", str(bad)]
+    else:
+        labfile.write_bytes(cluster.encode() + extra)
+        bad = labfile
+    labs_before, kind_before = set(all_labs()), nothing_of("kind")
+    out = subprocess.run([sys.executable, "-m", "netlab.cli", "up", str(labfile), *args],
+                         capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    message = out.stderr.strip()
+    assert message.count("\n") == 0, message
+    assert message.startswith(f"netlab: {bad}: ") and expected in message, message
+    assert name not in all_labs() and nothing_of(name) == []
+    assert "kind" not in set(all_labs()) - labs_before and nothing_of("kind") == kind_before   # no default lab instead

@@ -24,12 +24,14 @@ KIND_API = "kind.x-k8s.io/v1alpha4"
 GOOD_NAME = st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)
 # Each is wrong as a DNS-1123 name (or as any name: too long, not a string, missing); only a
 # Cluster may leave its name out (kind's default, "kind").
-BAD_NAMES = ["", "Bad_Name", "x" * 70, "../etc", "a/b", "-a", "a.", 7, None, "UPPER"]
+BAD_NAMES = ["", "Bad_Name", "x" * 70, "x" * 254, "../etc", "a/b", "-a", "a.", 7, None, "UPPER"]
+# Pods and Deployments are DNS-1123 subdomains (253 characters), the rest labels (63).
+SUBDOMAIN_KINDS = ("Pod", "Deployment")
 BAD_PORTS = [0, -1, 70000, "http", "x y", None]
 
 
-def name_ok(v):
-    return v not in BAD_NAMES
+def name_ok(v, kind=None):
+    return v not in BAD_NAMES or (kind in SUBDOMAIN_KINDS and v == "x" * 70)
 
 
 def port_ok(v):
@@ -87,7 +89,7 @@ class Draws:
 
 def container_faults(faults, obj, at, containers):
     faults.add(obj, f"{at}.containers", not containers)
-    seen = set()
+    seen, bound = set(), {}
     for k, c in enumerate(containers):
         field = f"{at}.containers[{k}]"
         faults.add(obj, f"{field}.name", not name_ok(c["name"]) or c["name"] in seen)
@@ -95,6 +97,9 @@ def container_faults(faults, obj, at, containers):
         for j, p in enumerate(c["ports"]):
             faults.add(obj, f"{field}.ports[{j}].containerPort", not port_ok(p["containerPort"]))
             faults.add(obj, f"{field}.ports[{j}].protocol", not proto_ok(p["protocol"]))
+            if port_ok(p["containerPort"]) and proto_ok(p["protocol"]):   # one port, one protocol: one container
+                owner = bound.setdefault((p["containerPort"], p["protocol"]), k)
+                faults.add(obj, f"{field}.ports[{j}].containerPort", owner != k)
 
 
 @st.composite
@@ -126,12 +131,12 @@ def lab_file(draw, valid_only=False):
         d.part(2)
         kind = d(st.sampled_from(["Deployment", "Service", "Pod"]), ["Gadget"])
         obj_name = d.name()
-        obj = f"{kind} default/{obj_name}" if name_ok(obj_name) else kind
+        obj = f"{kind} default/{obj_name}" if name_ok(obj_name, kind) else kind
         if kind == "Gadget":
             docs.append({"apiVersion": "v1", "kind": kind, "metadata": {"name": obj_name}})
             faults.add(f"document {i + 1}", "kind")
             continue
-        faults.add(kind, "metadata.name", not name_ok(obj_name))
+        faults.add(kind, "metadata.name", not name_ok(obj_name, kind))
         if kind == "Deployment":
             replicas = d(st.integers(0, 4), [-1, "two"])
             matches = d(st.just(True), [False])
