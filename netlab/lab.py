@@ -66,7 +66,40 @@ def _remove_netns(lab, netns_names):
 
 def _listening_sockets(state):
     """About how many sockets the pod servers hold: each pod's ports, netexec's two by default."""
-    return sum(max(2, sum(len(c.ports) for c in p.template.containers)) for p in state.pods)
+    return sum(max(2, sum(len(c.ports) for c in p.template.containers)) for p in state.scheduled_pods())
+
+
+# Who reports a controller's event, and which are warnings (everything else: the controller
+# manager's, Normal).
+_SOURCES = {"Scheduled": "default-scheduler", "FailedScheduling": "default-scheduler"}
+_WARNINGS = {"FailedScheduling"}
+
+
+def _record(lab, log, why):
+    """The controllers' events, each under the component that reports it."""
+    groups = {}
+    for entry in log:
+        key = (_SOURCES.get(entry[0], "controller-manager"), "Warning" if entry[0] in _WARNINGS else "Normal")
+        groups.setdefault(key, []).append(entry)
+    for (source, kind), entries in groups.items():
+        events.record(lab, entries, source, why, kind=kind)
+
+
+_IDENTITY = {"nodes": lambda n: n.name, "pods": lambda p: p.uid, "deployments": lambda d: (d.namespace, d.name)}
+
+
+def _keys(state):
+    """Who is there, by kind: what _stamp compares against."""
+    return {kind: {key(o) for o in getattr(state, kind)} for kind, key in _IDENTITY.items()}
+
+
+def _stamp(state, before, now):
+    """The API server's creationTimestamp on what a change created: the nodes, pods and
+    Deployments that were not there `before` it (what `up` made shows the lab's own)."""
+    for kind, key in _IDENTITY.items():
+        for obj in getattr(state, kind):
+            if key(obj) not in before[kind] and not obj.created:
+                obj.created = now
 
 
 def _manifests(state, paths):
@@ -74,7 +107,7 @@ def _manifests(state, paths):
     return spec.load(None, paths, cluster=state.cluster, nodes=[n.name for n in state.nodes])
 
 
-KINDS = ("nodes", "pods", "services", "endpoints", "ingresses", "daemonsets")
+KINDS = ("nodes", "pods", "deployments", "services", "endpoints", "ingresses", "daemonsets")
 
 
 class _Before:
@@ -149,10 +182,12 @@ class Lab:
                 if leftovers:
                     raise NetlabError(f"network namespaces of an earlier lab {lab.name!r} remain "
                                       f"({', '.join(leftovers[:3])}...); remove them with `netlab cleanup {lab.name}`")
-                state = cluster.new_state(lab_spec)
+                log = []
+                state = cluster.new_state(lab_spec, log=log)
                 state.created = _now()
                 state.synced = False
                 lab._save(state)                     # the record comes before any kernel object
+                _record(lab.name, log, "up")         # the pods left Pending, and why
             try:
                 lab._converge(state, None, "up", full=True, progress=progress or _NoProgress())
             except BaseException as e:
@@ -202,10 +237,19 @@ class Lab:
         return self._change(f"delete -f {' '.join(map(str, manifests))}", delete_all)
 
     def add_node(self, name):
+        """`kind` adding a node container and kubeadm joining it. Names the lab uses itself
+        (lan, external, lb-*) are refused before anything is stored."""
         return self._change(f"node add {name}", lambda state, log: cluster.add_node(state, name, log=log))
 
     def remove_node(self, name):
-        return self._change(f"node remove {name}", lambda state, log: cluster.remove_node(state, name, log=log))
+        """The node leaves (NAME or the name without the lab's prefix); the faults naming it go too."""
+        def remove(state, log):
+            node, gone = cluster.remove_node(state, name, log=log)
+            gone_faults = [f for f in state.faults if node.name in f["targets"]]
+            log += [("FaultCleared", f"fault/{f['kind']}", "", " ".join(f["targets"])) for f in gone_faults]
+            state.faults = [f for f in state.faults if f not in gone_faults]
+            return node, gone
+        return self._change(f"node remove {name}", remove)
 
     def set_ready(self, pod, ready):
         namespace, _, name = pod.rpartition("/")
@@ -213,19 +257,28 @@ class Lab:
                             lambda state, log: cluster.set_ready(state, namespace or "default", name, ready, log=log))
 
     def fault(self, kind, targets):
-        """Inject a fault (faults.KINDS); it stays until `clear_faults`."""
+        """Inject a fault (faults.KINDS); it stays until `clear_faults`. The same fault twice
+        is refused."""
         from netlab.observe import faults
 
         def add(state, log):
-            state.faults.append(faults.check(state, kind, list(targets)))
-            log.append(("FaultInjected", f"fault/{kind}", "", " ".join(targets)))
+            fault = faults.check(state, kind, list(targets))
+            state.faults.append(fault)
+            log.append(("FaultInjected", f"fault/{kind}", "", " ".join(fault["targets"])))
+            return fault
         return self._change(f"fault {kind} {' '.join(targets)}", add)
 
-    def clear_faults(self):
+    def clear_faults(self, fault=()):
+        """Clear every fault, or with `fault` (KIND TARGET..., as `netlab fault list` prints
+        one) only that one. Returns the faults cleared."""
+        from netlab.observe import faults
+
         def clear(state, log):
-            log += [("FaultCleared", f"fault/{f['kind']}", "", " ".join(f["targets"])) for f in state.faults]
-            state.faults = []
-        return self._change("fault clear", clear)
+            gone = faults.named(state, list(fault)) if fault else list(state.faults)
+            log += [("FaultCleared", f"fault/{f['kind']}", "", " ".join(f["targets"])) for f in gone]
+            state.faults = [f for f in state.faults if f not in gone]
+            return gone
+        return self._change(" ".join(["fault clear", *fault]), clear)
 
     def reconcile(self):
         """kube-proxy's and flanneld's periodic resync, kubelet's restarts: read every
@@ -241,11 +294,15 @@ class Lab:
             old = _Before(state)
             result = None
             if mutate is not None:
-                log = []
-                result = mutate(state, log)
+                log, before = [], _keys(state)
+                result = mutate(state, log)          # refused here (a NetlabError): nothing is stored
+                _stamp(state, before, _now())
                 state.synced = False
                 self._save(state)
-                events.record(self.name, log, "controller-manager", why)
+                _record(self.name, log, why)
+            # A kernel failure from here on leaves the change stored and the record "not
+            # synced", as an API server keeps an object its agents failed to realize: the
+            # next command (or `netlab reconcile`) converges in full and retries it.
             changes = self._converge(state, old, why, full=mutate is None)
         self.last_changes = changes
         return result if mutate is not None else changes
@@ -311,7 +368,7 @@ class Lab:
             deleted = conntrack.delete_flows(node.netns, flows)
             if deleted:
                 changes.add("kube-proxy", [(node.netns, f"deleted {deleted} conntrack entries of removed UDP endpoints")])
-        progress.phase("pods", len(state.pods))
+        progress.phase("pods", len(state.scheduled_pods()))
         self._run_processes(state, fresh, changes, progress)
         state.synced = True
         state.phase = "Running"
@@ -345,10 +402,11 @@ class Lab:
         (their records saved before any container starts), then containers whose process is
         not running (started, or restarted)."""
         now = _now()
-        for pod in state.pods:
+        pods = state.scheduled_pods()                # a Pending pod has no sandbox and runs nothing
+        for pod in pods:
             if pod.netns in fresh:
                 kubelet.write_pod_files(state, pod)
-                pod.created = now
+                pod.created = pod.created or now
         wanted = kubelet.pod_servers(state)
         started = [s for s in wanted if not processes.alive(state.processes.get(s))]
         for server in started:
@@ -359,7 +417,7 @@ class Lab:
         for server in [s for s in state.processes if s not in wanted]:
             processes.stop(state.processes.pop(server))
             changes.add("kubelet", [(state.lab, f"stopped {server}: nothing needs it any more")])
-        for pod in state.pods:
+        for pod in pods:
             progress.advance()
             running = {r["container"] for r in pod.pids if processes.alive(r)}
             missing = [c for c in pod.template.containers
@@ -398,12 +456,17 @@ class Lab:
     @classmethod
     def cleanup(cls, name=None):
         """Remove a crashed lab: from its record if it has one, else by its name prefix.
-        Without a name, every lab that has a record. Returns the names cleaned."""
+        Without a name, every lab that has a record. Returns the names of the labs it found
+        something of (a lab never up, or already gone, is not among them)."""
         preflight.sweep_scratch()
         targets = [name] if name else all_labs()
+        cleaned = []
         for target in targets:
             lab = cls(target)
             with lab.locked():
+                if not (lab.store.dir.exists() or lab._unclaimed_netns()):
+                    continue                         # nothing of it on this machine: nothing to do
+                cleaned.append(target)
                 try:
                     state = lab.store.load()
                 except (LabNotFound, StateUnreadable):
@@ -414,7 +477,7 @@ class Lab:
                     processes.stop_all(kubelet.announced(lab.name))
                     _remove_netns(lab.name, reversed(lab._unclaimed_netns()))
                     lab.store.remove()
-        return targets
+        return cleaned
 
     # --- looking at it -----------------------------------------------------------------
 
@@ -427,6 +490,10 @@ class Lab:
         by_name = lambda obj: (obj.namespace, obj.name)                     # noqa: E731  kubectl's order
         if kind in ("pods", "pod", "po"):
             return [apiserver.pod_object(state, p, kubelet.pod_running(p)) for p in sorted(state.pods, key=by_name) if wanted(p)]
+        if kind in ("deployments", "deployment", "deploy"):
+            ready = {p.key for p in state.scheduled_pods() if p.ready and kubelet.pod_running(p)}
+            return [apiserver.deployment_object(state, d, ready) for d in sorted(state.deployments, key=by_name)
+                    if wanted(d)]
         if kind in ("services", "service", "svc"):
             return [apiserver.service_object(state, s) for s in sorted(state.services, key=by_name) if wanted(s)]
         if kind in ("endpoints", "ep"):
@@ -439,29 +506,39 @@ class Lab:
         raise NetlabError(f"unknown resource type {kind!r} (known: {', '.join(KINDS)})")
 
     def iptables(self, node, table=None):
-        """A node's rules as iptables-save prints them, read with the lab's own backend."""
+        """A node's rules (NAME or the name without the lab's prefix) as iptables-save prints
+        them, read with the lab's own backend."""
         state = self.state()
-        state.node(node)
-        return iptables_backend.save(node, state.cluster.iptables_applier, *(["-t", table] if table else []))
+        netns = state.node(node).netns
+        return iptables_backend.save(netns, state.cluster.iptables_applier, *(["-t", table] if table else []))
 
     def netns_of(self, target):
-        """The namespace behind a target: a node, a pod (NAME or NAMESPACE/NAME), external, lan."""
+        """The namespace behind a target: external, lan, a node (its name, or the name without
+        the lab's prefix: a node comes before a pod of the same name), a pod (NAME or
+        NAMESPACE/NAME)."""
         state = self.state()
         if target == "external":
             return state.external_netns()
         if target == "lan":
             return state.lan_netns()
-        if any(n.name == target for n in state.nodes):
-            return target
+        node = state.find_node(target)
+        if node is not None:
+            return node.netns
         namespace, _, name = target.rpartition("/")
         pods = [p for p in state.pods if p.name == name and p.namespace == (namespace or "default")]
+        if pods and pods[0].node is None:
+            raise NetlabError(f"pod {pods[0].key} is Pending, with no network namespace yet: {pods[0].unschedulable}")
         if pods:
             return pods[0].netns
         raise NetlabError(f"lab {self.name}: no node or pod named {target!r}")
 
     def exec(self, target, argv, **kwargs):
-        """Run argv in the target's namespace as `ip netns exec` runs it."""
-        return subprocess.run(["ip", "netns", "exec", self.netns_of(target), *argv], **kwargs)
+        """Run argv in the target's namespace as `ip netns exec` runs it; in a pod, with the
+        pod's hostname too, as `kubectl exec` sees it."""
+        netns = self.netns_of(target)
+        pod = next((p for p in self.state().pods if p.netns == netns), None)
+        command = kubelet.exec_argv(pod, argv) if pod is not None else ["ip", "netns", "exec", netns, *argv]
+        return subprocess.run(command, **kwargs)
 
     def prober(self):
         from netlab.observe.probes import Prober

@@ -40,7 +40,7 @@ def lab_plans(state, lb_health=None, node_rules=True):
              underlay.external_plan(state)]
     plans += [cloud.lb_plan(state, s, cloud.healthy_nodes(state, s, lb_health or {})) for s in lbs]
     plans += [node_plan(state, n, node_rules) for n in state.nodes]
-    plans += [cni.pod_plan(state, p) for p in state.pods]
+    plans += [cni.pod_plan(state, p) for p in state.scheduled_pods()]     # a Pending pod has no sandbox
     return faults.adjust(state, plans)
 
 

@@ -20,7 +20,7 @@ def node_object(state, node, annotations=()):
             "name": node.name,
             "labels": dict(node.labels),
             "annotations": {**dict(annotations), NETNS_ANNOTATION: node.netns},
-            "creationTimestamp": state.created,
+            "creationTimestamp": node.created or state.created,
         },
         "spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr], "taints": list(node.taints)},
         "status": {
@@ -48,7 +48,8 @@ def _container(c):
 
 
 def pod_object(state, pod, running=True):
-    """`running`: kubelet's word that every container of the pod runs."""
+    """`running`: kubelet's word that every container of the pod runs. A pod no node took is
+    Pending with the scheduler's condition, and has no node, address or container status."""
     t = pod.template
     ready = running and pod.ready
     status = lambda ok: "True" if ok else "False"  # noqa: E731
@@ -58,7 +59,9 @@ def pod_object(state, pod, running=True):
         kind, name = pod.owner.split("/", 1)
         meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "controller": True,
                                     "name": f"{name}-{t.labels.get('pod-template-hash', '')}"}]
-    spec = {"nodeName": pod.node, "containers": [_container(c) for c in t.containers]}
+    spec = {"containers": [_container(c) for c in t.containers]}
+    if pod.node is not None:
+        spec["nodeName"] = pod.node
     for key, value in (("hostname", t.hostname), ("subdomain", t.subdomain)):
         if value:
             spec[key] = value
@@ -66,6 +69,11 @@ def pod_object(state, pod, running=True):
         spec["nodeSelector"] = dict(t.node_selector)
     if t.tolerations:
         spec["tolerations"] = [{k: v for k, v in tol.__dict__.items() if v is not None} for tol in t.tolerations]
+    if pod.node is None:
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec,
+                "status": {"phase": "Pending", "qosClass": "BestEffort",
+                           "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                           "message": pod.unschedulable}]}}
     node = state.node(pod.node)
     return {
         "apiVersion": "v1",
@@ -87,6 +95,44 @@ def pod_object(state, pod, running=True):
             "containerStatuses": [{"name": c.name, "ready": ready, "restartCount": 0,
                                    "started": running} for c in t.containers],
         },
+    }
+
+
+def deployment_object(state, d, ready_pods=frozenset()):
+    """A Deployment in apps/v1's shape; `ready_pods`: the keys of the pods kubelet reports
+    ready. Every replica is of the current template (a rollout is reached at once), and
+    none waits minReadySeconds, so available is ready. Zero counts are left out, as the API
+    leaves them (omitempty)."""
+    pods = [p for p in state.pods if p.namespace == d.namespace and p.owner == f"Deployment/{d.name}"]
+    ready = sum(p.key in ready_pods for p in pods)
+    rs = f"{d.name}-{d.template_hash}"
+    minimum = d.replicas - d.replicas * 25 // 100          # maxUnavailable 25%, rounded down
+    available = ready >= minimum
+    complete = ready == len(pods) == d.replicas
+    counts = {"replicas": len(pods), "updatedReplicas": len(pods), "readyReplicas": ready,
+              "availableReplicas": ready, "unavailableReplicas": max(d.replicas - ready, 0)}
+    status = {"observedGeneration": 1, **{k: v for k, v in counts.items() if v}, "conditions": [
+        {"type": "Available", "status": "True" if available else "False",
+         "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+         "message": f"Deployment {'has' if available else 'does not have'} minimum availability."},
+        {"type": "Progressing", "status": "True",
+         "reason": "NewReplicaSetAvailable" if complete else "ReplicaSetUpdated",
+         "message": f'ReplicaSet "{rs}" ' + ("has successfully progressed." if complete else "is progressing.")},
+    ]}
+    template_spec = {"containers": [_container(c) for c in d.template.containers]}
+    if d.template.node_selector:
+        template_spec["nodeSelector"] = dict(d.template.node_selector)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": d.name, "namespace": d.namespace, "generation": 1,
+                     "annotations": {"deployment.kubernetes.io/revision": "1"},
+                     "creationTimestamp": d.created or state.created},
+        "spec": {"replicas": d.replicas, "selector": {"matchLabels": dict(d.match_labels)},
+                 "template": {"metadata": {"labels": dict(d.template.labels)}, "spec": template_spec},
+                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+                 "revisionHistoryLimit": 10, "progressDeadlineSeconds": 600},
+        "status": status,
     }
 
 
@@ -210,6 +256,11 @@ def _backend(b):
     return {"service": {"name": b.service, "port": port}}
 
 
+# The Ingresses the ingress-nginx controller serves, and so writes its address on: those of
+# its class, and those of none (its IngressClass is the cluster's default).
+NGINX_CLASSES = (None, "nginx")
+
+
 def ingress_object(state, ing):
     spec = {}
     if ing.ingress_class:
@@ -223,7 +274,7 @@ def ingress_object(state, ing):
     controller = next((s for s in state.services if s.namespace == "ingress-nginx"
                        and s.name == "ingress-nginx-controller"), None)
     status = {"loadBalancer": {}}
-    if controller is not None:
+    if controller is not None and ing.ingress_class in NGINX_CLASSES:
         address = controller.load_balancer_ip if controller.type == "LoadBalancer" else \
             next((n.ip for n in state.nodes for p in state.pods if p.namespace == "ingress-nginx" and p.node == n.name), None)
         if address:

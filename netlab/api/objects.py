@@ -52,6 +52,7 @@ class Node:
     vtep_mac: str
     labels: dict
     taints: list
+    created: str = ""             # when it joined; "" for the lab's own nodes (the lab's creation)
 
     @property
     def netns(self):
@@ -63,16 +64,17 @@ class Pod:
     namespace: str
     name: str
     uid: str
-    node: str
+    node: str | None              # None: Pending, no node passes the scheduler's filters
     template: PodTemplate
     container_id: str
-    host_veth: str
-    netns: str
+    host_veth: str                # "" until the pod is bound (the CNI names it then)
+    netns: str                    # the name its sandbox gets; created only once bound
     ip: str | None = None
     owner: str | None = None      # "Deployment/<name>" for pods a Deployment made
     ready: bool = True
     pids: list = field(default_factory=list)   # processes of containers with a command
     created: str = ""
+    unschedulable: str = ""       # the scheduler's FailedScheduling message while node is None
 
     @property
     def key(self):
@@ -91,6 +93,7 @@ class Deployment:
     match_labels: dict
     template: PodTemplate
     template_hash: str
+    created: str = ""
 
 
 @dataclass
@@ -118,11 +121,21 @@ class ClusterState:
     synced: bool = True                              # False from a change's save until it converged
     faults: list = field(default_factory=list)       # faults asked for: {"kind", "targets"}
 
+    def find_node(self, name):
+        """The node called `name`, kind's full name (<lab>-worker) or without the lab's prefix
+        (worker), as `netlab node add` takes it; None when there is none. A full name wins."""
+        for wanted in (name, f"{self.lab}-{name}"):
+            for n in self.nodes:
+                if n.name == wanted:
+                    return n
+        return None
+
     def node(self, name):
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise NetlabError(f"lab {self.lab}: no node named {name!r}")
+        """find_node, or an error naming the lab's nodes."""
+        node = self.find_node(name) if name else None
+        if node is None:
+            raise NetlabError(f"lab {self.lab}: no node named {name!r} (nodes: {', '.join(n.name for n in self.nodes)})")
+        return node
 
     def pod(self, namespace, name):
         for p in self.pods:
@@ -141,6 +154,10 @@ class ClusterState:
 
     def pods_on(self, node):
         return [p for p in self.pods if p.node == node]
+
+    def scheduled_pods(self):
+        """The pods bound to a node: the only ones with a sandbox, an address and processes."""
+        return [p for p in self.pods if p.node is not None]
 
     def lan_netns(self):
         return names.lan_netns(self.lab)

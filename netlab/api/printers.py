@@ -49,13 +49,30 @@ def pods_table(objects, wide=False, all_namespaces=False):
         header += ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
     rows = []
     for p in objects:
-        cs = p["status"]["containerStatuses"]
+        cs = p["status"].get("containerStatuses", [])       # none before the pod is bound
         row = ([p["metadata"]["namespace"]] if all_namespaces else []) + [
-            p["metadata"]["name"], f"{sum(c['ready'] for c in cs)}/{len(cs)}", p["status"]["phase"],
+            p["metadata"]["name"], f"{sum(c['ready'] for c in cs)}/{len(p['spec']['containers'])}", p["status"]["phase"],
             sum(c["restartCount"] for c in cs), age(p["metadata"]["creationTimestamp"])]
         if wide:
-            row += [p["status"]["podIP"], p["spec"]["nodeName"], "<none>", "<none>"]
+            row += [p["status"].get("podIP") or "<none>", p["spec"].get("nodeName") or "<none>", "<none>", "<none>"]
         rows.append(row)
+    return render(header, rows)
+
+
+def deployments_table(objects, wide=False, all_namespaces=False):
+    """kubectl's Deployment columns: READY is ready replicas of the desired ones."""
+    header = (["NAMESPACE"] if all_namespaces else []) + ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    if wide:
+        header += ["CONTAINERS", "IMAGES", "SELECTOR"]
+    rows = []
+    for d in objects:
+        st, containers = d["status"], d["spec"]["template"]["spec"]["containers"]
+        row = [d["metadata"]["name"], f"{st.get('readyReplicas', 0)}/{d['spec']['replicas']}",
+               st.get("updatedReplicas", 0), st.get("availableReplicas", 0), age(d["metadata"]["creationTimestamp"])]
+        if wide:
+            row += [",".join(c["name"] for c in containers), ",".join(c["image"] for c in containers),
+                    _labels(d["spec"]["selector"]["matchLabels"])]
+        rows.append(_namespaced(d, row, all_namespaces))
     return render(header, rows)
 
 

@@ -7,6 +7,7 @@ Pure: the same spec and random source give the same state. Nothing here touches 
 import dataclasses
 import ipaddress
 import random
+import re
 import secrets
 
 from netlab import names
@@ -29,7 +30,9 @@ def random_mac(rng):
     return ":".join(f"{x:02x}" for x in b)
 
 
-def new_state(spec, rng=None):
+def new_state(spec, rng=None, log=None):
+    """The lab's first state. `log` gets the scheduler's FailedScheduling events of pods no
+    node can take (they stay Pending)."""
     rng = rng or random.Random(secrets.randbits(64))
     c = spec.cluster
     state = ClusterState(lab=c.name, cluster=c)
@@ -42,14 +45,14 @@ def new_state(spec, rng=None):
                                 scheduler.node_labels(name, role), scheduler.node_taints(role, has_workers)))
         state.ipam[name] = HostLocal()
     dns_deployment, dns_service = kubeadm.coredns_addon(c)    # kubeadm's addon, before any workload
-    add_deployment(state, dns_deployment, rng)
+    add_deployment(state, dns_deployment, rng, log)
     if c.ingress:
         ingress_deployment, ingress_service = kubeadm.ingress_addon(c)
-        add_deployment(state, ingress_deployment, rng)
+        add_deployment(state, ingress_deployment, rng, log)
     for p in spec.pods:
-        add_pod(state, p.namespace, p.name, p.template, rng=rng)
+        add_pod(state, p.namespace, p.name, p.template, rng=rng, log=log)
     for d in spec.deployments:
-        add_deployment(state, d, rng)
+        add_deployment(state, d, rng, log)
     add_service(state, kubernetes_service(c), rng)
     add_service(state, dns_service, rng)
     if c.ingress:
@@ -62,29 +65,32 @@ def new_state(spec, rng=None):
         add_service(state, s, rng, reserved)
     sync_endpoints(state)
     state.netns = [state.lan_netns(), state.external_netns()] + [names.lb_netns(c.name, s.key) for s in balancers(state)]
-    state.netns += [n.netns for n in state.nodes] + [p.netns for p in state.pods]
+    state.netns += [n.netns for n in state.nodes] + [p.netns for p in state.scheduled_pods()]
     return state
 
 
-def add_deployment(state, manifest, rng):
+def add_deployment(state, manifest, rng, log=None):
     h = deployment.template_hash(manifest.template)
     state.deployments.append(Deployment(manifest.namespace, manifest.name, manifest.replicas,
                                         manifest.match_labels, manifest.template, h))
-    _add_replicas(state, state.deployments[-1], manifest.replicas, rng)
+    _add_replicas(state, state.deployments[-1], manifest.replicas, rng, log)
 
 
-def _add_replicas(state, d, count, rng):
-    """The ReplicaSet controller creating `count` pods from the Deployment's template."""
+def _add_replicas(state, d, count, rng, log=None):
+    """The ReplicaSet controller creating `count` pods from the Deployment's template; the
+    scheduler places each (one cache for them all)."""
     labels = {**d.template.labels, "pod-template-hash": d.template_hash}
     template = type(d.template)(**{**d.template.__dict__, "labels": labels})
     taken = {p.name for p in state.pods if p.namespace == d.namespace}
+    cache = scheduler.Cache(state.nodes, state.pods)
     added = []
     for _ in range(count):
         name = deployment.pod_name(d.name, d.template_hash, rng)
         while name in taken:
             name = deployment.pod_name(d.name, d.template_hash, rng)
         taken.add(name)
-        added.append(add_pod(state, d.namespace, name, template, owner=f"Deployment/{d.name}", rng=rng))
+        added.append(add_pod(state, d.namespace, name, template, owner=f"Deployment/{d.name}", rng=rng, log=log,
+                             cache=cache))
     return added
 
 
@@ -112,18 +118,21 @@ def scale(state, namespace, name, replicas, rng=None, log=None):
                     f"Scaled {way} replica set {d.name}-{d.template_hash} from {len(pods)} to {replicas}"))
     added, removed = [], []
     if replicas > len(pods):
-        added = _add_replicas(state, d, replicas - len(pods), rng)
+        added = _add_replicas(state, d, replicas - len(pods), rng, log)
     elif replicas < len(pods):
         order = {p.key: i for i, p in enumerate(state.pods)}
         per_node = {}
         for p in pods:
             per_node[p.node] = per_node.get(p.node, 0) + 1
-        ranked = sorted(pods, key=lambda p: (p.ready, -per_node[p.node], -order[p.key]))
+        # Unassigned (Pending) pods first, then not ready, then crowded nodes, then the newest.
+        ranked = sorted(pods, key=lambda p: (p.node is not None, p.ready, -per_node[p.node], -order[p.key]))
         removed = ranked[:len(pods) - replicas]
         for p in removed:
             remove_pod(state, p)
     d.replicas = replicas
     _log_pods(log, d, added, removed)
+    if removed:
+        schedule_pending(state, rng, log)            # the slots they held
     sync_endpoints(state)
     return added, removed
 
@@ -137,7 +146,8 @@ def _log_pods(log, d, added, removed):
 
 
 def remove_pod(state, pod):
-    """The pod is gone from the API; host-local releases its address (CNI DEL)."""
+    """The pod is gone from the API; host-local releases its address (CNI DEL). A Pending pod
+    had neither."""
     state.pods.remove(pod)
     if pod.netns in state.netns:
         state.netns.remove(pod.netns)
@@ -168,8 +178,9 @@ def apply(state, lab_spec, rng=None, log=None, now=""):
     for m in lab_spec.pods:
         existing = next((p for p in state.pods if p.namespace == m.namespace and p.name == m.name), None)
         if existing is None:
-            pod = add_pod(state, m.namespace, m.name, m.template, rng=rng)
-            log.append(("Scheduled", f"pod/{m.name}", m.namespace, f"Successfully assigned {pod.key} to {pod.node}"))
+            pod = add_pod(state, m.namespace, m.name, m.template, rng=rng, log=log)
+            if pod.node is not None:
+                log.append(("Scheduled", f"pod/{m.name}", m.namespace, f"Successfully assigned {pod.key} to {pod.node}"))
         elif existing.template != m.template:
             if dataclasses.replace(existing.template, labels=m.template.labels) != m.template:
                 raise NetlabError(f"Pod {existing.key}: updates may not change fields other than its labels "
@@ -178,7 +189,7 @@ def apply(state, lab_spec, rng=None, log=None, now=""):
     for m in lab_spec.deployments:
         existing = next((d for d in state.deployments if d.namespace == m.namespace and d.name == m.name), None)
         if existing is None:
-            add_deployment(state, m, rng)
+            add_deployment(state, m, rng, log)
             d = state.deployments[-1]
             _log_pods(log, d, replicas_of(state, d), [])
         else:
@@ -191,6 +202,7 @@ def apply(state, lab_spec, rng=None, log=None, now=""):
             state.ingresses.remove(old)
         state.ingresses.append(dataclasses.replace(m, created=old.created if old else now))
         log.append(("Sync" if old else "Created", f"ingress/{m.name}", m.namespace, "Scheduled for sync"))
+    schedule_pending(state, rng, log)                # slots an update freed
     sync_endpoints(state)
 
 
@@ -205,7 +217,7 @@ def _update_deployment(state, d, m, rng, log):
         for p in old:
             remove_pod(state, p)
         d.template, d.template_hash = m.template, new_hash
-        added = _add_replicas(state, d, m.replicas, rng)
+        added = _add_replicas(state, d, m.replicas, rng, log)
         log.append(("ScalingReplicaSet", f"deployment/{d.name}", d.namespace,
                     f"Scaled up replica set {d.name}-{new_hash} to {m.replicas}"))
         _log_pods(log, d, added, old)
@@ -250,20 +262,37 @@ def _remove_service(state, svc):
     state.services.remove(svc)
 
 
-MANAGED = {("default", "kubernetes"): "the API server", ("kube-system", "kube-dns"): "kubeadm's CoreDNS addon"}
+# Objects the cluster's own components made and depend on. On a real cluster deleting them is
+# allowed, and then kubeadm does not bring the CoreDNS addon back: netlab refuses instead.
+_DNS = ("kubeadm's CoreDNS addon", "breaks cluster DNS")
+MANAGED = {
+    ("service", "default", "kubernetes"): ("the API server", "cuts pods off the API until the API server recreates it"),
+    ("service", "kube-system", "kube-dns"): _DNS,
+    ("deployment", "kube-system", "coredns"): _DNS,
+}
+
+
+def check_deletable(kind, namespace, name):
+    """Refuse deleting an object MANAGED names, in one sentence."""
+    if (kind, namespace, name) in MANAGED:
+        manager, consequence = MANAGED[(kind, namespace, name)]
+        raise NetlabError(f"{kind.capitalize()} {namespace}/{name} is managed by {manager}: "
+                          f"deleting it {consequence} (netlab keeps it)")
 
 
 def delete(state, kind, namespace, name, rng=None, log=None):
     """`kubectl delete KIND/NAME`. A Deployment's pod is replaced by its ReplicaSet."""
     rng = rng or random.Random(secrets.randbits(64))
     log = [] if log is None else log
+    check_deletable(kind, namespace, name)
     if kind == "pod":
         pod = state.pod(namespace, name)
         remove_pod(state, pod)
         log.append(("Killing", f"pod/{name}", namespace, "Stopping container"))
+        schedule_pending(state, rng, log)            # older Pending pods first, as the queue orders them
         d = next((x for x in state.deployments if x.namespace == namespace and f"Deployment/{x.name}" == pod.owner), None)
         if d is not None:
-            _log_pods(log, d, _add_replicas(state, d, 1, rng), [])
+            _log_pods(log, d, _add_replicas(state, d, 1, rng, log), [])
     elif kind == "deployment":
         d = deployment_named(state, namespace, name)
         pods = replicas_of(state, d)
@@ -271,6 +300,7 @@ def delete(state, kind, namespace, name, rng=None, log=None):
             remove_pod(state, p)
         state.deployments.remove(d)
         _log_pods(log, d, [], pods)
+        schedule_pending(state, rng, log)
     elif kind == "ingress":
         ing = next((i for i in state.ingresses if i.namespace == namespace and i.name == name), None)
         if ing is None:
@@ -278,8 +308,6 @@ def delete(state, kind, namespace, name, rng=None, log=None):
         state.ingresses.remove(ing)
         log.append(("Deleted", f"ingress/{name}", namespace, "deleted"))
     elif kind == "service":
-        if (namespace, name) in MANAGED:
-            raise NetlabError(f"Service {namespace}/{name} is managed by {MANAGED[(namespace, name)]}")
         _remove_service(state, state.service(namespace, name))
         log.append(("Deleted", f"service/{name}", namespace, "deleted"))
     else:
@@ -289,17 +317,41 @@ def delete(state, kind, namespace, name, rng=None, log=None):
 
 # --- nodes ---------------------------------------------------------------------------------
 
-def add_node(state, name, rng=None, log=None):
-    """A node joins: the node IPAM controller gives it the lowest free /24, the LAN the next
-    address, flanneld a VTEP MAC. Pods stay where they are, as on a real cluster."""
-    rng = rng or random.Random(secrets.randbits(64))
-    full = name if name.startswith(state.lab + "-") else f"{state.lab}-{name}"
-    if full.startswith(f"{state.lab}-lb-"):
-        raise NetlabError(f"{full!r}: node names starting with lb- are kept for load balancers")
+LB_PORT = re.compile(r"^lb[0-9a-f]{8}$")        # names.lb_lan_port's shape: a load balancer's LAN port
+
+
+def _check_node_name(state, full):
+    """Refuse a node whose namespace or LAN port would be one the lab itself uses (its LAN,
+    its external client, a load balancer, the switch's bridge), before anything is stored."""
+    lab = state.lab
+    short = full[len(lab) + 1:]
+    own = {names.lan_netns(lab): "the lab's LAN namespace", names.external_netns(lab): "the external client's namespace"}
+    if full in own:
+        raise NetlabError(f"node name {short!r} is the lab's own: {full} is {own[full]} "
+                          "(lan, external and lb-* name the lab's own machines)")
+    if full.startswith(f"{lab}-lb-"):
+        raise NetlabError(f"node name {short!r} is the lab's own: {lab}-lb-* name the load balancers' namespaces")
     if not names.DNS1123_LABEL.match(full) or len(full) > 63:
         raise NetlabError(f"{full!r} is not a valid node name (DNS-1123 label)")
+    port = names.lan_port(lab, full)
+    ports = {names.LAN_BRIDGE: "the LAN switch's bridge", "lo": "the LAN namespace's loopback",
+             "external": "the external client's port"}
+    ports.update((names.lan_port(lab, n.name), f"node {n.name}'s port") for n in state.nodes)
+    if port in ports or LB_PORT.match(port):
+        holder = ports.get(port, "the shape of a load balancer's port (lb + 8 hex digits)")
+        raise NetlabError(f"node name {short!r} cannot be used: its port on the LAN switch would be {port!r}, "
+                          f"which is {holder}")
+
+
+def add_node(state, name, rng=None, log=None):
+    """A node joins: the node IPAM controller gives it the lowest free /24, the LAN the next
+    address, flanneld a VTEP MAC. Pods stay where they are, as on a real cluster; Pending
+    pods are tried again, and may land on it."""
+    rng = rng or random.Random(secrets.randbits(64))
+    full = name if name.startswith(state.lab + "-") else f"{state.lab}-{name}"
     if any(n.name == full for n in state.nodes):
         raise NetlabError(f'node "{full}" already exists')
+    _check_node_name(state, full)
     c = state.cluster
     cidr = ipam.node_pod_cidrs(c.pod_subnet, {n.pod_cidr for n in state.nodes}, 1)[0]
     ip, = ipam.node_ips(c, ipam.lan_holders(c, state.nodes, state.services), [full])   # skips the balancers'
@@ -311,13 +363,15 @@ def add_node(state, name, rng=None, log=None):
     if log is not None:
         log.append(("RegisteredNode", f"node/{full}", "", f"Node {full} event: Registered Node {full} in Controller"))
         log.append(("CIDRAssignmentSucceeded", f"node/{full}", "", f"Node {full} assigned podCIDR {cidr}"))
+    schedule_pending(state, rng, log)
+    sync_endpoints(state)
     return node
 
 
 def remove_node(state, name, rng=None, log=None):
     """A node leaves: its pods go; each Deployment's ReplicaSet replaces its own elsewhere."""
     rng = rng or random.Random(secrets.randbits(64))
-    node = state.node(name if name.startswith(state.lab + "-") else f"{state.lab}-{name}")
+    node = state.node(name)
     if node.role == "control-plane":
         raise NetlabError(f"node {node.name} is the control plane; it cannot be removed")
     gone = state.pods_on(node.name)
@@ -328,30 +382,66 @@ def remove_node(state, name, rng=None, log=None):
     state.netns.remove(node.netns)
     if log is not None:
         log.append(("RemovingNode", f"node/{node.name}", "", f"Node {node.name} event: Removing Node {node.name} from Controller"))
+    schedule_pending(state, rng, log)
     for d in state.deployments:
         missing = d.replicas - len(replicas_of(state, d))
         if missing > 0:
-            _log_pods(log, d, _add_replicas(state, d, missing, rng), [p for p in gone if p.owner == f"Deployment/{d.name}"])
+            _log_pods(log, d, _add_replicas(state, d, missing, rng, log), [p for p in gone if p.owner == f"Deployment/{d.name}"])
     sync_endpoints(state)
     return node, gone
 
 
-def add_pod(state, namespace, name, template, owner=None, rng=None):
-    """Schedule a pod, then do what the CNI ADD will do with it: pick its veth name and IP."""
+def add_pod(state, namespace, name, template, owner=None, rng=None, log=None, cache=None):
+    """A pod is created and the scheduler places it; a pod no node can take stays Pending,
+    with the scheduler's FailedScheduling event in `log`. `cache`: a scheduler.Cache of the
+    state the caller keeps (placing many pods)."""
     rng = rng or random.Random(secrets.randbits(64))
-    node = scheduler.place(template, state.nodes, state.pods, owner=owner)
     container_id = "%064x" % rng.getrandbits(256)
+    pod = Pod(namespace=namespace, name=name, uid=deployment.uid(container_id), node=None, template=template,
+              container_id=container_id, host_veth="", netns=names.pod_netns(state.lab, namespace, name), owner=owner)
+    state.pods.append(pod)
+    _schedule(state, pod, rng, log, cache or scheduler.Cache(state.nodes, state.pods))
+    return pod
+
+
+def _schedule(state, pod, rng, log, cache):
+    """One scheduling attempt: bind the pod, or record why not (an event when that changed)."""
+    node, why = scheduler.place(pod.template, state.nodes, state.pods, pod.owner, cache)
+    if node is None:
+        if log is not None and why != pod.unschedulable:
+            log.append(("FailedScheduling", f"pod/{pod.name}", pod.namespace, why))
+        pod.unschedulable = why
+        return False
+    _bind(state, pod, node, rng)
+    cache.add(pod)
+    return True
+
+
+def _bind(state, pod, node, rng):
+    """The pod is bound to `node`; then what the CNI ADD will do with it: its veth name and
+    host-local's next IP in the node's range."""
     pool = state.ipam.setdefault(node, HostLocal())
     ip = ipam.host_local_next(state.node(node).pod_cidr, pool.last_reserved, pool.allocated)
-    pool.allocated[ip] = container_id
+    pool.allocated[ip] = pod.container_id
     pool.last_reserved = ip
-    pod = Pod(namespace=namespace, name=name, uid=deployment.uid(container_id), node=node, template=template,
-              container_id=container_id, host_veth=names.veth_name("%08x" % rng.getrandbits(32)),
-              netns=names.pod_netns(state.lab, namespace, name), ip=ip, owner=owner)
-    state.pods.append(pod)
+    pod.node, pod.ip, pod.unschedulable = node, ip, ""
+    pod.host_veth = names.veth_name("%08x" % rng.getrandbits(32))
     if state.netns:                    # a running lab; new_state lists every namespace at the end
         state.netns.append(pod.netns)
-    return pod
+
+
+def schedule_pending(state, rng=None, log=None):
+    """The scheduler's retry of its unschedulable pods, oldest first, after the cluster
+    changed (a node joined, pods went). Returns the pods it bound."""
+    pending = [p for p in state.pods if p.node is None]
+    if not pending:
+        return []
+    rng = rng or random.Random(secrets.randbits(64))
+    cache = scheduler.Cache(state.nodes, state.pods)
+    bound = [p for p in pending if _schedule(state, p, rng, log, cache)]
+    if log is not None:
+        log += [("Scheduled", f"pod/{p.name}", p.namespace, f"Successfully assigned {p.key} to {p.node}") for p in bound]
+    return bound
 
 
 def kubernetes_service(cluster):

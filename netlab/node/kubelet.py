@@ -268,7 +268,9 @@ def container_argv(state, pod, container):
 # host (runc with Docker's and containerd's defaults, and a non-root USER):
 #   ip netns exec POD    the pod's network namespace, and a mount namespace of its own in which
 #                        /etc/netns/POD/* (resolv.conf, hosts) are bind-mounted over /etc
-#   unshare --pid --fork --mount-proc
+#   unshare --uts --pid --fork --mount-proc
+#                        the pod's own hostname (its name, as kubelet gives it), set before
+#                        the privileges go;
 #                        a PID namespace of its own, and a /proc that shows only it; inside the
 #                        ip netns exec, so those bind mounts are still there
 #   setpriv              uid and gid 65534, no supplementary groups, no_new_privs (a setuid or
@@ -342,13 +344,35 @@ while True:
 """
 
 
-def _sandboxed(netns, argv):
+def pod_hostname(pod):
+    """The hostname kubelet gives a pod's containers: spec.hostname, or the pod's name, cut
+    to 63 characters as kubelet cuts it."""
+    return (pod.template.hostname or pod.name)[:63].rstrip("-.")
+
+
+# Sets the hostname, then becomes argv: no process of its own (a forked `hostname` would be
+# taken for the container's command while it ran).
+_SET_HOSTNAME = "import os, socket, sys; socket.sethostname(sys.argv[1]); os.execvp(sys.argv[2], sys.argv[2:])"
+
+
+def with_hostname(hostname, argv):
+    """argv in a UTS namespace of its own whose hostname is `hostname` (set while still root)."""
+    return ["unshare", "--uts", "python3", "-I", "-S", "-c", _SET_HOSTNAME, hostname, *argv]
+
+
+def exec_argv(pod, argv):
+    """`netlab exec POD -- argv`: the pod's network namespace and its hostname."""
+    return ["ip", "netns", "exec", pod.netns, *with_hostname(pod_hostname(pod), argv)]
+
+
+def _sandboxed(pod, argv):
     """The host's command line for a container's process: its namespaces, its user, its init.
     The init is the system's python3, found on the container's PATH as the container's user
     finds it (netlab's own interpreter may live where that user cannot reach)."""
     caps = ",".join(["-all"] + [f"+{c.lower()}" for c in CONTAINER_CAPS])
-    return ["ip", "netns", "exec", netns,
-            "unshare", "--pid", "--fork", "--mount-proc",
+    return ["ip", "netns", "exec", pod.netns,
+            "unshare", "--uts", "--pid", "--fork", "--mount-proc",
+            "python3", "-I", "-S", "-c", _SET_HOSTNAME, pod_hostname(pod),
             "setpriv", f"--reuid={CONTAINER_UID}", f"--regid={CONTAINER_GID}", "--clear-groups", "--no-new-privs",
             "--bounding-set=" + ",".join(["-all"] + [f"+{c.lower()}" for c in RUNTIME_DEFAULT_CAPS]),
             f"--inh-caps={caps}", f"--ambient-caps={caps}", "--",
@@ -390,7 +414,7 @@ def start_commands(state, pod, only=None):
         if argv is None:
             continue
         with _log(lab, f"{pod.namespace}_{pod.name}_{c.name}") as log:
-            proc = subprocess.Popen(_sandboxed(pod.netns, argv), stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(_sandboxed(pod, argv), stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=log, start_new_session=True, close_fds=True, cwd="/",
                                     env={"PATH": CONTAINER_PATH, "HOME": "/", _INIT_VARIABLE: _INIT})
         started.append((c.name, proc))

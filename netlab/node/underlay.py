@@ -35,12 +35,22 @@ def lan_plan(state, extra=()):
     )
 
 
+def docker_mac(ip):
+    """The MAC Docker's bridge driver gave a container's eth0 up to Engine 27 (libnetwork's
+    netutils.GenerateMACFromIP): 02:42, locally administered, then the four bytes of its IPv4
+    address. (Engine 28 picks a random one and sends unsolicited ARPs instead.) A node
+    re-created with the same address has the same MAC, so the neighbour entries the other
+    hosts keep for it stay right and it is reachable at once."""
+    return "02:42:" + ":".join(f"{int(b):02x}" for b in ip.split("."))
+
+
 def uplink(state, netns, ip):
-    """A host's eth0 on the LAN, with kind's default route through the LAN gateway."""
+    """A host's eth0 on the LAN, with Docker's MAC and kind's default route through the LAN
+    gateway."""
     c = state.cluster
     return NetnsPlan(
         netns,
-        links=(Link(names.UPLINK, "peer", mtu=c.underlay_mtu),),
+        links=(Link(names.UPLINK, "peer", mtu=c.underlay_mtu, address=docker_mac(ip)),),
         addrs=(Addr(names.UPLINK, f"{ip}/{_prefix(c.lan_cidr)}"),),
         routes=(Route("default", via=ipam.lan_gateway(c.lan_cidr), dev=names.UPLINK),),
         owner="lab-network",

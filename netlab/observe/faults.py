@@ -8,6 +8,10 @@ them, and `netlab fault clear` is a change like any other that takes them away.
   partition NODE NODE    the LAN switch drops what the two nodes send each other (VXLAN
                          included), with bridge netfilter in the LAN namespace
   loss|delay TARGET V    netem on the target's LAN port or veth, where the kernel has netem
+
+A node is named in full or without the lab's prefix, and recorded in full. The same fault
+twice is refused (a partition is the same either way round; loss and delay are one setting
+per target), and `fault clear KIND TARGET...` clears only the fault it names.
 """
 
 import dataclasses
@@ -21,17 +25,43 @@ KINDS = ("node-down", "link-down", "partition", "loss", "delay")
 
 
 def check(state, kind, targets):
-    """The fault as it will be recorded, or a clear error."""
+    """The fault as it will be recorded (nodes by their full name, pods as NAMESPACE/NAME),
+    or a clear error: an unknown target, a partition of a node with itself, a fault that is
+    already injected."""
+    fault = _parse(state, kind, targets)
+    same = next((f for f in state.faults if _identity(f) == _identity(fault)), None)
+    if same is not None:
+        raise NetlabError(f"fault {' '.join([same['kind'], *same['targets']])} is already injected "
+                          f"(`netlab fault clear {' '.join([same['kind'], *same['targets']])}` removes it)")
+    if kind in ("loss", "delay") and not netem_available():
+        raise EnvironmentProblem("this kernel has no netem (sch_netem): loss and delay cannot be emulated "
+                                 "here; node-down, link-down and partition can")
+    return fault
+
+
+def named(state, words):
+    """The recorded fault that `words` (KIND TARGET..., as `netlab fault list` prints it) names,
+    as a list of one, for `fault clear KIND TARGET...`."""
+    if words[0] not in KINDS:
+        raise NetlabError(f"{words[0]!r} is not a fault: `fault clear` takes nothing (every fault goes) or one "
+                          f"fault as `netlab fault list` prints it ({', '.join(KINDS)} and its targets)")
+    wanted = _identity(_parse(state, words[0], words[1:]))
+    found = [f for f in state.faults if _identity(f) == wanted]
+    if not found:
+        raise NetlabError(f"no fault {' '.join(words)} is injected (see `netlab fault list`)")
+    return found
+
+
+def _parse(state, kind, targets):
     if kind not in KINDS:
         raise NetlabError(f"unknown fault {kind!r} (known: {', '.join(KINDS)})")
     wanted = {"partition": 2, "loss": 2, "delay": 2}.get(kind, 1)
     if len(targets) != wanted:
         raise NetlabError(f"fault {kind} takes {wanted} argument{'s' * (wanted > 1)}")
-    nodes = {n.name for n in state.nodes}
     objects = targets[:1] if kind in ("loss", "delay") else targets
-    for t in objects:
-        if t not in nodes and (kind in ("node-down", "partition") or _pod(state, t) is None):
-            raise NetlabError(f"lab {state.lab}: no {'node' if kind in ('node-down', 'partition') else 'node or pod'} {t!r}")
+    recorded = [_target(state, kind, t) for t in objects]
+    if kind == "partition" and recorded[0] == recorded[1]:
+        raise NetlabError(f"fault partition takes two different nodes, not {recorded[0]} twice")
     if kind in ("loss", "delay"):
         try:
             value = float(targets[1])
@@ -39,10 +69,28 @@ def check(state, kind, targets):
             raise NetlabError(f"{kind} takes a number ({'percent' if kind == 'loss' else 'milliseconds'})") from None
         if value < 0 or (kind == "loss" and value > 100):
             raise NetlabError(f"{kind} {value} is out of range")
-        if not netem_available():
-            raise EnvironmentProblem("this kernel has no netem (sch_netem): loss and delay cannot be emulated "
-                                     "here; node-down, link-down and partition can")
-    return {"kind": kind, "targets": list(targets)}
+        recorded.append(targets[1])
+    return {"kind": kind, "targets": recorded}
+
+
+def _target(state, kind, target):
+    """A target's recorded name: a node's full name (it may be given without the lab's
+    prefix), or a pod's NAMESPACE/NAME."""
+    node = state.find_node(target)
+    if node is not None:
+        return node.name
+    nodes_only = kind in ("node-down", "partition")
+    pod = None if nodes_only else _pod(state, target)
+    if pod is None:
+        raise NetlabError(f"lab {state.lab}: no {'node' if nodes_only else 'node or pod'} {target!r}")
+    return pod.key
+
+
+def _identity(fault):
+    """What makes two faults the same: a partition is the same either way round; loss and
+    delay are one setting per target, whatever the value."""
+    kind, targets = fault["kind"], fault["targets"]
+    return kind, frozenset(targets) if kind == "partition" else targets[0]
 
 
 def _pod(state, target):

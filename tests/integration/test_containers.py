@@ -29,7 +29,7 @@ REPORT = textwrap.dedent("""
     state_root = sys.argv[1]
     report = {"id": run("id", "-u")[1].strip() + " " + run("id", "-g")[1].strip() + " " + run("id", "-G")[1].strip(),
               "status": run("cat", "/proc/self/status")[1], "ps": run("ps", "-eo", "pid=,user=,args=")[1],
-              "cwd": os.getcwd(), "home": os.environ.get("HOME"),
+              "cwd": os.getcwd(), "home": os.environ.get("HOME"), "hostname": socket.gethostname(),
               "denied": {path: run(*argv) for path, argv in (
                   (state_root, ["ls", state_root]),
                   ("state.json", ["cat", os.path.join(state_root, sys.argv[2], "state.json")]),
@@ -110,6 +110,13 @@ def status(report):
 def test_the_command_runs_as_nobody_with_no_groups(report):
     assert report["id"] == "65534 65534 65534"
     assert (report["cwd"], report["home"]) == ("/", "/")
+
+
+def test_its_hostname_is_the_pods_name_as_kubelet_gives_it(lab, report):
+    assert report["hostname"] == "box"
+    out = lab.exec("box", ["hostname"], capture_output=True, text=True)
+    assert (out.returncode, out.stdout) == (0, "box\n")
+    assert lab.exec("box", ["cat", "/etc/hostname"], capture_output=True).returncode == 0   # the host's files stay
 
 
 def test_its_environment_is_a_containers_not_netlabs(lab):
