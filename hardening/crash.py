@@ -55,7 +55,7 @@ def main():
                 first = netlab("cleanup", name)
                 left = leftovers(name)
                 again = netlab("up", str(labfile))
-            probe = netlab("--lab", name, "probe", "--area", "pods, across nodes")
+            probe = netlab("--lab", name, "probe", "--area", "pods-across-nodes")
             down = netlab("down", name)
             left_after = leftovers(name)
             ok = first.returncode == 0 and not left and again.returncode == 0 and probe.returncode == 0 \

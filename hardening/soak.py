@@ -36,7 +36,7 @@ def killed_up_then_change(name, labfile):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     ok = netlab("--lab", name, "scale", "deployment/web", "--replicas", "3").returncode == 0 \
-        and netlab("--lab", name, "probe", "--area", "pods, across nodes").returncode == 0
+        and netlab("--lab", name, "probe", "--area", "pods-across-nodes").returncode == 0
     return netlab("down", name).returncode == 0 and ok
 
 

@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -11,95 +12,137 @@ from netlab.errors import NetlabError
 DEFAULT_LABFILE = Path(__file__).resolve().parent.parent / "topologies" / "default.yaml"
 
 
-PROBE_AREAS = ("pods, same node", "pods, across nodes", "pod matrix", "node to pod", "pod to node", "overlay",
-               "egress", "services", "dns", "load balancers", "ingress")
+# netlab.observe.probes.AREAS, kept here so that `netlab --help` imports no add-on (a unit
+# test holds the two equal).
+PROBE_AREAS = ("pods-same-node", "pods-across-nodes", "pod-matrix", "node-to-pod", "pod-to-node", "overlay",
+               "egress", "services", "dns", "load-balancers", "ingress")
+
+
+def _version():
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("netlab")
+    except PackageNotFoundError:                  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def plural(n, word, many=None):
+    """A count with its noun, as a sentence needs it: "1 node", "2 nodes"."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def _get_kinds_help():
+    """kubectl's kinds and short names, from GET_KINDS: `nodes (node, no) | pods (pod, po) | ...`."""
+    kinds = {}
+    for name, kind in GET_KINDS.items():
+        kinds.setdefault(kind, []).append(name)
+    return " | ".join(f"{kind} ({', '.join(n for n in names if n != kind)})" for kind, names in kinds.items())
 
 
 def _parser():
     p = argparse.ArgumentParser(prog="netlab", description="A Kubernetes cluster's network from real kernel objects.")
+    p.add_argument("--version", action="version", version=f"netlab {_version()}", help="print netlab's version")
     p.add_argument("--lab", help="the lab to act on (needed when several are up)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = sub.add_parser("up", help="build a lab from a lab file")
-    up.add_argument("labfile", nargs="?", help=f"default: {DEFAULT_LABFILE.relative_to(DEFAULT_LABFILE.parents[1])}")
+    def command(name, text):
+        """A subcommand whose line in `netlab --help` is also what `netlab NAME --help` says."""
+        return sub.add_parser(name, help=text, description=text)
+
+    up = command("up", "build a lab from a lab file")
+    up.add_argument("labfile", nargs="?", help="a kind Cluster file, with netlab's Lab document and manifests; "
+                    f"default: {DEFAULT_LABFILE.relative_to(DEFAULT_LABFILE.parents[1])}")
     up.add_argument("-f", dest="manifests", action="append", default=[], metavar="PATH",
                     help="more manifests: a file or a folder (repeatable)")
     up.add_argument("--dry-run", action="store_true", help="print the planned kernel state; create nothing")
 
-    down = sub.add_parser("down", help="remove a lab and everything it created")
-    down.add_argument("name", nargs="?")
+    down = command("down", "remove a lab and everything it created")
+    down.add_argument("name", nargs="?", help="the lab (default: --lab, or the only lab up)")
 
-    sub.add_parser("status", help="labs on this machine")
+    command("status", "labs on this machine")
 
-    clean = sub.add_parser("cleanup", help="remove the leftovers of a crashed lab")
-    clean.add_argument("name", nargs="?")
+    clean = command("cleanup", "remove the leftovers of a crashed lab")
+    clean.add_argument("name", nargs="?", help="the lab (default: --lab)")
     clean.add_argument("--all", action="store_true", help="every lab with a record on this machine")
 
-    get = sub.add_parser("get", help="list nodes, pods, services, endpoints or daemonsets, as kubectl get does")
-    get.add_argument("kind", choices=sorted(GET_KINDS), metavar="KIND",
-                     help="nodes | pods | services | endpoints | daemonsets (and kubectl's short names)")
+    kinds = sorted(set(GET_KINDS.values()))
+    get = command("get", f"list {', '.join(kinds[:-1])} or {kinds[-1]}, as kubectl get does")
+    get.add_argument("kind", choices=sorted(GET_KINDS), metavar="KIND", help=_get_kinds_help())
     get.add_argument("name", nargs="?", help="one object by name")
-    get.add_argument("-n", "--namespace", default="default")
-    get.add_argument("-A", "--all-namespaces", action="store_true")
-    get.add_argument("-o", "--output", choices=["wide", "json"])
+    get.add_argument("-n", "--namespace", default="default", help="the namespace (default: default)")
+    get.add_argument("-A", "--all-namespaces", action="store_true", help="objects of every namespace")
+    get.add_argument("-o", "--output", choices=["wide", "json"], help="wide: more columns; json: the API's objects")
 
-    ex = sub.add_parser("exec", help="run a command in a node, pod, external or lan namespace")
+    ex = command("exec", "run a command in a node, pod, external or lan namespace")
     ex.add_argument("target", help="NODE | POD | NAMESPACE/POD | external | lan")
-    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments")
 
-    sc = sub.add_parser("scale", help="change a Deployment's replicas, as kubectl scale does")
-    sc.add_argument("target", metavar="deployment/NAME")
-    sc.add_argument("--replicas", type=int, required=True)
-    sc.add_argument("-n", "--namespace", default="default")
+    sc = command("scale", "change a Deployment's replicas, as kubectl scale does")
+    sc.add_argument("target", metavar="deployment/NAME", help="the Deployment")
+    sc.add_argument("--replicas", type=int, required=True, help="how many pods it should have")
+    sc.add_argument("-n", "--namespace", default="default", help="the Deployment's namespace (default: default)")
 
-    ap = sub.add_parser("apply", help="create or update Pods, Deployments and Services, as kubectl apply does")
-    ap.add_argument("-f", dest="manifests", action="append", required=True, metavar="PATH")
+    ap = command("apply", "create or update Pods, Deployments, Services and Ingresses, "
+                        "as kubectl apply does")
+    ap.add_argument("-f", dest="manifests", action="append", required=True, metavar="PATH",
+                    help="a manifest file or a folder of them (repeatable)")
 
-    de = sub.add_parser("delete", help="delete pod/NAME, deployment/NAME, service/NAME, or what -f names")
-    de.add_argument("target", nargs="?", metavar="KIND/NAME")
-    de.add_argument("-f", dest="manifests", action="append", default=[], metavar="PATH")
-    de.add_argument("-n", "--namespace", default="default")
+    de = command("delete", "delete pod/NAME, deployment/NAME, service/NAME, ingress/NAME, "
+                        "or what -f names")
+    de.add_argument("target", nargs="?", metavar="KIND/NAME",
+                    help="pod, deployment, service or ingress (and kubectl's short names), then the name")
+    de.add_argument("-f", dest="manifests", action="append", default=[], metavar="PATH",
+                    help="delete the objects a manifest file or folder names (repeatable)")
+    de.add_argument("-n", "--namespace", default="default", help="the object's namespace (default: default)")
 
-    node = sub.add_parser("node", help="a node joins or leaves the cluster")
-    node.add_argument("action", choices=["add", "remove"])
-    node.add_argument("name")
+    node = command("node", "a node joins or leaves the cluster")
+    node.add_argument("action", choices=["add", "remove"], help="add: join a new node; remove: drain it and leave")
+    node.add_argument("name", help="the node's name (a new worker's, for add)")
 
-    pod = sub.add_parser("pod", help="switch a pod's readiness (its endpoints follow)")
-    pod.add_argument("action", choices=["ready", "unready"])
-    pod.add_argument("name", metavar="[NAMESPACE/]POD")
+    pod = command("pod", "switch a pod's readiness (its endpoints follow)")
+    pod.add_argument("action", choices=["ready", "unready"], help="the pod's new readiness")
+    pod.add_argument("name", metavar="[NAMESPACE/]POD", help="the pod")
 
-    sub.add_parser("reconcile", help="restore what was changed by hand, as the agents' resync does")
+    command("reconcile", "restore what was changed by hand, as the agents' resync does")
 
-    ev = sub.add_parser("events", help="what each controller and agent changed, and why")
-    ev.add_argument("-o", "--output", choices=["json"])
+    ev = command("events", "what each controller and agent changed, and why")
+    ev.add_argument("-o", "--output", choices=["json"], help="the events as JSON")
 
-    tr = sub.add_parser("trace", help="send one flow and show its path from kernel evidence")
+    tr = command("trace", "send one flow and show its path from kernel evidence; "
+                        "exit 1 when it got no answer")
     tr.add_argument("src", help="POD | NODE | external")
-    tr.add_argument("dst", metavar="DST[:PORT]", help="an IP, pod, node or Service; no port: ICMP echo")
-    tr.add_argument("--udp", action="store_true")
-    tr.add_argument("-o", "--output", choices=["json"])
+    tr.add_argument("dst", metavar="DST[:PORT]", help="an IP, pod, node or Service, and a port (1-65535); "
+                    "no port: ICMP echo")
+    tr.add_argument("--udp", action="store_true", help="send a UDP datagram to the port instead of an HTTP GET")
+    tr.add_argument("-o", "--output", choices=["json"], help="the trace as JSON")
 
-    cap = sub.add_parser("capture", help="tcpdump in a node, pod or the LAN; VXLAN decoded")
+    cap = command("capture", "tcpdump in a node, pod or the LAN; VXLAN decoded")
     cap.add_argument("target", help="NODE | POD | lan | external")
-    cap.add_argument("-i", "--interface", help="default: br0 on the LAN, eth0 elsewhere")
+    cap.add_argument("-i", "--interface", help="the interface (default: br0 on the LAN, eth0 elsewhere)")
     cap.add_argument("-w", "--write", metavar="FILE", help="write a pcap instead of printing")
     cap.add_argument("-c", "--count", type=int, help="stop after this many packets")
-    cap.add_argument("filter", nargs="*", help="a tcpdump filter (default on the LAN: udp port 8472)")
+    cap.add_argument("filter", nargs="*", help="a tcpdump filter, before or after the options "
+                     "(default on the LAN: udp port 8472)")
 
-    fa = sub.add_parser("fault", help="inject a fault, list them, or clear them all")
-    fa.add_argument("kind", choices=["node-down", "link-down", "partition", "loss", "delay", "clear", "list"])
-    fa.add_argument("targets", nargs="*", metavar="NODE|POD [NODE|VALUE]")
+    fa = command("fault", "inject a fault, list them, or clear them all")
+    fa.add_argument("kind", choices=["node-down", "link-down", "partition", "loss", "delay", "clear", "list"],
+                    help="node-down NODE | link-down NODE|POD | partition NODE NODE | loss NODE|POD PERCENT | "
+                    "delay NODE|POD MS | clear [one of the above, as list prints it] | list")
+    fa.add_argument("targets", nargs="*", metavar="NODE|POD [NODE|VALUE]", help="what the fault applies to")
 
-    gr = sub.add_parser("graph", help="a diagram of the live lab, drawn from kernel state (Graphviz)")
-    gr.add_argument("-o", "--output", default="netlab.svg", metavar="FILE.svg|.png|.dot")
+    gr = command("graph", "a diagram of the live lab, drawn from kernel state (Graphviz)")
+    gr.add_argument("-o", "--output", default="netlab.svg", metavar="FILE.svg|.png|.dot",
+                    help="the file to write; its suffix picks the format (default: netlab.svg)")
 
-    ipt = sub.add_parser("iptables", help="a node's rules, as iptables-save prints them")
-    ipt.add_argument("node")
-    ipt.add_argument("-t", "--table", choices=["nat", "filter", "mangle", "raw"])
+    ipt = command("iptables", "a node's rules, as iptables-save prints them")
+    ipt.add_argument("node", help="the node")
+    ipt.add_argument("-t", "--table", choices=["nat", "filter", "mangle", "raw"], help="only this table")
 
-    pr = sub.add_parser("probe", help="send real packets along every path and report")
-    pr.add_argument("-o", "--output", choices=["json"])
-    pr.add_argument("--area", action="append", choices=list(PROBE_AREAS), help="only these areas (repeatable)")
+    pr = command("probe", "send real packets along every path and report; exit 1 when a check "
+                        "fails or none could run")
+    pr.add_argument("-o", "--output", choices=["json"], help="the checks as JSON")
+    pr.add_argument("--area", action="append", choices=list(PROBE_AREAS), metavar="AREA",
+                    help="only these areas (repeatable): " + ", ".join(PROBE_AREAS))
     return p
 
 
@@ -121,16 +164,36 @@ def _global_flags_first(argv):
     return moved + head + rest
 
 
-def main(argv=None):
+def parse(argv=None):
+    """The command line as the commands take it (argparse's, and what it cannot express)."""
     parser = _parser()
     args, extra = parser.parse_known_args(_global_flags_first(argv))
     # kubectl takes `get svc -n NS NAME`: a name after the options is still the name.
     if args.command == "get" and len(extra) == 1 and not extra[0].startswith("-") and args.name is None:
         args.name = extra[0]
+    # tcpdump takes its filter after its options (`capture client -c 3 tcp port 8080`):
+    # argparse gives the words after an option to no positional, so they are the filter's.
+    elif args.command == "capture" and extra and not any(e.startswith("-") for e in extra):
+        args.filter += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def main(argv=None):
+    args = parse(argv)
     try:
-        return COMMANDS[args.command](args) or 0
+        code = COMMANDS[args.command](args) or 0
+        sys.stdout.flush()                     # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`netlab events -o json | head`): stop quietly, as a Unix tool
+        # killed by SIGPIPE does, with the shell's status for it. stdout goes to /dev/null so
+        # that the interpreter's last flush at exit finds nowhere to fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
     except NetlabError as e:
         print(f"netlab: {e}", file=sys.stderr)
         return 1
@@ -150,7 +213,7 @@ def _up(args):
     with _Progress() as progress:
         lab = Lab.up(labfile, args.manifests, progress=progress)
     state = lab.state()
-    print(f"lab {lab.name} is up: {len(state.nodes)} nodes, {len(state.pods)} pods. "
+    print(f"lab {lab.name} is up: {plural(len(state.nodes), 'node')}, {plural(len(state.pods), 'pod')}. "
           f"Try: netlab get pods -A -o wide; netlab exec {state.nodes[0].name} -- ip route")
     return 0
 
@@ -187,7 +250,7 @@ def _cleanup(args):
     if not name and not args.all:
         raise NetlabError("name the lab to clean up, or pass --all")
     cleaned = Lab.cleanup(name)
-    print(f"cleaned: {', '.join(cleaned) if cleaned else 'nothing to clean'}")
+    print(f"cleaned: {', '.join(cleaned)}" if cleaned else f"nothing of {'lab ' + name if name else 'any lab'} to clean up")
 
 
 GET_KINDS = {
@@ -197,6 +260,7 @@ GET_KINDS = {
     "endpoints": "endpoints", "ep": "endpoints",
     "daemonsets": "daemonsets", "daemonset": "daemonsets", "ds": "daemonsets",
     "ingresses": "ingresses", "ingress": "ingresses", "ing": "ingresses",
+    "deployments": "deployments", "deployment": "deployments", "deploy": "deployments",
 }
 
 
@@ -220,7 +284,7 @@ def _get(args):
     else:
         table = {"pods": kubectl.pods_table, "services": kubectl.services_table,
                  "endpoints": kubectl.endpoints_table, "daemonsets": kubectl.daemonsets_table,
-                 "ingresses": kubectl.ingresses_table}[kind]
+                 "ingresses": kubectl.ingresses_table, "deployments": kubectl.deployments_table}[kind]
         print(table(objects, wide=args.output == "wide", all_namespaces=args.all_namespaces))
 
 
@@ -253,7 +317,7 @@ def _delete(args):
         return
     kind, _, name = (args.target or "").partition("/")
     if kind not in KINDS or not name:
-        raise NetlabError("delete takes KIND/NAME (pod, deployment or service) or -f FILE")
+        raise NetlabError("delete takes KIND/NAME (pod, deployment, service or ingress) or -f FILE")
     lab.delete(KINDS[kind], args.namespace, name)
     print(f'{KINDS[kind]} "{name}" deleted')
 
@@ -266,7 +330,7 @@ def _node(args):
         print(f"node/{node.name} joined: {node.ip}, podCIDR {node.pod_cidr}")
     else:
         node, gone = lab.remove_node(args.name)
-        print(f"node/{node.name} removed ({len(gone)} pods went with it)")
+        print(f"node/{node.name} removed ({plural(len(gone), 'pod')} went with it)")
 
 
 def _pod(args):
@@ -281,8 +345,8 @@ def _reconcile(args):
     if not changes.any():
         print("reconcile: nothing to do (0 netlink writes, 0 iptables writes)")
         return
-    print(f"reconcile: {changes.count()} changes ({changes.netlink_writes} netlink writes, "
-          f"{changes.iptables_writes} iptables writes)")
+    print(f"reconcile: {plural(changes.count(), 'change')} ({plural(changes.netlink_writes, 'netlink write')}, "
+          f"{plural(changes.iptables_writes, 'iptables write')})")
     for agent, items in changes.by_agent.items():
         for netns, what in items:
             print(f"  {agent:<12} {netns}: {what}")
@@ -305,6 +369,12 @@ def _trace(args):
     from netlab.observe import trace
     result = trace.trace(Lab.find(args.lab), args.src, args.dst, udp=args.udp)
     print(json.dumps(result, indent=2) if args.output == "json" else trace.render(result))
+    if not trace.answered(result):
+        a = result["answer"]
+        why = a.get("error") or (f"icmp {a['type']}/{a['code']} in reply" if a.get("type") is not None else "no reply")
+        print(f"netlab: trace: the {result['protocol']} flow to {args.dst} got no answer ({why})", file=sys.stderr)
+        return 1
+    return 0
 
 
 def capture_argv(target_is_lan, args):
@@ -334,8 +404,8 @@ def _fault(args):
         found = lab.state().faults
         print("\n".join(f"{f['kind']} {' '.join(f['targets'])}" for f in found) if found else "no faults")
     elif args.kind == "clear":
-        lab.clear_faults()
-        print("faults cleared")
+        gone = lab.clear_faults(args.targets)
+        print("\n".join(f"cleared {f['kind']} {' '.join(f['targets'])}" for f in gone) if gone else "no faults")
     else:
         lab.fault(args.kind, args.targets)
         print(f"fault {args.kind} {' '.join(args.targets)} injected (netlab fault clear removes it)")
@@ -375,19 +445,30 @@ def _probe(args):
     from netlab.lab import Lab
     from netlab.observe import probes
     checks = probes.suite(Lab.find(args.lab), args.area or None)
+    ran = [c for c in checks if not c.skipped]
+    failed = [c for c in ran if not c.ok]
     if args.output == "json":
-        print(json.dumps([c.__dict__ for c in checks], indent=2))
+        print(json.dumps([{**c.__dict__, "result": c.result} for c in checks], indent=2))
     else:
         header, rows = probes.matrix(checks)
         if rows:
-            print("pod reachability (TCP):\n" + render(header, rows) + "\n")
-        print(render(["AREA", "CHECK", "EXPECTED", "OBSERVED", "RESULT"],
-                     [[c.area, c.name, c.expected, c.observed, "pass" if c.ok else "FAIL"] for c in checks]))
-        failed = [c for c in checks if not c.ok]
-        print(f"\n{len(checks) - len(failed)} passed, {len(failed)} failed")
+            legend = "; - skipped" if any("-" in row[1:] for row in rows) else ""
+            print(f"pod reachability (TCP{legend}):\n" + render(header, rows) + "\n")
+        if checks:
+            result = {"pass": "pass", "fail": "FAIL", "skipped": "skipped"}
+            print(render(["AREA", "CHECK", "EXPECTED", "OBSERVED", "RESULT"],
+                         [[probes.TITLES[c.area], c.name, c.expected, c.observed,
+                           f"skipped: {c.skipped}" if c.skipped else result[c.result]] for c in checks]))
+        print(f"\n{len(ran) - len(failed)} passed, {len(failed)} failed, {len(checks) - len(ran)} skipped")
         for c in failed:
             print(f"  {c.name}: look at {c.hint}")
-    return 1 if any(not c.ok for c in checks) else 0
+    if not ran:
+        areas = ", ".join(args.area or probes.AREAS)
+        print("netlab: probe: nothing was checked: " + (
+            f"every check was skipped ({plural(len(checks), 'check')}, each with its reason)" if checks
+            else f"the lab has nothing to check in {areas}"), file=sys.stderr)
+        return 1
+    return 1 if failed else 0
 
 
 class _Progress:

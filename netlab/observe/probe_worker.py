@@ -52,13 +52,23 @@ def op_udp(dst, port, message="hostname", timeout=2.0):
         s.close()
 
 
+def _source_for(dst):
+    """The source address the kernel picks for dst. scapy reads the routes itself and gets
+    flannel's `via 10.244.N.0 dev flannel.1 onlink` wrong (source 0.0.0.0: the kernel then
+    fills in flannel.1's /32, and the answer to it matches nothing scapy sent); a connected
+    UDP socket asks the kernel, sending nothing."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((dst, 9))
+        return s.getsockname()[0]
+
+
 def op_knock(dst, port, proto="tcp", timeout=2.0):
     """One packet made by scapy (a TCP SYN, or a UDP datagram) and the first answer to it:
     a SYN-ACK, a RST, a UDP reply, an ICMP error, or nothing."""
     from scapy.all import ICMP, IP, TCP, UDP, RandShort, sr1
     l4 = TCP(sport=RandShort(), dport=port, flags="S") if proto == "tcp" else UDP(sport=RandShort(), dport=port) / b"hostname"
     start = time.monotonic()
-    reply = sr1(IP(dst=dst) / l4, timeout=timeout, verbose=0)
+    reply = sr1(IP(src=_source_for(dst), dst=dst) / l4, timeout=timeout, verbose=0)
     out = {"elapsed": round(time.monotonic() - start, 3)}
     if reply is None:
         return {**out, "ok": False, "reply": "none"}
@@ -70,17 +80,46 @@ def op_knock(dst, port, proto="tcp", timeout=2.0):
     return {**out, "ok": True, "reply": "udp", "body": bytes(reply[UDP].payload).decode(errors="replace")}
 
 
-def op_dns(server, name, qtype="A", tcp=False, timeout=2.0):
+def op_dns(server, name, qtype="A", tcp=False, timeout=2.0, retry_tcp=True):
+    """One question, as a stub resolver asks it: over UDP, and again over TCP when the UDP
+    answer comes back truncated (TC=1: it did not fit in 512 bytes; RFC 1035 4.2.1, RFC 7766
+    section 5), unless retry_tcp is False. `tc` says the UDP answer was truncated,
+    `transport` which one the answers came over."""
     from dnslib import QTYPE, RCODE, DNSRecord
-    reply = DNSRecord.parse(DNSRecord.question(name, qtype).send(server, 53, tcp=tcp, timeout=timeout))
-    return {"ok": True, "rcode": RCODE.get(reply.header.rcode), "tc": bool(reply.header.tc),
+    question = DNSRecord.question(name, qtype).pack()
+    reply = DNSRecord.parse(_exchange(server, question, tcp, timeout))
+    truncated = not tcp and bool(reply.header.tc)
+    if truncated and retry_tcp:
+        reply = DNSRecord.parse(_exchange(server, question, True, timeout))
+        tcp = True
+    return {"ok": True, "rcode": RCODE.get(reply.header.rcode), "tc": truncated, "transport": "tcp" if tcp else "udp",
             "answers": [str(r.rdata) for r in reply.rr if r.rtype == getattr(QTYPE, qtype)]}
+
+
+def _exchange(server, message, tcp, timeout, port=53):
+    """One DNS message and its answer: a datagram, or over TCP both with their two-byte
+    length (RFC 1035 4.2.2). A peer that closes early is an error, not a wait."""
+    if not tcp:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(timeout)
+            s.connect((server, port))
+            s.send(message)
+            return s.recv(65535)
+    with socket.create_connection((server, port), timeout=timeout) as s:
+        s.sendall(len(message).to_bytes(2, "big") + message)
+        data = b""
+        while len(data) < 2 or len(data) < 2 + int.from_bytes(data[:2], "big"):
+            chunk = s.recv(65535)
+            if not chunk:
+                raise ConnectionError(f"{server} closed the connection after {len(data)} bytes")
+            data += chunk
+        return data[2:2 + int.from_bytes(data[:2], "big")]
 
 
 def op_ping(dst, size=84, df=False, timeout=2.0):
     """One ICMP echo of `size` bytes (the whole IP packet), optionally with DF set."""
     from scapy.all import ICMP, IP, Raw, sr1
-    pkt = IP(dst=dst, flags="DF" if df else 0) / ICMP(id=0x4E4C, seq=1)
+    pkt = IP(src=_source_for(dst), dst=dst, flags="DF" if df else 0) / ICMP(id=0x4E4C, seq=1)
     pkt = pkt / Raw(b"\x00" * max(0, size - 28))
     try:
         reply = sr1(pkt, timeout=timeout, verbose=0)

@@ -35,8 +35,12 @@ class _Worker:
     def call(self, op, **kwargs):
         with self.lock:
             self.ready()
-            self.proc.stdin.write(json.dumps({"op": op, **kwargs}) + "\n")
-            line = self.proc.stdout.readline()
+            try:
+                self.proc.stdin.write(json.dumps({"op": op, **kwargs}) + "\n")
+            except BrokenPipeError:          # the worker is gone: say so (the CLI's own stdout is another pipe)
+                line = ""
+            else:
+                line = self.proc.stdout.readline()
         if not line:
             raise NetlabError(f"probe worker in {self.netns} died")
         return json.loads(line)
@@ -89,7 +93,8 @@ class Prober:
         return self._worker(src).call("knock", dst=dst, port=port, proto=proto, **kw)
 
     def dns(self, src, server, name, qtype="A", tcp=False, **kw):
-        """One DNS query made with dnslib: the rcode and the answers' data."""
+        """One DNS query made with dnslib: the rcode and the answers' data. A truncated UDP
+        answer is asked again over TCP, as a resolver does (retry_tcp=False: not)."""
         return self._worker(src).call("dns", server=server, name=name, qtype=qtype, tcp=tcp, **kw)
 
     def ping(self, src, dst, size=84, df=False, **kw):
@@ -120,137 +125,248 @@ class _Capture:
 
 @dataclass
 class Check:
+    """One expectation checked on the live lab. A check that could not run (no pod to send
+    from, nothing there that answers) is kept, with `skipped` saying why: `ok` tells that
+    nothing failed, `result` tells pass, fail and skipped apart."""
     area: str
     name: str
     expected: str
     observed: str
     ok: bool
     hint: str = ""
+    skipped: str = ""
+
+    @property
+    def result(self):
+        return "skipped" if self.skipped else ("pass" if self.ok else "fail")
+
+
+def skip(area, name, expected, why):
+    return Check(area, name, expected, "", True, "", why)
+
+
+# The areas, as --area takes them, and their titles as the table prints them.
+TITLES = {"pods-same-node": "pods, same node", "pods-across-nodes": "pods, across nodes",
+          "pod-matrix": "pod matrix", "node-to-pod": "node to pod", "pod-to-node": "pod to node",
+          "overlay": "overlay", "egress": "egress", "services": "services", "dns": "dns",
+          "load-balancers": "load balancers", "ingress": "ingress"}
+AREAS = tuple(TITLES)
 
 
 def _ports(pod, proto):
     return [p for p, pr in agnhost.served_ports(pod) if pr == proto]
 
 
-def _probe_pods(state):
-    """One agnhost pod per node (the first), plus a second on the same node where there is one."""
+@dataclass(frozen=True)
+class Client:
+    """Where a check's packets start: a pod, or, where the lab has no pod, a node's own
+    namespace. A node's namespace is what a hostNetwork client pod on that node would use:
+    it reaches ClusterIPs (kube-proxy's OUTPUT hook) and pods (cni0, flannel.1) as a pod
+    does, so pod-to-Service checks need no scratch pod, which would take an address from
+    the node's range and a veth on its cni0. What only a pod source shows (no NAT between
+    pods, the source IP a backend sees, masquerade to the outside) is skipped instead."""
+    target: str          # what the Prober takes: NAMESPACE/NAME or a node
+    ip: str
+    node: str
+    pod: object = None   # the Pod; None for a node
+
+
+def _as_client(pod):
+    return Client(pod.key, pod.ip, pod.node, pod)
+
+
+def _running(state):
+    """Every pod that can send: it has an address on a node and its containers run. Per
+    node, the pods agnhost serves first (the lab's own workloads), then the others."""
+    from netlab.node.kubelet import pod_running
     by_node = {}
     for p in state.pods:
-        if _ports(p, "TCP") and _ports(p, "UDP"):
+        if p.ip and p.node and pod_running(p):
             by_node.setdefault(p.node, []).append(p)
-    return by_node
+    return {n: sorted(ps, key=lambda p: not agnhost.served_ports(p)) for n, ps in by_node.items()}
 
 
-def pod_to_pod(prober, state, a, b, area):
+def _client(state, by_node):
+    """One client for the checks that need one: the first running pod, else the first node."""
+    pods = [p for n in state.nodes for p in by_node.get(n.name, ())]
+    pods.sort(key=lambda p: not agnhost.served_ports(p))
+    if pods:
+        return _as_client(pods[0])
+    node = state.nodes[0]
+    return Client(node.name, node.ip, node.name)
+
+
+def _destination(pods, proto=None):
+    """The pod among `pods` that answers `proto` (agnhost's TCP or UDP port); for ICMP, any
+    pod answers (the kernel does), one that serves both preferred."""
+    if proto:
+        return next((p for p in pods if _ports(p, proto)), None)
+    return (next((p for p in pods if _ports(p, "TCP") and _ports(p, "UDP")), None)
+            or next((p for p in pods if agnhost.served_ports(p)), None) or (pods[0] if pods else None))
+
+
+def pod_to_pod(prober, state, a, others, area):
+    """ICMP, TCP and UDP from pod `a` to pods of one node (`others`): each protocol to a pod
+    that answers it, or skipped where none does."""
+    src = a.key
+    where = others[0].node
     out = []
-    target = f"{b.namespace}/{b.name}"
-    src = f"{a.namespace}/{a.name}"
+    b = _destination(others)
     r = prober.ping(src, b.ip)
-    out.append(Check(area, f"icmp {src} -> {target}", f"echo reply from {b.ip}",
+    out.append(Check(area, f"icmp {src} -> {b.key}", f"echo reply from {b.ip}",
                      r.get("src") or r.get("error") or "no reply", r["ok"] and r.get("src") == b.ip,
                      f"routes in {a.netns} and on {a.node}"))
-    r = prober.http(src, b.ip, _ports(b, "TCP")[0], "/clientip")
-    seen = r.get("body", r.get("error", "")).rsplit(":", 1)[0]
-    out.append(Check(area, f"tcp {src} -> {target}", f"served, client seen as {a.ip} (no NAT)",
-                     f"client seen as {seen}" if r["ok"] else r.get("error", f"HTTP {r.get('status')}"),
-                     r["ok"] and seen == a.ip, "FLANNEL-POSTRTG must RETURN pod-to-pod traffic"))
-    r = prober.udp(src, b.ip, _ports(b, "UDP")[0], "hostname")
-    out.append(Check(area, f"udp {src} -> {target}", f"answer {b.name}", r.get("body") or r.get("error", ""),
-                     r["ok"] and r.get("body") == b.name, f"agnhost log under {names.state_dir(state.lab)}/logs"))
+    expected = f"served, client seen as {a.ip} (no NAT)"
+    b = _destination(others, "TCP")
+    if b is None:
+        out.append(skip(area, f"tcp {src} -> a pod on {where}", expected,
+                        f"no {'other ' if where == a.node else ''}pod on {where} serves TCP (agnhost)"))
+    else:
+        r = prober.http(src, b.ip, _ports(b, "TCP")[0], "/clientip")
+        seen = r.get("body", r.get("error", "")).rsplit(":", 1)[0]
+        out.append(Check(area, f"tcp {src} -> {b.key}", expected,
+                         f"client seen as {seen}" if r["ok"] else r.get("error", f"HTTP {r.get('status')}"),
+                         r["ok"] and seen == a.ip, "FLANNEL-POSTRTG must RETURN pod-to-pod traffic"))
+    b = _destination(others, "UDP")
+    if b is None:
+        out.append(skip(area, f"udp {src} -> a pod on {where}", "the pod's name as the answer",
+                        f"no {'other ' if where == a.node else ''}pod on {where} serves UDP (agnhost)"))
+    else:
+        r = prober.udp(src, b.ip, _ports(b, "UDP")[0], "hostname")
+        out.append(Check(area, f"udp {src} -> {b.key}", f"answer {b.name}", r.get("body") or r.get("error", ""),
+                         r["ok"] and r.get("body") == b.name, f"agnhost log under {names.state_dir(state.lab)}/logs"))
     return out
 
 
-AREAS = ("pods, same node", "pods, across nodes", "pod matrix", "node to pod", "pod to node", "overlay",
-         "egress", "services", "dns", "load balancers", "ingress")
+def same_node_checks(prober, state, by_node):
+    area, out = "pods-same-node", []
+    for node in state.nodes:
+        pods = by_node.get(node.name, [])
+        if len(pods) < 2:
+            out.append(skip(area, f"pods on {node.name}", "pod to pod within the node",
+                            f"{pods[0].key} is the only pod on {node.name}" if pods else f"no pod runs on {node.name}"))
+            continue
+        b = _destination(pods)
+        a = next(p for p in pods if p is not b)
+        out += pod_to_pod(prober, state, a, [b] + [p for p in pods if p is not a and p is not b], area)
+    return out
 
 
-def suite(lab, areas=None):
-    """Kubernetes' network expectations, derived from the lab's objects and checked on the
-    live lab, the independent groups in parallel. `areas`: a subset of AREAS."""
-    from concurrent.futures import ThreadPoolExecutor
-    state = lab.state()
-    by_node = _probe_pods(state)
-    first = {n: pods[0] for n, pods in by_node.items()}
-    nodes = [n for n in state.nodes if n.name in first]
-    src = first[nodes[0].name] if nodes else None
-    wanted = set(areas or AREAS)
-    groups = {
-        "pods, same node": lambda p: [c for n in nodes if len(by_node[n.name]) > 1
-                                      for c in pod_to_pod(p, state, by_node[n.name][0], by_node[n.name][1],
-                                                          "pods, same node")],
-        "pods, across nodes": lambda p: [c for a, b in zip(nodes, nodes[1:] + nodes[:1]) if a is not b
-                                         for c in pod_to_pod(p, state, first[a.name], first[b.name],
-                                                             "pods, across nodes")],
-        "pod matrix": lambda p: matrix_checks(p, state, [pods[0] for pods in by_node.values()]),
-        "node to pod": lambda p: node_to_pod(p, state, nodes, by_node),
-        "pod to node": lambda p: pod_to_node(p, state, src) if src else [],
-        "overlay": lambda p: overlay_checks(p, state, first[nodes[0].name], first[nodes[1].name]) if len(nodes) > 1 else [],
-        "egress": lambda p: egress_check(p, state, src) if src else [],
-        "services": lambda p: service_checks(p, state, src) if src else [],
-        "dns": lambda p: dns_checks(p, state, src) if src else [],
-        "load balancers": lambda p: lb_checks(p, state),
-        "ingress": lambda p: ingress_checks(p, state),
-    }
-    pods = {f"{p.namespace}/{p.name}" for ps in by_node.values() for p in ps[:2]}
-    sources = {"pods, same node": pods, "pods, across nodes": pods, "pod matrix": pods,
-               "node to pod": {n.name for n in nodes}, "pod to node": pods, "overlay": pods | {"lan"},
-               "egress": pods | {"external"}, "services": pods | {state.nodes[0].name}, "dns": pods,
-               "load balancers": {"external"}, "ingress": {"external", state.nodes[0].name}}
-    with lab.prober() as prober:
-        # Workers import scapy (about a second each): start the ones needed at once.
-        prober.start(*set().union(*(sources[a] for a in wanted)))
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            results = {area: pool.submit(fn, prober) for area, fn in groups.items() if area in wanted}
-            return [c for area in AREAS if area in results for c in results[area].result()]
+def _with_pods(state, by_node):
+    return [n for n in state.nodes if by_node.get(n.name)]
 
 
-def node_to_pod(prober, state, nodes, by_node):
+def _cross_node_reason(state, by_node):
+    """Why no path between pods of two nodes can be checked, or None when one can."""
+    nodes = _with_pods(state, by_node)
+    if not nodes:
+        return "no pod is running"
+    if len(nodes) == 1:
+        return f"only {nodes[0].name} has pods: a path across nodes needs pods on two"
+    return None
+
+
+def across_nodes_checks(prober, state, by_node):
+    area = "pods-across-nodes"
+    why = _cross_node_reason(state, by_node)
+    if why:
+        return [skip(area, "pods across nodes", "pod to pod between nodes", why)]
+    nodes = _with_pods(state, by_node)
     out = []
-    for node in nodes:
-        for pod in by_node[node.name][:2]:
-            r = prober.http(node.name, pod.ip, _ports(pod, "TCP")[0], "/hostname")
-            out.append(Check("node to pod", f"tcp {node.name} -> {pod.namespace}/{pod.name}", f"answer {pod.name}",
-                             r.get("body") or r.get("error", ""), r["ok"] and r.get("body") == pod.name,
-                             f"cni0 in {node.name}"))
+    for a, b in zip(nodes, nodes[1:] + nodes[:1]):
+        out += pod_to_pod(prober, state, by_node[a.name][0], by_node[b.name], area)
+    out += [skip(area, f"pods on {n.name}", "pod to pod between nodes", f"no pod runs on {n.name}")
+            for n in state.nodes if n not in nodes]
     return out
 
 
-def pod_to_node(prober, state, pod):
+def node_to_pod(prober, state, by_node):
+    """Each node to its own pods (through cni0) and to a pod of another node (through
+    flannel.1): TCP where the pod serves it, ICMP otherwise."""
+    area, out = "node-to-pod", []
+    nodes = _with_pods(state, by_node)
+    for i, node in enumerate(state.nodes):
+        local = by_node.get(node.name, [])
+        targets = [p for p in local if _ports(p, "TCP")][:2] or local[:1]
+        if not targets:
+            out.append(skip(area, f"{node.name} -> a pod on {node.name}", "an answer", f"no pod runs on {node.name}"))
+        out += [_node_pod(prober, node, pod, f"cni0 in {node.name}") for pod in targets]
+        others = [n for n in state.nodes[i + 1:] + state.nodes[:i] if n in nodes]
+        if not others:
+            out.append(skip(area, f"{node.name} -> a pod on another node", "an answer", "no pod runs on another node"))
+            continue
+        pods = by_node[others[0].name]
+        pod = _destination(pods, "TCP") or _destination(pods)
+        out.append(_node_pod(prober, node, pod, f"the route to {pod.node}'s podCIDR via flannel.1 in {node.name}"))
+    return out
+
+
+def _node_pod(prober, node, pod, hint):
+    if _ports(pod, "TCP"):
+        r = prober.http(node.name, pod.ip, _ports(pod, "TCP")[0], "/hostname")
+        return Check("node-to-pod", f"tcp {node.name} -> {pod.key}", f"answer {pod.name}",
+                     r.get("body") or r.get("error", ""), r["ok"] and r.get("body") == pod.name, hint)
+    r = prober.ping(node.name, pod.ip)
+    return Check("node-to-pod", f"icmp {node.name} -> {pod.key}", f"echo reply from {pod.ip}",
+                 r.get("src") or r.get("error") or "no reply", r["ok"] and r.get("src") == pod.ip, hint)
+
+
+def pod_to_node(prober, state, client):
     """A pod reaches every node: kube-proxy's :10256/healthz answers on each."""
     out = []
     for node in state.nodes:
-        r = prober.http(f"{pod.namespace}/{pod.name}", node.ip, 10256, "/healthz")
-        out.append(Check("pod to node", f"tcp {pod.namespace}/{pod.name} -> {node.name}:10256", "HTTP 200",
+        name = f"tcp {client.target if client.pod else 'a pod'} -> {node.name}:10256"
+        if client.pod is None:
+            out.append(skip("pod-to-node", name, "HTTP 200", "no pod is running to send from"))
+            continue
+        r = prober.http(client.target, node.ip, 10256, "/healthz")
+        out.append(Check("pod-to-node", name, "HTTP 200",
                          f"HTTP {r['status']}" if "status" in r else r.get("error", ""), r["ok"],
                          f"the pod's default route via cni0, and {node.name}'s eth0"))
     return out
 
 
-def matrix_checks(prober, state, pods):
-    """TCP from every probe pod to every other: the reachability matrix."""
+def matrix_checks(prober, state, by_node):
+    """TCP from one pod per node to every other: the reachability matrix."""
+    why = _cross_node_reason(state, by_node)
+    if why:
+        return [skip("pod-matrix", "pod matrix", "TCP between pods of every two nodes", why)]
+    pods = [_destination(by_node[n.name], "TCP") or by_node[n.name][0] for n in _with_pods(state, by_node)]
     out = []
     for a in pods:
         for b in pods:
             if a is b:
                 continue
-            r = prober.http(f"{a.namespace}/{a.name}", b.ip, _ports(b, "TCP")[0], "/hostname", timeout=1.5)
-            out.append(Check("pod matrix", f"{a.namespace}/{a.name} -> {b.namespace}/{b.name}", "reached",
+            name = f"{a.key} -> {b.key}"
+            if not _ports(b, "TCP"):
+                out.append(skip("pod-matrix", name, "reached", f"no pod on {b.node} serves TCP (agnhost)"))
+                continue
+            r = prober.http(a.key, b.ip, _ports(b, "TCP")[0], "/hostname", timeout=1.5)
+            out.append(Check("pod-matrix", name, "reached",
                              "reached" if r.get("body") == b.name else r.get("error", "no answer"),
                              r.get("body") == b.name, f"routes and flannel.1 between {a.node} and {b.node}"))
     return out
 
 
 def matrix(checks):
-    """The pod matrix checks as rows of ✓ and ✗, for the CLI."""
-    cells = {tuple(c.name.split(" -> ")): c.ok for c in checks if c.area == "pod matrix"}
+    """The pod matrix checks as rows of ✓, ✗ and - (skipped), for the CLI."""
+    cells = {tuple(c.name.split(" -> ")): ("-" if c.skipped else "✓" if c.ok else "✗")
+             for c in checks if c.area == "pod-matrix" and " -> " in c.name}
     pods = sorted({a for a, _ in cells} | {b for _, b in cells})
-    rows = [[a] + [("·" if a == b else ("✓" if cells.get((a, b)) else "✗")) for b in pods] for a in pods]
+    rows = [[a] + [("·" if a == b else cells.get((a, b), "✗")) for b in pods] for a in pods]
     return ["from \\ to"] + [p.split("/")[-1] for p in pods], rows
 
 
-def overlay_checks(prober, state, a, b):
-    src = f"{a.namespace}/{a.name}"
-    na, nb = state.node(a.node), state.node(b.node)
+def overlay_checks(prober, state, by_node):
+    mtu = flannel.mtu(state.cluster)
+    why = _cross_node_reason(state, by_node)
+    if why:
+        return [skip("overlay", "vxlan encapsulation", f"udp/{flannel.PORT} vni {flannel.VNI} between nodes", why),
+                skip("overlay", f"mtu {mtu} DF", "echo reply (fits the overlay)", why),
+                skip("overlay", f"mtu {mtu + 1} DF", f"refused: fragmentation needed, mtu {mtu}", why)]
+    na, nb = _with_pods(state, by_node)[:2]
+    a, b = by_node[na.name][0], _destination(by_node[nb.name])
+    src = a.key
     checks = []
     with prober.capture("lan", names.LAN_BRIDGE, f"udp port {flannel.PORT}") as cap:
         prober.ping(src, b.ip)
@@ -260,7 +376,6 @@ def overlay_checks(prober, state, a, b):
     expected = f"{na.ip} -> {nb.ip} udp/{flannel.PORT} vni {flannel.VNI} [{a.ip} -> {b.ip}]"
     checks.append(Check("overlay", f"vxlan encapsulation {a.node} -> {b.node}", expected, seen, seen == expected,
                         f"flannel.1 FDB in {a.node}: bridge fdb show dev flannel.1"))
-    mtu = flannel.mtu(state.cluster)
     r = prober.ping(src, b.ip, size=mtu, df=True)
     checks.append(Check("overlay", f"mtu {mtu} DF {src} -> {b.ip}", "echo reply (fits the overlay)",
                         "echo reply" if r["ok"] else str(r), r["ok"], "underlay MTU must be flannel MTU + 50"))
@@ -271,185 +386,363 @@ def overlay_checks(prober, state, a, b):
     return checks
 
 
-def egress_check(prober, state, pod):
-    src = f"{pod.namespace}/{pod.name}"
-    node = state.node(pod.node)
+def egress_check(prober, state, client):
     outside = ipam.lan_external_ip(state.cluster.lan_cidr)
+    if client.pod is None:
+        return [skip("egress", f"icmp a pod -> external {outside}", "reply; seen outside as the node",
+                     "no pod is running to send from")]
+    node = state.node(client.node)
     with prober.capture("external", names.UPLINK, "icmp") as cap:
-        r = prober.ping(src, outside)
+        r = prober.ping(client.target, outside)
     sources = sorted({p["src"] for p in cap.packets if p.get("icmp_type") == 8})
-    return [Check("egress", f"icmp {src} -> external {outside}", f"reply; seen outside as node {node.ip}",
+    return [Check("egress", f"icmp {client.target} -> external {outside}", f"reply; seen outside as node {node.ip}",
                   f"{'reply' if r['ok'] else 'no reply'}; seen as {', '.join(sources) or 'nothing'}",
                   r["ok"] and sources == [node.ip], "FLANNEL-POSTRTG MASQUERADE in the node's nat table")]
 
 
 def _backends(state, svc, port):
-    """Names of the ready pods behind one service port, and whether agnhost answers there
-    (the API server's own endpoint and CoreDNS's pods speak other protocols)."""
+    """The ready pods behind one service port (their names), and what serves them: "agnhost"
+    when agnhost answers there, else the image of the first that it does not serve."""
     ep = state.endpoints_of(svc)
     pods = {(a.pod, p.port) for s in (ep.subsets if ep else ()) for p in s.ports
             if p.name == port.name and p.protocol == port.protocol for a in s.addresses}
-    agnhost_ = all(a and (n, port.protocol) in agnhost.served_ports(state.pod(svc.namespace, a)) for a, n in pods)
-    return {a for a, _ in pods}, agnhost_
+    for name, number in sorted(pods, key=lambda x: (x[0] or "", x[1])):
+        pod = next((p for p in state.pods if p.namespace == svc.namespace and p.name == name), None)
+        if pod is None or (number, port.protocol) not in agnhost.served_ports(pod):
+            return {a for a, _ in pods}, (pod.template.containers[0].image if pod else "no pod")
+    return {a for a, _ in pods}, "agnhost"
 
 
-def service_checks(prober, state, pod):
-    """kube-proxy's paths: each Service port from a pod by its ClusterIP, each TCP NodePort
-    from the external client through every node; a Service without endpoints refuses."""
-    from netlab.node.proxy import iptables as kube_proxy
-    src = f"{pod.namespace}/{pod.name}"
-    outside = ipam.lan_external_ip(state.cluster.lan_cidr)
-    checks = []
-    for svc in state.services:
-        if not kube_proxy.proxied(svc) or svc.selector is None:
-            continue
-        for port in svc.ports:
-            name = f"{svc.key}:{port.name or port.port}/{port.protocol}"
-            backends, speaks_netexec = _backends(state, svc, port)
-            if backends and not speaks_netexec:
-                continue
-            hint = f"KUBE-SERVICES and KUBE-SVC chains: netlab iptables {pod.node} -t nat"
-            if not backends:
-                if port.protocol == "TCP":
-                    r = prober.knock(src, svc.cluster_ip, port.port)
-                    seen = f"icmp {r.get('type')}/{r.get('code')}" if r.get("reply") == "icmp" else r.get("reply", "")
-                    checks.append(Check("services", f"{name} without endpoints from {src}",
-                                        "icmp 3/3 (port unreachable) at once", seen, seen == "icmp 3/3",
-                                        "the REJECT rule in the filter table's KUBE-SERVICES"))
-                continue
-            r = (prober.http(src, svc.cluster_ip, port.port) if port.protocol == "TCP"
-                 else prober.udp(src, svc.cluster_ip, port.port, "hostname"))
-            reached = r["ok"] and r.get("body") in backends
-            checks.append(Check("services", f"{name} cluster IP from {src}", "a backend answers",
-                                r.get("body") or r.get("error", ""), reached, hint))
-            if port.protocol == "TCP" and reached:          # the rest builds on this path
-                checks += _service_tcp_checks(prober, state, pod, svc, port, name, backends, hint)
-            if port.node_port and port.protocol == "TCP":
-                local = svc.external_traffic_policy == "Local"
-                for node in state.nodes:
-                    has_local = any(p.node == node.name and p.name in backends for p in state.pods)
-                    if local and not has_local:
-                        continue
-                    r = prober.http("external", node.ip, port.node_port, "/clientip")
-                    seen = r.get("body", r.get("error", "")).rsplit(":", 1)[0]
-                    expected = f"client seen as {outside}" if local else f"client not seen as {outside} (SNAT by the node)"
-                    ok = r["ok"] and ((seen == outside) if local else (seen != outside))
-                    checks.append(Check("services", f"{name} node port {node.ip}:{port.node_port} from external",
-                                        expected, f"client seen as {seen}" if r["ok"] else seen, ok,
-                                        f"KUBE-NODEPORTS and KUBE-EXT chains: netlab iptables {node.name} -t nat"))
-    return checks
-
-
-def dns_checks(prober, state, pod):
-    return _dns_kubernetes(prober, state, pod) + _dns_service_checks(prober, state, f"{pod.namespace}/{pod.name}")
-
-
-def _dns_kubernetes(prober, state, pod):
-    """The cluster's DNS from a pod, over UDP and TCP, through the kube-dns ClusterIP."""
+def _kube_dns(state):
     from netlab.addons import coredns
-    src = f"{pod.namespace}/{pod.name}"
-    server = coredns.dns_ip(state.cluster)
-    name = f"kubernetes.default.svc.{coredns.DOMAIN}"
-    expected = state.service("default", "kubernetes").cluster_ip
-    checks = []
-    for tcp in (False, True):
-        r = prober.dns(src, server, name, "A", tcp=tcp)
-        seen = ", ".join(r.get("answers", [])) or r.get("rcode") or r.get("error", "")
-        checks.append(Check("dns", f"{name} A over {'tcp' if tcp else 'udp'} from {src}", expected, seen,
-                            r["ok"] and r.get("answers") == [expected],
-                            "the coredns pods (netlab get pods -n kube-system) and the kube-dns chains"))
-    return checks
+    return next((s for s in state.services if s.cluster_ip == coredns.dns_ip(state.cluster)), None)
 
 
-def _service_tcp_checks(prober, state, pod, svc, port, name, backends, hint):
-    """What Kubernetes' e2e tests ask of a TCP service port beyond one answer."""
-    from netlab.addons import coredns
-    src = f"{pod.namespace}/{pod.name}"
+@dataclass
+class _Followup:
+    """A check that builds on a path checked before it: run when that path answered,
+    skipped (with the reason) when it did not."""
+    name: str
+    expected: str
+    hint: str
+    run: object = None       # () -> (observed, ok)
+    skip: str = ""
+
+
+def _settle(area, followups, unreachable=""):
     out = []
-    sticky_self = svc.session_affinity == "ClientIP" and pod.name in backends
-    if backends != {pod.name} and not sticky_self:
-        # The source may be a backend too: an answer from itself comes back masqueraded
-        # (hairpin), so it asks until another backend answers (affinity would pin it).
-        for _ in range(10 if pod.name in backends else 1):
-            r = prober.http(src, svc.cluster_ip, port.port, "/clientip")
-            seen = r.get("body", r.get("error", "")).rsplit(":", 1)[0]
-            if seen == pod.ip:
-                break
-        out.append(Check("services", f"{name} source IP from {src}", f"the backend sees {pod.ip}", seen,
-                         r["ok"] and seen == pod.ip, "KUBE-SVC's masquerade rule must spare pod sources"))
-    fqdn = f"{svc.name}.{svc.namespace}.svc.{coredns.DOMAIN}"
-    d = prober.dns(src, coredns.dns_ip(state.cluster), fqdn)
-    ip = (d.get("answers") or [None])[0]
-    r = prober.http(src, ip, port.port) if ip else {"ok": False, "error": f"{fqdn} did not resolve"}
-    out.append(Check("services", f"{name} by name {fqdn}", "resolves to the cluster IP and a backend answers",
-                     r.get("body") or r.get("error", ""), ip == svc.cluster_ip and r["ok"] and r.get("body") in backends,
-                     "the coredns pods, then the cluster IP's chains"))
-    if svc.session_affinity == "ClientIP":
-        seen = {prober.http(src, svc.cluster_ip, port.port).get("body") for _ in range(10)}
-        out.append(Check("services", f"{name} ClientIP affinity", "one backend for 10 requests", ", ".join(sorted(map(str, seen))),
-                         len(seen) == 1 and seen <= backends, "the recent-match rules of the KUBE-SVC chain"))
-    elif len(backends) > 1:
-        tries, seen = 15 * len(backends), set()
-        for _ in range(tries):
-            answer = prober.http(src, svc.cluster_ip, port.port)
-            if not answer["ok"] or backends <= seen:
-                break
-            seen.add(answer.get("body"))
-        out.append(Check("services", f"{name} load spread", f"all {len(backends)} backends within {tries} requests",
-                         f"{len(seen & backends)} answered", backends <= seen, "the probabilities in the KUBE-SVC chain"))
-    if port.node_port and svc.external_traffic_policy != "Local":
-        node = state.nodes[0]
-        for who in (src, node.name):
-            r = prober.http(who, node.ip, port.node_port)
-            out.append(Check("services", f"{name} node port {node.ip}:{port.node_port} from {who}", "a backend answers",
-                             r.get("body") or r.get("error", ""), r["ok"] and r.get("body") in backends,
-                             f"KUBE-NODEPORTS on {node.name}"))
-    member = next((p for p in state.pods if p.name in backends and _ports(p, "TCP")), None)
-    if member is not None and svc.session_affinity != "ClientIP":
-        who = f"{member.namespace}/{member.name}"
-        hit = any(prober.http(who, svc.cluster_ip, port.port).get("body") == member.name for _ in range(10 * len(backends)))
-        out.append(Check("services", f"{name} hairpin from {who}", "the pod reaches itself through the Service",
-                         "reached itself" if hit else "never answered by itself", hit,
-                         "hairpin mode on its veth and KUBE-SEP's masquerade for its own address"))
+    for f in followups:
+        why = f.skip or unreachable
+        if why:
+            out.append(skip(area, f.name, f.expected, why))
+        else:
+            observed, ok = f.run()
+            out.append(Check(area, f.name, f.expected, observed, ok, f.hint))
     return out
 
 
-def _dns_service_checks(prober, state, src):
-    from netlab.addons import coredns
+def service_checks(prober, state, client):
+    """kube-proxy's paths: each Service port from a client by its ClusterIP, then what builds
+    on it; each NodePort from the external client through every node; a Service without
+    endpoints refuses."""
+    from netlab.node.proxy import iptables as kube_proxy
+    dns = _kube_dns(state)
+    checks = []
+    for svc in state.services:
+        if svc.type == "ExternalName" or svc.cluster_ip in (None, "None"):
+            continue                                # no cluster IP: the dns area asks for its records
+        if not kube_proxy.proxied(svc):
+            label = next(k for k in kube_proxy.NO_PROXY_LABELS if k in svc.labels)
+            why = f"its {label} label leaves it to another proxy than kube-proxy"
+            checks += [skip("services", f"{svc.key}:{port.name or port.port}/{port.protocol} cluster IP from "
+                            f"{client.target}", "a backend answers", why) for port in svc.ports]
+            continue
+        for port in svc.ports:
+            checks += _service_port_checks(prober, state, client, svc, port, svc is dns)
+    return checks
+
+
+def _service_port_checks(prober, state, client, svc, port, is_dns):
+    area = "services"
+    src = client.target
+    name = f"{svc.key}:{port.name or port.port}/{port.protocol}"
+    hint = f"KUBE-SERVICES and KUBE-SVC chains: netlab iptables {client.node} -t nat"
+    if svc.selector is None:
+        why = ("its endpoint is the API server, which netlab does not run" if svc.key == "default/kubernetes"
+               else "it has no selector: its endpoints are not the endpoints controller's")
+        return [skip(area, f"{name} cluster IP from {src}", "a backend answers", why)]
+    backends, server = _backends(state, svc, port)
+    if not backends:
+        return _without_endpoints(prober, state, client, svc, port, name)
+    if server != "agnhost":
+        if is_dns and port.port == 53:
+            return []                           # the dns area asks kube-dns itself, over UDP and TCP
+        if is_dns and port.protocol == "TCP":   # CoreDNS's Prometheus metrics
+            r = prober.http(src, svc.cluster_ip, port.port, "/metrics")
+            return [Check(area, f"{name} cluster IP from {src}", "HTTP 200 with coredns_dns_requests_total",
+                          f"HTTP {r['status']}" if "status" in r else r.get("error", ""),
+                          r["ok"] and "coredns_dns_requests_total" in r.get("body", ""), hint)]
+        from netlab.controllers import kubeadm
+        why = ("the ingress area checks the controller, through its node port"
+               if svc.namespace == kubeadm.INGRESS_NAMESPACE
+               else f"its endpoints run {server}, which answers none of the probe's requests")
+        return [skip(area, f"{name} cluster IP from {src}", "a backend answers", why)]
+    if port.protocol == "TCP":
+        r = prober.http(src, svc.cluster_ip, port.port)
+    else:
+        r = prober.udp(src, svc.cluster_ip, port.port, "hostname")
+    reached = r["ok"] and r.get("body") in backends
+    checks = [Check(area, f"{name} cluster IP from {src}", "a backend answers", r.get("body") or r.get("error", ""),
+                    reached, hint)]
+    if port.protocol == "TCP":
+        checks += _settle(area, _service_tcp_followups(prober, state, client, svc, port, name, backends, hint),
+                          "" if reached else f"{name} unreachable from {src}")
+    if port.node_port:
+        checks += _node_port_checks(prober, state, svc, port, name, backends)
+    return checks
+
+
+def _without_endpoints(prober, state, client, svc, port, name):
+    """No ready endpoint: kube-proxy's REJECT answers at once, from inside (the cluster IP)
+    and from outside (a node port), with ICMP port unreachable. From a node's own namespace
+    the REJECT is in OUTPUT, and the kernel tells the socket itself: a TCP connect is refused
+    (the ICMP error comes back to it), a UDP send fails with EPERM (the datagram is dropped
+    on its way out)."""
+    proto = port.protocol.lower()
     out = []
+    hint = "the REJECT rule in the filter table's KUBE-SERVICES"
+    check_name = f"{name} without endpoints from {client.target}"
+    targets = []
+    if client.pod is None:
+        if port.protocol == "TCP":
+            r = prober.http(client.target, svc.cluster_ip, port.port)
+            expected, refused = "connection refused at once", "ConnectionRefusedError"
+        else:
+            r = prober.udp(client.target, svc.cluster_ip, port.port)
+            expected, refused = "send refused (EPERM) at once", "PermissionError"
+        seen = r.get("error") or f"answered: {r.get('body') or r.get('status')}"
+        out.append(Check("services", check_name, expected, seen, seen.startswith(refused + ":"), hint))
+    else:
+        targets.append((check_name, client.target, svc.cluster_ip, port.port, hint))
+    if port.node_port:
+        node = state.nodes[0]
+        targets.append((f"{name} node port {node.ip}:{port.node_port} without endpoints from external", "external",
+                        node.ip, port.node_port, f"the REJECT rule in KUBE-EXTERNAL-SERVICES on {node.name}"))
+    for check_name, who, ip, number, hint in targets:
+        r = prober.knock(who, ip, number, proto)
+        seen = (f"icmp {r.get('type')}/{r.get('code')}" if r.get("reply") == "icmp"
+                else r.get("reply", r.get("error", "")))
+        out.append(Check("services", check_name, "icmp 3/3 (port unreachable) at once", seen, seen == "icmp 3/3", hint))
+    return out
+
+
+def _node_port_checks(prober, state, svc, port, name, backends):
+    """A node port from the external client through every node: SNATed by the node
+    (policy Cluster); for policy Local, the client's address kept where a backend runs and
+    the packet dropped where none does."""
+    outside = ipam.lan_external_ip(state.cluster.lan_cidr)
+    local = svc.external_traffic_policy == "Local"
+    out = []
+    for node in state.nodes:
+        check_name = f"{name} node port {node.ip}:{port.node_port} from external"
+        chains = f"KUBE-NODEPORTS and KUBE-EXT chains: netlab iptables {node.name} -t nat"
+        has_local = any(p.node == node.name and p.name in backends and p.namespace == svc.namespace for p in state.pods)
+        if local and not has_local:
+            r = prober.knock("external", node.ip, port.node_port, port.protocol.lower(), timeout=1.0)
+            seen = "no answer" if r.get("reply") == "none" else (r.get("reply") or r.get("error", ""))
+            out.append(Check("services", check_name, f"no answer: no local endpoint on {node.name}", seen,
+                             r.get("reply") == "none", f"the DROP rule in KUBE-EXTERNAL-SERVICES on {node.name}"))
+            continue
+        if port.protocol == "UDP":
+            r = prober.udp("external", node.ip, port.node_port, "clientip")
+        else:
+            r = prober.http("external", node.ip, port.node_port, "/clientip")
+        seen = r.get("body", r.get("error", "")).rsplit(":", 1)[0]
+        expected = f"client seen as {outside}" if local else f"client not seen as {outside} (SNAT by the node)"
+        ok = r["ok"] and bool(r.get("body")) and ((seen == outside) if local else (seen != outside))
+        out.append(Check("services", check_name, expected, f"client seen as {seen}" if r["ok"] else seen, ok, chains))
+    return out
+
+
+def _service_tcp_followups(prober, state, client, svc, port, name, backends, hint):
+    """What Kubernetes' e2e tests ask of a TCP service port beyond one answer, in the order
+    they run; each names what it expects even when it cannot run."""
+    from netlab.addons import coredns
+    src, pod = client.target, client.pod
+    out = []
+    # Asked many times: a backend answers in milliseconds, one cut off (a partition) never
+    # does, so each try waits briefly; a slow answer is one of many tries, not the verdict.
+    timeout = 0.5
+    sticky = svc.session_affinity == "ClientIP"
+
+    expected = f"the backend sees {client.ip}"
+    if pod is None:
+        out.append(_Followup(f"{name} source IP from {src}", expected, "", skip=(
+            f"the client is node {src} (no pod is running): kube-proxy masquerades what is not from a pod")))
+    elif backends == {pod.name} or (sticky and pod.name in backends):
+        out.append(_Followup(f"{name} source IP from {src}", expected, "", skip=(
+            f"{src} can only reach itself through the Service, and that hairpin traffic is masqueraded")))
+    else:
+        def source_ip():
+            # The source may be a backend too: an answer from itself comes back masqueraded
+            # (hairpin), so it asks until another backend answers (affinity would pin it).
+            for _ in range(10 if pod.name in backends else 1):
+                r = prober.http(src, svc.cluster_ip, port.port, "/clientip", timeout=timeout)
+                seen = r.get("body", r.get("error", "")).rsplit(":", 1)[0]
+                if seen == pod.ip:
+                    break
+            return seen, r["ok"] and seen == pod.ip
+        out.append(_Followup(f"{name} source IP from {src}", expected,
+                             "KUBE-SVC's masquerade rule must spare pod sources", source_ip))
+
+    fqdn = f"{svc.name}.{svc.namespace}.svc.{coredns.DOMAIN}"
+    no_dns = _no_dns(state)
+
+    def by_name():
+        d = prober.dns(src, coredns.dns_ip(state.cluster), fqdn)
+        ip = (d.get("answers") or [None])[0]
+        r = prober.http(src, ip, port.port) if ip else {"ok": False, "error": f"{fqdn} did not resolve"}
+        return r.get("body") or r.get("error", ""), ip == svc.cluster_ip and r["ok"] and r.get("body") in backends
+    out.append(_Followup(f"{name} by name {fqdn}", "resolves to the cluster IP and a backend answers",
+                         "the coredns pods, then the cluster IP's chains", by_name, skip=no_dns))
+
+    if sticky:
+        def affinity():
+            seen = {prober.http(src, svc.cluster_ip, port.port, timeout=timeout).get("body") for _ in range(10)}
+            return ", ".join(sorted(map(str, seen))), len(seen) == 1 and seen <= backends
+        out.append(_Followup(f"{name} ClientIP affinity", "one backend for 10 requests",
+                             "the recent-match rules of the KUBE-SVC chain", affinity))
+    elif len(backends) > 1:
+        tries = 10 * len(backends)
+
+        def spread():
+            # Every try counted, a timeout too: asking stops when every backend has answered,
+            # after `tries`, or after twice as many unanswered tries as there are backends
+            # (enough to have seen each backend that does answer).
+            seen, answered, asked = set(), 0, 0
+            while asked < tries and not backends <= seen and asked - answered < 2 * len(backends):
+                r = prober.http(src, svc.cluster_ip, port.port, timeout=timeout)
+                asked += 1
+                if r["ok"] and r.get("body") in backends:
+                    answered += 1
+                    seen.add(r["body"])
+            return (f"{len(seen)} of {len(backends)} backends answered ({answered} of {asked} requests)",
+                    backends <= seen)
+        out.append(_Followup(f"{name} load spread", f"all {len(backends)} backends within {tries} requests",
+                             "the probabilities in the KUBE-SVC chain", spread))
+
+    if port.node_port and svc.external_traffic_policy != "Local":
+        node = state.nodes[0]
+        for who in dict.fromkeys((src, node.name)):
+            def node_port(who=who):
+                r = prober.http(who, node.ip, port.node_port)
+                return r.get("body") or r.get("error", ""), r["ok"] and r.get("body") in backends
+            out.append(_Followup(f"{name} node port {node.ip}:{port.node_port} from {who}", "a backend answers",
+                                 f"KUBE-NODEPORTS on {node.name}", node_port))
+
+    member = next((p for p in state.pods if p.namespace == svc.namespace and p.name in backends and _ports(p, "TCP")),
+                  None)
+    if member is not None:
+        who = member.key
+        check_name, expected = f"{name} hairpin from {who}", "the pod reaches itself through the Service"
+        if sticky:
+            out.append(_Followup(check_name, expected, "", skip="ClientIP affinity pins the pod to one backend"))
+        else:
+            def hairpin():
+                hit = any(prober.http(who, svc.cluster_ip, port.port, timeout=timeout).get("body") == member.name
+                          for _ in range(10 * len(backends)))
+                return "reached itself" if hit else "never answered by itself", hit
+            out.append(_Followup(check_name, expected,
+                                 "hairpin mode on its veth and KUBE-SEP's masquerade for its own address", hairpin))
+    return out
+
+
+def _no_dns(state):
+    """Why the cluster has no DNS to ask, or "" when kube-dns has a ready endpoint."""
+    dns = _kube_dns(state)
+    ep = state.endpoints_of(dns) if dns else None
+    if dns is None:
+        return "there is no kube-dns Service"
+    if not any(s.addresses for s in (ep.subsets if ep else ())):
+        return f"{dns.key} has no ready endpoint"
+    return ""
+
+
+def dns_checks(prober, state, client):
+    """The cluster's DNS from the client, through the kube-dns ClusterIP: kubernetes.default
+    over UDP and TCP, every headless Service's ready addresses, every ExternalName's CNAME.
+    Without a kube-dns endpoint each is skipped."""
+    from netlab.addons import coredns
+    src = client.target
     server = coredns.dns_ip(state.cluster)
+    why = _no_dns(state)
+    checks = []
+    name = f"kubernetes.default.svc.{coredns.DOMAIN}"
+    expected = state.service("default", "kubernetes").cluster_ip
+    for tcp in (False, True):
+        check_name = f"{name} A over {'tcp' if tcp else 'udp'} from {src}"
+        if why:
+            checks.append(skip("dns", check_name, expected, why))
+            continue
+        r = prober.dns(src, server, name, "A", tcp=tcp, retry_tcp=False)
+        seen = ", ".join(r.get("answers", [])) or r.get("rcode") or r.get("error", "")
+        checks.append(Check("dns", check_name, expected, seen, r["ok"] and r.get("answers") == [expected],
+                            "the coredns pods (netlab get pods -n kube-system) and the kube-dns chains"))
     for svc in state.services:
         fqdn = f"{svc.name}.{svc.namespace}.svc.{coredns.DOMAIN}"
         if svc.headless:
             ep = state.endpoints_of(svc)
             ready = sorted({a.ip for s in (ep.subsets if ep else ()) for a in s.addresses})
-            r = prober.dns(src, server, fqdn)
+            if why:
+                checks.append(skip("dns", f"headless {fqdn}", _listed(ready) or "NXDOMAIN", why))
+                continue
+            r = prober.dns(src, server, fqdn)          # a truncated UDP answer is asked again over TCP
             seen = sorted(r.get("answers", [])) if r.get("rcode") == "NOERROR" else r.get("rcode") or r.get("error")
-            out.append(Check("dns", f"headless {fqdn}", ", ".join(ready) or "NXDOMAIN",
-                             ", ".join(seen) if isinstance(seen, list) else str(seen),
-                             seen == ready if ready else seen == "NXDOMAIN", "the endpoints' readiness, then CoreDNS"))
+            observed = _listed(seen) if isinstance(seen, list) else str(seen)
+            if r.get("tc"):
+                observed += " (over TCP: the UDP answer was truncated)"
+            checks.append(Check("dns", f"headless {fqdn}", _listed(ready) or "NXDOMAIN", observed,
+                                seen == ready if ready else seen == "NXDOMAIN",
+                                "the endpoints' readiness, then CoreDNS"))
         elif svc.type == "ExternalName":
-            r = prober.dns(src, server, fqdn, "CNAME")
             expected = svc.external_name.rstrip(".") + "."
+            if why:
+                checks.append(skip("dns", f"ExternalName {fqdn}", f"CNAME {expected}", why))
+                continue
+            r = prober.dns(src, server, fqdn, "CNAME")
             seen = ", ".join(r.get("answers", [])) or r.get("rcode") or r.get("error", "")
-            out.append(Check("dns", f"ExternalName {fqdn}", f"CNAME {expected}", seen, seen.lower() == expected.lower(),
-                             "CoreDNS's ExternalName records"))
-    return out
+            checks.append(Check("dns", f"ExternalName {fqdn}", f"CNAME {expected}", seen,
+                                seen.lower() == expected.lower(), "CoreDNS's ExternalName records"))
+    return checks
+
+
+def _listed(addresses, most=4):
+    """Addresses as a person reads them: all of a few, the count and the first of many."""
+    if len(addresses) <= most:
+        return ", ".join(addresses)
+    return f"{len(addresses)} addresses: {', '.join(addresses[:most])}, ..."
 
 
 def lb_checks(prober, state):
     """Every LoadBalancer Service's address from outside the cluster."""
-    out = []
+    area, out = "load-balancers", []
     for svc in state.services:
-        if svc.type != "LoadBalancer" or not svc.load_balancer_ip:
+        if svc.type != "LoadBalancer":
             continue
         for port in svc.ports:
-            backends, speaks = _backends(state, svc, port)
-            if port.protocol != "TCP" or not backends or not speaks:
+            name = f"{svc.key}:{port.port} at {svc.load_balancer_ip or '<pending>'} from external"
+            backends, server = _backends(state, svc, port)
+            why = ("it has no external IP yet (EXTERNAL-IP <pending>)" if not svc.load_balancer_ip
+                   else f"{port.protocol}: the probe asks load balancers over TCP only" if port.protocol != "TCP"
+                   else "it has no ready endpoint" if not backends
+                   else f"its endpoints run {server}, which answers none of the probe's requests"
+                   if server != "agnhost" else "")
+            if why:
+                out.append(skip(area, name, "a backend answers", why))
                 continue
             r = prober.http("external", svc.load_balancer_ip, port.port)
-            out.append(Check("load balancers", f"{svc.key}:{port.port} at {svc.load_balancer_ip} from external",
-                             "a backend answers", r.get("body") or r.get("error", ""), r["ok"] and r.get("body") in backends,
+            out.append(Check(area, name, "a backend answers", r.get("body") or r.get("error", ""),
+                             r["ok"] and r.get("body") in backends,
                              "the load balancer's namespace (cloud) or the ARP announcer (MetalLB)"))
     return out
 
@@ -461,7 +754,9 @@ def ingress_checks(prober, state):
     controller = next((s for s in state.services if s.namespace == "ingress-nginx"
                        and s.name == "ingress-nginx-controller"), None)
     if controller is None:
-        return []
+        return [skip("ingress", f"{rule.host or '*'}{p.path} ({p.path_type}) -> {p.service}", "routed",
+                     "no ingress controller runs (the Lab document's ingress.enabled is false)")
+                for ing in state.ingresses for rule in ing.rules for p in rule.paths]
     port = next(p.node_port for p in controller.ports if p.name == "http")
     node = state.nodes[0]
     out = []
@@ -501,3 +796,43 @@ def _backend_answers(prober, state, namespace, backend, node, most=8):
     if not targets:
         return f"Service {namespace}/{backend.service} has no ready endpoint for port {backend.port}"
     return [prober.http(node.name, ip, target_port, backend.path) for ip, target_port in targets[:most]]
+
+
+def suite(lab, areas=None):
+    """Kubernetes' network expectations, derived from the lab's objects and checked on the
+    live lab, the independent groups in parallel. `areas`: a subset of AREAS. Every check
+    that could not run is in the list, skipped with the reason; the number of checks
+    depends on the lab's objects only, not on what answered."""
+    from concurrent.futures import ThreadPoolExecutor
+    unknown = [a for a in areas or () if a not in TITLES]
+    if unknown:
+        raise NetlabError(f"no probe area {unknown[0]!r} (areas: {', '.join(AREAS)})")
+    state = lab.state()
+    by_node = _running(state)
+    client = _client(state, by_node)
+    wanted = set(areas or AREAS)
+    groups = {
+        "pods-same-node": lambda p: same_node_checks(p, state, by_node),
+        "pods-across-nodes": lambda p: across_nodes_checks(p, state, by_node),
+        "pod-matrix": lambda p: matrix_checks(p, state, by_node),
+        "node-to-pod": lambda p: node_to_pod(p, state, by_node),
+        "pod-to-node": lambda p: pod_to_node(p, state, client),
+        "overlay": lambda p: overlay_checks(p, state, by_node),
+        "egress": lambda p: egress_check(p, state, client),
+        "services": lambda p: service_checks(p, state, client),
+        "dns": lambda p: dns_checks(p, state, client),
+        "load-balancers": lambda p: lb_checks(p, state),
+        "ingress": lambda p: ingress_checks(p, state),
+    }
+    pods = {p.key for ps in by_node.values() for p in ps[:2]}
+    nodes = {n.name for n in state.nodes}
+    sources = {"pods-same-node": pods, "pods-across-nodes": pods, "pod-matrix": pods, "node-to-pod": nodes,
+               "pod-to-node": {client.target}, "overlay": pods | {"lan"}, "egress": {client.target, "external"},
+               "services": {client.target, "external", state.nodes[0].name}, "dns": {client.target},
+               "load-balancers": {"external"}, "ingress": {"external", state.nodes[0].name}}
+    with lab.prober() as prober:
+        # Workers import scapy (about a second each): start the ones needed at once.
+        prober.start(*sorted(set().union(*(sources[a] for a in wanted))))
+        with ThreadPoolExecutor(max_workers=len(wanted)) as pool:   # they wait on workers, not the CPU
+            results = {area: pool.submit(fn, prober) for area, fn in groups.items() if area in wanted}
+            return [c for area in AREAS if area in results for c in results[area].result()]

@@ -41,27 +41,44 @@ def resolve(state, dst):
     namespace = namespace or "default"
     if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", host):
         ip = host
-    elif any(n.name == host for n in state.nodes):
-        ip = state.node(host).ip
+    elif state.find_node(host) is not None:
+        ip = state.find_node(host).ip
     elif any(s.namespace == namespace and s.name == name for s in state.services):
         ip = state.service(namespace, name).cluster_ip
     elif any(p.namespace == namespace and p.name == name for p in state.pods):
-        ip = state.pod(namespace, name).ip
+        ip = _pod_ip(state.pod(namespace, name))
     else:
         raise NetlabError(f"trace: {host!r} is not an address, node, pod or Service of lab {state.lab}")
-    if port and not port.isdigit():
-        raise NetlabError(f"trace: port {port!r} is not a number")
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise NetlabError(f"trace: port {port!r} is not a port number (1-65535)")
+    if not port and dst.endswith(":"):
+        raise NetlabError(f"trace: {dst!r} names no port after the colon")
     return ip, int(port) if port else None
+
+
+def answered(t):
+    """Whether the traced flow got an answer: an echo reply, a UDP datagram back, a TCP
+    connection that was accepted (whatever the server then said: a 404 is an answer)."""
+    a = t["answer"]
+    if t["protocol"] == "tcp":
+        return "error" not in a
+    return bool(a.get("ok"))
 
 
 def _source_ip(state, src):
     if src == "external":
         from netlab.controllers import ipam
         return ipam.lan_external_ip(state.cluster.lan_cidr)
-    if any(n.name == src for n in state.nodes):
-        return state.node(src).ip
+    if state.find_node(src) is not None:
+        return state.find_node(src).ip
     namespace, _, name = src.rpartition("/")
-    return state.pod(namespace or "default", name).ip
+    return _pod_ip(state.pod(namespace or "default", name))
+
+
+def _pod_ip(pod):
+    if pod.node is None:
+        raise NetlabError(f"trace: pod {pod.key} is Pending (no address): {pod.unschedulable}")
+    return pod.ip
 
 
 def trace(lab, src, dst, udp=False):

@@ -71,6 +71,6 @@ def test_a_node_added_to_a_small_lan_and_the_balancer_both_answer(make_lab, tmp_
         assert direct["ok"] and direct["body"] in backends, direct
         ping = prober.ping("external", node.ip)
         assert ping["ok"], ping
-    checks = probes.suite(lab, ["load balancers"])
+    checks = probes.suite(lab, ["load-balancers"])
     assert [c.name for c in checks] == ["default/web-lb:80 at 10.10.0.4 from external"]
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]

@@ -51,7 +51,7 @@ def test_generated_valid_labs_come_up_work_and_go(docs):
         assume(lab_spec is not None)
         lab = Lab.up(path)
         try:
-            checks = probes.suite(lab, ["pods, same node", "pods, across nodes", "services", "dns"])
+            checks = probes.suite(lab, ["pods-same-node", "pods-across-nodes", "services", "dns"])
             assert all(c.ok for c in checks), [c.name for c in checks if not c.ok]
         finally:
             lab.down()
@@ -73,7 +73,7 @@ def test_two_labs_with_the_same_addresses_stay_apart(tmp_path):
             assert cap.packets == []                      # nothing of lab b on lab a's LAN
         a.down()
         assert leftovers(a_name) == []
-        assert all(c.ok for c in probes.suite(b, ["pods, across nodes"]))          # b carries on alone
+        assert all(c.ok for c in probes.suite(b, ["pods-across-nodes"]))          # b carries on alone
     finally:
         for lab in (a, b):
             if lab.name in all_labs():
@@ -139,7 +139,7 @@ def test_the_servers_outlive_garbage_and_floods(make_lab):
     assert out.stdout.strip() == "flooded", out.stderr
     from netlab.node.kubelet import alive
     assert all(alive(rec) for rec in before.values())
-    checks = probes.suite(lab, ["pods, across nodes", "services", "dns", "pod to node"])
+    checks = probes.suite(lab, ["pods-across-nodes", "services", "dns", "pod-to-node"])
     assert all(c.ok for c in checks), [f"{c.name}: {c.observed}" for c in checks if not c.ok]
 
 
@@ -151,6 +151,6 @@ def test_a_dying_probe_never_hurts_the_lab(make_lab):
         worker.ready()
         os.kill(worker.proc.pid, 9)
         worker.proc.wait()                    # reaped: it is gone, with its sockets
-    checks = probes.suite(lab, ["pods, across nodes"])
+    checks = probes.suite(lab, ["pods-across-nodes"])
     assert checks and all(c.ok for c in checks)
     assert not lab.reconcile().any()

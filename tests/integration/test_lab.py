@@ -31,7 +31,7 @@ def test_every_ground_floor_probe_passes(default_lab):
     failed = [c for c in checks if not c.ok]
     assert not failed, "\n".join(f"{c.name}: expected {c.expected}, saw {c.observed}" for c in failed)
     areas = {c.area for c in checks}
-    assert areas == {"pods, same node", "pods, across nodes", "node to pod", "overlay", "egress", "services", "dns", "pod matrix", "pod to node"}
+    assert areas == {"pods-same-node", "pods-across-nodes", "node-to-pod", "overlay", "egress", "services", "dns", "pod-matrix", "pod-to-node"}
     names_ = " ".join(c.name for c in checks)
     for kind in ("icmp", "tcp", "udp", "vxlan encapsulation", "mtu 1450", "mtu 1451"):
         assert kind in names_
@@ -128,7 +128,7 @@ def test_two_node_lab(make_lab):
     lab = make_lab(TOPOLOGIES / "two-nodes.yaml")
     checks = probes.suite(lab)
     assert checks and all(c.ok for c in checks), [c for c in checks if not c.ok]
-    assert any(c.area == "pods, across nodes" for c in checks)
+    assert any(c.area == "pods-across-nodes" for c in checks)
     lab.down()
     assert leftovers(lab.name) == []
     assert not names.state_dir(lab.name).exists()

@@ -182,3 +182,18 @@ def test_cleanup_of_a_lab_that_never_existed_says_so_and_leaves_nothing():
     name = unique_name("never")
     assert netlab("cleanup", name) == (0, f"nothing of lab {name} to clean up\n", "")
     assert not names.state_dir(name).exists() and not (names.STATE_ROOT / ".locks" / name).exists()
+
+
+
+def test_the_cli_gets_deployments_and_clears_one_fault(duo):
+    code, out, _ = run(duo, "get", "deployments", "-A")
+    assert code == 0 and out.splitlines()[0].split() == ["NAMESPACE", "NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    assert any(line.split()[:2] == ["kube-system", "coredns"] for line in out.splitlines())
+    worker = next(n.name for n in duo.state().nodes if n.role == "worker")
+    assert run(duo, "fault", "node-down", worker)[0] == 0
+    code, _, err = run(duo, "fault", "clear", "extra")
+    assert code == 1 and err.count("\n") == 1
+    assert [f["kind"] for f in duo.state().faults] == ["node-down"]
+    code, out, _ = run(duo, "fault", "clear", "node-down", worker)
+    assert (code, out.strip()) == (0, f"cleared node-down {worker}")
+    assert duo.state().faults == []

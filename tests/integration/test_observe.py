@@ -107,8 +107,8 @@ def matrix_pairs_between(lab, a, b):
 def test_a_healthy_lab_passes_every_area(lab):
     checks = probes.suite(lab)
     assert not failed(checks), failed(checks)
-    assert {c.area for c in checks} >= {"pod matrix", "pods, across nodes", "services", "dns", "pod to node", "overlay"}
-    assert len([c for c in checks if c.area == "pod matrix"]) == 6
+    assert {c.area for c in checks} >= {"pod-matrix", "pods-across-nodes", "services", "dns", "pod-to-node", "overlay"}
+    assert len([c for c in checks if c.area == "pod-matrix"]) == 6
 
 
 @pytest.mark.parametrize("breakage", ["route", "fdb"])
@@ -120,12 +120,12 @@ def test_a_broken_overlay_path_fails_only_the_pairs_that_use_it(lab, breakage):
     else:
         cmd = ["bridge", "fdb", "del", b.vtep_mac, "dev", "flannel.1", "dst", b.ip, "self"]
     assert ns.run(a.netns, cmd).returncode == 0
-    checks = probes.suite(lab, ["pod matrix"])
+    checks = probes.suite(lab, ["pod-matrix"])
     assert failed(checks) == matrix_pairs_between(lab, a.name, b.name)
     hint = next(c.hint for c in checks if not c.ok)
     assert a.name in hint and b.name in hint                  # where to look
     lab.reconcile()
-    assert not failed(probes.suite(lab, ["pod matrix"]))
+    assert not failed(probes.suite(lab, ["pod-matrix"]))
 
 
 def test_a_deleted_kube_services_chain_fails_only_the_services_seen_from_that_node(lab):
@@ -135,29 +135,29 @@ def test_a_deleted_kube_services_chain_fails_only_the_services_seen_from_that_no
     for cmd in (["-D", "PREROUTING", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"],
                 ["-D", "OUTPUT", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"]):
         assert ns.run(node, ["iptables", "-t", "nat", *cmd]).returncode == 0
-    checks = probes.suite(lab, ["services", "pod matrix"])
-    assert failed(checks, "services") and not failed(checks, "pod matrix")
+    checks = probes.suite(lab, ["services", "pod-matrix"])
+    assert failed(checks, "services") and not failed(checks, "pod-matrix")
     assert all("KUBE-SERVICES" in c.hint or "KUBE-" in c.hint or "coredns" in c.hint
                for c in checks if not c.ok)
 
 
 def test_a_stopped_pod_server_fails_tcp_and_udp_but_not_icmp(lab):
     kill(lab.state().processes["agnhost"]["pid"])
-    checks = probes.suite(lab, ["pods, across nodes", "overlay"])
+    checks = probes.suite(lab, ["pods-across-nodes", "overlay"])
     assert {c.name.split()[0] for c in checks if not c.ok} == {"tcp", "udp"}
     assert all(c.ok for c in checks if c.name.startswith("icmp") or c.area == "overlay")
     lab.reconcile()                                           # kubelet starts it again
-    assert not failed(probes.suite(lab, ["pods, across nodes"]))
+    assert not failed(probes.suite(lab, ["pods-across-nodes"]))
 
 
 def test_probe_exit_codes(lab):
     run = lambda *a: subprocess.run([sys.executable, "-m", "netlab.cli", "--lab", lab.name, "probe", *a],  # noqa: E731
                                     capture_output=True, text=True)
-    ok = run("--area", "pod matrix")
+    ok = run("--area", "pod-matrix")
     assert ok.returncode == 0 and "pod reachability" in ok.stdout and "✗" not in ok.stdout
     b = lab.state().nodes[2]
     ns.run(lab.state().nodes[1].netns, ["ip", "route", "del", b.pod_cidr])
-    bad = run("--area", "pod matrix")
+    bad = run("--area", "pod-matrix")
     assert bad.returncode == 1 and "✗" in bad.stdout and "look at" in bad.stdout
     assert run("--area", "nonsense").returncode == 2
 
@@ -188,6 +188,24 @@ def test_trace_of_a_cross_node_cluster_ip_flow(lab):
     assert t["answer"]["body"] == dst.name
     text = trace.render(t)
     assert "rules hit" in text and "VXLAN vni 1" in text
+
+
+def test_trace_exits_1_when_the_flow_gets_no_answer_and_refuses_what_is_no_port(lab):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "netlab.cli", "--lab", lab.name, "trace", *a],  # noqa: E731
+                                    capture_output=True, text=True)
+    state = lab.state()
+    workers = (state.nodes[1].name, state.nodes[2].name)
+    src, dst = (p for p in state.pods if p.owner == "Deployment/web" and p.node in workers)
+    answered = run(src.key, f"{dst.key}:8080")
+    assert answered.returncode == 0 and f"answer: {dst.name}" in answered.stdout, answered.stderr
+    refused = run(src.key, f"{dst.ip}:8082")                  # nothing listens there: the pod's kernel answers RST
+    assert refused.returncode == 1 and "rules hit" in refused.stdout
+    assert refused.stderr == f"netlab: trace: the tcp flow to {dst.ip}:8082 got no answer " \
+                             "(ConnectionRefusedError: [Errno 111] Connection refused)\n"
+    for port in ("99999", "0"):
+        bad = run(src.key, f"web:{port}")
+        assert (bad.returncode, bad.stdout) == (1, "")
+        assert bad.stderr == f"netlab: trace: port '{port}' is not a port number (1-65535)\n"
 
 
 def test_the_diagram_renders_from_kernel_state(lab, tmp_path):
@@ -223,20 +241,20 @@ def test_faults_break_what_they_should_and_clear(lab):
     state = lab.state()
     a, b = state.nodes[1], state.nodes[2]
     lab.fault("partition", [a.name, b.name])
-    assert failed(probes.suite(lab, ["pod matrix"])) == matrix_pairs_between(lab, a.name, b.name)
+    assert failed(probes.suite(lab, ["pod-matrix"])) == matrix_pairs_between(lab, a.name, b.name)
     assert not lab.reconcile().any()                          # a fault is state: reconcile keeps it
     lab.clear_faults()
-    assert not failed(probes.suite(lab, ["pod matrix"]))
+    assert not failed(probes.suite(lab, ["pod-matrix"]))
     lab.fault("node-down", [a.name])
-    cut = failed(probes.suite(lab, ["pod matrix"]))
+    cut = failed(probes.suite(lab, ["pod-matrix"]))
     others = [n.name for n in state.nodes if n.name != a.name]
     assert cut == matrix_pairs_between(lab, a.name, others[0]) | matrix_pairs_between(lab, a.name, others[1])
     lab.clear_faults()
     web = next(p for p in state.pods if p.owner == "Deployment/web" and p.node == b.name)
     lab.fault("link-down", [f"default/{web.name}"])
-    assert any(web.name in name for name in failed(probes.suite(lab, ["pod matrix"])))
+    assert any(web.name in name for name in failed(probes.suite(lab, ["pod-matrix"])))
     lab.clear_faults()
-    assert not failed(probes.suite(lab, ["pod matrix"]))
+    assert not failed(probes.suite(lab, ["pod-matrix"]))
     if not netem_available():
         with pytest.raises(EnvironmentProblem, match="no netem"):
             lab.fault("loss", [a.name, "10"])
@@ -245,8 +263,8 @@ def test_faults_break_what_they_should_and_clear(lab):
 def test_dns_and_egress_checks_fail_on_their_own(lab):
     state = lab.state()
     kill(state.processes["coredns"]["pid"])                   # every coredns pod's server
-    checks = probes.suite(lab, ["dns", "pod matrix"])
-    assert failed(checks, "dns") and not failed(checks, "pod matrix")
+    checks = probes.suite(lab, ["dns", "pod-matrix"])
+    assert failed(checks, "dns") and not failed(checks, "pod-matrix")
     lab.reconcile()
     assert not failed(probes.suite(lab, ["dns"]))
     egress = next(c for c in probes.suite(lab, ["egress"]))
@@ -254,6 +272,6 @@ def test_dns_and_egress_checks_fail_on_their_own(lab):
     node = state.pod(*source.split("/")).node
     assert ns.run(node, ["iptables", "-t", "nat", "-F", "FLANNEL-POSTRTG"]).returncode == 0   # no masquerade
     ns.run(node, ["conntrack", "-F"], capture_output=True)     # flows already NATed would keep their mapping
-    checks = probes.suite(lab, ["egress", "pod matrix"])
-    assert failed(checks, "egress") and not failed(checks, "pod matrix")
+    checks = probes.suite(lab, ["egress", "pod-matrix"])
+    assert failed(checks, "egress") and not failed(checks, "pod-matrix")
     assert "FLANNEL-POSTRTG" in next(c.hint for c in checks if not c.ok)

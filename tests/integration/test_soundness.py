@@ -63,7 +63,7 @@ def test_a_change_after_a_killed_up_converges_the_whole_lab(tmp_path):
             nat = lab.iptables(node.name, "nat")
             assert "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES" in nat
             assert "-A KUBE-POSTROUTING" in nat
-        checks = probes.suite(lab, ["pods, across nodes", "services"])
+        checks = probes.suite(lab, ["pods-across-nodes", "services"])
         assert checks and all(c.ok for c in checks), [c for c in checks if not c.ok]
         assert len([p for p in state.pods if p.owner == "Deployment/web"]) == 5
     finally:
