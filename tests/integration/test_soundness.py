@@ -2,7 +2,6 @@
 `down`, and a python-iptables lab keeps one rule set that every reader sees."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
