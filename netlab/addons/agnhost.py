@@ -91,6 +91,7 @@ async def _serve_http(pod_name, reader, writer):
             if head is None or len(head) > MAX_REQUEST:
                 writer.write(TOO_LARGE)
                 await writer.drain()
+                await _close_write_and_wait(reader, writer)
                 break
             request_line = head.split(b"\r\n", 1)[0].decode(errors="replace").split()
             if len(request_line) != 3:
@@ -113,6 +114,18 @@ async def _serve_http(pod_name, reader, writer):
 
 
 runtime.register_process(runtime.LabProcess("agnhost", __name__))
+
+
+async def _close_write_and_wait(reader, writer, seconds=0.5):
+    """Go's closeWriteAndWait: half-close, then read what the client still sends for a while,
+    so closing with unread data does not reset the connection before it reads the answer."""
+    writer.write_eof()
+    try:
+        async with asyncio.timeout(seconds):
+            while await reader.read(65536):
+                pass
+    except (TimeoutError, ConnectionError):
+        pass
 
 
 class Server(PodServer):
