@@ -65,7 +65,8 @@ def main():
                          probe.returncode == 0, ok))
             if not ok:
                 print(f"  kill {i + 1}: {after_kill} {first.stderr.strip()[-200:]} left {left} "
-                      f"up {again.stderr.strip()[-200:]} probe {probe.stdout.strip()[-200:]}")
+                      f"up {again.stderr.strip()[-200:]} probe {probe.returncode} {probe.stderr.strip()[-200:]} "
+                      f"down {down.returncode} {down.stderr.strip()[-300:]} left after down {left_after}")
     changed = [k for k in before if before[k] != root_snapshot()[k]]
     print(f"crash: `netlab up` SIGKILLed at {args.kills} random moments (seed {args.seed})")
     print(f"  {'kill':>4} {'at (s)':>7} {'left':>9} {'netns':>6} {'then':>8} {'left after':>10} {'lab up':>7} {'probe':>6}")

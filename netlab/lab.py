@@ -408,6 +408,18 @@ class Lab:
                 kubelet.write_pod_files(state, pod)
                 pod.created = pod.created or now
         wanted = kubelet.pod_servers(state)
+        # A server a killed command started after its last save is running but unrecorded:
+        # adopt it (as a runtime lists its containers) rather than start a second one.
+        for rec in kubelet.announced(self.name):
+            name = rec.get("name")
+            if not processes.alive(rec) or (state.processes.get(name) or {}).get("pid") == rec["pid"]:
+                continue
+            if name in wanted and not processes.alive(state.processes.get(name)):
+                state.processes[name] = {"pid": rec["pid"], "start": rec["start"]}
+                changes.add("kubelet", [(state.lab, f"adopted {name}, started by an interrupted command")])
+            else:
+                processes.stop(rec)
+                changes.add("kubelet", [(state.lab, f"stopped a second {name}")])
         started = [s for s in wanted if not processes.alive(state.processes.get(s))]
         for server in started:
             state.processes[server] = kubelet.start_pod_server(state.lab, server)

@@ -230,8 +230,8 @@ def announce(lab, name):
     import json
     d = names.state_dir(lab)
     if d.is_dir():
-        pid = os.getpid()
-        (d / f"{name}.pid").write_text(json.dumps({"pid": pid, "start": start_time(pid)}))
+        pid = os.getpid()       # one file per process: a second one of the same name hides none
+        (d / f"{name}.{pid}.pid").write_text(json.dumps({"pid": pid, "start": start_time(pid), "name": name}))
 
 
 def announced(lab):

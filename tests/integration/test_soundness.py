@@ -267,3 +267,24 @@ def test_an_unreadable_record_stops_no_other_lab_and_is_cleaned_by_its_prefix(ma
         import shutil
         shutil.rmtree(d, ignore_errors=True)
         ns.delete(f"{other}-control-plane")
+
+
+def test_a_server_started_but_never_recorded_is_adopted_or_stopped_never_doubled(make_lab):
+    """A command killed between starting a pod server and saving its record leaves one
+    running that only its own pid file names: the next command adopts it, or stops it when
+    another already serves."""
+    from netlab.kernel import processes
+    from netlab.node import kubelet
+    lab = make_lab(TOPOLOGIES / "two-nodes.yaml")
+    extra = subprocess.Popen([sys.executable, "-m", "netlab.addons.agnhost", lab.name], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _wait_for(lambda: any(r["pid"] == extra.pid for r in kubelet.announced(lab.name)), 20)
+    changes = lab.reconcile()
+    assert (lab.name, "stopped a second agnhost") in changes.by_agent["kubelet"]
+    assert extra.wait(timeout=10) is not None
+    state = lab.state()
+    recorded = state.processes.pop("agnhost")          # as if the record had never been saved
+    lab.store.save(state)
+    changes = lab.reconcile()
+    assert (lab.name, "adopted agnhost, started by an interrupted command") in changes.by_agent["kubelet"]
+    assert lab.state().processes["agnhost"] == recorded and processes.alive(recorded)
