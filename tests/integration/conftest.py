@@ -3,6 +3,7 @@
 import os
 import secrets
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,6 +29,16 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.root)
             if os.geteuid() != 0:
                 item.add_marker(pytest.mark.skip(reason="builds network namespaces: run as root"))
+
+
+def wait_for(condition, timeout=15.0, every=0.02, what="the condition"):
+    """Poll `condition` until it gives a true value, and return that value; fail after
+    `timeout` seconds. The one way the root tests wait: on a condition, never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:g} s"
+        time.sleep(every)
+    return value
 
 
 def unique_name(prefix="t"):

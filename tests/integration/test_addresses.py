@@ -1,10 +1,11 @@
 """A small LAN shared by nodes and a load balancer: the default pool lies inside it, a node
 added later takes an address of its own (not the balancer's), and both answer from outside."""
 
-import time
 
 from netlab.addons import cloud
 from netlab.observe import probes
+
+from .conftest import wait_for
 
 LAB = """
 kind: Cluster
@@ -41,17 +42,6 @@ spec:
   selector: {app: web}
   ports: [{name: http, port: 80, targetPort: http}]
 """
-
-
-def wait_for(condition, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
 
 def test_a_node_added_to_a_small_lan_and_the_balancer_both_answer(make_lab, tmp_path):
     topology = tmp_path / "small.yaml"

@@ -8,7 +8,6 @@ import os
 import signal
 import stat
 import textwrap
-import time
 
 import pytest
 
@@ -19,6 +18,7 @@ from netlab.kernel.processes import alive, start_time
 from netlab.node import kubelet
 
 from .conftest import TOPOLOGIES, leftovers, renamed, unique_name
+from .conftest import wait_for as eventually
 
 # What the command reports before it serves HTTP on port 80 from / (its working directory).
 REPORT = textwrap.dedent("""
@@ -81,15 +81,6 @@ def lab(tmp_path_factory):
         if name in all_labs() or leftovers(name):
             Lab.cleanup(name)
         assert leftovers(name) == []
-
-
-def eventually(check, timeout=15.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:.0f}s"
-        time.sleep(0.05)
-    return result
-
 
 def log_of(lab, container):
     return names.state_dir(lab.name) / "logs" / f"default_box_{container}.log"

@@ -9,6 +9,7 @@ from netlab.addons import ingress_nginx
 from netlab.node.kubelet import alive
 
 from .conftest import TOPOLOGIES
+from .conftest import wait_for as eventually
 
 
 def node_port(lab):
@@ -21,16 +22,6 @@ def get(lab, ip, port, host, path):
                                 f"http://{ip}:{port}{path}"], capture_output=True, text=True).stdout
     body, _, code = out.rpartition("\n")
     return int(code), body
-
-
-def eventually(check, timeout=10.0):
-    """nginx applies a reload asynchronously (new workers take over, old ones finish their
-    requests), as ingress-nginx's reloads are: a change shows within moments, not at once."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "the change did not show"
-        time.sleep(0.2)
-
 
 def pods(lab, app):
     return {p.name for p in lab.state().pods if p.owner == f"Deployment/{app}"}

@@ -19,7 +19,7 @@ from netlab.errors import NetlabError
 from netlab.kernel import netns as ns
 from netlab.kernel.iptables_restore import parse_save
 
-from .conftest import TOPOLOGIES
+from .conftest import TOPOLOGIES, wait_for
 
 TRIES = 80      # 5 endpoints: one missed in 80 random picks with probability 5·(4/5)^80 ≈ 1e-7
 
@@ -32,15 +32,6 @@ def answers(prober, ip, port, proto, tries=TRIES):
     ask = prober.http if proto == "tcp" else prober.udp
     return {(ask("client", ip, port) if proto == "tcp" else ask("client", ip, port, "hostname")).get("body") or ""
             for _ in range(tries)}
-
-
-def wait_for(condition, timeout=30.0, every=0.005, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met in {timeout} s")
-        time.sleep(every)
-
 
 def kube_proxy_hash(text):
     """kube-proxy's portProtoHash: base32(sha256(text)), first 16 characters."""

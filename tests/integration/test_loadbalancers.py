@@ -3,24 +3,13 @@ Service, health-checking the nodes) and MetalLB's layer 2 (topologies/loadbalanc
 
 import subprocess
 import sys
-import time
 
 from netlab import names
 from netlab.addons import cloud
 from netlab.controllers import ipam
 from netlab.kernel import netns as ns
 
-from .conftest import TOPOLOGIES
-
-
-def wait_for(condition, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
+from .conftest import TOPOLOGIES, wait_for
 
 
 def web_pods(lab):

@@ -14,7 +14,7 @@ from netlab import Lab
 from netlab.kernel import netns as ns
 from netlab.observe import graph, probes
 
-from .conftest import renamed, unique_name
+from .conftest import renamed, unique_name, wait_for
 
 THREE = """
 kind: Cluster
@@ -54,15 +54,6 @@ def lab(tmp_path):
         yield lab
     finally:
         lab.down()
-
-
-def wait_for(condition, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met in {timeout} s")
-        time.sleep(0.02)
-
 
 def dead(pid):
     """Gone, or a zombie: its sockets are closed either way."""

@@ -5,13 +5,12 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 
 from netlab import Lab, names
 from netlab.kernel import netns as ns
 from netlab.observe import graph, probes, trace
 
-from .conftest import TOPOLOGIES, leftovers, renamed, unique_name
+from .conftest import TOPOLOGIES, leftovers, renamed, unique_name, wait_for
 
 ROOT = TOPOLOGIES.parent
 
@@ -111,14 +110,6 @@ def test_the_lab_lock_holds_while_down_removes_the_lab():
         shutil.rmtree(d, ignore_errors=True)
     assert not (names.STATE_ROOT / ".locks" / name).exists()
 
-
-def _wait_for(condition, seconds):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 # --- one backend for every writer and reader ------------------------------------------------
 
 def test_a_python_iptables_lab_keeps_one_rule_set_for_balancers_faults_trace_and_graph(make_lab, tmp_path):
@@ -136,7 +127,7 @@ def test_a_python_iptables_lab_keeps_one_rule_set_for_balancers_faults_trace_and
     workers = [n for n in state.nodes if n.role == "worker"]
     assert all(f"--to-destination {n.ip}:" in legacy() for n in state.nodes)
     lab.fault("node-down", [workers[0].name])
-    _wait_for(lambda: f"--to-destination {workers[0].ip}:" not in legacy(), 20)
+    wait_for(lambda: f"--to-destination {workers[0].ip}:" not in legacy(), 20)
     assert nft().returncode == 0 and "LB-" not in nft().stdout
     # The balancer skips the dead node; kube-proxy behind it may still pick a pod there (its
     # endpoints stay until a node lifecycle says otherwise), so some tries time out.
@@ -278,7 +269,7 @@ def test_a_server_started_but_never_recorded_is_adopted_or_stopped_never_doubled
     lab = make_lab(TOPOLOGIES / "two-nodes.yaml")
     extra = subprocess.Popen([sys.executable, "-m", "netlab.addons.agnhost", lab.name], cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    _wait_for(lambda: any(r["pid"] == extra.pid for r in kubelet.announced(lab.name)), 20)
+    wait_for(lambda: any(r["pid"] == extra.pid for r in kubelet.announced(lab.name)), 20)
     changes = lab.reconcile()
     assert (lab.name, "stopped a second agnhost") in changes.by_agent["kubelet"]
     assert extra.wait(timeout=10) is not None
