@@ -16,6 +16,7 @@ process, and container processes run as another user on the same filesystem.
 
 import fcntl
 import functools
+import hashlib
 import json
 import os
 import stat
@@ -196,6 +197,53 @@ def from_json(d, path=STATE_FILE, lab=None):
         raise StateUnreadable(path, f"it is not a lab's state ({type(e).__name__}: {e})", lab) from None
 
 
+# --- revisions ---------------------------------------------------------------------------
+
+# Where the API server keeps each kind in etcd (its storage prefixes: a Node is a "minion").
+REGISTRY = (
+    ("nodes", lambda o: f"/registry/minions/{o.name}"),
+    ("pods", lambda o: f"/registry/pods/{o.namespace}/{o.name}"),
+    ("deployments", lambda o: f"/registry/deployments/{o.namespace}/{o.name}"),
+    ("services", lambda o: f"/registry/services/specs/{o.namespace}/{o.name}"),
+    ("endpoints", lambda o: f"/registry/services/endpoints/{o.namespace}/{o.name}"),
+    ("endpoint_slices", lambda o: f"/registry/endpointslices/{o.namespace}/{o.name}"),
+    ("ingresses", lambda o: f"/registry/ingress/{o.namespace}/{o.name}"),
+)
+
+
+def registry_key(kind, obj):
+    """The etcd key of one record: REGISTRY's kinds are the state's lists."""
+    return next(key for k, key in REGISTRY if k == kind)(obj)
+
+
+def _records(state):
+    for kind, key in REGISTRY:
+        for obj in getattr(state, kind, ()):
+            yield key(obj), asdict(obj)
+    for name, record in state.namespaces.items():
+        yield f"/registry/namespaces/{name}", record
+
+
+def bump_revisions(state):
+    """etcd's MVCC, as far as the API needs it: a key whose record changed since the last save
+    is written at the next revision; a key that went is deleted. One revision per save, as one
+    etcd transaction."""
+    current = {}
+    for key, record in _records(state):
+        current[key] = hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+    old = state.revisions
+    changed = [k for k, d in current.items() if old.get(k, [0, None])[1] != d] or (old.keys() - current.keys())
+    if not changed:
+        return
+    state.revision += 1
+    state.revisions = {k: (old[k] if k in old and old[k][1] == d else [state.revision, d]) for k, d in current.items()}
+
+
+def mod_revision(state, key):
+    """The revision a key was last written at (0: not stored)."""
+    return state.revisions.get(key, [0])[0]
+
+
 # --- the store ---------------------------------------------------------------------------
 
 class Store:
@@ -249,7 +297,10 @@ class Store:
         return from_json(d, self.path, self.lab)
 
     def save(self, state):
-        """Atomic replace: a reader sees the old state or the new one, never half of one."""
+        """Atomic replace: a reader sees the old state or the new one, never half of one. The
+        keys whose records changed get the next revision (etcd's mod_revision: the API
+        server's resourceVersion)."""
+        bump_revisions(state)
         self._make_dir()
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -120,6 +120,10 @@ class ClusterState:
     created: str = ""
     synced: bool = True                              # False from a change's save until it converged
     faults: list = field(default_factory=list)       # faults asked for: {"kind", "targets"}
+    api_port: int = 0                                # kube-apiserver's loopback port (kind publishes one)
+    namespaces: dict = field(default_factory=dict)   # name -> {"labels", "created"}: those created by a request
+    revision: int = 0                                # etcd's revision: one more for every save that changed a key
+    revisions: dict = field(default_factory=dict)    # registry key -> [mod revision, digest of its record]
 
     def find_node(self, name):
         """The node called `name`, kind's full name (<lab>-worker) or without the lab's prefix
