@@ -24,7 +24,7 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from netlab.node.proxy import iptables as kube_proxy  # noqa: E402
-from netlab.api.objects import Address, Endpoints, Port, Subset  # noqa: E402
+from netlab.api.objects import SERVICE_NAME_LABEL, EndpointSlice, Port, SliceEndpoint  # noqa: E402
 from netlab.values.iptables import restore_text  # noqa: E402
 from netlab.kernel import netns as ns  # noqa: E402
 from netlab.kernel.iptables_restore import RestoreApplier, render  # noqa: E402
@@ -42,10 +42,16 @@ def cluster(n):
         name = f"svc{i}"
         services.append(ServiceManifest("bench", name, cluster_ip=f"10.96.{16 + i // 250}.{1 + i % 250}",
                                         ports=(ServicePort(80, "TCP", "http", 8080),), selector={"app": name}))
-        pods = tuple(Address(f"10.244.{k}.{2 + i % 250}", NODES[(i + k) % 3].name, f"{name}-{k}", "")
+        pods = tuple(SliceEndpoint((f"10.244.{k}.{2 + i % 250}",), ready=True, node=NODES[(i + k) % 3].name)
                      for k in range(2))
-        endpoints.append(Endpoints("bench", name, (Subset(pods, (), (Port("http", 8080, "TCP"),)),)))
+        endpoints.append(slice_of(name, pods))
     return services, endpoints
+
+
+def slice_of(service, endpoints):
+    """The EndpointSlice kube-proxy reads for one Service of the bench."""
+    return EndpointSlice("bench", f"{service}-bench", {SERVICE_NAME_LABEL: service}, endpoints=endpoints,
+                         ports=(Port("http", 8080, "TCP"),))
 
 
 def plan(services, endpoints):
@@ -112,10 +118,8 @@ def measure(n):
 def with_one_more_endpoint(endpoints, i):
     """The endpoint change of the partial-sync measurement: Service i gains a third pod."""
     e = endpoints[i]
-    subset = e.subsets[0]
-    extra = Address(f"10.244.2.{200 + i % 50}", NODES[2].name, f"extra-{i}", "")
-    return endpoints[:i] + [Endpoints(e.namespace, e.name, (Subset(subset.addresses + (extra,), (), subset.ports),))] \
-        + endpoints[i + 1:]
+    extra = SliceEndpoint((f"10.244.2.{200 + i % 50}",), ready=True, node=NODES[2].name)
+    return endpoints[:i] + [slice_of(e.labels[SERVICE_NAME_LABEL], e.endpoints + (extra,))] + endpoints[i + 1:]
 
 
 def measure_partial(n):

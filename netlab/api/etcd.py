@@ -24,7 +24,8 @@ from contextlib import contextmanager
 from dataclasses import MISSING, asdict, fields
 
 from netlab import names
-from netlab.api.objects import Address, ClusterState, Deployment, Endpoints, HostLocal, Node, Pod, Port, Subset
+from netlab.api.objects import (Address, ClusterState, Deployment, Endpoints, EndpointSlice, HostLocal, Node, Pod, Port,
+                                SliceEndpoint, Subset)
 from netlab.api.spec import (ClusterConfig, Container, ContainerPort, IngressManifest, IngressPath, IngressRule,
                              PodTemplate, ServiceManifest, ServicePort, Toleration)
 from netlab.errors import LabNotFound, StateUnreadable
@@ -159,6 +160,19 @@ def _endpoints(d, where):
     return _make(Endpoints, d, where, subsets=_tuple(d, "subsets", where, _subset))
 
 
+def _slice_endpoint(d, where):
+    _mapping(d, where)
+    return _make(SliceEndpoint, d, where, addresses=_tuple(d, "addresses", where))
+
+
+def _endpoint_slice(d, where):
+    _mapping(d, where)
+    port = lambda p, at: _make(Port, p, at)  # noqa: E731
+    labels = {"labels": dict(_mapping(d["labels"], f"{where}.labels"))} if "labels" in d else {}
+    return _make(EndpointSlice, d, where, **labels, endpoints=_tuple(d, "endpoints", where, _slice_endpoint),
+                 ports=_tuple(d, "ports", where, port))
+
+
 def _cluster(d, where):
     _mapping(d, where)
     return _make(ClusterConfig, d, where, roles=_tuple(d, "roles", where))
@@ -173,6 +187,7 @@ def _state(d):
                  nodes=each("nodes", lambda n, at: _make(Node, n, at)),
                  pods=each("pods", _templated(Pod)), deployments=each("deployments", _templated(Deployment)),
                  services=each("services", _service), endpoints=each("endpoints", _endpoints),
+                 endpoint_slices=each("endpoint_slices", _endpoint_slice),
                  ingresses=each("ingresses", _ingress),
                  ipam={k: _make(HostLocal, v, f"state.ipam[{k!r}]") for k, v in ipam.items()})
 
@@ -219,7 +234,8 @@ def registry_key(kind, obj):
 def _records(state):
     for kind, key in REGISTRY:
         for obj in getattr(state, kind, ()):
-            yield key(obj), asdict(obj)
+            k = key(obj)
+            yield k, [asdict(obj), state.bodies.get(k)]      # a request's fields netlab does not model count too
     for name, record in state.namespaces.items():
         yield f"/registry/namespaces/{name}", record
 

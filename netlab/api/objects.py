@@ -2,11 +2,19 @@
 a Deployment, a Service's Endpoints, kubelet's host-local allocations) and the cluster state
 that holds them all. Plain dataclasses: every layer above reads them; none of them acts."""
 
+import hashlib
 from dataclasses import dataclass, field
 
 from netlab import names
 from netlab.api.spec import ClusterConfig, PodTemplate
 from netlab.errors import NetlabError
+
+
+def service_uid(namespace, name):
+    """A Service's metadata.uid, which its slices' ownerReferences carry: netlab keeps no uid for
+    a Service, so it is derived from its namespace and name (UUID-shaped)."""
+    h = hashlib.sha256(f"Service/{namespace}/{name}".encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,48 @@ class Endpoints:
     @property
     def key(self):
         return f"{self.namespace}/{self.name}"
+
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"      # discovery.LabelServiceName: a slice's Service
+
+
+@dataclass(frozen=True)
+class SliceEndpoint:
+    """One endpoint of an EndpointSlice (discovery.k8s.io/v1 Endpoint). A condition that is
+    None is unset, as the API server's own slice leaves serving and terminating: readers take
+    an unset ready or serving as true and an unset terminating as false."""
+    addresses: tuple
+    ready: bool | None = None
+    serving: bool | None = None
+    terminating: bool | None = None
+    node: str | None = None        # nodeName
+    pod: str | None = None         # targetRef: a Pod in the slice's namespace
+    uid: str = ""                  # the pod's uid (targetRef.uid)
+    hostname: str | None = None
+    zone: str | None = None
+
+
+@dataclass(frozen=True)
+class EndpointSlice:
+    """discovery.k8s.io/v1 EndpointSlice: up to 100 endpoints of one Service sharing one set
+    of ports (Port records; () for none)."""
+    namespace: str
+    name: str
+    labels: dict                   # kubernetes.io/service-name names the Service
+    address_type: str = "IPv4"
+    endpoints: tuple = ()          # SliceEndpoint
+    ports: tuple = ()              # Port
+    generate_name: str = ""        # "<service>-" for the controller's; the API server names its own
+    owner_uid: str = ""            # the owning Service's uid (ownerReferences); "" for none
+    created: str = ""
+
+    @property
+    def key(self):
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def service(self):
+        return self.labels.get(SERVICE_NAME_LABEL)
 
 
 @dataclass
@@ -112,6 +162,7 @@ class ClusterState:
     deployments: list = field(default_factory=list)
     services: list = field(default_factory=list)     # ServiceManifest, addresses allocated
     endpoints: list = field(default_factory=list)    # Endpoints, written by the endpoints controller
+    endpoint_slices: list = field(default_factory=list)   # EndpointSlice, written by its controller and the API server
     ingresses: list = field(default_factory=list)    # IngressManifest
     ipam: dict = field(default_factory=dict)         # node -> HostLocal
     processes: dict = field(default_factory=dict)    # name -> pid, processes the lab started
@@ -124,6 +175,7 @@ class ClusterState:
     namespaces: dict = field(default_factory=dict)   # name -> {"labels", "created"}: those created by a request
     revision: int = 0                                # etcd's revision: one more for every save that changed a key
     revisions: dict = field(default_factory=dict)    # registry key -> [mod revision, digest of its record]
+    bodies: dict = field(default_factory=dict)       # registry key -> the object as a request wrote it (no status)
 
     def find_node(self, name):
         """The node called `name`, kind's full name (<lab>-worker) or without the lab's prefix
@@ -155,6 +207,11 @@ class ClusterState:
 
     def endpoints_of(self, service):
         return next((e for e in self.endpoints if e.key == service.key), None)
+
+    def slices_of(self, service):
+        """A Service's EndpointSlices: those labelled with its name in its namespace."""
+        return [s for s in self.endpoint_slices
+                if s.namespace == service.namespace and s.service == service.name]
 
     def pods_on(self, node):
         return [p for p in self.pods if p.node == node]

@@ -13,7 +13,7 @@ import secrets
 from netlab import names
 from netlab.api.objects import ClusterState, Deployment, HostLocal, Node, Pod
 from netlab.api.spec import NODE_PORT_RANGE, ServiceManifest, ServicePort
-from netlab.controllers import deployment, endpoints, ipam, kubeadm, scheduler
+from netlab.controllers import deployment, endpoints, endpointslice, ipam, kubeadm, scheduler
 from netlab.errors import NetlabError
 
 
@@ -63,7 +63,7 @@ def new_state(spec, rng=None, log=None):
     reserved = asked_ports(spec.services)
     for s in sorted(spec.services, key=lambda s: s.cluster_ip in (None, "None")):
         add_service(state, s, rng, reserved)
-    sync_endpoints(state)
+    sync_endpoints(state, rng)
     state.netns = [state.lan_netns(), state.external_netns()] + [names.lb_netns(c.name, s.key) for s in balancers(state)]
     state.netns += [n.netns for n in state.nodes] + [p.netns for p in state.scheduled_pods()]
     return state
@@ -133,7 +133,7 @@ def scale(state, namespace, name, replicas, rng=None, log=None):
     _log_pods(log, d, added, removed)
     if removed:
         schedule_pending(state, rng, log)            # the slots they held
-    sync_endpoints(state)
+    sync_endpoints(state, rng)
     return added, removed
 
 
@@ -203,7 +203,7 @@ def apply(state, lab_spec, rng=None, log=None, now=""):
         state.ingresses.append(dataclasses.replace(m, created=old.created if old else now))
         log.append(("Sync" if old else "Created", f"ingress/{m.name}", m.namespace, "Scheduled for sync"))
     schedule_pending(state, rng, log)                # slots an update freed
-    sync_endpoints(state)
+    sync_endpoints(state, rng, now)
 
 
 def _update_deployment(state, d, m, rng, log):
@@ -312,7 +312,7 @@ def delete(state, kind, namespace, name, rng=None, log=None):
         log.append(("Deleted", f"service/{name}", namespace, "deleted"))
     else:
         raise NetlabError(f"cannot delete {kind!r} (pods, deployments, services and ingresses can be deleted)")
-    sync_endpoints(state)
+    sync_endpoints(state, rng)
 
 
 # --- nodes ---------------------------------------------------------------------------------
@@ -364,7 +364,7 @@ def add_node(state, name, rng=None, log=None):
         log.append(("RegisteredNode", f"node/{full}", "", f"Node {full} event: Registered Node {full} in Controller"))
         log.append(("CIDRAssignmentSucceeded", f"node/{full}", "", f"Node {full} assigned podCIDR {cidr}"))
     schedule_pending(state, rng, log)
-    sync_endpoints(state)
+    sync_endpoints(state, rng)
     return node
 
 
@@ -387,7 +387,7 @@ def remove_node(state, name, rng=None, log=None):
         missing = d.replicas - len(replicas_of(state, d))
         if missing > 0:
             _log_pods(log, d, _add_replicas(state, d, missing, rng, log), [p for p in gone if p.owner == f"Deployment/{d.name}"])
-    sync_endpoints(state)
+    sync_endpoints(state, rng)
     return node, gone
 
 
@@ -513,12 +513,15 @@ def _reserved_ips(cluster):
     return {str(base + 1), str(base + 10)}
 
 
-def sync_endpoints(state):
+def sync_endpoints(state, rng=None, now=""):
     """The endpoints controller's pass over every Service, and the API server's own
-    default/kubernetes endpoints (the control plane's node IP, port 6443)."""
+    default/kubernetes endpoints (the control plane's node IP, port 6443); then the
+    EndpointSlice controller's, which keeps the slices it can (and their names). `rng`
+    names new slices; `now` stamps them."""
     control_plane = next(n for n in state.nodes if n.role == "control-plane")
     out = [endpoints.kubernetes(control_plane.ip)]
     for s in state.services:
         if s.selector is not None:
             out.append(endpoints.for_service(s, state.pods))
     state.endpoints = out
+    state.endpoint_slices = endpointslice.sync(state, rng, now)

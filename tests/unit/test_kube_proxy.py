@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from netlab.api.objects import Address, Endpoints, Port, Subset
+from netlab.api.objects import SERVICE_NAME_LABEL, EndpointSlice, Port, SliceEndpoint
 from netlab.api.spec import ServiceManifest, ServicePort
 from netlab.node.proxy import iptables as kube_proxy
 
@@ -46,12 +46,17 @@ def service(ns="ns1", name="svc1", ip="10.96.5.5", ports=(ServicePort(80, "TCP",
                            selector={"app": name}, **kw)
 
 
+def endpoint(ip, node, i):
+    return SliceEndpoint((ip,), ready=True, serving=True, terminating=False, node=node, pod=f"pod-{i}", uid=f"uid-{i}")
+
+
 def endpoints(svc, ips, port=None, nodes=None):
-    """Ready endpoints of a service: `ips` on `port` (the first service port's target)."""
+    """Ready endpoints of a service, in one EndpointSlice: `ips` on `port` (the first service
+    port's target)."""
     p = svc.ports[0]
-    addresses = tuple(Address(ip, (nodes or {}).get(ip, "node-b"), f"pod-{i}", f"uid-{i}") for i, ip in enumerate(ips))
-    return Endpoints(svc.namespace, svc.name,
-                     (Subset(addresses, (), (Port(p.name, port or p.target_port, p.protocol),)),) if ips else ())
+    eps = tuple(endpoint(ip, (nodes or {}).get(ip, "node-b"), i) for i, ip in enumerate(ips))
+    return EndpointSlice(svc.namespace, f"{svc.name}-x2b4c", {SERVICE_NAME_LABEL: svc.name}, endpoints=eps,
+                         ports=(Port(p.name, port or p.target_port, p.protocol),) if ips else ())
 
 
 def tables(svc, eps, node=NODE):
@@ -278,8 +283,9 @@ def test_external_ips_go_to_the_ext_chain():
 
 def test_tcp_and_udp_on_one_port_number_are_two_service_ports():
     svc = service(ports=(ServicePort(9000, "TCP", "tcp", 8080), ServicePort(9000, "UDP", "udp", 8081)))
-    eps = Endpoints("ns1", "svc1", (Subset((Address("10.180.0.1", "node-b", "p", "u"),), (),
-                                           (Port("tcp", 8080, "TCP"), Port("udp", 8081, "UDP"))),))
+    eps = EndpointSlice("ns1", "svc1-x2b4c", {SERVICE_NAME_LABEL: "svc1"},
+                        endpoints=(endpoint("10.180.0.1", "node-b", 0),),
+                        ports=(Port("tcp", 8080, "TCP"), Port("udp", 8081, "UDP")))
     t = tables(svc, eps)
     assert [r.split(" -j ")[0] for r in rules(t, "nat", "KUBE-SERVICES")[:2]] == [
         '-d 10.96.5.5/32 -p tcp -m comment --comment "ns1/svc1:tcp cluster IP" -m tcp --dport 9000',

@@ -182,32 +182,34 @@ def test_a_pod_without_the_named_port_is_left_out(tmp_path):
 def test_kubectl_endpoints_column_shows_three_then_a_count():
     obj = {"subsets": [{"addresses": [{"ip": f"10.0.0.{i}"} for i in range(1, 5)],
                         "ports": [{"port": 80}, {"port": 81}]}]}
-    assert kubectl.endpoints_list(obj) == "10.0.0.1:80,10.0.0.2:80,10.0.0.3:80 + 5 more..."
-    assert kubectl.endpoints_list({}) == "<none>"
-    assert kubectl.endpoints_list({"subsets": [{"addresses": [{"ip": "10.0.0.1"}]}]}) == "10.0.0.1"
+    assert kubectl.format_endpoints(obj) == "10.0.0.1:80,10.0.0.2:80,10.0.0.3:80 + 5 more..."
+    assert kubectl.format_endpoints({}) == "<none>"
+    assert kubectl.format_endpoints({"subsets": [{"addresses": [{"ip": "10.0.0.1"}]}]}) == "10.0.0.1"
 
 
 def test_kubectl_ports_column():
     objs = [{"metadata": {"name": "s", "namespace": "default", "creationTimestamp": ""},
-             "spec": {"type": "NodePort", "clusterIP": "10.96.1.2",
+             "spec": {"type": "NodePort", "clusterIP": "10.96.1.2", "clusterIPs": ["10.96.1.2"],
                       "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]}}]
-    row = kubectl.services_table(objs).splitlines()[1].split()
+    row = kubectl.render(kubectl.table("services", objs)).splitlines()[1].split()
     assert row[:5] == ["s", "NodePort", "10.96.1.2", "<none>", "80:30080/TCP,53/UDP"]
 
 
 def test_stale_udp_flows_include_a_load_balancer_vip():
     """kube-proxy clears UDP conntrack entries of a removed endpoint for every address the
     service port answers on: its ClusterIP, external IPs, load-balancer VIPs and NodePort."""
-    from netlab.api.objects import Address, Endpoints, Port, Subset
+    from netlab.api.objects import SERVICE_NAME_LABEL, EndpointSlice, Port, SliceEndpoint
     from netlab.api.spec import ServiceManifest
     from netlab.node.proxy import iptables as kube_proxy
     port = ServicePort(53, "UDP", "dns", 53, node_port=30053)
     s = ServiceManifest("default", "d", {}, cluster_ip="10.96.0.50", ports=(port,), type="LoadBalancer",
                         selector={"app": "d"}, external_ips=("192.0.2.7",), load_balancer_ip="172.18.255.200",
                         load_balancer_ip_mode="VIP")
-    a = lambda ip: Address(ip, "t-worker", "p", "u")  # noqa: E731
-    before = [Endpoints("default", "d", (Subset((a("10.244.1.5"), a("10.244.1.6")), (), (Port("dns", 53, "UDP"),)),))]
-    after = [Endpoints("default", "d", (Subset((a("10.244.1.6"),), (), (Port("dns", 53, "UDP"),)),))]
+    a = lambda ip: SliceEndpoint((ip,), ready=True, node="t-worker", pod="p", uid="u")  # noqa: E731
+    eps = lambda *e: [EndpointSlice("default", "d-x2b4c", {SERVICE_NAME_LABEL: "d"}, endpoints=e,  # noqa: E731
+                                    ports=(Port("dns", 53, "UDP"),))]
+    before = eps(a("10.244.1.5"), a("10.244.1.6"))
+    after = eps(a("10.244.1.6"))
     assert kube_proxy.stale_udp_flows([s], before, [s], after) == [
         ("10.96.0.50", 53, "10.244.1.5"), ("192.0.2.7", 53, "10.244.1.5"), ("172.18.255.200", 53, "10.244.1.5"),
         (None, 30053, "10.244.1.5")]

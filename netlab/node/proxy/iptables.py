@@ -1,6 +1,7 @@
-"""kube-proxy, iptables mode: a node's nat and filter rules from the Services and Endpoints.
+"""kube-proxy, iptables mode: a node's nat and filter rules from the Services and their
+EndpointSlices (what kube-proxy has read since 1.21; Endpoints objects it ignores).
 
-`node_tables(services, endpoints, node, cluster_cidr)` is a pure function. It yields the rules
+`node_tables(services, slices, node, cluster_cidr)` is a pure function. It yields the rules
 in the form `iptables-save` prints them back (the kernel's canonical form), so a plan can be
 compared with a node's tables line for line. kube-proxy's own restore input differs only in
 argument order and in writing probabilities with 10 decimals; the kernel stores the same rule.
@@ -16,7 +17,7 @@ import math
 import re
 from collections import defaultdict
 
-from netlab.controllers.endpoints import ready_endpoints
+from netlab.api.objects import SERVICE_NAME_LABEL
 from netlab.values.desired import NetnsPlan
 from netlab.values.iptables import Table
 
@@ -127,9 +128,42 @@ def proxied(service):
             and not any(label in service.labels for label in NO_PROXY_LABELS))
 
 
-def node_tables(services, endpoints, node, cluster_cidr):
-    """{"nat": Table, "filter": Table} for one node. `node` needs .name; `endpoints` are
-    Endpoints objects (matched to Services by namespace/name)."""
+def slices_by_service(slices):
+    """EndpointSliceCache's grouping: a Service's slices are those of its namespace labelled
+    kubernetes.io/service-name=<its name>; a slice without the label is ignored."""
+    out = defaultdict(list)
+    for s in slices:
+        name = s.labels.get(SERVICE_NAME_LABEL)
+        if name:
+            out[f"{s.namespace}/{name}"].append(s)
+    return out
+
+
+def ready_endpoints(slices, service_port):
+    """What kube-proxy takes from a Service's slices for one service port: ("ip:port", node)
+    of its ready endpoints, sorted by the "ip:port" string.
+
+    EndpointSliceCache merges the slices' endpoints of the port (same name and protocol, a
+    port number set), skipping endpoints without an address or of the other IP family, and
+    keeps one endpoint per "ip:port" (the first seen: the controller never puts one address
+    in two slices; kube-proxy would prefer a local duplicate). The proxier then routes to the
+    ready ones: an unset ready condition counts as ready. (Serving-terminating endpoints, the
+    fallback when none is ready, come with terminating pods.)"""
+    merged = {}
+    for s in sorted(slices or (), key=lambda s: s.name):
+        for port in s.ports:
+            if port.name != service_port.name or port.protocol != service_port.protocol or not port.port:
+                continue
+            for e in s.endpoints:
+                if not e.addresses or ":" in e.addresses[0]:
+                    continue
+                merged.setdefault(f"{e.addresses[0]}:{port.port}", e)
+    return sorted((ep, e.node or "") for ep, e in merged.items() if e.ready is not False)
+
+
+def node_tables(services, slices, node, cluster_cidr):
+    """{"nat": Table, "filter": Table} for one node. `node` needs .name; `slices` are
+    EndpointSlice records (matched to Services by namespace and kubernetes.io/service-name)."""
     nat_hooks, filter_hooks = hooks()
     nat_plumbing, filter_plumbing = plumbing()
     nat = {**nat_hooks, **{c: [] for c in NAT_CHAINS}}
@@ -138,7 +172,7 @@ def node_tables(services, endpoints, node, cluster_cidr):
         nat[chain] += rules
     for chain, rules in filter_plumbing.items():
         flt[chain] += rules
-    by_key = {e.key: e for e in endpoints}
+    by_key = slices_by_service(slices)
     ports = sorted(((s, p) for s in services if proxied(s) for p in s.ports),
                    key=lambda sp: (_port_name(*sp), sp[1].protocol))
     for service, port in ports:
@@ -150,9 +184,9 @@ def node_tables(services, endpoints, node, cluster_cidr):
             "filter": Table("filter", {c: tuple(r) for c, r in flt.items()})}
 
 
-def _inputs(services, endpoints):
+def _inputs(services, slices):
     """What each proxied service port's rules depend on, by port."""
-    by_key = {e.key: e for e in endpoints}
+    by_key = slices_by_service(slices)
     return {(_port_name(s, p), p.protocol): (s, p, tuple(ready_endpoints(by_key.get(s.key), p)))
             for s in services if proxied(s) for p in s.ports}
 
@@ -163,13 +197,13 @@ def _block(svc, port, eps, node, cluster_cidr):
     return {"nat": nat, "filter": flt}
 
 
-def sync_changes(old_services, old_endpoints, services, endpoints, node, cluster_cidr):
+def sync_changes(old_services, old_slices, services, slices, node, cluster_cidr):
     """kube-proxy's partial sync on one node: only the service ports whose Service or
     endpoints changed are planned again, and only their chains are written. Returns
     {table: (chains to write {chain: rules}, chains to flush and delete)}. The chains all
     ports share (KUBE-SERVICES, KUBE-NODEPORTS, KUBE-EXTERNAL-SERVICES) are written whole
     when a changed port's lines in them changed; an endpoint change leaves them alone."""
-    old, new = _inputs(old_services, old_endpoints), _inputs(services, endpoints)
+    old, new = _inputs(old_services, old_slices), _inputs(services, slices)
     out = {"nat": ({}, []), "filter": ({}, [])}
     shared_changed = False
     empty = {"nat": {}, "filter": {}}
@@ -187,20 +221,20 @@ def sync_changes(old_services, old_endpoints, services, endpoints, node, cluster
                 elif before[table].get(chain) != after[table][chain]:
                     write[chain] = tuple(after[table][chain])
     if shared_changed:
-        full = node_tables(services, endpoints, node, cluster_cidr)
+        full = node_tables(services, slices, node, cluster_cidr)
         for table, (write, _) in out.items():
             for chain in SHARED[table]:
                 write[chain] = full[table].chains[chain]
     return out
 
 
-def stale_udp_flows(old_services, old_endpoints, services, endpoints):
+def stale_udp_flows(old_services, old_slices, services, slices):
     """The conntrack entries kube-proxy deletes after a sync: UDP flows DNATed to an endpoint
     that is no longer ready for that service port (UDP has no connection to break, so a
     client would keep sending into the void). (destination IP or None, destination port,
     endpoint IP) triples: the cluster IP and port, each external IP, a load balancer's IP (a
     VIP the node answers, MetalLB's) and the NodePort."""
-    old, new = _inputs(old_services, old_endpoints), _inputs(services, endpoints)
+    old, new = _inputs(old_services, old_slices), _inputs(services, slices)
     flows = []
     for key, (svc, port, eps) in old.items():
         if port.protocol != "UDP":
@@ -351,6 +385,6 @@ def _to_endpoints(svc, name, key, eps):
 
 def node_plan(state, node, rules=True):
     """kube-proxy's part of a node: its sysctl and (unless `rules` is False) its two tables."""
-    tables = node_tables(state.services, state.endpoints, node, state.cluster.pod_subnet) if rules else {}
+    tables = node_tables(state.services, state.endpoint_slices, node, state.cluster.pod_subnet) if rules else {}
     return NetnsPlan(node.netns, sysctls=(("net/ipv4/conf/all/route_localnet", "1"),), iptables=tables,
                      owner="kube-proxy")
