@@ -7,7 +7,9 @@ in the lab's state directory, one JSON object per line, newest last.
 """
 
 import datetime
+import hashlib
 import json
+import uuid
 
 from netlab import names
 
@@ -44,12 +46,86 @@ def read(lab):
 
 
 def table(events, all_namespaces=True):
-    from netlab.api.printers import age, render
+    from netlab.api.printers import age, columns
     header = (["NAMESPACE"] if all_namespaces else []) + ["LAST SEEN", "TYPE", "REASON", "OBJECT", "SOURCE", "MESSAGE"]
     rows = [([e["namespace"] or "-"] if all_namespaces else []) +
             [age(e["time"]), e["type"], e["reason"], e["object"], e["source"], f"{e['message']} ({e['why']})"]
             for e in events]
-    return render(header, rows)
+    return columns(header, rows)
+
+
+# --- the records as core/v1 Events -------------------------------------------------------
+
+# The objects records name ("pod/web-0"), as an ObjectReference names them; a record's
+# object of another kind (netlab's own: "fault/loss", "netns/...", "lab") keeps its word as
+# the kind, so kubectl shows it as the record does.
+INVOLVED = {"pod": ("Pod", "v1"), "node": ("Node", "v1"), "service": ("Service", "v1"),
+            "endpoints": ("Endpoints", "v1"), "namespace": ("Namespace", "v1"),
+            "deployment": ("Deployment", "apps/v1"), "replicaset": ("ReplicaSet", "apps/v1"),
+            "daemonset": ("DaemonSet", "apps/v1"), "ingress": ("Ingress", "networking.k8s.io/v1")}
+CLUSTER_SCOPED = {"node", "namespace", "fault", "netns", "lab"}
+
+
+def involved_object(record, lab=""):
+    """(kind, apiVersion, namespace, name) of a record's object: "pod/NAME" with the record's
+    namespace, "pod/NAMESPACE/NAME" (an agent's), "node/NAME", "fault/KIND", "lab" (`lab`)."""
+    word, _, name = record["object"].partition("/")
+    namespace = record.get("namespace") or ""
+    if word == "pod" and "/" in name:
+        namespace, _, name = name.partition("/")
+    if word == "lab" and not name:
+        name = lab
+    kind, api_version = INVOLVED.get(word, (word[:1].upper() + word[1:], ""))
+    return kind, api_version, "" if word in CLUSTER_SCOPED else namespace, name
+
+
+def event_objects(records, state=None, lab=""):
+    """The records (read()) as core/v1 Events, as client-go's recorder makes them (makeEvent):
+    named `<object>.<UnixNano in hex>`, in the object's namespace ("default" for a
+    cluster-scoped one), first and last seen at the record's time, count 1, source and
+    reportingComponent the record's source. The records keep seconds: the nanoseconds come
+    from a digest of the record, so a name stays the same when older records are dropped,
+    and the same record twice in a second is one Event of count 2, as the recorder's
+    aggregation makes it. The command that caused the event ends its message, as `netlab
+    events` shows it. With `state`, a pod's reference carries its uid. In the API's order:
+    namespace, then name."""
+    lab = lab or (state.lab if state is not None else "")
+    uids = {(p.namespace, p.name): p.uid for p in state.pods} if state is not None else {}
+    found = {}
+    for r in records:
+        kind, api_version, namespace, name = involved_object(r, lab)
+        stamp = datetime.datetime.fromisoformat(r["time"].replace("Z", "+00:00"))
+        digest = hashlib.sha256(json.dumps(r, sort_keys=True).encode()).digest()
+        nanos = int(stamp.timestamp()) * 10**9 + int.from_bytes(digest[:8], "big") % 10**9
+        event_name = f"{name or kind.lower()}.{nanos:x}"
+        event_namespace = namespace or "default"
+        if (event_namespace, event_name) in found:
+            found[(event_namespace, event_name)]["count"] += 1
+            continue
+        ref = {"kind": kind, **({"namespace": namespace} if namespace else {}), "name": name}
+        if api_version:
+            ref["apiVersion"] = api_version
+        if kind == "Pod" and (namespace, name) in uids:
+            ref["uid"] = uids[(namespace, name)]
+        message = f"{r['message']} ({r['why']})" if r.get("why") else r["message"]
+        uid = uuid.uuid5(uuid.NAMESPACE_URL, f"netlab:{lab}:events:{event_namespace}/{event_name}")
+        found[(event_namespace, event_name)] = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": event_name, "namespace": event_namespace, "uid": str(uid), "creationTimestamp": r["time"]},
+            "involvedObject": ref,
+            "reason": r["reason"],
+            "message": message,
+            "source": {"component": r["source"]},
+            "firstTimestamp": r["time"],
+            "lastTimestamp": r["time"],
+            "count": 1,
+            "type": r["type"],
+            "eventTime": None,
+            "reportingComponent": r["source"],
+            "reportingInstance": "",
+        }
+    return [found[k] for k in sorted(found)]
 
 
 # --- what a convergence changed, as events ----------------------------------------------

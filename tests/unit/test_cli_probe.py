@@ -41,12 +41,16 @@ def test_every_argument_of_every_command_says_what_it_is():
 def test_the_help_names_ingresses_where_kubectl_takes_them(capsys):
     flat = lambda text: " ".join(text.split())  # noqa: E731  (argparse wraps lines)
     top = flat(_help(capsys))
-    assert "get list daemonsets, deployments, endpoints, ingresses, nodes, pods or services" in top
+    assert ("get list configmaps, daemonsets, deployments, endpoints, endpointslices, events, ingressclasses, "
+            "ingresses, namespaces, nodes, pods, replicasets or services" in top)
     assert "apply create or update Pods, Deployments, Services and Ingresses" in top
     assert "delete delete pod/NAME, deployment/NAME, service/NAME, ingress/NAME" in top
     get = flat(_help(capsys, "get"))
     for kind, short in (("nodes", "node, no"), ("pods", "pod, po"), ("services", "service, svc"),
-                        ("endpoints", "ep"), ("daemonsets", "daemonset, ds"), ("ingresses", "ingress, ing")):
+                        ("endpoints", "ep"), ("daemonsets", "daemonset, ds"), ("ingresses", "ingress, ing"),
+                        ("replicasets", "replicaset, rs"), ("namespaces", "namespace, ns"),
+                        ("configmaps", "configmap, cm"), ("events", "event, ev"),
+                        ("endpointslices", "endpointslice"), ("ingressclasses", "ingressclass")):
         assert f"{kind} ({short})" in get                 # kubectl api-resources' names and short names
     assert "Ingresses" in flat(_help(capsys, "apply"))
     assert "ingress/NAME" in flat(_help(capsys, "delete"))

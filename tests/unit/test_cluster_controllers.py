@@ -95,7 +95,7 @@ def test_a_pod_no_node_matches_is_pending_with_the_schedulers_event_and_no_sandb
     assert "nodeName" not in obj["spec"]
     assert obj["status"] == {"phase": "Pending", "qosClass": "BestEffort", "conditions": [
         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]}
-    row = printers.pods_table([obj], wide=True).splitlines()[1].split()
+    row = printers.render(printers.table("pods", [obj]), wide=True).splitlines()[1].split()
     assert row[:4] == ["p", "0/1", "Pending", "0"] and row[5:7] == ["<none>", "<none>"]
 
 
@@ -142,7 +142,8 @@ def test_2000_replicas_on_two_workers_fill_kubelets_110_pods_per_node_and_the_re
         "1 Preemption is not helpful for scheduling, 2 No preemption victims found for incoming pod."}
     assert len(s.netns) == 2 + 3 + 216
     d = apiserver.deployment_object(s, cluster.deployment_named(s, "default", "web"), {p.key for p in bound(s)})
-    assert printers.deployments_table([d]).splitlines()[1].split()[:4] == ["web", "216/2000", "2000", "216"]
+    assert printers.render(printers.table("deployments", [d])).splitlines()[1].split()[:4] == [
+        "web", "216/2000", "2000", "216"]
 
 
 def test_scaling_down_removes_pending_pods_first_and_freed_slots_go_to_the_oldest_pending():
@@ -261,13 +262,13 @@ def test_a_deployment_in_apps_v1_shape_and_kubectls_columns():
         "unavailableReplicas": 1}
     assert obj["status"]["conditions"][0] == {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
                                               "message": "Deployment does not have minimum availability."}
-    table = printers.deployments_table([obj], wide=True).splitlines()
+    table = printers.render(printers.table("deployments", [obj]), wide=True).splitlines()
     assert table[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]
     assert table[1].split() == ["web", "2/3", "3", "2", "<unknown>", "c", "registry.k8s.io/e2e-test-images/agnhost:2.53",
                                 "app=web"]
     empty = apiserver.deployment_object(s, d, set())
     assert "readyReplicas" not in empty["status"] and "availableReplicas" not in empty["status"]   # omitempty
-    assert printers.deployments_table([empty]).splitlines()[1].split()[:4] == ["web", "0/3", "3", "0"]
+    assert printers.render(printers.table("deployments", [empty])).splitlines()[1].split()[:4] == ["web", "0/3", "3", "0"]
 
 
 def test_only_ingresses_nginx_serves_get_its_address():
