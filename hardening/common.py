@@ -1,7 +1,9 @@
 """What the hardening scripts share: a renamed copy of a topology, and what a lab leaves."""
 
+import os
 import re
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -30,10 +32,32 @@ def leftovers(lab):
         found += [f"/etc/netns/{p.name}" for p in names.NETNS_ETC.iterdir() if p.name.startswith(lab + "-")]
     if names.state_dir(lab).exists():
         found.append(f"state {names.state_dir(lab)}")
+    found += [f"kubeconfig context {c}" for c in kubeconfig_contexts() if c == f"netlab-{lab}"]
     ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     found += [f"process {line.strip()}" for line in ps.splitlines()
               if re.search(rf"netlab\.[\w.]+ {re.escape(lab)}$", line.strip()) or f"/var/lib/netlab/{lab}/" in line]
     return found
+
+
+def isolate_kubeconfig():
+    """A kubeconfig of the script's own: its labs export their contexts there, as kind does,
+    never into the user's ~/.kube/config. Returns its path."""
+    import atexit
+    import shutil
+    path = Path(tempfile.mkdtemp(prefix="netlab-hardening-")) / "kubeconfig"
+    os.environ["KUBECONFIG"] = str(path)
+    atexit.register(shutil.rmtree, path.parent, True)
+    return path
+
+
+def kubeconfig_contexts():
+    """The context names in $KUBECONFIG's file (or ~/.kube/config)."""
+    import yaml
+    path = Path(os.environ.get("KUBECONFIG", "").split(":")[0] or Path.home() / ".kube" / "config")
+    if not path.is_file():
+        return []
+    doc = yaml.safe_load(path.read_text()) or {}
+    return [c.get("name") for c in doc.get("contexts") or []]
 
 
 def root_snapshot():

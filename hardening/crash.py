@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from common import ROOT, leftovers, renamed, root_snapshot
+from common import ROOT, isolate_kubeconfig, leftovers, renamed, root_snapshot
 
 
 def netlab(*args):
@@ -24,6 +24,7 @@ def netlab(*args):
 
 
 def main():
+    isolate_kubeconfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)

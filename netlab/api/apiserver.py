@@ -6,9 +6,18 @@ status) is handed in by the caller, which knows the agents.
 """
 
 import platform
+import uuid
+
+from netlab.api.objects import service_uid
 
 NETNS_ANNOTATION = "netlab.io/netns"
 VERSION = "v1.33.0-netlab"
+
+
+def object_uid(lab, plural, namespace, name, created):
+    """metadata.uid of an object the state keeps no uid for: the same for the same object
+    (its lab, resource, name and creation), so owner references and watches agree on it."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"netlab:{lab}:{plural}:{namespace}/{name}:{created}"))
 
 
 def node_object(state, node, annotations=()):
@@ -26,11 +35,17 @@ def node_object(state, node, annotations=()):
         "status": {
             "addresses": [{"type": "InternalIP", "address": node.ip}, {"type": "Hostname", "address": node.name}],
             "conditions": [{"type": "Ready", "status": "True" if ready else "False", "reason": "KubeletReady"}],
-            "nodeInfo": {"kernelVersion": platform.release(), "osImage": "netlab network namespace",
+            "nodeInfo": {"machineID": _node_id(state, node, "machine"), "systemUUID": _node_id(state, node, "system"),
+                         "bootID": _node_id(state, node, "boot"), "kernelVersion": platform.release(), "osImage": "netlab network namespace",
                          "containerRuntimeVersion": "netlab://0.1.0", "kubeletVersion": VERSION,
                          "kubeProxyVersion": VERSION, "architecture": "amd64", "operatingSystem": "linux"},
         },
     }
+
+
+def _node_id(state, node, what):
+    """The IDs kubelet reads from the node's machine (/etc/machine-id, DMI, the boot): stable per node."""
+    return object_uid(state.lab, f"nodes/{what}", "", node.name, node.created or state.created)
 
 
 def _container(c):
@@ -57,8 +72,12 @@ def pod_object(state, pod, running=True):
             "annotations": {NETNS_ANNOTATION: pod.netns}, "creationTimestamp": pod.created or state.created}
     if pod.owner:
         kind, name = pod.owner.split("/", 1)
-        meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "controller": True,
-                                    "name": f"{name}-{t.labels.get('pod-template-hash', '')}"}]
+        rs = f"{name}-{t.labels.get('pod-template-hash', '')}"
+        d = next((x for x in state.deployments if x.namespace == pod.namespace and x.name == name), None)
+        meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs, "controller": True,
+                                    "blockOwnerDeletion": True,
+                                    "uid": object_uid(state.lab, "replicasets", pod.namespace, rs,
+                                                      (d.created if d else "") or state.created)}]
     spec = {"containers": [_container(c) for c in t.containers]}
     if pod.node is not None:
         spec["nodeName"] = pod.node
@@ -92,10 +111,22 @@ def pod_object(state, pod, running=True):
                 {"type": "ContainersReady", "status": status(running)},
                 {"type": "Ready", "status": status(ready)},
             ],
-            "containerStatuses": [{"name": c.name, "ready": ready, "restartCount": 0,
-                                   "started": running} for c in t.containers],
+            "startTime": pod.created or state.created,
+            "qosClass": "BestEffort",
+            "containerStatuses": [_container_status(pod, c, ready, running, pod.created or state.created)
+                                  for c in t.containers],
         },
     }
+
+
+def _container_status(pod, c, ready, running, started):
+    """kubelet's status of one container, as the CRI reports it (containerd's IDs)."""
+    image = _container(c)["image"]
+    state = ({"running": {"startedAt": started}} if running else
+             {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": started, "finishedAt": started}})
+    return {"name": c.name, "ready": ready, "restartCount": 0, "started": running, "image": image,
+            "imageID": f"{image.split(':')[0]}@sha256:{pod.container_id}",
+            "containerID": f"containerd://{pod.container_id}", "state": state, "lastState": {}}
 
 
 def deployment_object(state, d, ready_pods=frozenset()):
@@ -174,6 +205,7 @@ def service_object(state, svc):
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": svc.name, "namespace": svc.namespace, "labels": dict(svc.labels),
+                     "uid": service_uid(svc.namespace, svc.name),
                      "creationTimestamp": svc.created or state.created},
         "spec": spec,
         "status": status,
@@ -196,6 +228,8 @@ def endpoints_object(state, ep):
     labels = dict(svc.labels)
     if svc.headless:
         labels["service.kubernetes.io/headless"] = ""
+    if svc.key == "default/kubernetes":          # the API server writes its slice itself: no mirroring
+        labels["endpointslice.kubernetes.io/skip-mirror"] = "true"
     obj = {"apiVersion": "v1", "kind": "Endpoints",
            "metadata": {"name": ep.name, "namespace": ep.namespace, "labels": labels,
                         "creationTimestamp": svc.created or state.created}}
@@ -282,3 +316,309 @@ def ingress_object(state, ing):
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
             "metadata": {"name": ing.name, "namespace": ing.namespace, "creationTimestamp": ing.created or state.created},
             "spec": spec, "status": status}
+
+
+def endpointslice_object(state, slice):
+    """discovery.k8s.io/v1 EndpointSlice, fields in the order and form the API serializes them:
+    `endpoints` and `ports` are null when empty (neither is omitempty, and etcd's protobuf
+    keeps no empty list), a port's name is always there ("" for an unnamed port), an unset
+    condition is left out. The controller's slices are owned by their Service (NewControllerRef)."""
+    service = slice.labels.get("kubernetes.io/service-name")
+    svc = next((s for s in state.services if s.namespace == slice.namespace and s.name == service), None)
+    meta = {"name": slice.name}
+    if slice.generate_name:
+        meta["generateName"] = slice.generate_name
+    meta.update(namespace=slice.namespace, labels=dict(slice.labels),
+                creationTimestamp=slice.created or (svc.created if svc else "") or state.created)
+    if slice.owner_uid:
+        meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "Service", "name": service, "uid": slice.owner_uid,
+                                    "controller": True, "blockOwnerDeletion": True}]
+    endpoints = []
+    for e in slice.endpoints:
+        out = {"addresses": list(e.addresses),
+               "conditions": {k: v for k, v in (("ready", e.ready), ("serving", e.serving),
+                                                ("terminating", e.terminating)) if v is not None}}
+        if e.hostname:
+            out["hostname"] = e.hostname
+        if e.pod:
+            out["targetRef"] = {"kind": "Pod", "namespace": slice.namespace, "name": e.pod, "uid": e.uid}
+        if e.node:
+            out["nodeName"] = e.node
+        if e.zone:
+            out["zone"] = e.zone
+        endpoints.append(out)
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": meta,
+            "addressType": slice.address_type, "endpoints": endpoints or None,
+            "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol} for p in slice.ports] or None}
+
+
+# --- what a kind cluster has beside the workloads ------------------------------------------
+# ReplicaSets, Namespaces, ConfigMaps and an IngressClass in their API shapes; the settings
+# they carry (kubeadm's, the agents') are handed in by the caller, which knows them.
+
+def replicaset_object(state, d, ready_pods=frozenset()):
+    """The ReplicaSet a Deployment runs its pods from, `<deployment>-<pod-template-hash>`, in
+    apps/v1's shape, owned by the Deployment; `ready_pods` as deployment_object takes them.
+    The annotations are the deployment controller's (desired, and desired plus maxSurge 25%
+    rounded up); zero counts are left out (omitempty), `replicas` never is. netlab keeps only
+    the current template's ReplicaSet: a rollout's old ones are not kept at 0 replicas."""
+    name = f"{d.name}-{d.template_hash}"
+    created = d.created or state.created
+    pods = [p for p in state.pods if p.namespace == d.namespace and p.owner == f"Deployment/{d.name}"]
+    ready = sum(p.key in ready_pods for p in pods)
+    labels = {**d.template.labels, "pod-template-hash": d.template_hash}
+    surge = -(-d.replicas * 25 // 100)
+    template_spec = {"containers": [_container(c) for c in d.template.containers]}
+    if d.template.node_selector:
+        template_spec["nodeSelector"] = dict(d.template.node_selector)
+    counts = {"fullyLabeledReplicas": len(pods), "readyReplicas": ready, "availableReplicas": ready,
+              "observedGeneration": 1}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": name, "namespace": d.namespace,
+                     "uid": object_uid(state.lab, "replicasets", d.namespace, name, created), "generation": 1,
+                     "labels": labels,
+                     "annotations": {"deployment.kubernetes.io/desired-replicas": str(d.replicas),
+                                     "deployment.kubernetes.io/max-replicas": str(d.replicas + surge),
+                                     "deployment.kubernetes.io/revision": "1"},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": d.name,
+                                          "uid": object_uid(state.lab, "deployments", d.namespace, d.name, created),
+                                          "controller": True, "blockOwnerDeletion": True}],
+                     "creationTimestamp": created},
+        "spec": {"replicas": d.replicas,
+                 "selector": {"matchLabels": {**d.match_labels, "pod-template-hash": d.template_hash}},
+                 "template": {"metadata": {"labels": dict(labels)}, "spec": template_spec}},
+        "status": {"replicas": len(pods), **{k: v for k, v in counts.items() if v}},
+    }
+
+
+def replicaset_objects(state, ready_pods=frozenset()):
+    """Every Deployment's ReplicaSet, in the API's order (namespace, then name)."""
+    found = [replicaset_object(state, d, ready_pods) for d in state.deployments]
+    return sorted(found, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))
+
+
+# The labels the manifests that create the system namespaces give them (kube-flannel.yml,
+# ingress-nginx's deploy.yaml); every namespace also has the API server's immutable
+# kubernetes.io/metadata.name.
+NAMESPACE_LABELS = {
+    "kube-flannel": {"k8s-app": "flannel", "pod-security.kubernetes.io/enforce": "privileged"},
+    "ingress-nginx": {"app.kubernetes.io/instance": "ingress-nginx", "app.kubernetes.io/name": "ingress-nginx"},
+}
+
+
+def namespace_object(state, name, labels=None, created=""):
+    """A v1 Namespace, Active; `labels` and `created` are a request's (state.namespaces)."""
+    created = created or state.created
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "uid": object_uid(state.lab, "namespaces", "", name, created),
+                         "labels": {**NAMESPACE_LABELS.get(name, {}), **dict(labels or {}),
+                                    "kubernetes.io/metadata.name": name},
+                         "creationTimestamp": created},
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
+
+
+def configmap_object(state, namespace, name, data, labels=None, created=""):
+    created = created or state.created
+    meta = {"name": name, "namespace": namespace, "uid": object_uid(state.lab, "configmaps", namespace, name, created),
+            "creationTimestamp": created}
+    if labels:
+        meta["labels"] = dict(labels)
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": dict(data)}
+
+
+def corefile(domain, ttl):
+    """The Corefile `kubeadm init` writes (cmd/kubeadm/app/phases/addons/dns/manifests.go,
+    CoreDNSConfigMap, rendered for the cluster's domain); netlab's CoreDNS serves the same
+    kubernetes zone with the same ttl, and has no upstream to forward to (a sealed lab)."""
+    return (".:53 {\n"
+            "    errors\n"
+            "    health {\n"
+            "       lameduck 5s\n"
+            "    }\n"
+            "    ready\n"
+            f"    kubernetes {domain} in-addr.arpa ip6.arpa {{\n"
+            "       pods insecure\n"
+            "       fallthrough in-addr.arpa ip6.arpa\n"
+            f"       ttl {ttl}\n"
+            "    }\n"
+            "    prometheus :9153\n"
+            "    forward . /etc/resolv.conf {\n"
+            "       max_concurrent 1000\n"
+            "    }\n"
+            "    cache 30 {\n"
+            f"       disable success {domain}\n"
+            f"       disable denial {domain}\n"
+            "    }\n"
+            "    loop\n"
+            "    reload\n"
+            "    loadbalance\n"
+            "}\n")
+
+
+def kube_proxy_config(cluster):
+    """config.conf of kube-system/kube-proxy: the KubeProxyConfiguration kubeadm marshals
+    (kubeproxy.config.k8s.io/v1alpha1, every field, keys sorted, zero values as Go writes
+    them) after its defaulting (bindAddress, clusterCIDR from the pod subnet, the kubeconfig)
+    and kind's settings (the proxy mode, iptables.minSyncPeriod 1s, conntrack.maxPerCore 0:
+    nf_conntrack_max is not a node's to set)."""
+    return ("apiVersion: kubeproxy.config.k8s.io/v1alpha1\n"
+            "bindAddress: 0.0.0.0\n"
+            "bindAddressHardFail: false\n"
+            "clientConnection:\n"
+            "  acceptContentTypes: \"\"\n"
+            "  burst: 0\n"
+            "  contentType: \"\"\n"
+            "  kubeconfig: /var/lib/kube-proxy/kubeconfig.conf\n"
+            "  qps: 0\n"
+            f"clusterCIDR: {cluster.pod_subnet}\n"
+            "configSyncPeriod: 0s\n"
+            "conntrack:\n"
+            "  maxPerCore: 0\n"
+            "  min: null\n"
+            "  tcpBeLiberal: false\n"
+            "  tcpCloseWaitTimeout: null\n"
+            "  tcpEstablishedTimeout: null\n"
+            "  udpStreamTimeout: 0s\n"
+            "  udpTimeout: 0s\n"
+            "detectLocal:\n"
+            "  bridgeInterface: \"\"\n"
+            "  interfaceNamePrefix: \"\"\n"
+            "detectLocalMode: \"\"\n"
+            "enableProfiling: false\n"
+            "healthzBindAddress: \"\"\n"
+            "hostnameOverride: \"\"\n"
+            "iptables:\n"
+            "  localhostNodePorts: null\n"
+            "  masqueradeAll: false\n"
+            "  masqueradeBit: null\n"
+            "  minSyncPeriod: 1s\n"
+            "  syncPeriod: 0s\n"
+            "ipvs:\n"
+            "  excludeCIDRs: null\n"
+            "  minSyncPeriod: 0s\n"
+            "  scheduler: \"\"\n"
+            "  strictARP: false\n"
+            "  syncPeriod: 0s\n"
+            "  tcpFinTimeout: 0s\n"
+            "  tcpTimeout: 0s\n"
+            "  udpTimeout: 0s\n"
+            "kind: KubeProxyConfiguration\n"
+            "logging:\n"
+            "  flushFrequency: 0\n"
+            "  options:\n"
+            "    json:\n"
+            "      infoBufferSize: \"0\"\n"
+            "    text:\n"
+            "      infoBufferSize: \"0\"\n"
+            "  verbosity: 0\n"
+            "metricsBindAddress: \"\"\n"
+            f"mode: {cluster.kube_proxy_mode}\n"
+            "nftables:\n"
+            "  masqueradeAll: false\n"
+            "  masqueradeBit: null\n"
+            "  minSyncPeriod: 0s\n"
+            "  syncPeriod: 0s\n"
+            "nodePortAddresses: null\n"
+            "oomScoreAdj: null\n"
+            "portRange: \"\"\n"
+            "showHiddenMetricsForVersion: \"\"\n"
+            "winkernel:\n"
+            "  enableDSR: false\n"
+            "  forwardHealthCheckVip: false\n"
+            "  networkName: \"\"\n"
+            "  rootHnsEndpointName: \"\"\n"
+            "  sourceVip: \"\"")
+
+
+def kube_proxy_kubeconfig(server):
+    """kubeconfig.conf of kube-system/kube-proxy (kubeadm's KubeProxyConfigMap19): the
+    control-plane endpoint, with the pod's service-account credentials."""
+    return ("apiVersion: v1\n"
+            "kind: Config\n"
+            "clusters:\n"
+            "- cluster:\n"
+            "    certificate-authority: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt\n"
+            f"    server: {server}\n"
+            "  name: default\n"
+            "contexts:\n"
+            "- context:\n"
+            "    cluster: default\n"
+            "    namespace: default\n"
+            "    user: default\n"
+            "  name: default\n"
+            "current-context: default\n"
+            "users:\n"
+            "- name: default\n"
+            "  user:\n"
+            "    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+def flannel_net_conf(cluster, backend):
+    """net-conf.json of kube-flannel/kube-flannel-cfg (kube-flannel.yml): the pod network and
+    the backend flanneld runs (its VNI and port are the backend's defaults, so not written)."""
+    return ("{\n"
+            f"  \"Network\": \"{cluster.pod_subnet}\",\n"
+            "  \"EnableNFTables\": false,\n"
+            "  \"Backend\": {\n"
+            f"    \"Type\": \"{backend}\"\n"
+            "  }\n"
+            "}\n")
+
+
+# cni-conf.json of kube-flannel-cfg: what flannel's install-cni container copies to
+# /etc/cni/net.d/10-flannel.conflist (the bridge plugin, cbr0, hairpin mode, and portmap).
+FLANNEL_CNI_CONF = ("{\n"
+                    "  \"name\": \"cbr0\",\n"
+                    "  \"cniVersion\": \"0.3.1\",\n"
+                    "  \"plugins\": [\n"
+                    "    {\n"
+                    "      \"type\": \"flannel\",\n"
+                    "      \"delegate\": {\n"
+                    "        \"hairpinMode\": true,\n"
+                    "        \"isDefaultGateway\": true\n"
+                    "      }\n"
+                    "    },\n"
+                    "    {\n"
+                    "      \"type\": \"portmap\",\n"
+                    "      \"capabilities\": {\n"
+                    "        \"portMappings\": true\n"
+                    "      }\n"
+                    "    }\n"
+                    "  ]\n"
+                    "}\n")
+
+
+def configmap_objects(state, dns_domain, flannel_backend):
+    """The ConfigMaps of a kind cluster with flannel that describe what netlab runs:
+    kube-system/kube-proxy, kube-system/coredns (the Corefile for `dns_domain`, without its
+    trailing dot) and kube-flannel/kube-flannel-cfg, in the API's order."""
+    control_plane = next((n.name for n in state.nodes if n.role == "control-plane"), f"{state.lab}-control-plane")
+    return [
+        configmap_object(state, "kube-flannel", "kube-flannel-cfg",
+                         {"cni-conf.json": FLANNEL_CNI_CONF,
+                          "net-conf.json": flannel_net_conf(state.cluster, flannel_backend)},
+                         {"app": "flannel", "k8s-app": "flannel", "tier": "node"}),
+        configmap_object(state, "kube-system", "coredns", {"Corefile": corefile(dns_domain, state.cluster.dns_ttl)}),
+        configmap_object(state, "kube-system", "kube-proxy",
+                         {"config.conf": kube_proxy_config(state.cluster),
+                          "kubeconfig.conf": kube_proxy_kubeconfig(f"https://{control_plane}:6443")},
+                         {"app": "kube-proxy"}),
+    ]
+
+
+def ingressclass_objects(state, controller_version):
+    """ingress-nginx's IngressClass `nginx` (deploy.yaml), when the lab runs the controller;
+    the cluster's default class, so the controller also serves Ingresses naming none
+    (NGINX_CLASSES)."""
+    if not state.cluster.ingress:
+        return []
+    labels = {"app.kubernetes.io/component": "controller", "app.kubernetes.io/instance": "ingress-nginx",
+              "app.kubernetes.io/name": "ingress-nginx", "app.kubernetes.io/part-of": "ingress-nginx",
+              "app.kubernetes.io/version": controller_version}
+    return [{"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+             "metadata": {"name": "nginx", "uid": object_uid(state.lab, "ingressclasses", "", "nginx", state.created),
+                          "labels": labels, "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"},
+                          "creationTimestamp": state.created},
+             "spec": {"controller": "k8s.io/ingress-nginx"}}]

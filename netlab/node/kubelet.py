@@ -24,6 +24,10 @@ from netlab.node import runtime
 
 POLL_SECONDS = 0.2
 
+# kubeadm's static pod: the kubelet of the control plane runs kube-apiserver from its manifest
+# (a lab process, named here by its module; the node layer imports nothing of the control plane).
+runtime.register_process(runtime.LabProcess("kube_apiserver", "netlab.control_plane.kube_apiserver"))
+
 
 def _log(lab, name):
     d = names.state_dir(lab) / "logs"

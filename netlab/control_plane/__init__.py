@@ -1,0 +1,1 @@
+"""The control plane's lab processes: kube-apiserver."""
