@@ -14,6 +14,7 @@ import uuid
 from netlab import names
 
 FILE = "events.jsonl"
+CAUSE_ANNOTATION = "netlab.io/cause"     # the command or API request an event came of
 KEEP = 1000                   # as the API server, keep only the recent ones
 
 
@@ -86,9 +87,9 @@ def event_objects(records, state=None, lab=""):
     reportingComponent the record's source. The records keep seconds: the nanoseconds come
     from a digest of the record, so a name stays the same when older records are dropped,
     and the same record twice in a second is one Event of count 2, as the recorder's
-    aggregation makes it. The command that caused the event ends its message, as `netlab
-    events` shows it. With `state`, a pod's reference carries its uid. In the API's order:
-    namespace, then name."""
+    aggregation makes it. The command or request that caused it is the annotation
+    CAUSE_ANNOTATION (`netlab events` ends the message with it). With `state`, a pod's
+    reference carries its uid. In the API's order: namespace, then name."""
     lab = lab or (state.lab if state is not None else "")
     uids = {(p.namespace, p.name): p.uid for p in state.pods} if state is not None else {}
     found = {}
@@ -107,15 +108,17 @@ def event_objects(records, state=None, lab=""):
             ref["apiVersion"] = api_version
         if kind == "Pod" and (namespace, name) in uids:
             ref["uid"] = uids[(namespace, name)]
-        message = f"{r['message']} ({r['why']})" if r.get("why") else r["message"]
         uid = uuid.uuid5(uuid.NAMESPACE_URL, f"netlab:{lab}:events:{event_namespace}/{event_name}")
+        meta = {"name": event_name, "namespace": event_namespace, "uid": str(uid), "creationTimestamp": r["time"]}
+        if r.get("why"):
+            meta["annotations"] = {CAUSE_ANNOTATION: r["why"]}
         found[(event_namespace, event_name)] = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": event_name, "namespace": event_namespace, "uid": str(uid), "creationTimestamp": r["time"]},
+            "metadata": meta,
             "involvedObject": ref,
             "reason": r["reason"],
-            "message": message,
+            "message": r["message"],
             "source": {"component": r["source"]},
             "firstTimestamp": r["time"],
             "lastTimestamp": r["time"],

@@ -35,6 +35,7 @@ IGNORED_KINDS = {"ConfigMap", "Secret", "ServiceAccount", "Namespace", "Role", "
                  "HorizontalPodAutoscaler", "PodDisruptionBudget"}
 IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 MAX_LAB_NAME = 32
+MAX_REPLICAS = 10000
 # IPv4 space no pod, Service or node may be numbered from (RFC 6890's table): the kernel
 # treats each specially, so a lab built on one looks up and fails in confusing ways.
 SPECIAL_RANGES = tuple((ipaddress.ip_network(n), what) for n, what in (
@@ -462,8 +463,11 @@ class _At:
             return default
         if isinstance(v, bool) or not isinstance(v, int):
             raise self.error(f"must be an integer, not {v!r}")
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise self.error(f"{v} is out of range {lo}-{hi}")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):     # apimachinery's validation messages
+            if lo is not None and hi is not None:
+                raise self.error(f"{v}: must be between {lo} and {hi}, inclusive")
+            raise self.error(f"{v}: must be greater than or equal to {lo}" if lo is not None and v < lo
+                             else f"{v}: must be less than or equal to {hi}")
         return v
 
     def choice(self, options, default):
@@ -791,7 +795,9 @@ def _deployment(f, doc, cluster, nodes=None):
     # (a replica's name is cut to 63 characters, as the API server's name generator cuts it)
     spec = at.child("spec")
     spec.mapping(required=True)
-    replicas = spec.child("replicas").integer(1, lo=0, hi=10000)
+    replicas = spec.child("replicas").integer(1, lo=0)
+    if replicas > MAX_REPLICAS:
+        raise spec.child("replicas").error(f"{replicas}: netlab runs at most {MAX_REPLICAS} replicas of a Deployment")
     selector = spec.child("selector")
     selector.mapping(required=True)
     match = selector.child("matchLabels").string_map()
@@ -1031,7 +1037,7 @@ def _service_ports(spec, svc_type, headless):
         if isinstance(target, bool) or not isinstance(target, (int, str)):
             raise target_at.error(f"must be a port number or name, not {target!r}")
         if isinstance(target, int) and not 1 <= target <= 65535:
-            raise target_at.error(f"{target} is out of range 1-65535")
+            raise target_at.error(f"{target}: must be between 1 and 65535, inclusive")
         np_at = p.child("nodePort")
         node_port = np_at.integer(lo=NODE_PORT_RANGE[0], hi=NODE_PORT_RANGE[1])
         if node_port is not None and svc_type not in ("NodePort", "LoadBalancer"):

@@ -31,8 +31,9 @@ from aiohttp import web
 from netlab import names
 from netlab.api import pki, printers
 from netlab.api.etcd import Store
+from netlab.control_plane import patch as patches
 from netlab.control_plane import registry, selectors
-from netlab.control_plane.status import ApiError, not_found, status_response
+from netlab.control_plane.status import ApiError, not_found, status_body, status_response
 from netlab.control_plane.watch_cache import WatchCache, storage_key
 from netlab.errors import LabNotFound, NetlabError, SpecError
 from netlab.kernel import netns as ns
@@ -73,6 +74,21 @@ def overlay(body, rendered):
             all(isinstance(x, dict) for x in body + rendered):
         return [overlay(b, r) for b, r in zip(body, rendered)]
     return rendered
+
+
+def with_managed_fields(resource, obj, managers):
+    """metadata.managedFields from the fields each manager set (kept flattened by the write path)."""
+    if not managers:
+        return obj
+    groups = {}
+    for path in managers:
+        for owner in patches.owners_of(managers, path):
+            groups.setdefault(owner, []).append(path)
+    obj["metadata"]["managedFields"] = [
+        {"manager": owner.partition("|")[0], "operation": owner.partition("|")[2] or "Update",
+         "apiVersion": resource.group_version, "time": obj["metadata"].get("creationTimestamp"),
+         "fieldsType": "FieldsV1", "fieldsV1": patches.fields_v1(paths)} for owner, paths in sorted(groups.items())]
+    return obj
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -190,7 +206,8 @@ class ApiServer:
         for r in registry.RESOURCES:
             objs = lab_objects(state, r.plural)
             if state.bodies:
-                objs = [overlay(state.bodies.get(storage_key(r, o)), o) for o in objs]
+                objs = [with_managed_fields(r, overlay(state.bodies.get(storage_key(r, o)), o),
+                                            state.bodies.get(f"managers:{storage_key(r, o)}")) for o in objs]
             out[r.plural] = objs
         return out
 
@@ -256,6 +273,8 @@ class ApiServer:
 
     async def dispatch(self, request):
         path = request.path
+        if request.method != "GET" and not path.startswith(("/api/", "/apis/")):
+            raise ApiError(405, "the server does not allow this method on the requested resource")
         if path in ("/healthz", "/livez", "/readyz") or path.startswith(("/healthz/", "/livez/", "/readyz/")):
             return web.Response(text="ok", content_type="text/plain")
         if path.rstrip("/") == "/version":
@@ -274,6 +293,8 @@ class ApiServer:
         if target is None:
             raise ApiError(404, "the server could not find the requested resource")
         if not isinstance(target, Target):
+            if request.method != "GET":
+                raise ApiError(405, "the server does not allow this method on the requested resource")
             return self.discovery(request, target)
         await self.fresh()
         method = request.method
@@ -409,7 +430,7 @@ class ApiServer:
                 raise ApiError(400, f'resourceVersion: Invalid value: "{rv}": must be an integer')
             since = int(rv)
             if self.cache.since(r.plural, since) is None:
-                raise ApiError(410, f"too old resource version: {since} ({self.cache.oldest})", reason="Expired")
+                return await self.expired_watch(request, since)
             initial = []
         else:
             since = self.cache.revision
@@ -453,6 +474,16 @@ class ApiServer:
                                             "metadata": {"resourceVersion": str(self.cache.revision)}})
         except (ConnectionResetError, asyncio.CancelledError):
             return response
+        await response.write_eof()
+        return response
+
+    async def expired_watch(self, request, since):
+        """A watch from a revision the cache no longer holds: 200, then one ERROR event carrying
+        410 Expired, as the cacher's error watcher answers (clients list again)."""
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        status = status_body(410, f"too old resource version: {since} ({self.cache.oldest})", reason="Expired")
+        await response.write((json.dumps({"type": "ERROR", "object": status}) + "\n").encode())
         await response.write_eof()
         return response
 

@@ -196,15 +196,36 @@ def _merge_list(current, patch, name, path, delete_primitives=None, order=None):
 
 # --- server-side apply's field ownership -------------------------------------------------
 
-def leaf_paths(value, prefix=""):
-    """{".spec.replicas": 3, ...}: the fields an object sets, lists as one field each."""
+def leaf_paths(value, prefix="", name=None):
+    """{".spec.replicas": 3, '.spec.template.spec.containers[name="web"].image': ..., ...}: the
+    fields an object sets. A list whose items carry its merge key is associative (an item per
+    key, as structured-merge-diff keys containers by name); any other list is one field."""
     out = {}
     if isinstance(value, dict) and value:
         for k, v in value.items():
-            out.update(leaf_paths(v, f"{prefix}.{k}"))
+            out.update(leaf_paths(v, f"{prefix}.{k}", k))
+    elif isinstance(value, list) and value and name and all(isinstance(x, dict) for x in value):
+        key = _merge_key(name, prefix)
+        if key is None or not all(key in x for x in value):
+            out[prefix] = value
+            return out
+        for item in value:
+            out.update(leaf_paths(item, f"{prefix}[{key}={json.dumps(item[key])}]"))
     else:
         out[prefix] = value
     return out
+
+
+def fields_v1(paths):
+    """managedFields' FieldsV1 of a set of leaf paths: {"f:spec": {"f:replicas": {}}, ...}."""
+    import re
+    root = {}
+    for path in paths:
+        node = root
+        for field, key, item in re.findall(r'\.([^.\[]+)|\[([^=\]]+)=((?:"[^"]*")|[^\]]+)\]', path):
+            name = f"f:{field}" if field else "k:" + json.dumps({key: json.loads(item)}, separators=(",", ":"))
+            node = node.setdefault(name, {})
+    return root
 
 
 # Fields a request never owns: the server's own.
@@ -217,13 +238,36 @@ def owned_fields(obj):
     return {p: v for p, v in leaf_paths(obj).items() if not p.startswith(SERVER_FIELDS)}
 
 
+def owners_of(managers, path):
+    """The managers of one field ({path: [manager, ...]}; an older record kept one)."""
+    owners = managers.get(path, [])
+    return [owners] if isinstance(owners, str) else list(owners)
+
+
 def conflicts(managers, manager, applied, live):
     """The fields an apply by `manager` would change that another manager owns:
-    [(path, owner)]. `managers`: {path: manager}."""
+    [(path, owner)]. A field applied with the value it has is shared, never a conflict."""
     live_fields = leaf_paths(live)
     out = []
     for path, value in owned_fields(applied).items():
-        owner = managers.get(path)
-        if owner and owner != manager and path in live_fields and live_fields[path] != value:
-            out.append((path, owner))
+        if path in live_fields and live_fields[path] != value:
+            out += [(path, owner) for owner in owners_of(managers, path) if owner != manager]
     return out
+
+
+def owned_after(managers, manager, fields, live, apply):
+    """managedFields after a write by `manager` of `fields` ({path: value}): an apply owns what it
+    sent (shared where the value is unchanged) and lets go of what it no longer sends; any other
+    write owns the fields it changed, alone."""
+    live_fields = leaf_paths(live) if live else {}
+    out = {p: owners_of(managers, p) for p in managers}
+    if apply:
+        for path in list(out):
+            if path not in fields and manager in out[path]:
+                out[path] = [o for o in out[path] if o != manager]
+    for path, value in fields.items():
+        if path in live_fields and live_fields[path] == value and apply:
+            out[path] = out.get(path, []) + ([manager] if manager not in out.get(path, []) else [])
+        else:
+            out[path] = [manager]
+    return {p: o for p, o in out.items() if o}

@@ -55,6 +55,12 @@ def invalid(target, kind, name, error):
                                          "field": field}]})
 
 
+def _manager_named(owner, resource):
+    """How a conflict names a manager: an Update's with the version it wrote (structured-merge-diff)."""
+    manager, _, operation = owner.partition("|")
+    return f'"{manager}"' if operation == "Apply" else f'"{manager}" using {resource.group_version}'
+
+
 def _clean(obj):
     """The part of an object a request writes: no status, none of the server's metadata."""
     out = {k: copy.deepcopy(v) for k, v in obj.items() if k != "status"}
@@ -162,15 +168,28 @@ class Write:
             raise ApiError(409, f'{r.qualified} "{meta["name"]}" already exists', reason="AlreadyExists",
                            details={"name": meta["name"], **({"group": r.group} if r.group else {}), "kind": r.plural})
         if self.method in ("PUT", "PATCH") and current is not None:
-            asked = meta.get("resourceVersion")
-            if asked and asked != current["metadata"].get("resourceVersion"):
-                raise ApiError(409, f'Operation cannot be fulfilled on {r.qualified} "{meta["name"]}": the object has '
-                                    f'been modified; please apply your changes to the latest version and try again',
-                               details={"name": meta["name"], **({"group": r.group} if r.group else {}),
-                                        "kind": r.plural})
+            self.check_version(meta.get("resourceVersion"), self.version_of(state, current), meta["name"])
         if self.method == "PUT" and current is None:
             raise not_found(r, self.target.name)
         return body
+
+    def version_of(self, state, current):
+        """The resourceVersion a request's precondition is checked against: the key's mod revision
+        (the one the cache serves), or the cache's for an object the store does not keep."""
+        key = storage_key(self.resource, current)
+        if key in state.revisions:
+            return str(state.revisions[key][0])
+        meta = current["metadata"]
+        cached = self.server.cache.get(self.resource.plural, meta.get("namespace", ""), meta["name"])
+        return (cached or {}).get("metadata", {}).get("resourceVersion")
+
+    def check_version(self, asked, current, name):
+        """Optimistic concurrency: a request that names a resourceVersion must name the current one."""
+        r = self.resource
+        if asked and asked != current:
+            raise ApiError(409, f'Operation cannot be fulfilled on {r.qualified} "{name}": the object has been '
+                                f'modified; please apply your changes to the latest version and try again',
+                           details={"name": name, **({"group": r.group} if r.group else {}), "kind": r.plural})
 
     def _mapping(self, body):
         if not isinstance(body, dict):
@@ -211,17 +230,19 @@ class Write:
     def server_side_apply(self, state, base, current, applied):
         managers = state.bodies.get(f"managers:{storage_key(self.resource, current)}", {}) if current else {}
         if current is not None and not self.force:
-            found = [(path, owner.split("|")[0]) for path, owner in
-                     patches.conflicts(managers, f"{self.manager}|Apply", applied, current)]
+            if self.manager == "kubectl":      # kubectl's upgrade path: it takes over what client-side apply set
+                managers = {p: [f"{self.manager}|Apply" if m == "kubectl-client-side-apply|Update" else m
+                                for m in patches.owners_of(managers, p)] for p in managers}
+            found = patches.conflicts(managers, f"{self.manager}|Apply", applied, current)
             if found:
                 r = self.resource
+                said = [(path, _manager_named(owner, r)) for path, owner in found]
                 raise ApiError(409, f"Apply failed with {len(found)} conflict{'s' * (len(found) > 1)}: "
-                                    + "; ".join(f'conflict with "{owner}" using {r.group_version}: {path}'
-                                                for path, owner in found),
+                                    + "; ".join(f'conflict with {who}: {path}' for path, who in said),
                                details={"name": self.target.name, **({"group": r.group} if r.group else {}),
                                         "kind": r.plural,
-                                        "causes": [{"reason": "FieldManagerConflict", "message":
-                                                    f'conflict with "{owner}"', "field": path} for path, owner in found]})
+                                        "causes": [{"reason": "FieldManagerConflict", "message": f"conflict with {who}",
+                                                    "field": path} for path, who in said]})
         self.applied_fields = patches.owned_fields(applied)
         return patches.merge_patch(base, applied) if base is not None else applied
 
@@ -244,19 +265,17 @@ class Write:
                             and o["metadata"].get("namespace", "") == meta.get("namespace", "")), body)
 
     def own_fields(self, state, key, body, current):
-        """Who set which field (managedFields, flattened): an apply owns what it sent; any other
-        write owns the fields it changed."""
+        """Who set which field (managedFields, flattened)."""
         managers_key = f"managers:{key}"
-        managers = dict(state.bodies.get(managers_key, {}))
-        if getattr(self, "applied_fields", None) is not None:
+        managers = state.bodies.get(managers_key, {})
+        apply = getattr(self, "applied_fields", None) is not None
+        if apply:
             fields = self.applied_fields
         else:
             before = patches.owned_fields(current) if current else {}
             fields = {p: v for p, v in patches.owned_fields(body).items() if before.get(p) != v}
-        operation = "Apply" if getattr(self, "applied_fields", None) is not None else "Update"
-        for path in fields:
-            managers[path] = f"{self.manager}|{operation}"     # managedFields: a manager and its operation
-        state.bodies[managers_key] = managers
+        owner = f"{self.manager}|{'Apply' if apply else 'Update'}"     # a manager and its operation
+        state.bodies[managers_key] = patches.owned_after(managers, owner, fields, current, apply)
 
     def store_namespace(self, state, body, current):
         name = body["metadata"]["name"]
@@ -360,6 +379,9 @@ class Write:
         if d is None:
             raise not_found(r, self.target.name)
         body = self._mapping(self.body)
+        key = storage_key(r, {"metadata": {"name": d.name, "namespace": d.namespace}})
+        asked = (body.get("metadata") or {}).get("resourceVersion") if isinstance(body.get("metadata"), dict) else None
+        self.check_version(asked, str(state.revisions.get(key, [0])[0]), d.name)
         if self.method == "PATCH":
             current = {"spec": {"replicas": d.replicas}}
             body = patches.merge_patch(current, body) if self.ctype != "application/json-patch+json" else \
@@ -369,9 +391,8 @@ class Write:
             raise ApiError(422, f'Scale.autoscaling "{d.name}" is invalid: spec.replicas: Invalid value: {replicas!r}: '
                                 f'must be greater than or equal to 0')
         cluster.scale(state, d.namespace, d.name, replicas, log=log)
-        key = storage_key(r, {"metadata": {"name": d.name, "namespace": d.namespace}})
         if key in state.bodies:
             state.bodies[key].setdefault("spec", {})["replicas"] = replicas
-        managers = dict(state.bodies.get(f"managers:{key}", {}))
-        managers[".spec.replicas"] = f"{self.manager}|Update"
-        state.bodies[f"managers:{key}"] = managers
+        state.bodies[f"managers:{key}"] = patches.owned_after(state.bodies.get(f"managers:{key}", {}),
+                                                              f"{self.manager}|Update", {".spec.replicas": replicas},
+                                                              None, apply=False)

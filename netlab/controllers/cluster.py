@@ -64,6 +64,11 @@ def new_state(spec, rng=None, log=None):
     for s in sorted(spec.services, key=lambda s: s.cluster_ip in (None, "None")):
         add_service(state, s, rng, reserved)
     sync_endpoints(state, rng)
+    if log is not None:                  # the ReplicaSets' and the scheduler's events of the first pods
+        for d in state.deployments:
+            _log_pods(log, d, replicas_of(state, d), [])
+        log += [("Scheduled", f"pod/{p.name}", p.namespace, f"Successfully assigned {p.key} to {p.node}")
+                for p in state.scheduled_pods()]
     state.netns = [state.lan_netns(), state.external_netns()] + [names.lb_netns(c.name, s.key) for s in balancers(state)]
     state.netns += [n.netns for n in state.nodes] + [p.netns for p in state.scheduled_pods()]
     return state

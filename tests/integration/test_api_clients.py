@@ -247,6 +247,24 @@ def test_patch_deployment_scale_answers_a_scale_and_the_pods_follow(lab, api):
     wait_for(lambda: len(pod_netns_of(lab, "default", "web-")) == 4, what="web back to 4 pods")
 
 
+def test_replacing_a_scale_with_a_stale_resource_version_conflicts(lab, api):
+    """The Scale's resourceVersion is the Deployment's: a PUT of a Scale read before another
+    write is refused as a PUT of the Deployment itself would be."""
+    apps = client.AppsV1Api(api)
+    stale = apps.read_namespaced_deployment_scale("web", "default")
+    try:
+        apps.patch_namespaced_deployment_scale("web", "default", {"spec": {"replicas": 3}})
+        stale.spec.replicas = 5
+        with pytest.raises(ApiException) as refused:
+            apps.replace_namespaced_deployment_scale("web", "default", stale)
+        assert refused.value.status == 409
+        assert json.loads(refused.value.body)["reason"] == "Conflict"
+        assert apps.read_namespaced_deployment("web", "default").spec.replicas == 3
+    finally:
+        apps.patch_namespaced_deployment_scale("web", "default", {"spec": {"replicas": 4}})
+    wait_for(lambda: len(pod_netns_of(lab, "default", "web-")) == 4, what="web back to 4 pods")
+
+
 # --- from a pod ------------------------------------------------------------------------------------------
 
 def curl_from_client(lab, path, port):

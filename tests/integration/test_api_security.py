@@ -267,6 +267,10 @@ BAD = {
                       JSON, 404),
     "unknown version": ("GET", "/apis/apps/v9/namespaces/default/deployments", None, {}, 404),
     "unknown core version": ("GET", "/api/v2/pods", None, {}, 404),
+    "unknown includeObject": ("GET", "/api/v1/namespaces/default/pods?includeObject=bogus", None,
+                              {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"}, 400),
+    "bad label selector": ("GET", "/api/v1/pods?labelSelector=app%20in%20(web", None, {}, 400),
+    "bad field selector": ("GET", "/api/v1/pods?fieldSelector=spec.frobnicated%3Dx", None, {}, 400),
 }
 
 
@@ -278,6 +282,22 @@ def test_bad_input_gets_a_status_and_changes_nothing(lab, tls, case):
         if case == "unknown kind":
             assert "Frobnicator" in status["message"]
         still_serving(lab, tls)
+
+
+def test_a_watch_from_a_version_older_than_the_history_gets_one_error_event_410(lab, tls):
+    """As the watch cache answers (cacher.go: "once we have ... successfully parsed a resource
+    version, other errors must fail with a watch event of type ERROR"): 200, then one ERROR
+    event carrying a 410 Expired Status, which is what makes a client re-list."""
+    with nothing_changes(lab):
+        r = request(lab, tls.admin, "GET", "/api/v1/namespaces/default/pods?watch=true&resourceVersion=1&"
+                                           "timeoutSeconds=5")
+        assert r.status == 200, r
+        events = [json.loads(line) for line in r.body.splitlines() if line.strip()]
+        assert [e["type"] for e in events] == ["ERROR"], events
+        status = events[0]["object"]
+        assert (status["kind"], status["status"], status["code"], status["reason"]) == ("Status", "Failure", 410,
+                                                                                        "Expired")
+        assert status["message"].startswith("too old resource version: 1 (")
 
 
 def test_an_invalid_deployment_is_unprocessable_naming_the_field(lab, tls):
@@ -347,7 +367,7 @@ QUERY_KEYS = ["watch", "labelSelector", "fieldSelector", "limit", "continue", "r
 QUERY_VALUES = ["true", "false", "1", "0", "-1", "", "All", "Strict", "Warn", "Object", "None", "Metadata", "app=web",
                 "app in (web", "app notin (a,b),!x", "metadata.name=web", "spec.nodeName!=x", "status.phase=Running",
                 "nope=1", "a,,b", "99999999999999999999", "=", "!", "NotOlderThan", "Exact", "Foreground", "main",
-                "eyJydiI6IDEsICJzdGFydCI6IFsiIiwgIiJdfQ==", "not-base64!"]
+                "eyJydiI6IDEsICJzdGFydCI6IFsiIiwgIiJdfQ==", "not-base64!", "bogus"]
 BODY_KEYS = ["apiVersion", "kind", "metadata", "spec", "status", "labels", "annotations", "replicas", "selector",
              "matchLabels", "ports", "port", "targetPort", "protocol", "template", "containers", "items", "op", "path",
              "value", "from", "$patch", "$setElementOrder/ports", "$retainKeys", "resourceVersion", "uid", "x"]
@@ -375,33 +395,80 @@ json_value = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70)
                           max_leaves=12)
 
 
+KINDS = [("v1", "Pod"), ("v1", "Service"), ("v1", "Namespace"), ("v1", "Node"), ("v1", "ConfigMap"),
+         ("v1", "Endpoints"), ("apps/v1", "Deployment"), ("apps/v1", "ReplicaSet"), ("apps/v1", "DaemonSet"),
+         ("networking.k8s.io/v1", "Ingress"), ("discovery.k8s.io/v1", "EndpointSlice"), ("autoscaling/v1", "Scale"),
+         ("v1", "Frobnicator"), ("apps/v9", "Deployment"), ("", "")]
+
+
+KIND_OF = {"pods": ("v1", "Pod"), "services": ("v1", "Service"), "endpoints": ("v1", "Endpoints"),
+           "events": ("v1", "Event"), "configmaps": ("v1", "ConfigMap"), "nodes": ("v1", "Node"),
+           "namespaces": ("v1", "Namespace"), "secrets": ("v1", "Secret"), "deployments": ("apps/v1", "Deployment"),
+           "replicasets": ("apps/v1", "ReplicaSet"), "daemonsets": ("apps/v1", "DaemonSet"),
+           "endpointslices": ("discovery.k8s.io/v1", "EndpointSlice"), "ingresses": ("networking.k8s.io/v1", "Ingress"),
+           "ingressclasses": ("networking.k8s.io/v1", "IngressClass"), "widgets": ("example.com/v1", "Widget")}
+
+
+@st.composite
+def object_like(draw, plural=None):
+    """A body shaped like an object (apiVersion, kind, metadata, spec), mostly of the kind the
+    path names, with anything inside."""
+    kinds = st.sampled_from(KINDS)
+    if plural in KIND_OF:
+        kinds = st.sampled_from([KIND_OF[plural]] * 6) | kinds
+    api_version, kind = draw(kinds)
+    obj = {"apiVersion": api_version, "kind": kind} if kind else {}
+    meta = draw(st.fixed_dictionaries({}, optional={
+        "name": free_name, "namespace": st.sampled_from(["default", "kube-system"]) | free_name,
+        "labels": st.dictionaries(junk, junk | st.integers(), max_size=3), "resourceVersion": st.sampled_from(
+            ["1", "0", "x", ""]), "annotations": st.dictionaries(junk, json_value, max_size=2)}))
+    obj["metadata"] = meta if draw(st.integers(0, 5)) else draw(json_value)
+    spec = st.fixed_dictionaries({}, optional={
+        "replicas": st.integers(-3, 3) | json_value,
+        "selector": st.fixed_dictionaries({"matchLabels": st.dictionaries(junk, junk, max_size=2)}) | json_value,
+        "ports": st.lists(st.fixed_dictionaries({}, optional={"port": st.integers(-1, 70000) | json_value,
+                                                             "targetPort": st.integers(0, 70000) | junk,
+                                                             "protocol": st.sampled_from(["TCP", "UDP", "SCTP", "x"]),
+                                                             "name": junk}), max_size=3),
+        "type": st.sampled_from(["ClusterIP", "NodePort", "LoadBalancer", "ExternalName", "x"]),
+        "template": json_value, "containers": json_value})
+    obj["spec"] = draw(spec | json_value)
+    return obj
+
+
 @st.composite
 def api_path(draw, write):
     """A resource path as kubectl builds them (and some that are not): a group and version, a
-    namespace, a resource, a name, a subresource; or a discovery, OpenAPI or health path; or junk."""
+    namespace, a resource, a name, a subresource; or a discovery, OpenAPI or health path; or junk.
+    -> (path, the resource's plural or None)."""
     shape = draw(st.sampled_from(["resource"] * 6 + ["other", "junk"]))
     if shape == "other":
-        return draw(st.sampled_from(OTHER_PATHS))
+        return draw(st.sampled_from(OTHER_PATHS)), None
     if shape == "junk":
-        return "/" + "/".join(quote(p, safe="") for p in draw(st.lists(junk, max_size=6)))
+        return "/" + "/".join(quote(p, safe="") for p in draw(st.lists(junk, max_size=6))), None
     group, version, plural, namespaced = draw(st.sampled_from(RESOURCES))
-    version = draw(st.sampled_from([version] * 4 + ["v1beta1", "v2"]))
+    version = draw(st.sampled_from([version] * 8 + ["v1beta1", "v2"]))
     parts = ["api", version] if not group else ["apis", group, version]
-    if namespaced and draw(st.booleans()):
-        parts += ["namespaces", draw(st.sampled_from(["default", "kube-system"]) | free_name)]
+    if namespaced and draw(st.integers(0, 3)):
+        parts += ["namespaces", draw(st.sampled_from(["default"] * 6 + ["kube-system"]) | free_name)]
     parts.append(plural)
     if draw(st.integers(0, 3)):
         names = free_name if write else (st.sampled_from(sorted(EXISTING)) | free_name)
         parts.append(draw(names))
         if draw(st.integers(0, 2)) == 0:
             parts.append(draw(st.sampled_from(SUBRESOURCES) | junk))
-    return "/" + "/".join(quote(p, safe="") for p in parts)
+    return "/" + "/".join(quote(p, safe="") for p in parts), plural
 
 
 @st.composite
 def api_requests(draw):
     method = draw(st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE"]))
-    path = draw(api_path(method != "GET"))
+    path, plural = draw(api_path(method != "GET"))
+    create = method == "POST" and draw(st.integers(0, 2)) == 0
+    if create:                                     # kubectl create's request: a collection, a JSON object of its kind
+        group, version, plural, namespaced = draw(st.sampled_from(RESOURCES))
+        path = ("/api/v1" if not group else f"/apis/{group}/{version}") + \
+            ("/namespaces/default" if namespaced else "") + f"/{plural}"
     query = draw(st.dictionaries(st.sampled_from(QUERY_KEYS) | st.text(string.ascii_letters, max_size=6),
                                  st.sampled_from(QUERY_VALUES) | st.text(max_size=10), max_size=4))
     if query.get("watch", "").lower() in ("true", "1") or query.get("follow", "").lower() in ("true", "1"):
@@ -409,9 +476,16 @@ def api_requests(draw):
     headers = {"Accept": draw(st.sampled_from(ACCEPTS))}
     body = None
     if method in ("POST", "PUT", "PATCH"):
-        headers["Content-Type"] = draw(st.sampled_from(CONTENT_TYPES))
-        body = draw(st.one_of(json_value.map(lambda v: json.dumps(v).encode()), st.binary(max_size=64),
-                              st.text(max_size=64).map(str.encode)))
+        headers["Content-Type"] = "application/json" if create else draw(st.sampled_from(CONTENT_TYPES))
+        shaped = create or draw(st.booleans())
+        if shaped:
+            obj = draw(object_like(plural))
+            if method == "POST" and isinstance(obj.get("metadata"), dict) and "name" in obj["metadata"]:
+                query["dryRun"] = "All"            # validated all the way, and stored nowhere
+            body = json.dumps(obj).encode()
+        else:
+            body = draw(st.one_of(json_value.map(lambda v: json.dumps(v).encode()), st.binary(max_size=64),
+                                  st.text(max_size=64).map(str.encode)))
     return method, path + ("?" + urlencode(query) if query else ""), body, headers
 
 
@@ -569,8 +643,12 @@ def test_twenty_clients_writing_at_once_lose_nothing_and_the_lab_converges(lab, 
         assert len(w.labels["deployment"]) == 12 and len(w.labels["service"]) == 12
         assert set(w.labels["service"]) <= set(service["metadata"]["labels"]), service["metadata"]["labels"]
         assert {f"a{i}-{j}" for i in range(2) for j in range(2)} <= set(final["metadata"]["labels"])
-        versions = [v for v, _ in w.scales]
-        assert len(set(versions)) == len(versions), f"two scales answered the same resourceVersion: {w.scales}"
+        # a scale to the replicas the Deployment has changes nothing (no new resourceVersion);
+        # one resourceVersion is one Deployment, so one replicas
+        by_version = {}
+        for version, n in w.scales:
+            by_version.setdefault(version, set()).add(n)
+        assert all(len(n) == 1 for n in by_version.values()), f"one resourceVersion, two replicas: {w.scales}"
         replicas = max(w.scales)[1]
         assert final["spec"]["replicas"] == replicas
         assert service["spec"]["clusterIP"] == created[1].json()["spec"]["clusterIP"]

@@ -639,7 +639,8 @@ def test_the_lab_records_as_core_v1_events():
     assert scaled["involvedObject"] == {"kind": "Deployment", "namespace": "default", "name": "web",
                                         "apiVersion": "apps/v1"}
     assert scaled["count"] == 2                                  # the same record twice: aggregated
-    assert scaled["message"] == "Scaled up replica set web-1 to 2 (scale deployment/web --replicas 2)"
+    assert scaled["message"] == "Scaled up replica set web-1 to 2"      # the real recorder's text
+    assert scaled["metadata"]["annotations"] == {events.CAUSE_ANNOTATION: "scale deployment/web --replicas 2"}
     assert (scaled["source"], scaled["reportingComponent"], scaled["type"]) == (
         {"component": "controller-manager"}, "controller-manager", "Normal")
     assert scaled["firstTimestamp"] == scaled["lastTimestamp"] == "2025-06-01T11:50:00Z"

@@ -102,7 +102,7 @@ def test_duplicate_names_are_refused(tmp_path):
 def test_invalid_manifest_field_is_named(tmp_path):
     _, e = error_of(tmp_path, CLUSTER + "---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"
                     "spec: {containers: [{name: c, ports: [{containerPort: 70000}]}]}\n")
-    assert e.field == "spec.containers[0].ports[0].containerPort" and "out of range" in e.message
+    assert e.field == "spec.containers[0].ports[0].containerPort" and "must be between" in e.message
 
 
 @pytest.mark.parametrize("snippet, field", [
