@@ -14,10 +14,12 @@ demo: setup
 	$(NETLAB) get pods -A -o wide
 	$(NETLAB) get services -o wide
 	$(NETLAB) get endpoints
+	kubectl --context netlab-netlab get endpointslices
 	$(NETLAB) probe
 	@echo
 	@echo "The lab is up. Look around: ip netns list; netlab exec netlab-worker -- ip route;"
 	@echo "  netlab iptables netlab-worker -t nat   (kube-proxy's and flannel's rules)"
+	@echo "  kubectl get pods -A -o wide; kubectl exec client -- curl -s http://web/hostname"
 	@echo "Remove it with: netlab down"
 
 test: setup
@@ -36,6 +38,7 @@ unit: setup
 
 bench: setup
 	$(PY) bench/bringup.py
+	$(PY) bench/api.py
 	$(PY) bench/kube_proxy.py
 	$(PY) bench/dns.py
 

@@ -33,6 +33,16 @@ from netlab import Lab  # noqa: E402
 from netlab.api import pki  # noqa: E402
 
 NETLAB = [sys.executable, "-m", "netlab.cli"]
+# The Service in front of the web pods: kube-proxy's rules for a new replica are what the
+# second measurement waits for.
+SERVICE = """---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"""
 
 
 def timed(argv, env):
@@ -80,7 +90,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "KUBECONFIG": str(Path(tmp) / "kubeconfig")}
         os.environ["KUBECONFIG"] = env["KUBECONFIG"]
-        lab = Lab.up(labfile(Path(tmp) / "lab.yaml", name, args.nodes, args.pods_per_node))
+        path = labfile(Path(tmp) / "lab.yaml", name, args.nodes, args.pods_per_node)
+        path.write_text(path.read_text() + SERVICE)
+        lab = Lab.up(path)
         try:
             state = lab.state()
             pods = len(state.pods)
@@ -106,7 +118,9 @@ def main():
                 subprocess.run(["kubectl", "--context", f"netlab-{name}", "scale", "deployment", "web",
                                 f"--replicas={replicas}"], capture_output=True, env=env, check=True)
                 new_ip = next(p.ip for p in lab.state().pods if p.ip not in before and p.ip)
-                while new_ip not in lab.iptables(node.name, "nat"):
+                deadline = time.monotonic() + 60
+                rule = f"--to-destination {new_ip}:8080"
+                while rule not in lab.iptables(node.name, "nat") and time.monotonic() < deadline:
                     time.sleep(0.001)
                 delays_rules.append(time.perf_counter() - start)
                 watcher.join(60)

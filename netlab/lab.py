@@ -211,7 +211,6 @@ class Lab:
                 lab._save(state)                     # the record comes before any kernel object
                 _record(lab.name, log, "up")         # the pods left Pending, and why
             try:
-                lab._certificates(state)
                 lab._converge(state, None, "up", full=True, progress=progress or _NoProgress())
                 lab._export_kubeconfig(state)
             except BaseException as e:
@@ -329,6 +328,8 @@ class Lab:
             # synced", as an API server keeps an object its agents failed to realize: the
             # next command (or `netlab reconcile`) converges in full and retries it.
             changes = self._converge(state, old, why, full=mutate is None)
+            if not old.synced and state.api_port:
+                self._export_kubeconfig(state)       # an interrupted `up` never exported its context
         self.last_changes = changes
         return result if mutate is not None else changes
 
@@ -395,6 +396,8 @@ class Lab:
             if deleted:
                 changes.add("kube-proxy", [(node.netns, f"deleted {deleted} conntrack entries of removed UDP endpoints")])
         progress.phase("pods", len(state.scheduled_pods()))
+        if not processes.alive(state.processes.get("kube_apiserver")):
+            self._certificates(state)                # an `up` killed before them: the API server needs them
         self._run_processes(state, fresh, changes, progress)
         state.synced = True
         state.phase = "Running"

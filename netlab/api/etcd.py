@@ -226,18 +226,14 @@ REGISTRY = (
 )
 
 
-def registry_key(kind, obj):
-    """The etcd key of one record: REGISTRY's kinds are the state's lists."""
-    return next(key for k, key in REGISTRY if k == kind)(obj)
-
-
 def _records(state):
     for kind, key in REGISTRY:
         for obj in getattr(state, kind, ()):
-            k = key(obj)
-            yield k, [asdict(obj), state.bodies.get(k)]      # a request's fields netlab does not model count too
+            k = key(obj)                     # a request's fields netlab does not model, and their owners, count too
+            yield k, [asdict(obj), state.bodies.get(k), state.bodies.get(f"managers:{k}")]
     for name, record in state.namespaces.items():
-        yield f"/registry/namespaces/{name}", record
+        k = f"/registry/namespaces/{name}"
+        yield k, [record, state.bodies.get(k), state.bodies.get(f"managers:{k}")]
 
 
 def bump_revisions(state):
@@ -247,17 +243,14 @@ def bump_revisions(state):
     current = {}
     for key, record in _records(state):
         current[key] = hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+    # A request's body and field owners go with their object (`netlab delete` removes the object).
+    state.bodies = {k: v for k, v in state.bodies.items() if k.removeprefix("managers:") in current}
     old = state.revisions
     changed = [k for k, d in current.items() if old.get(k, [0, None])[1] != d] or (old.keys() - current.keys())
     if not changed:
         return
     state.revision += 1
     state.revisions = {k: (old[k] if k in old and old[k][1] == d else [state.revision, d]) for k, d in current.items()}
-
-
-def mod_revision(state, key):
-    """The revision a key was last written at (0: not stored)."""
-    return state.revisions.get(key, [0])[0]
 
 
 # --- the store ---------------------------------------------------------------------------

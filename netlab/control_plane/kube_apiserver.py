@@ -54,26 +54,11 @@ FIELDS = {"pods": ("spec.nodeName", "spec.restartPolicy", "spec.schedulerName", 
           "nodes": ("spec.unschedulable",), "namespaces": ("status.phase",)}
 GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"    # the API server's name generator (utilrand)
 WATCH_SECONDS = 1800                                  # --min-request-timeout
+BOOKMARK_SECONDS = 10.0                               # how often a quiet watch that asked for them gets one
 
 
 def _bool(query, name):
     return query.get(name, "").lower() in ("true", "1")
-
-
-def overlay(body, rendered):
-    """`rendered` over `body`: mappings merged, a list of mappings merged item by item when both
-    hold the same number, anything else as rendered."""
-    if body is None:
-        return rendered
-    if isinstance(body, dict) and isinstance(rendered, dict):
-        out = dict(body)
-        for k, v in rendered.items():
-            out[k] = overlay(body.get(k), v)
-        return out
-    if isinstance(body, list) and isinstance(rendered, list) and len(body) == len(rendered) and \
-            all(isinstance(x, dict) for x in body + rendered):
-        return [overlay(b, r) for b, r in zip(body, rendered)]
-    return rendered
 
 
 def with_managed_fields(resource, obj, managers):
@@ -81,7 +66,11 @@ def with_managed_fields(resource, obj, managers):
     if not managers:
         return obj
     groups = {}
-    for path in managers:
+    for key in managers:
+        try:
+            path = tuple(json.loads(key))
+        except ValueError:                           # a record of an older netlab: not shown
+            continue
         for owner in patches.owners_of(managers, path):
             groups.setdefault(owner, []).append(path)
     obj["metadata"]["managedFields"] = [
@@ -148,10 +137,10 @@ def wants_table(accept):
 def discovery_version(accept):
     """The aggregated discovery version the client asks for first, or None (legacy JSON)."""
     for part in accept.split(","):
-        if "as=APIGroupDiscoveryList" in part and "g=apidiscovery.k8s.io" in part:
-            for v in ("v2", "v2beta1"):
-                if f"v={v}" in part.replace(" ", ""):
-                    return v
+        params = dict(p.strip().partition("=")[::2] for p in part.split(";")[1:])
+        if params.get("as") == "APIGroupDiscoveryList" and params.get("g") == "apidiscovery.k8s.io" and \
+                params.get("v") in ("v2", "v2beta1"):
+            return params["v"]
     return None
 
 
@@ -170,17 +159,36 @@ async def read_body(request):
         raise ApiError(400, "the request body is not UTF-8 text") from None
     try:
         if "yaml" in ctype:
+            if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text)):
+                # a few bytes of aliases expand to gigabytes (CVE-2019-11253): refused, as the real
+                # server limits them
+                raise ApiError(400, "the YAML body uses aliases (*name), which the API server does not expand")
             docs = list(yaml.safe_load_all(text))
             if len(docs) != 1:
                 raise ApiError(400, f"the request body holds {len(docs)} YAML documents; it takes one object")
             body = docs[0]
         else:
             body = json.loads(text)
-    except (ValueError, yaml.YAMLError) as e:
-        detail = str(e).splitlines()[0]
+    except (ValueError, yaml.YAMLError, RecursionError) as e:
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ApiError(400, f"the body of the request was in an unknown format - accepted media types include: "
                             f"application/json, application/yaml ({detail})") from None
+    if _depth(body) > MAX_DEPTH:
+        raise ApiError(400, f"the request body is nested deeper than {MAX_DEPTH} levels")
     return body
+
+
+MAX_DEPTH = 100         # Kubernetes' objects nest a few levels deep; the write path recurses on them
+
+
+def _depth(value):
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        v, d = todo.pop()
+        deepest = max(deepest, d)
+        if d <= MAX_DEPTH and isinstance(v, (dict, list)):
+            todo += [(x, d + 1) for x in (v.values() if isinstance(v, dict) else v)]
+    return deepest
 
 
 # --- the server -------------------------------------------------------------------------------
@@ -199,17 +207,18 @@ class ApiServer:
         self.writers = ThreadPoolExecutor(4, thread_name_prefix="write")
         self.reader = ThreadPoolExecutor(1, thread_name_prefix="cache")
 
+    def served(self, state, resource):
+        """One resource's objects of `state` as the API serves them (without resourceVersions)."""
+        objs = lab_objects(state, resource.plural)
+        if not state.bodies:
+            return objs
+        return [with_managed_fields(resource, patches.overlay(state.bodies.get(storage_key(resource, o)), o),
+                                    state.bodies.get(f"managers:{storage_key(resource, o)}")) for o in objs]
+
     def render(self, state):
         """Every object of the state; a stored object shows the fields its request wrote that
         netlab does not model (annotations, env, resources...), under the ones it computes."""
-        out = {}
-        for r in registry.RESOURCES:
-            objs = lab_objects(state, r.plural)
-            if state.bodies:
-                objs = [with_managed_fields(r, overlay(state.bodies.get(storage_key(r, o)), o),
-                                            state.bodies.get(f"managers:{storage_key(r, o)}")) for o in objs]
-            out[r.plural] = objs
-        return out
+        return {r.plural: self.served(state, r) for r in registry.RESOURCES}
 
     # --- the application ---
 
@@ -347,13 +356,13 @@ class ApiServer:
         r = target.resource
         if target.sub == "scale":
             return self.scale_object(target)
-        obj = self.cache.get(r.plural, target.namespace if r.namespaced else "", target.name)
+        obj = self.cache.snapshot.get(r.plural, target.namespace if r.namespaced else "", target.name)
         if obj is None:
             raise not_found(r, target.name)
         return obj
 
     def scale_object(self, target):
-        obj = self.cache.get(target.resource.plural, target.namespace, target.name)
+        obj = self.cache.snapshot.get(target.resource.plural, target.namespace, target.name)
         if obj is None:
             raise not_found(target.resource, target.name)
         meta = obj["metadata"]
@@ -364,7 +373,8 @@ class ApiServer:
                 "spec": {"replicas": obj["spec"]["replicas"]},
                 "status": {"replicas": obj.get("status", {}).get("replicas", 0), "selector": selector}}
 
-    def selected(self, request, target, objects):
+    def selector(self, request, target):
+        """The predicate of a request's namespace, labelSelector and fieldSelector (400 if malformed)."""
         query = request.query
         try:
             labels = selectors.parse_labels(query.get("labelSelector", ""))
@@ -377,20 +387,23 @@ class ApiServer:
 
     def list(self, request, target):
         r = target.resource
-        wanted = self.selected(request, target, None)
-        items = sorted((o for o in self.cache.list(r.plural) if wanted(o)),
+        wanted = self.selector(request, target)
+        snap = self.cache.snapshot
+        items = sorted((o for o in snap.list(r.plural) if wanted(o)),
                        key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
-        meta = {"resourceVersion": str(self.cache.revision)}
+        meta = {"resourceVersion": str(snap.revision)}
         start = 0
         if request.query.get("continue"):
-            try:
-                token = json.loads(base64.b64decode(request.query["continue"]))
-                start = next((i for i, o in enumerate(items)
-                              if (o["metadata"].get("namespace", ""), o["metadata"]["name"]) > tuple(token["start"])),
-                             len(items))
-            except (ValueError, KeyError, TypeError):
-                raise ApiError(400, "continue key is not valid: incorrect encoded start resourceVersion "
-                                    "(version meta.k8s.io/v1)") from None
+            token = self.continue_token(request.query["continue"])
+            changed = snap.since(r.plural, token["rv"])
+            if changed is None or changed:             # the list's pages would not be one snapshot
+                raise ApiError(410, "The provided continue parameter is too old to display a consistent list "
+                                    "result. You can start a new list without the continue parameter.",
+                               reason="Expired")
+            meta["resourceVersion"] = str(token["rv"])
+            start = next((i for i, o in enumerate(items)
+                          if (o["metadata"].get("namespace", ""), o["metadata"]["name"]) > tuple(token["start"])),
+                         len(items))
         limit = request.query.get("limit")
         if limit is not None and not limit.isdigit():
             raise ApiError(400, f"limit: invalid value {limit!r}: must be a non-negative integer")
@@ -399,7 +412,7 @@ class ApiServer:
             page = page[:int(limit)]
             last = page[-1]["metadata"]
             meta["continue"] = base64.b64encode(json.dumps(
-                {"rv": self.cache.revision, "start": [last.get("namespace", ""), last["name"]]}).encode()).decode()
+                {"rv": int(meta["resourceVersion"]), "start": [last.get("namespace", ""), last["name"]]}).encode()).decode()
             meta["remainingItemCount"] = len(items) - start - len(page)
         if wants_table(request.headers.get("Accept", "")):
             table = as_table(request, r, page, meta["resourceVersion"])
@@ -409,6 +422,17 @@ class ApiServer:
                                   "items": [{k: v for k, v in o.items() if k not in ("kind", "apiVersion")}
                                             for o in page]})
 
+    @staticmethod
+    def continue_token(text):
+        try:
+            token = json.loads(base64.b64decode(text, validate=True))
+            if not isinstance(token["rv"], int) or not (isinstance(token["start"], list) and len(token["start"]) == 2):
+                raise ValueError
+            return token
+        except (ValueError, KeyError, TypeError):
+            raise ApiError(400, "continue key is not valid: incorrect encoded start resourceVersion "
+                                "(version meta.k8s.io/v1)") from None
+
     def respond(self, request, resource, obj, code=200):
         if wants_table(request.headers.get("Accept", "")) and obj.get("kind") == resource.kind:
             return web.json_response(as_table(request, resource, [obj], obj["metadata"].get("resourceVersion")),
@@ -417,7 +441,7 @@ class ApiServer:
 
     async def watch(self, request, target):
         r = target.resource
-        wanted = self.selected(request, target, None)
+        wanted = self.selector(request, target)
         rv = request.query.get("resourceVersion", "")
         table = wants_table(request.headers.get("Accept", ""))
         try:
@@ -425,64 +449,81 @@ class ApiServer:
         except ValueError:
             raise ApiError(400, "timeoutSeconds: must be an integer") from None
         bookmarks = _bool(request.query, "allowWatchBookmarks")
+        snap = self.cache.snapshot
         if rv not in ("", "0"):
             if not rv.isdigit():
                 raise ApiError(400, f'resourceVersion: Invalid value: "{rv}": must be an integer')
             since = int(rv)
-            if self.cache.since(r.plural, since) is None:
-                return await self.expired_watch(request, since)
+            if snap.since(r.plural, since) is None:
+                return await self.expired_watch(request, since, snap.oldest)
             initial = []
         else:
-            since = self.cache.revision
-            initial = [o for o in self.cache.list(r.plural) if wanted(o)]
+            since = snap.revision                       # the current state, as synthetic ADDED events
+            initial = sorted((o for o in snap.list(r.plural) if wanted(o)),
+                             key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
         response = web.StreamResponse(headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
         await response.prepare(request)
-        first = [True]
+        first = True
 
         async def send(kind, obj):
-            if table and kind != "BOOKMARK":
-                t = as_table(request, r, [obj], obj["metadata"].get("resourceVersion"))
-                if not first[0]:
-                    t["columnDefinitions"] = []
-                obj = t
-                first[0] = False
+            nonlocal first
+            if table and kind not in ("BOOKMARK", "ERROR"):
+                obj = as_table(request, r, [obj], obj["metadata"].get("resourceVersion"))
+                if not first:
+                    obj["columnDefinitions"] = []      # kubectl prints the header of the first one
+                first = False
             await response.write((json.dumps({"type": kind, "object": obj}) + "\n").encode())
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
-            for obj in sorted(initial, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"])):
+            for obj in initial:
                 await send("ADDED", obj)
             while loop.time() < deadline:
-                for change in self.cache.since(r.plural, since) or ():
-                    old_in = change.old is not None and wanted(change.old)
-                    new_in = change.new is not None and wanted(change.new) and change.type != "DELETED"
-                    if change.type == "DELETED" and old_in:
-                        await send("DELETED", change.old)
-                    elif new_in and not old_in:
-                        await send("ADDED", change.new)
-                    elif new_in:
-                        await send("MODIFIED", change.new)
-                    elif old_in:
-                        await send("DELETED", change.new)
-                    since = change.revision
-                since = max(since, self.cache.revision)
-                await self.cache.wait(min(10.0, max(0.0, deadline - loop.time())))
                 await self.fresh()
+                snap = self.cache.snapshot
+                changes = snap.since(r.plural, since)
+                if changes is None:                     # fell out of the history while we wrote
+                    await send("ERROR", status_body(410, f"too old resource version: {since} ({snap.oldest})",
+                                                    reason="Expired"))
+                    break
+                for change in changes:
+                    await self.send_change(send, change, wanted)
+                since = max(since, snap.revision)
                 if bookmarks:
                     await send("BOOKMARK", {"kind": r.kind, "apiVersion": r.group_version,
-                                            "metadata": {"resourceVersion": str(self.cache.revision)}})
+                                            "metadata": {"resourceVersion": str(since)}})
+                await self.cache.wait(since, min(BOOKMARK_SECONDS, max(0.0, deadline - loop.time())))
         except (ConnectionResetError, asyncio.CancelledError):
             return response
         await response.write_eof()
         return response
 
-    async def expired_watch(self, request, since):
+    @staticmethod
+    async def send_change(send, change, wanted):
+        """One change as a watcher of a selection sees it (the cacher's convertToWatchEvent): an
+        object that leaves the selection is DELETED, with its previous content at the event's
+        revision; one that enters it is ADDED."""
+        old_in = change.old is not None and wanted(change.old)
+        new_in = change.type != "DELETED" and wanted(change.new)
+        if change.type == "DELETED":
+            if old_in:
+                await send("DELETED", change.new)
+        elif new_in and not old_in:
+            await send("ADDED", change.new)
+        elif new_in:
+            await send("MODIFIED", change.new)
+        elif old_in:
+            previous = change.old
+            await send("DELETED", {**previous, "metadata": {**previous["metadata"],
+                                                            "resourceVersion": str(change.revision)}})
+
+    async def expired_watch(self, request, since, oldest):
         """A watch from a revision the cache no longer holds: 200, then one ERROR event carrying
         410 Expired, as the cacher's error watcher answers (clients list again)."""
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
-        status = status_body(410, f"too old resource version: {since} ({self.cache.oldest})", reason="Expired")
+        status = status_body(410, f"too old resource version: {since} ({oldest})", reason="Expired")
         await response.write((json.dumps({"type": "ERROR", "object": status}) + "\n").encode())
         await response.write_eof()
         return response
@@ -496,7 +537,10 @@ class ApiServer:
         method = request.method
         if target.sub not in (None, "scale", "status"):
             raise ApiError(405, "the server does not allow this method on the requested resource")
-        body = None if method == "DELETE" else await read_body(request)
+        if method == "DELETE":                      # DeleteOptions, when the client sends them
+            body = await read_body(request) if request.can_read_body else None
+        else:
+            body = await read_body(request)
         if method == "POST" and target.name is not None:
             raise ApiError(405, "the server does not allow this method on the requested resource")
         if method != "POST" and target.name is None:
@@ -506,37 +550,49 @@ class ApiServer:
         agent = request.headers.get("User-Agent", "").split(" ")[0] or "a client"
         why = f"{method} {request.path} by {user.name} ({agent})"
         manager = query.get("fieldManager") or agent.split("/")[0] or "unknown"
-        dry_run = query.get("dryRun") == "All"
+        asked_dry = query.getall("dryRun", []) + (body.get("dryRun") or [] if isinstance(body, dict) and method ==
+                                                    "DELETE" and isinstance(body.get("dryRun"), list) else [])
+        if any(v != "All" for v in asked_dry):
+            raise ApiError(400, f'dryRun: Unsupported value: "{next(v for v in asked_dry if v != "All")}": supported '
+                                f'values: "All"')
+        dry_run = bool(asked_dry)
         ctype = request.content_type
-        result = await asyncio.get_running_loop().run_in_executor(
+        code, obj, warnings = await asyncio.get_running_loop().run_in_executor(
             self.writers, self.write_sync, target, method, body, ctype, why, manager, _bool(query, "force"), dry_run,
-            query.get("fieldValidation", "Strict"))
-        code, obj = result
+            query.get("fieldValidation", "Warn"), "fieldManager" in query)
         await self.fresh()
         if not dry_run and obj is not None and obj.get("kind") != "Status" and target.sub is None:
-            current = self.cache.get(r.plural, obj["metadata"].get("namespace", "") if r.namespaced else "",
+            current = self.cache.snapshot.get(r.plural, obj["metadata"].get("namespace", "") if r.namespaced else "",
                                      obj["metadata"]["name"])
             if current is not None:
                 obj = current
         if target.sub == "scale" and not dry_run:
             obj = self.scale_object(target)
-        return self.respond(request, r, obj, code)
+        response = self.respond(request, r, obj, code)
+        for warning in warnings:                     # as kube-apiserver's warning headers (RFC 7234's 299)
+            response.headers.add("Warning", f'299 - {json.dumps(warning)}')
+        return response
 
-    def write_sync(self, target, method, body, ctype, why, manager, force, dry_run, validation):
+    def write_sync(self, target, method, body, ctype, why, manager, force, dry_run, validation, manager_given):
         from netlab.control_plane import writes
         w = writes.Write(self, target, method, body, ctype, manager, force, dry_run, validation)
+        w.manager_given = manager_given or ctype != "application/apply-patch+yaml"
         try:
             if dry_run:
-                return w.dry_run()
+                return (*w.dry_run(), w.warnings)
             self.lab.change(why, w.mutate)
-            return w.response()
+            return (*w.response(), w.warnings)
         except ApiError:
             raise
         except SpecError as e:
             raise writes.invalid(target, w.kind_name(), w.object_name(), e) from None
         except LabNotFound as e:
-            raise ApiError(503, str(e)) from None
+            raise ApiError(503, str(e), reason="ServiceUnavailable") from None
         except NetlabError as e:
+            if w.stored:                          # stored; its convergence failed: the next change retries it
+                print(f"kube-apiserver: {why}: stored, but the agents did not converge: {e}", file=sys.stderr,
+                      flush=True)
+                return (*w.response(), w.warnings + [f"the lab's agents did not converge yet: {e}"])
             raise ApiError(422, str(e)) from None
 
     # --- streams ---
@@ -544,7 +600,7 @@ class ApiServer:
     def pod_of(self, target):
         if target.resource.plural != "pods" or target.name is None:
             raise ApiError(404, "the server could not find the requested resource")
-        state = self.cache.state
+        state = self.cache.snapshot.state
         pod = next((p for p in state.pods if p.namespace == target.namespace and p.name == target.name), None)
         if pod is None:
             raise not_found(target.resource, target.name)
@@ -649,6 +705,7 @@ async def serve(lab):
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     marker = server.store.dir / "kube_apiserver.served"
+    served = None
     while not stop.is_set():
         try:
             os.stat(server.store.path)
@@ -656,7 +713,9 @@ async def serve(lab):
             break                                  # the lab is gone: so are we
         try:
             await server.fresh()
-            marker.write_text(str(server.cache.mtime))
+            if server.cache.mtime != served:      # the state a waiting command saved is served
+                marker.write_text(str(server.cache.mtime))
+                served = server.cache.mtime
         except Exception as e:                     # a state being replaced: the next pass
             print(f"kube-apiserver: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         try:
@@ -675,7 +734,6 @@ def main():
 
 
 if __name__ == "__main__":
-    # Run the module's own copy, not __main__'s: the write path imports this module by name, and
-    # its classes (ApiError) must be the ones the server catches.
+    # Run the module's own copy, not __main__'s: one copy of every class, whoever imports it.
     from netlab.control_plane import kube_apiserver
     kube_apiserver.main()

@@ -33,6 +33,8 @@ def merge_patch(target, patch):
 # --- RFC 6902 ----------------------------------------------------------------------------
 
 def _pointer(path):
+    if not isinstance(path, str):
+        raise PatchError(f"invalid JSON pointer {json.dumps(path)}: must be a string", 400)
     if path == "":
         return []
     if not path.startswith("/"):
@@ -104,7 +106,11 @@ def json_patch(target, operations):
         elif op == "remove":
             _remove(doc, parts, op)
         elif op in ("move", "copy"):
-            source = _pointer(o.get("from", ""))
+            if "from" not in o:
+                raise PatchError(f"{op} operation needs a from", 400)
+            source = _pointer(o["from"])
+            if not source:
+                raise PatchError(f"{op} operation from the whole document is not allowed")
             value = _remove(doc, source, op) if op == "move" else copy.deepcopy(_walk(doc, source, op))
             _put(doc, parts, value, op, insert=True)
         elif op == "test":
@@ -195,52 +201,69 @@ def _merge_list(current, patch, name, path, delete_primitives=None, order=None):
 
 
 # --- server-side apply's field ownership -------------------------------------------------
+# A field is a path of steps, as structured-merge-diff's FieldsV1 names them: "f:<field>" for
+# a field of a map, "k:<key as JSON>" for an item of an associative list (containers keyed by
+# name). Paths are kept as JSON arrays of those steps: any key (a label named a[b]=c, an
+# annotation with dots) stays one step.
 
-def leaf_paths(value, prefix="", name=None):
-    """{".spec.replicas": 3, '.spec.template.spec.containers[name="web"].image': ..., ...}: the
-    fields an object sets. A list whose items carry its merge key is associative (an item per
-    key, as structured-merge-diff keys containers by name); any other list is one field."""
+def leaf_paths(value, prefix=(), name=None):
+    """{("f:spec", "f:replicas"): 3, ...}: the fields an object sets. A list whose items carry
+    its merge key is associative (an item per key); any other list is one field."""
     out = {}
     if isinstance(value, dict) and value:
         for k, v in value.items():
-            out.update(leaf_paths(v, f"{prefix}.{k}", k))
+            out.update(leaf_paths(v, prefix + (f"f:{k}",), k))
     elif isinstance(value, list) and value and name and all(isinstance(x, dict) for x in value):
-        key = _merge_key(name, prefix)
+        key = _merge_key(name, [p[2:] for p in prefix])
         if key is None or not all(key in x for x in value):
             out[prefix] = value
             return out
         for item in value:
-            out.update(leaf_paths(item, f"{prefix}[{key}={json.dumps(item[key])}]"))
+            out.update(leaf_paths(item, prefix + ("k:" + json.dumps({key: item[key]}, separators=(",", ":")),)))
     else:
         out[prefix] = value
     return out
 
 
+def shown(path):
+    """A path as the API's messages print it: .spec.template.spec.containers[name="web"].image"""
+    out = ""
+    for step in path:
+        if step.startswith("f:"):
+            out += "." + step[2:]
+        else:
+            (k, v), = json.loads(step[2:]).items()
+            out += f"[{k}={json.dumps(v)}]"
+    return out
+
+
 def fields_v1(paths):
-    """managedFields' FieldsV1 of a set of leaf paths: {"f:spec": {"f:replicas": {}}, ...}."""
-    import re
+    """managedFields' FieldsV1 of a set of paths: {"f:spec": {"f:replicas": {}}, ...}."""
     root = {}
     for path in paths:
         node = root
-        for field, key, item in re.findall(r'\.([^.\[]+)|\[([^=\]]+)=((?:"[^"]*")|[^\]]+)\]', path):
-            name = f"f:{field}" if field else "k:" + json.dumps({key: json.loads(item)}, separators=(",", ":"))
-            node = node.setdefault(name, {})
+        for step in path:
+            node = node.setdefault(step, {})
     return root
 
 
 # Fields a request never owns: the server's own.
-SERVER_FIELDS = (".metadata.resourceVersion", ".metadata.uid", ".metadata.creationTimestamp", ".metadata.generation",
-                 ".metadata.managedFields", ".metadata.selfLink", ".status", ".apiVersion", ".kind",
-                 ".metadata.name", ".metadata.namespace")
+SERVER_FIELDS = {("f:metadata", f"f:{f}") for f in ("resourceVersion", "uid", "creationTimestamp", "generation",
+                                                     "managedFields", "selfLink", "name", "namespace")}
 
 
 def owned_fields(obj):
-    return {p: v for p, v in leaf_paths(obj).items() if not p.startswith(SERVER_FIELDS)}
+    return {p: v for p, v in leaf_paths(obj).items()
+            if p[:1] not in (("f:status",), ("f:apiVersion",), ("f:kind",)) and p[:2] not in SERVER_FIELDS}
+
+
+def key_of(path):
+    return json.dumps(list(path))
 
 
 def owners_of(managers, path):
-    """The managers of one field ({path: [manager, ...]}; an older record kept one)."""
-    owners = managers.get(path, [])
+    """The managers of one field ({path key: [manager, ...]})."""
+    owners = managers.get(key_of(path), [])
     return [owners] if isinstance(owners, str) else list(owners)
 
 
@@ -258,16 +281,61 @@ def conflicts(managers, manager, applied, live):
 def owned_after(managers, manager, fields, live, apply):
     """managedFields after a write by `manager` of `fields` ({path: value}): an apply owns what it
     sent (shared where the value is unchanged) and lets go of what it no longer sends; any other
-    write owns the fields it changed, alone."""
+    write owns the fields it changed, alone. Returns (managers, the paths the apply let go of
+    that nobody else owns: server-side apply removes those fields)."""
     live_fields = leaf_paths(live) if live else {}
-    out = {p: owners_of(managers, p) for p in managers}
+    out = {k: owners_of(managers, json.loads(k)) for k in managers}
+    released = []
     if apply:
-        for path in list(out):
-            if path not in fields and manager in out[path]:
-                out[path] = [o for o in out[path] if o != manager]
+        for k in list(out):
+            path = tuple(json.loads(k))
+            if path not in fields and manager in out[k]:
+                out[k] = [o for o in out[k] if o != manager]
+                if not out[k]:
+                    released.append(path)
     for path, value in fields.items():
-        if path in live_fields and live_fields[path] == value and apply:
-            out[path] = out.get(path, []) + ([manager] if manager not in out.get(path, []) else [])
+        k = key_of(path)
+        if apply and path in live_fields and live_fields[path] == value:
+            out[k] = out.get(k, []) + ([manager] if manager not in out.get(k, []) else [])
         else:
-            out[path] = [manager]
-    return {p: o for p, o in out.items() if o}
+            out[k] = [manager]
+    return {k: o for k, o in out.items() if o}, released
+
+
+def remove_path(obj, path):
+    """Remove one field (a path of steps) from an object, if it is there."""
+    node = obj
+    for step in path[:-1]:
+        node = _step(node, step)
+        if node is None:
+            return
+    last = path[-1]
+    if last.startswith("f:") and isinstance(node, dict):
+        node.pop(last[2:], None)
+    elif isinstance(node, list):
+        (k, v), = json.loads(last[2:]).items()
+        node[:] = [x for x in node if not (isinstance(x, dict) and x.get(k) == v)]
+
+
+def _step(node, step):
+    if step.startswith("f:"):
+        return node.get(step[2:]) if isinstance(node, dict) else None
+    (k, v), = json.loads(step[2:]).items()
+    return next((x for x in node if isinstance(x, dict) and x.get(k) == v), None) if isinstance(node, list) else None
+
+
+def overlay(body, rendered):
+    """`rendered` over `body`: mappings merged, a list of mappings merged item by item when both
+    hold the same number, anything else as rendered. What the API serves of a stored object:
+    the fields its request wrote that netlab does not model, under the ones netlab computes."""
+    if body is None:
+        return rendered
+    if isinstance(body, dict) and isinstance(rendered, dict):
+        out = dict(body)
+        for k, v in rendered.items():
+            out[k] = overlay(body.get(k), v)
+        return out
+    if isinstance(body, list) and isinstance(rendered, list) and len(body) == len(rendered) and \
+            all(isinstance(x, dict) for x in body + rendered):
+        return [overlay(b, r) for b, r in zip(body, rendered)]
+    return rendered

@@ -8,7 +8,6 @@ verbs, categories and subresources the real API server gives it. kubectl learns 
 from dataclasses import dataclass
 
 VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
-READ = ("get", "list", "watch")
 
 # Subresources: (name, kind, group/version of that kind, verbs).
 _STATUS = ("status", None, None, ("get", "patch", "update"))
@@ -70,12 +69,6 @@ GROUPS = tuple(dict.fromkeys(r.group for r in RESOURCES if r.group))   # discove
 def find(group, version, plural):
     r = BY_PLURAL.get((group, plural))
     return r if r is not None and r.version == version else None
-
-
-def of_kind(api_version, kind):
-    """The resource an object's apiVersion and kind name, or None."""
-    group, _, version = api_version.rpartition("/")
-    return next((r for r in RESOURCES if r.group == group and r.version == version and r.kind == kind), None)
 
 
 def versions(group):

@@ -2,22 +2,26 @@
 rendered in memory, and the changes between revisions, kept for watches.
 
 The store (netlab.api.etcd) gives every key a mod revision and the state a revision, as etcd
-does. The cache follows the state file: when it changes, it renders every object again and
-compares with what it had, and each difference becomes a watch event at the state's
-revision. An object's resourceVersion is its key's mod revision (what a write's precondition
-is checked against); an object the store does not keep (a ReplicaSet, a DaemonSet, an
-Event) gets the revision at which the cache saw it change. Changes a watcher asks for from a
-revision older than the cache's history are gone (410), as the real cache answers.
+does. The cache follows the state file and the events file: when either changes, it renders
+every object again and compares with what it had, and each difference becomes a watch event
+at the next revision. A stored object's resourceVersion is its key's mod revision (what a
+write's precondition is checked against) as long as only its record changes it; an object
+whose rendering changes without its record (a pod's process ended, a Deployment's pods
+became ready) and an object the store does not keep (a ReplicaSet, an Event) get the
+revision at which the cache saw the change. Changes a watcher asks for from a revision
+older than the cache's history are gone (410), as the real cache answers.
+
+Every refresh builds a new Snapshot and swaps it in whole: a request reads one snapshot, so
+its revision, objects and history always agree.
 """
 
-import asyncio
 import threading
-from collections import deque
 from dataclasses import dataclass
 from types import SimpleNamespace
 
 from netlab.api.apiserver import object_uid
 from netlab.api.etcd import REGISTRY, Store
+from netlab.api.events import FILE as EVENTS_FILE
 
 HISTORY = 5000           # events kept for watches (the real cache sizes itself; 100 per resource at least)
 
@@ -31,9 +35,35 @@ class Change:
     new: dict | None
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    revision: int
+    objects: dict        # plural -> {(namespace, name): object}
+    history: tuple       # Change, oldest first
+    oldest: int          # the revision from which the history is complete
+    state: object = None
+
+    def list(self, plural):
+        return list(self.objects[plural].values())
+
+    def get(self, plural, namespace, name):
+        return self.objects[plural].get((namespace or "", name))
+
+    def since(self, plural, revision):
+        """The changes of a resource after `revision`; None when the history no longer has them."""
+        if revision < self.oldest:
+            return None
+        return [c for c in self.history if c.revision > revision and c.plural == plural]
+
+
 def _strip(obj):
     meta = obj.get("metadata", {})
     return {**obj, "metadata": {k: v for k, v in meta.items() if k != "resourceVersion"}}
+
+
+def _at(obj, revision):
+    """A copy of an object stamped with another resourceVersion (a DELETED event's)."""
+    return {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(revision)}}
 
 
 _KEYS = dict(REGISTRY)
@@ -56,91 +86,102 @@ class WatchCache:
         self.store = Store(lab)
         self.resources = {r.plural: r for r in resources}
         self.render = render
-        self.objects = {r.plural: {} for r in resources}     # plural -> {(namespace, name): object}
-        self.revision = 0
-        self.oldest = None          # the revision from which the history is complete
-        self.history = deque()
-        self.state = None
-        self.mtime = None
+        self.snapshot = Snapshot(0, {r.plural: {} for r in resources}, (), 0)
+        self.seen = None             # the files' signatures the snapshot was made from
         self.lock = threading.Lock()
         self.loop = None
-        self.changed = None
+        self.waiters = []
+
+    @property
+    def mtime(self):
+        return self.seen[0][0] if self.seen else None
 
     def attach(self, loop):
         self.loop = loop
-        self.changed = asyncio.Event()
 
-    def refresh(self, force=False):
-        """Load the state if its file changed; returns True when it did. Thread-safe."""
+    def _signature(self):
+        """What tells a new state or new events: each file's mtime, inode and size."""
+        out = []
+        for path in (self.store.path, self.store.dir / EVENTS_FILE):
+            try:
+                st = path.stat()
+                out.append((st.st_mtime_ns, st.st_ino, st.st_size))
+            except FileNotFoundError:
+                out.append(None)
+        return tuple(out)
+
+    def refresh(self):
+        """Load the state if a file changed; returns True when it did. Thread-safe."""
         with self.lock:
-            mtime = self.store.path.stat().st_mtime_ns
-            if mtime == self.mtime and not force:
+            seen = self._signature()
+            if seen == self.seen:
                 return False
             state = self.store.load()
             rendered = self.render(state)
-            revision = max(state.revision, self.revision)
-            changes = []
+            old = self.snapshot
+            first = self.seen is None
+            revision = max(state.revision, old.revision)
+            bumped = revision + 1 if revision == old.revision and not first else revision
+            changes, objects = [], {}
             for plural, objs in rendered.items():
-                resource = self.resources[plural]
-                old_all = self.objects[plural]
-                new_all = {}
-                for obj in objs:
-                    meta = obj["metadata"]
-                    k = (meta.get("namespace", ""), meta["name"])
-                    key = storage_key(resource, obj)
-                    meta.setdefault("uid", object_uid(self.lab, plural, k[0], k[1], meta.get("creationTimestamp")))
-                    old = old_all.get(k)
-                    if key is not None and key in state.revisions:
-                        rv = state.revisions[key][0]
-                    elif old is not None and _strip(old) == _strip(obj):
-                        rv = int(old["metadata"]["resourceVersion"])
-                    else:
-                        rv = revision
-                    meta["resourceVersion"] = str(rv)
-                    new_all[k] = obj
-                    if old is None:
-                        changes.append(Change(revision, plural, "ADDED", None, obj))
-                    elif _strip(old) != _strip(obj):
-                        changes.append(Change(revision, plural, "MODIFIED", old, obj))
-                for k, old in old_all.items():
-                    if k not in new_all:
-                        changes.append(Change(revision, plural, "DELETED", old, old))
-                self.objects[plural] = new_all
-            if changes and self.mtime is not None and revision == self.revision:
-                revision += 1            # a change the store's revision does not show (a pod's process ended)
-                changes = [Change(revision, c.plural, c.type, c.old, c.new) for c in changes]
-            self.state, self.mtime = state, mtime
-            first = self.oldest is None
-            self.revision = revision
-            if first:
-                self.oldest = revision
-            else:
-                self.history.extend(changes)
-                while len(self.history) > HISTORY:
-                    self.oldest = self.history.popleft().revision
+                objects[plural] = self._stamp(plural, objs, old.objects[plural], state, bumped, changes)
+            if changes and not first:
+                revision = bumped      # a change the store's revision does not show gets one of its own
+            history = old.history
+            oldest = revision if first else old.oldest
+            if not first and changes:
+                history = old.history + tuple(changes)
+                if len(history) > HISTORY:
+                    oldest = history[len(history) - HISTORY - 1].revision
+                    history = history[-HISTORY:]
+            self.snapshot = Snapshot(revision, objects, history, oldest, state)
+            self.seen = seen
             if self.loop is not None and changes and not first:
                 self.loop.call_soon_threadsafe(self._wake)
             return True
 
+    def _stamp(self, plural, objs, old_all, state, revision, changes):
+        resource = self.resources[plural]
+        new_all = {}
+        for obj in objs:
+            meta = obj["metadata"]
+            k = (meta.get("namespace", ""), meta["name"])
+            meta.setdefault("uid", object_uid(self.lab, plural, k[0], k[1], meta.get("creationTimestamp")))
+            old = old_all.get(k)
+            key = storage_key(resource, obj)
+            same = old is not None and _strip(old) == _strip(obj)
+            stored = state.revisions.get(key, [0])[0] if key is not None else 0
+            if same:
+                rv = max(int(old["metadata"]["resourceVersion"]), stored)
+            elif stored and (old is None or stored > int(old["metadata"]["resourceVersion"])):
+                rv = stored
+            else:
+                rv = revision
+            meta["resourceVersion"] = str(rv)
+            new_all[k] = obj
+            if old is None:
+                changes.append(Change(revision, plural, "ADDED", None, obj))
+            elif not same:
+                changes.append(Change(revision, plural, "MODIFIED", old, obj))
+        for k, old in old_all.items():
+            if k not in new_all:
+                changes.append(Change(revision, plural, "DELETED", old, _at(old, revision)))
+        return new_all
+
     def _wake(self):
-        self.changed.set()
-        self.changed = asyncio.Event()
+        waiters, self.waiters = self.waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
 
-    def list(self, plural):
-        return list(self.objects[plural].values())
-
-    def get(self, plural, namespace, name):
-        return self.objects[plural].get((namespace or "", name))
-
-    def since(self, plural, revision):
-        """The changes of a resource after `revision`; None when the history no longer has them."""
-        if revision < self.oldest:
-            return None
-        return [c for c in self.history if c.revision > revision and c.plural == plural]
-
-    async def wait(self, timeout):
-        """Until the next change, or `timeout` seconds."""
+    async def wait(self, since, timeout):
+        """Until the cache is past `since`, or `timeout` seconds."""
+        import asyncio
+        if self.snapshot.revision > since:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self.waiters.append(future)
         try:
-            await asyncio.wait_for(self.changed.wait(), timeout)
+            await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             pass

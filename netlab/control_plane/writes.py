@@ -12,6 +12,9 @@ messages), and hands it to the same controller functions `netlab apply`, `scale`
 import copy
 import dataclasses
 import datetime
+import json
+import re
+from pathlib import Path
 
 from netlab import names
 from netlab.api import spec
@@ -20,7 +23,7 @@ from netlab.control_plane import patch as patches
 from netlab.control_plane.status import ApiError, not_found
 from netlab.control_plane.watch_cache import storage_key
 from netlab.errors import NetlabError
-from netlab.lab import SYSTEM_NAMESPACES, namespaces_of, objects as lab_objects, remove_node
+from netlab.lab import SYSTEM_NAMESPACES, namespaces_of, remove_node
 
 # What a request may write, and what netlab's controllers do not take from requests (why).
 WRITABLE = {"pods", "deployments", "services", "ingresses", "namespaces", "nodes"}
@@ -33,6 +36,7 @@ READ_ONLY = {
     "configmaps": "they hold the configuration the lab was built with (change the lab file)",
     "ingressclasses": "the ingress-nginx add-on's class is the lab's",
 }
+UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
 UNDELETABLE_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease", "kube-flannel", "ingress-nginx")
 SERVER_METADATA = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink",
                    "deletionTimestamp", "deletionGracePeriodSeconds")
@@ -55,6 +59,70 @@ def invalid(target, kind, name, error):
                                          "field": field}]})
 
 
+# The fields of every type a request may hold, from the Kubernetes OpenAPI (scripts/api_schema.py).
+SCHEMA = json.loads((Path(__file__).parent / "schema.json").read_text())["types"]
+ROOTS = {"Pod": "V1Pod", "Deployment": "V1Deployment", "Service": "V1Service", "Ingress": "V1Ingress",
+         "Namespace": "V1Namespace", "Node": "V1Node", "Scale": "V1Scale"}
+
+
+def unknown_fields(value, type_name, path=""):
+    """The paths of the fields `value` holds that its type does not declare."""
+    if type_name.startswith("List[") and isinstance(value, list):
+        return [f for i, x in enumerate(value) for f in unknown_fields(x, type_name[5:-1], f"{path}[{i}]")]
+    if type_name.startswith("Dict[") and isinstance(value, dict):
+        inner = type_name[5:-1].split(", ", 1)[1]
+        return [f for k, x in value.items() for f in unknown_fields(x, inner, f"{path}[{k}]")]
+    fields = SCHEMA.get(type_name)
+    if fields is None or not isinstance(value, dict):
+        return []
+    out = []
+    for k, x in value.items():
+        where = f"{path}.{k}" if path else k
+        out += [where] if k not in fields else unknown_fields(x, fields[k], where)
+    return out
+
+
+_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def _qualified_name(key):
+    """Why a label or annotation key is not a qualified name ([prefix/]name), or None."""
+    prefix, _, name = key.rpartition("/")
+    if not name or len(name) > 63 or not _NAME_PART.match(name):
+        return ("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with "
+                "an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation "
+                "is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")
+    if prefix and (len(prefix) > 253 or not names.DNS1123_SUBDOMAIN.match(prefix)):
+        return "prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'"
+    return None
+
+
+def check_metadata(resource, meta):
+    """The API server's validation of labels and annotations: maps of strings, keys qualified
+    names, label values 63 characters of the label alphabet."""
+    name = meta.get("name") or ""
+    for field in ("labels", "annotations"):
+        value = meta.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise ApiError(400, f'{resource.kind} in version "{resource.version}" cannot be handled as a '
+                                f'{resource.kind}: json: cannot unmarshal metadata.{field} into Go struct field '
+                                f'ObjectMeta.metadata.{field} of type map[string]string')
+        for k, v in value.items():
+            why = _qualified_name(k)
+            if why is None and field == "labels" and (len(v) > 63 or not _LABEL_VALUE.match(v)):
+                why = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.'"
+                k = v
+            if why:
+                raise ApiError(422, f'{resource.kind} "{name}" is invalid: metadata.{field}: Invalid value: '
+                                    f'{json.dumps(k)}: {why}',
+                               details={"name": name, "kind": resource.kind,
+                                        "causes": [{"reason": "FieldValueInvalid", "field": f"metadata.{field}",
+                                                    "message": f"Invalid value: {json.dumps(k)}: {why}"}]})
+
+
 def _manager_named(owner, resource):
     """How a conflict names a manager: an Update's with the version it wrote (structured-merge-diff)."""
     manager, _, operation = owner.partition("|")
@@ -72,10 +140,17 @@ def _clean(obj):
 class Write:
     def __init__(self, server, target, method, body, ctype, manager, force, dry_run, validation):
         self.server, self.target, self.method, self.body = server, target, method, body
-        self.ctype, self.manager, self.force, self.dry = ctype, manager, force, dry_run
+        self.ctype, self.manager, self.force = ctype, manager, force
         self.validation = validation
         self.resource = target.resource
         self.code, self.result = 200, None
+        self.warnings = []
+        self.new_managers = None        # a server-side apply's field owners
+        self.stored = False             # the controllers took the change (what follows is convergence)
+        self.manager_given = True
+        if validation not in ("Strict", "Warn", "Ignore"):
+            raise ApiError(400, f'fieldValidation: Unsupported value: "{validation}": supported values: "Ignore", '
+                                f'"Strict", "Warn"')
 
     def kind_name(self):
         return self.resource.kind
@@ -90,28 +165,31 @@ class Write:
         return self.code, self.result
 
     def dry_run(self):
-        state = self.server.lab.state()
-        self.mutate(state, [])
+        """dryRun=All: admission and validation on a copy of the state; nothing is stored."""
+        self.mutate(self.server.lab.state(), [])
         return self.response()
 
     # --- the request's object ---
 
-    def current(self, state):
+    def current(self, state, name=None, namespace=None):
+        """The object as the API serves it from `state` (what a patch applies to), or None."""
         r = self.resource
-        namespace = self.target.namespace if r.namespaced else ""
-        return next((o for o in lab_objects(state, r.plural)
-                     if o["metadata"].get("namespace", "") == (namespace or "") and o["metadata"]["name"] == self.target.name),
-                    None)
+        name = name or self.target.name
+        namespace = (namespace or self.target.namespace or "") if r.namespaced else ""
+        return next((o for o in self.server.served(state, r)
+                     if o["metadata"].get("namespace", "") == namespace and o["metadata"]["name"] == name), None)
 
     def mutate(self, state, log):
         r = self.resource
         if r.plural in READ_ONLY:
             raise ApiError(405, f"{r.qualified} cannot be written by a request in netlab: {READ_ONLY[r.plural]}",
                            reason="MethodNotAllowed")
+        if r.namespaced and self.target.namespace is None:
+            raise ApiError(405, "the server does not allow this method on the requested resource (a namespaced "
+                                "object is written under /namespaces/<namespace>/)")
         if self.target.namespace is not None and self.target.namespace not in namespaces_of(state):
-            if not (r.plural == "namespaces"):
-                raise ApiError(404, f'namespaces "{self.target.namespace}" not found',
-                               details={"name": self.target.namespace, "kind": "namespaces"})
+            raise ApiError(404, f'namespaces "{self.target.namespace}" not found',
+                           details={"name": self.target.namespace, "kind": "namespaces"})
         if self.target.sub == "scale":
             return self.scale(state, log)
         if self.target.sub == "status":
@@ -131,7 +209,7 @@ class Write:
                                     f"(supported: {', '.join(CONTENT_TYPES)})")
             if current is None and self.ctype != "application/apply-patch+yaml":
                 raise not_found(r, self.target.name)
-            base = self.stored_body(state, current) if current is not None else None
+            base = copy.deepcopy(current)
             try:
                 if self.ctype == "application/json-patch+json":
                     body = patches.json_patch(base, body)
@@ -148,6 +226,11 @@ class Write:
         meta = body.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise ApiError(400, "metadata: must be an object")
+        for field in ("name", "namespace", "generateName", "resourceVersion"):
+            if meta.get(field) is not None and not isinstance(meta[field], str):
+                raise ApiError(422, f'{r.kind} "" is invalid: metadata.{field}: Invalid value: {json.dumps(meta[field])}: '
+                                    f'must be a string')
+        check_metadata(r, meta)
         if self.method == "POST":
             if not meta.get("name") and meta.get("generateName"):
                 meta["name"] = self.server.generate_name(str(meta["generateName"]))
@@ -180,7 +263,7 @@ class Write:
         if key in state.revisions:
             return str(state.revisions[key][0])
         meta = current["metadata"]
-        cached = self.server.cache.get(self.resource.plural, meta.get("namespace", ""), meta["name"])
+        cached = self.server.cache.snapshot.get(self.resource.plural, meta.get("namespace", ""), meta["name"])
         return (cached or {}).get("metadata", {}).get("resourceVersion")
 
     def check_version(self, asked, current, name):
@@ -205,46 +288,52 @@ class Write:
                                     f"({r.group_version})" if api != r.group_version else
                                f"the kind in the data ({kind}) does not match the expected kind ({r.kind})")
         body["apiVersion"], body["kind"] = r.group_version, r.kind
-        if self.validation == "Strict":
-            unknown = [k for k in body if k not in ("apiVersion", "kind", "metadata", "spec", "status", "data")]
-            if unknown:
-                raise ApiError(400, f'strict decoding error: unknown field "{unknown[0]}"')
+        self.check_fields(body, ROOTS.get(r.kind))
+
+    def check_fields(self, body, root):
+        """fieldValidation: a field the API's schema does not have is refused (Strict), said in a
+        Warning header (Warn, the server's default) or dropped silently (Ignore)."""
+        if root is None or self.validation == "Ignore":
+            return
+        unknown = unknown_fields(body, root)
+        if unknown and self.validation == "Strict":
+            r = self.resource
+            raise ApiError(400, f'{r.kind} in version "{r.version}" cannot be handled as a {r.kind}: strict decoding '
+                                f'error: ' + ", ".join(f'unknown field "{f}"' for f in unknown))
+        self.warnings += [f'unknown field "{f}"' for f in unknown]
 
     def _exists(self, state, meta):
-        r = self.resource
-        return any(o["metadata"]["name"] == meta["name"] and o["metadata"].get("namespace", "") == meta.get("namespace", "")
-                   for o in lab_objects(state, r.plural))
-
-    def stored_body(self, state, current):
-        """What a patch applies to: the object as the last request wrote it (its fields netlab
-        does not model included), with the server's fields of the live object."""
-        key = storage_key(self.resource, current)
-        body = state.bodies.get(key)
-        live = copy.deepcopy(current)
-        if body is None:
-            return live
-        return {**patches.merge_patch(live, {}), **copy.deepcopy(body),
-                "metadata": {**live["metadata"], **copy.deepcopy(body.get("metadata", {}))},
-                "status": live.get("status", {})}
+        return self.current(state, meta["name"], meta.get("namespace")) is not None
 
     def server_side_apply(self, state, base, current, applied):
+        """Server-side apply: the applied intent merged into the served object by the schema's
+        merge keys; a field another manager owns and the intent changes is a conflict (unless
+        forced); a field only this manager owned that the intent no longer holds is removed."""
+        if not self.manager_given:
+            raise ApiError(400, "PATCH /apply requires a fieldManager: fieldManager: Required value: is required for "
+                                "apply patch")
+        me = f"{self.manager}|Apply"
         managers = state.bodies.get(f"managers:{storage_key(self.resource, current)}", {}) if current else {}
+        if self.manager == "kubectl":          # kubectl's upgrade path: it takes over what client-side apply set
+            managers = {k: [me if m == "kubectl-client-side-apply|Update" else m
+                            for m in patches.owners_of(managers, json.loads(k))] for k in managers}
         if current is not None and not self.force:
-            if self.manager == "kubectl":      # kubectl's upgrade path: it takes over what client-side apply set
-                managers = {p: [f"{self.manager}|Apply" if m == "kubectl-client-side-apply|Update" else m
-                                for m in patches.owners_of(managers, p)] for p in managers}
-            found = patches.conflicts(managers, f"{self.manager}|Apply", applied, current)
+            found = patches.conflicts(managers, me, applied, current)
             if found:
                 r = self.resource
-                said = [(path, _manager_named(owner, r)) for path, owner in found]
+                said = [(patches.shown(path), _manager_named(owner, r)) for path, owner in found]
                 raise ApiError(409, f"Apply failed with {len(found)} conflict{'s' * (len(found) > 1)}: "
                                     + "; ".join(f'conflict with {who}: {path}' for path, who in said),
                                details={"name": self.target.name, **({"group": r.group} if r.group else {}),
                                         "kind": r.plural,
                                         "causes": [{"reason": "FieldManagerConflict", "message": f"conflict with {who}",
                                                     "field": path} for path, who in said]})
-        self.applied_fields = patches.owned_fields(applied)
-        return patches.merge_patch(base, applied) if base is not None else applied
+        fields = patches.owned_fields(applied)
+        self.new_managers, released = patches.owned_after(managers, me, fields, current, apply=True)
+        merged = patches.strategic_merge_patch(base, applied) if base is not None else applied
+        for path in released:
+            patches.remove_path(merged, path)
+        return merged
 
     # --- into the controllers ---
 
@@ -261,21 +350,19 @@ class Write:
         state.bodies[key] = _clean(body)
         self.own_fields(state, key, body, current)
         self.code = 201 if current is None else 200
-        self.result = next((o for o in lab_objects(state, r.plural) if o["metadata"]["name"] == meta["name"]
-                            and o["metadata"].get("namespace", "") == meta.get("namespace", "")), body)
+        self.result = self.current(state, meta["name"], meta.get("namespace")) or body
+        self.stored = True
 
     def own_fields(self, state, key, body, current):
-        """Who set which field (managedFields, flattened)."""
-        managers_key = f"managers:{key}"
-        managers = state.bodies.get(managers_key, {})
-        apply = getattr(self, "applied_fields", None) is not None
-        if apply:
-            fields = self.applied_fields
-        else:
-            before = patches.owned_fields(current) if current else {}
-            fields = {p: v for p, v in patches.owned_fields(body).items() if before.get(p) != v}
-        owner = f"{self.manager}|{'Apply' if apply else 'Update'}"     # a manager and its operation
-        state.bodies[managers_key] = patches.owned_after(managers, owner, fields, current, apply)
+        """Who set which field (managedFields): an apply's owners were worked out with its merge;
+        any other write owns the fields it changed."""
+        if self.new_managers is not None:
+            state.bodies[f"managers:{key}"] = self.new_managers
+            return
+        before = patches.owned_fields(current) if current else {}
+        fields = {p: v for p, v in patches.owned_fields(body).items() if before.get(p) != v}
+        state.bodies[f"managers:{key}"], _ = patches.owned_after(state.bodies.get(f"managers:{key}", {}),
+                                                                 f"{self.manager}|Update", fields, current, apply=False)
 
     def store_namespace(self, state, body, current):
         name = body["metadata"]["name"]
@@ -296,12 +383,19 @@ class Write:
     def store_node(self, state, body):
         if self.method == "POST":
             raise ApiError(405, "netlab's nodes join with `netlab node add NAME` (kind and kubeadm), not by a request")
-        node = state.node(body["metadata"]["name"])
+        node = next((n for n in state.nodes if n.name == body["metadata"]["name"]), None)
+        if node is None:
+            raise not_found(self.resource, body["metadata"]["name"])
         labels = body["metadata"].get("labels") or {}
         if not isinstance(labels, dict):
             raise ApiError(422, f'Node "{node.name}" is invalid: metadata.labels: must be a map of strings')
         node.labels = dict(labels)
-        taints = (body.get("spec") or {}).get("taints") or []
+        spec = body.get("spec") or {}
+        if not isinstance(spec, dict):
+            raise ApiError(400, 'Node in version "v1" cannot be handled as a Node: spec: must be an object')
+        taints = [t for t in spec.get("taints") or [] if not (isinstance(t, dict) and t.get("key") == UNSCHEDULABLE)]
+        if spec.get("unschedulable") is True:         # kubectl cordon: the node controller's taint follows
+            taints.append({"key": UNSCHEDULABLE, "effect": "NoSchedule"})
         if not isinstance(taints, list) or not all(isinstance(t, dict) and t.get("key") and t.get("effect") in
                                                    ("NoSchedule", "PreferNoSchedule", "NoExecute") for t in taints):
             raise ApiError(422, f'Node "{node.name}" is invalid: spec.taints: each taint needs a key and an effect '
@@ -323,7 +417,7 @@ class Write:
         """The live object shows fields the stored record leaves to defaults (a container's
         image, agnhost's `netexec`, a pod's node): a template that reads the same as the live
         one's is kept as stored, so an update of replicas or labels rolls nothing out."""
-        live = self.parse(state, self.stored_body(state, current))
+        live = self.parse(state, current)
         same = lambda a, b: dataclasses.replace(a, labels={}) == dataclasses.replace(b, labels={})   # noqa: E731
         if wanted.deployments and live.deployments:
             d = next(x for x in state.deployments if (x.namespace, x.name) == (wanted.deployments[0].namespace,
@@ -345,6 +439,16 @@ class Write:
         current = self.current(state)
         if current is None:
             raise not_found(r, self.target.name)
+        options = self.body if isinstance(self.body, dict) else {}
+        pre = options.get("preconditions") if isinstance(options.get("preconditions"), dict) else {}
+        if pre.get("uid") and pre["uid"] != current["metadata"].get("uid"):
+            raise ApiError(409, f'Operation cannot be fulfilled on {r.qualified} "{self.target.name}": Precondition '
+                                f'failed: UID in precondition: {pre["uid"]}, UID in object meta: '
+                                f'{current["metadata"].get("uid")}')
+        self.check_version(pre.get("resourceVersion"), self.version_of(state, current), self.target.name)
+        if options.get("propagationPolicy") == "Orphan" and r.plural == "deployments":
+            raise ApiError(422, 'DeleteOptions: propagationPolicy: Unsupported value: "Orphan": netlab\'s '
+                                'ReplicaSets are part of their Deployment; deleting it deletes its pods')
         self.result = current
         key = storage_key(r, current)
         if r.plural == "namespaces":
@@ -358,6 +462,7 @@ class Write:
                 raise ApiError(403, str(e)) from None
         state.bodies.pop(key, None)
         state.bodies.pop(f"managers:{key}", None)
+        self.stored = True
 
     def delete_namespace(self, state, log, name):
         if name in UNDELETABLE_NAMESPACES or name in SYSTEM_NAMESPACES:
@@ -378,21 +483,33 @@ class Write:
                  None)
         if d is None:
             raise not_found(r, self.target.name)
-        body = self._mapping(self.body)
         key = storage_key(r, {"metadata": {"name": d.name, "namespace": d.namespace}})
-        asked = (body.get("metadata") or {}).get("resourceVersion") if isinstance(body.get("metadata"), dict) else None
-        self.check_version(asked, str(state.revisions.get(key, [0])[0]), d.name)
-        if self.method == "PATCH":
-            current = {"spec": {"replicas": d.replicas}}
-            body = patches.merge_patch(current, body) if self.ctype != "application/json-patch+json" else \
-                patches.json_patch(current, body)
-        replicas = (body.get("spec") or {}).get("replicas")
-        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
-            raise ApiError(422, f'Scale.autoscaling "{d.name}" is invalid: spec.replicas: Invalid value: {replicas!r}: '
-                                f'must be greater than or equal to 0')
+        version = str(state.revisions.get(key, [0])[0])
+        current = {"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": d.replicas},
+                   "metadata": {"name": d.name, "namespace": d.namespace, "resourceVersion": version}}
+        try:
+            if self.method == "PATCH" and self.ctype == "application/json-patch+json":
+                body = patches.json_patch(current, self.body)
+            elif self.method == "PATCH":
+                body = patches.merge_patch(current, self._mapping(self.body))
+            else:
+                body = self._mapping(self.body)
+                self.check_fields(body, ROOTS["Scale"])
+        except patches.PatchError as e:
+            raise ApiError(e.code, str(e)) from None
+        body = self._mapping(body)
+        meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        self.check_version(meta.get("resourceVersion"), version, d.name)
+        replicas = (body.get("spec") or {}).get("replicas") if isinstance(body.get("spec"), dict) else None
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= spec.MAX_REPLICAS:
+            bound = ("must be greater than or equal to 0" if not isinstance(replicas, int) or replicas < 0
+                     else f"netlab runs at most {spec.MAX_REPLICAS} replicas of a Deployment")
+            raise ApiError(422, f'Scale.autoscaling "{d.name}" is invalid: spec.replicas: Invalid value: '
+                                f'{json.dumps(replicas)}: {bound}')
         cluster.scale(state, d.namespace, d.name, replicas, log=log)
         if key in state.bodies:
             state.bodies[key].setdefault("spec", {})["replicas"] = replicas
-        state.bodies[f"managers:{key}"] = patches.owned_after(state.bodies.get(f"managers:{key}", {}),
-                                                              f"{self.manager}|Update", {".spec.replicas": replicas},
-                                                              None, apply=False)
+        state.bodies[f"managers:{key}"], _ = patches.owned_after(
+            state.bodies.get(f"managers:{key}", {}), f"{self.manager}|Update", {("f:spec", "f:replicas"): replicas},
+            None, apply=False)
+        self.stored = True

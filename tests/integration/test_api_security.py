@@ -312,6 +312,31 @@ def test_an_invalid_deployment_is_unprocessable_naming_the_field(lab, tls):
         still_serving(lab, tls)
 
 
+def test_unknown_fields_are_refused_under_strict_validation_and_warned_of_by_default(lab, tls):
+    """kube-apiserver's field validation: kubectl sends fieldValidation=Strict and a typo is a 400
+    naming every unknown field; without the parameter the server's default is Warn: the object
+    is created and a 299 Warning header names the field."""
+    typo = deployment("typo", 1)
+    typo["spec"]["replica"] = 2
+    typo["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with nothing_changes(lab):
+        status = assert_status(request(lab, tls.admin, "POST", "/apis/apps/v1/namespaces/default/deployments"
+                                                               "?fieldValidation=Strict", json.dumps(typo), JSON),
+                               400, "BadRequest")
+        # in the order the decoder meets them in the body (replica was added last)
+        assert status["message"] == ('Deployment in version "v1" cannot be handled as a Deployment: strict decoding '
+                                     'error: unknown field "spec.template.spec.containers[0].imagePullPolicyy", '
+                                     'unknown field "spec.replica"')
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "warned"},
+           "spec": {"selector": {"app": "warned"}, "ports": [{"port": 80, "targetPortt": 8080}]}}
+    created = request(lab, tls.admin, "POST", "/api/v1/namespaces/default/services", json.dumps(svc), JSON)
+    try:
+        assert created.status == 201, created
+        assert created.headers.get("Warning") == '299 - "unknown field \\"spec.ports[0].targetPortt\\""'
+    finally:
+        assert request(lab, tls.admin, "DELETE", "/api/v1/namespaces/default/services/warned").status == 200
+
+
 def test_a_body_over_3_mib_is_too_large(lab, tls):
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "huge", "annotations": {"a": "x" * (3 * MiB)}},
            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}
