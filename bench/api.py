@@ -125,9 +125,17 @@ def main():
                 delays_rules.append(time.perf_counter() - start)
                 watcher.join(60)
                 delays_watch.append(seen[0] - start)
-            print("a kubectl scale of one more replica, 3 times (medians):")
-            print(f"  to the watch's ADDED event      {statistics.median(delays_watch) * 1000:8.0f} ms")
-            print(f"  to its KUBE-SEP rule on {node.name}  {statistics.median(delays_rules) * 1000:8.0f} ms")
+            own_scale = []
+            for i in range(3):                       # the same change through netlab's own command
+                replicas += 1
+                own_scale.append(timed(NETLAB + ["--lab", name, "scale", "deployment/web", "--replicas",
+                                                 str(replicas)], env)[0])
+            print("a scale of one more replica, 3 times each (medians):")
+            print(f"  kubectl scale: to the watch's ADDED event       {statistics.median(delays_watch) * 1000:8.0f} ms")
+            print(f"  kubectl scale: to its KUBE-SEP rule on a node    {statistics.median(delays_rules) * 1000:8.0f} ms")
+            print(f"  netlab scale (the same change, every agent)     {statistics.median(own_scale) * 1000:8.0f} ms")
+            print(f"  ratio kubectl / netlab                           "
+                  f"{statistics.median(delays_rules) / statistics.median(own_scale):8.2f}")
         finally:
             lab.down()
 
