@@ -242,13 +242,14 @@ def _status(args):
         try:
             s = Store(name).load()
         except StateUnreadable as e:                   # one lab's bad record hides no other lab
-            rows.append([name, "Unreadable", "-", "-", "-", "-", "-", "-"])
+            rows.append([name, "Unreadable", "-", "-", "-", "-", "-", "-", "-"])
             print(f"netlab: {e}", file=sys.stderr)
             continue
         lbs = sum(1 for svc in s.services if svc.type == "LoadBalancer")
-        rows.append([name, s.phase, len(s.nodes), len(s.pods), len(s.services), lbs, len(s.netns), age(s.created)])
-    # LOAD-BALANCERS: what the cloud bills, one per LoadBalancer Service.
-    print(render(["LAB", "PHASE", "NODES", "PODS", "SERVICES", "LOAD-BALANCERS", "NETNS", "AGE"], rows)
+        api = f"https://127.0.0.1:{s.api_port}" if s.api_port else "-"
+        rows.append([name, s.phase, len(s.nodes), len(s.pods), len(s.services), lbs, len(s.netns), api, age(s.created)])
+    # LOAD-BALANCERS: what the cloud bills, one per LoadBalancer Service. API: kube-apiserver, for kubectl.
+    print(render(["LAB", "PHASE", "NODES", "PODS", "SERVICES", "LOAD-BALANCERS", "NETNS", "API", "AGE"], rows)
           if rows else "no lab is up")
 
 
