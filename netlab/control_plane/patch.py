@@ -106,8 +106,8 @@ def json_patch(target, operations):
         elif op == "remove":
             _remove(doc, parts, op)
         elif op in ("move", "copy"):
-            if "from" not in o:
-                raise PatchError(f"{op} operation needs a from", 400)
+            if not isinstance(o.get("from"), str):        # the json-patch library fails it when applied: 422
+                raise PatchError(f"{op} operation does not apply: missing from path")
             source = _pointer(o["from"])
             if not source:
                 raise PatchError(f"{op} operation from the whole document is not allowed")

@@ -4,12 +4,12 @@ rendered in memory, and the changes between revisions, kept for watches.
 The store (netlab.api.etcd) gives every key a mod revision and the state a revision, as etcd
 does. The cache follows the state file and the events file: when either changes, it renders
 every object again and compares with what it had, and each difference becomes a watch event
-at the next revision. A stored object's resourceVersion is its key's mod revision (what a
-write's precondition is checked against) as long as only its record changes it; an object
-whose rendering changes without its record (a pod's process ended, a Deployment's pods
-became ready) and an object the store does not keep (a ReplicaSet, an Event) get the
-revision at which the cache saw the change. Changes a watcher asks for from a revision
-older than the cache's history are gone (410), as the real cache answers.
+at the next revision (the state's, or one of the cache's own when only the rendering moved:
+a pod's process ended, a Deployment's pods became ready, an event was recorded). An
+object's resourceVersion is the revision of the change that last changed it, so the events
+of a watch only go forward; a write's precondition is checked against it. Changes a
+watcher asks for from a revision older than the cache's history are gone (410), as the
+real cache answers.
 
 Every refresh builds a new Snapshot and swaps it in whole: a request reads one snapshot, so
 its revision, objects and history always agree.
@@ -124,7 +124,7 @@ class WatchCache:
             bumped = revision + 1 if revision == old.revision and not first else revision
             changes, objects = [], {}
             for plural, objs in rendered.items():
-                objects[plural] = self._stamp(plural, objs, old.objects[plural], state, bumped, changes)
+                objects[plural] = self._stamp(plural, objs, old.objects[plural], state, bumped, changes, first)
             if changes and not first:
                 revision = bumped      # a change the store's revision does not show gets one of its own
             history = old.history
@@ -140,7 +140,9 @@ class WatchCache:
                 self.loop.call_soon_threadsafe(self._wake)
             return True
 
-    def _stamp(self, plural, objs, old_all, state, revision, changes):
+    def _stamp(self, plural, objs, old_all, state, revision, changes, first):
+        """Each object with its resourceVersion: the revision of the change that last changed it
+        (at the first load, its key's mod revision), so a watch's events only go forward."""
         resource = self.resources[plural]
         new_all = {}
         for obj in objs:
@@ -150,11 +152,11 @@ class WatchCache:
             old = old_all.get(k)
             key = storage_key(resource, obj)
             same = old is not None and _strip(old) == _strip(obj)
-            stored = state.revisions.get(key, [0])[0] if key is not None else 0
             if same:
-                rv = max(int(old["metadata"]["resourceVersion"]), stored)
-            elif stored and (old is None or stored > int(old["metadata"]["resourceVersion"])):
-                rv = stored
+                rv = int(old["metadata"]["resourceVersion"])
+            elif first:
+                rv = state.revisions.get(key, [0])[0] if key is not None else 0
+                rv = rv or revision
             else:
                 rv = revision
             meta["resourceVersion"] = str(rv)

@@ -65,20 +65,26 @@ ROOTS = {"Pod": "V1Pod", "Deployment": "V1Deployment", "Service": "V1Service", "
          "Namespace": "V1Namespace", "Node": "V1Node", "Scale": "V1Scale"}
 
 
-def unknown_fields(value, type_name, path=""):
-    """The paths of the fields `value` holds that its type does not declare."""
+def unknown_fields(value, type_name, path="", prune=False):
+    """The paths of the fields `value` holds that its type does not declare; with `prune`, they
+    are dropped from it too, as the API server's decoder drops them (they are never stored)."""
     if type_name.startswith("List[") and isinstance(value, list):
-        return [f for i, x in enumerate(value) for f in unknown_fields(x, type_name[5:-1], f"{path}[{i}]")]
+        return [f for i, x in enumerate(value) for f in unknown_fields(x, type_name[5:-1], f"{path}[{i}]", prune)]
     if type_name.startswith("Dict[") and isinstance(value, dict):
         inner = type_name[5:-1].split(", ", 1)[1]
-        return [f for k, x in value.items() for f in unknown_fields(x, inner, f"{path}[{k}]")]
+        return [f for k, x in value.items() for f in unknown_fields(x, inner, f"{path}[{k}]", prune)]
     fields = SCHEMA.get(type_name)
     if fields is None or not isinstance(value, dict):
         return []
     out = []
-    for k, x in value.items():
+    for k, x in list(value.items()):
         where = f"{path}.{k}" if path else k
-        out += [where] if k not in fields else unknown_fields(x, fields[k], where)
+        if k in fields:
+            out += unknown_fields(x, fields[k], where, prune)
+        else:
+            out.append(where)
+            if prune:
+                del value[k]
     return out
 
 
@@ -257,14 +263,16 @@ class Write:
         return body
 
     def version_of(self, state, current):
-        """The resourceVersion a request's precondition is checked against: the key's mod revision
-        (the one the cache serves), or the cache's for an object the store does not keep."""
-        key = storage_key(self.resource, current)
-        if key in state.revisions:
-            return str(state.revisions[key][0])
+        """The resourceVersion a request's precondition is checked against: the one the cache
+        serves, when the cache has this state; else (another command wrote since) the key's
+        mod revision, which any version a client read before that write differs from."""
+        snap = self.server.cache.snapshot
         meta = current["metadata"]
-        cached = self.server.cache.snapshot.get(self.resource.plural, meta.get("namespace", ""), meta["name"])
-        return (cached or {}).get("metadata", {}).get("resourceVersion")
+        cached = snap.get(self.resource.plural, meta.get("namespace", ""), meta["name"])
+        if cached is not None and snap.state is not None and snap.state.revision == state.revision:
+            return cached["metadata"]["resourceVersion"]
+        key = storage_key(self.resource, current)
+        return str(state.revisions.get(key, [state.revision])[0])
 
     def check_version(self, asked, current, name):
         """Optimistic concurrency: a request that names a resourceVersion must name the current one."""
@@ -291,16 +299,20 @@ class Write:
         self.check_fields(body, ROOTS.get(r.kind))
 
     def check_fields(self, body, root):
-        """fieldValidation: a field the API's schema does not have is refused (Strict), said in a
-        Warning header (Warn, the server's default) or dropped silently (Ignore)."""
-        if root is None or self.validation == "Ignore":
+        """fieldValidation: a field the API's schema does not have is refused (Strict), or dropped
+        and said in a Warning header (Warn, the server's default), or dropped silently (Ignore)."""
+        if root is None:
+            return
+        if self.validation != "Strict":
+            unknown = unknown_fields(body, root, prune=True)
+            if self.validation == "Warn":
+                self.warnings += [f'unknown field "{f}"' for f in unknown]
             return
         unknown = unknown_fields(body, root)
-        if unknown and self.validation == "Strict":
+        if unknown:
             r = self.resource
             raise ApiError(400, f'{r.kind} in version "{r.version}" cannot be handled as a {r.kind}: strict decoding '
                                 f'error: ' + ", ".join(f'unknown field "{f}"' for f in unknown))
-        self.warnings += [f'unknown field "{f}"' for f in unknown]
 
     def _exists(self, state, meta):
         return self.current(state, meta["name"], meta.get("namespace")) is not None
@@ -484,7 +496,7 @@ class Write:
         if d is None:
             raise not_found(r, self.target.name)
         key = storage_key(r, {"metadata": {"name": d.name, "namespace": d.namespace}})
-        version = str(state.revisions.get(key, [0])[0])
+        version = self.version_of(state, {"metadata": {"name": d.name, "namespace": d.namespace}})
         current = {"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": d.replicas},
                    "metadata": {"name": d.name, "namespace": d.namespace, "resourceVersion": version}}
         try:

@@ -138,10 +138,9 @@ def test_a_path_that_is_not_a_string_is_400():
     assert e.value.code == 400
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="netlab answers 400; kube-apiserver's jsonpatch.Apply fails (\"missing from field\") and "
-                          "its error is 422 (handlers/patch.go applyJSPatch)")
 def test_a_move_without_from_is_422_as_the_real_server_answers():
+    """kube-apiserver's jsonpatch.Apply fails ("missing from field") and its error is 422
+    (handlers/patch.go applyJSPatch)."""
     with pytest.raises(patch.PatchError) as e:
         patch.json_patch({"a": 1}, [{"op": "move", "path": "/b"}])
     assert e.value.code == 422
