@@ -233,18 +233,18 @@ class Lab:
         """`kubectl scale deployment/NAME --replicas N`."""
         if replicas < 0:
             raise NetlabError("--replicas must be 0 or more")
-        return self._change(f"scale deployment/{name} --replicas {replicas}",
+        return self.change(f"scale deployment/{name} --replicas {replicas}",
                             lambda state, log: cluster.scale(state, namespace, name, replicas, log=log))
 
     def apply(self, manifests):
         """`kubectl apply -f`: Pods, Deployments and Services created or updated."""
         def apply(state, log):
             cluster.apply(state, _manifests(state, manifests), log=log, now=_now())
-        return self._change(f"apply -f {' '.join(map(str, manifests))}", apply)
+        return self.change(f"apply -f {' '.join(map(str, manifests))}", apply)
 
     def delete(self, kind, namespace, name):
         """`kubectl delete KIND/NAME`."""
-        return self._change(f"delete {kind}/{name}",
+        return self.change(f"delete {kind}/{name}",
                             lambda state, log: cluster.delete(state, kind, namespace, name, log=log))
 
     def delete_manifests(self, manifests):
@@ -257,20 +257,20 @@ class Lab:
                        + [("pod", p.namespace, p.name) for p in lab_spec.pods])
             for kind, namespace, name in objects:
                 cluster.delete(state, kind, namespace, name, log=log)
-        return self._change(f"delete -f {' '.join(map(str, manifests))}", delete_all)
+        return self.change(f"delete -f {' '.join(map(str, manifests))}", delete_all)
 
     def add_node(self, name):
         """`kind` adding a node container and kubeadm joining it. Names the lab uses itself
         (lan, external, lb-*) are refused before anything is stored."""
-        return self._change(f"node add {name}", lambda state, log: cluster.add_node(state, name, log=log))
+        return self.change(f"node add {name}", lambda state, log: cluster.add_node(state, name, log=log))
 
     def remove_node(self, name):
         """The node leaves (NAME or the name without the lab's prefix); the faults naming it go too."""
-        return self._change(f"node remove {name}", lambda state, log: remove_node(state, name, log))
+        return self.change(f"node remove {name}", lambda state, log: remove_node(state, name, log))
 
     def set_ready(self, pod, ready):
         namespace, _, name = pod.rpartition("/")
-        return self._change(f"pod {'ready' if ready else 'unready'} {pod}",
+        return self.change(f"pod {'ready' if ready else 'unready'} {pod}",
                             lambda state, log: cluster.set_ready(state, namespace or "default", name, ready, log=log))
 
     def fault(self, kind, targets):
@@ -283,7 +283,7 @@ class Lab:
             state.faults.append(fault)
             log.append(("FaultInjected", f"fault/{kind}", "", " ".join(fault["targets"])))
             return fault
-        return self._change(f"fault {kind} {' '.join(targets)}", add)
+        return self.change(f"fault {kind} {' '.join(targets)}", add)
 
     def clear_faults(self, fault=()):
         """Clear every fault, or with `fault` (KIND TARGET..., as `netlab fault list` prints
@@ -295,22 +295,18 @@ class Lab:
             log += [("FaultCleared", f"fault/{f['kind']}", "", " ".join(f["targets"])) for f in gone]
             state.faults = [f for f in state.faults if f not in gone]
             return gone
-        return self._change(" ".join(["fault clear", *fault]), clear)
+        return self.change(" ".join(["fault clear", *fault]), clear)
 
     def reconcile(self):
         """kube-proxy's and flanneld's periodic resync, kubelet's restarts: read every
         namespace and table back and restore what differs. Returns the changes made."""
-        return self._change("reconcile", None)
+        return self.change("reconcile", None)
 
     def change(self, why, mutate):
-        """A change of the API's: `mutate(state, log)` under the lab's lock, then convergence
-        (kube-apiserver's writes come this way, as every netlab command's)."""
-        return self._change(why, mutate)
-
-    def _change(self, why, mutate):
-        """The one mechanism for every change: the controllers change the state, which is
-        saved before the kernel is touched (a command killed half-way leaves a record the
-        next command converges); then every agent converges what it owns."""
+        """The one mechanism for every change, a netlab command's or an API request's:
+        `mutate(state, log)` (the controllers) changes the state, which is saved before the
+        kernel is touched (a command killed half-way leaves a record the next command
+        converges); then every agent converges what it owns."""
         with self.locked():
             state = self.store.load()
             if not state.endpoint_slices and state.endpoints:
