@@ -194,9 +194,14 @@ def _merge_list(current, patch, name, path, delete_primitives=None, order=None):
             out.append(strategic_merge_patch({}, item, path))
         else:
             out[index] = strategic_merge_patch(out[index], item, path)
-    if isinstance(order, list):
-        ranks = {json.dumps(o.get(key) if isinstance(o, dict) else o): i for i, o in enumerate(order)}
-        out.sort(key=lambda x: ranks.get(json.dumps(x.get(key)), len(ranks)))
+    if not isinstance(order, list):
+        # No $setElementOrder: the items the live list did not have come first, in the patch's
+        # order, then the live ones in theirs (strategicpatch prepends what a patch adds).
+        live_keys = {json.dumps(x.get(key)) for x in current if isinstance(x, dict)}
+        added = [x for x in out if json.dumps(x.get(key)) not in live_keys]
+        return added + [x for x in out if json.dumps(x.get(key)) in live_keys]
+    ranks = {json.dumps(o.get(key) if isinstance(o, dict) else o): i for i, o in enumerate(order)}
+    out.sort(key=lambda x: ranks.get(json.dumps(x.get(key)), len(ranks)))
     return out
 
 

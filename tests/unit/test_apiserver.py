@@ -163,6 +163,18 @@ def test_containers_are_merged_by_name():
     assert live == pod_template(WEB, SIDECAR)
 
 
+def test_an_item_a_patch_adds_comes_first_without_set_element_order():
+    """strategicpatch prepends the items a patch adds to a merged list (kubectl sends
+    $setElementOrder when it wants another order); the live items keep theirs."""
+    extra = {"name": "extra", "image": "busybox:1.36"}
+    patched = patch.strategic_merge_patch(pod_template(WEB, SIDECAR), pod_template(extra, {"name": "web", "tty": True}))
+    assert patched == pod_template(extra, {**WEB, "tty": True}, SIDECAR)
+    ordered = patch.strategic_merge_patch(pod_template(WEB, SIDECAR), {"spec": {"template": {"spec": {
+        "$setElementOrder/containers": [{"name": "web"}, {"name": "sidecar"}, {"name": "extra"}],
+        "containers": [extra]}}}})
+    assert ordered == pod_template(WEB, SIDECAR, extra)
+
+
 def test_patch_delete_removes_one_item_of_a_merged_list():
     """"delete map from merging list": the item named by its merge key goes, the rest stays."""
     patched = patch.strategic_merge_patch(pod_template(WEB, SIDECAR),
