@@ -88,9 +88,14 @@ def _listening_sockets(state):
     return sum(max(2, sum(len(c.ports) for c in p.template.containers)) for p in state.scheduled_pods())
 
 
-# Who reports a controller's event, and which are warnings (everything else: the controller
-# manager's, Normal).
-_SOURCES = {"Scheduled": "default-scheduler", "FailedScheduling": "default-scheduler"}
+# Who reports a controller's event (the component kubectl describe names under From), and
+# which are warnings (everything else: the controller manager's, Normal).
+_SOURCES = {"Scheduled": "default-scheduler", "FailedScheduling": "default-scheduler",
+            "ScalingReplicaSet": "deployment-controller", "SuccessfulCreate": "replicaset-controller",
+            "SuccessfulDelete": "replicaset-controller", "RegisteredNode": "node-controller",
+            "RemovingNode": "node-controller", "CIDRAssignmentSucceeded": "cidrAllocator", "Killing": "kubelet",
+            "Ready": "kubelet", "Unhealthy": "kubelet", "Sync": "nginx-ingress-controller",
+            "FaultInjected": "netlab", "FaultCleared": "netlab"}
 _WARNINGS = {"FailedScheduling"}
 
 

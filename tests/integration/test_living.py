@@ -343,7 +343,7 @@ def test_events_say_who_changed_what_and_why(make_lab):
                          capture_output=True, text=True, check=True).stdout
     found = json.loads(out)
     sources = {e["source"] for e in found}
-    assert {"controller-manager", "kube-proxy", "cni"} <= sources
+    assert {"deployment-controller", "replicaset-controller", "default-scheduler", "kube-proxy", "cni"} <= sources
     assert any(e["reason"] == "ScalingReplicaSet" and "from 4 to 5" in e["message"] for e in found)
     proxy = [e for e in found if e["source"] == "kube-proxy" and e["why"] != "up"]   # bring-up converges too
     assert {e["object"] for e in proxy} == {f"node/{n.name}" for n in lab.state().nodes}
