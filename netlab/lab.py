@@ -307,11 +307,12 @@ class Lab:
         namespace and table back and restore what differs. Returns the changes made."""
         return self.change("reconcile", None)
 
-    def change(self, why, mutate):
+    def change(self, why, mutate, converged=None):
         """The one mechanism for every change, a netlab command's or an API request's:
         `mutate(state, log)` (the controllers) changes the state, which is saved before the
         kernel is touched (a command killed half-way leaves a record the next command
-        converges); then every agent converges what it owns."""
+        converges); then every agent converges what it owns. `converged()`, when given, runs
+        before the lock is let go (the API server reads its answer there)."""
         with self.locked():
             state = self.store.load()
             if not state.endpoint_slices and state.endpoints:
@@ -331,6 +332,8 @@ class Lab:
             changes = self._converge(state, old, why, full=mutate is None)
             if not old.synced and state.api_port:
                 self._export_kubeconfig(state)       # an interrupted `up` never exported its context
+            if converged is not None:
+                converged()
         self.last_changes = changes
         return result if mutate is not None else changes
 

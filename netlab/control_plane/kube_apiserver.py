@@ -603,14 +603,6 @@ class ApiServer:
         code, obj, warnings = await asyncio.get_running_loop().run_in_executor(
             self.writers, self.write_sync, target, method, body, ctype, why, manager, _bool(query, "force"), dry_run,
             query.get("fieldValidation", "Warn"), "fieldManager" in query)
-        await self.fresh()
-        if not dry_run and obj is not None and obj.get("kind") != "Status" and target.sub is None:
-            current = self.cache.snapshot.get(r.plural, obj["metadata"].get("namespace", "") if r.namespaced else "",
-                                     obj["metadata"]["name"])
-            if current is not None:
-                obj = current
-        if target.sub == "scale" and not dry_run:
-            obj = self.scale_object(target)
         response = self.respond(request, r, obj, code)
         for warning in warnings:                     # as kube-apiserver's warning headers (RFC 7234's 299)
             response.headers.add("Warning", f'299 - {json.dumps(warning)}')
@@ -623,8 +615,9 @@ class ApiServer:
         try:
             if dry_run:
                 return (*w.dry_run(), w.warnings)
-            self.lab.change(why, w.mutate)
-            return (*w.response(), w.warnings)
+            written = []
+            self.lab.change(why, w.mutate, lambda: written.append(self.as_written(w, method)))
+            return (w.code, written[0], w.warnings)
         except ApiError:
             raise
         except SpecError as e:
@@ -637,6 +630,19 @@ class ApiServer:
                       flush=True)
                 return (*w.response(), w.warnings + [f"the lab's agents did not converge yet: {e}"])
             raise ApiError(422, str(e)) from None
+
+    def as_written(self, w, method):
+        """The object as this write left it, with its resourceVersion: the cache's snapshot when
+        the write's convergence ended, under the lab's lock (the convergence waited for the
+        cache to serve its last save; no other command saves before the lock is let go)."""
+        target, r = w.target, w.resource
+        if target.sub == "scale":
+            return self.scale_object(target)
+        if method == "DELETE" or w.result is None:
+            return w.result
+        meta = w.result["metadata"]
+        return self.cache.snapshot.get(r.plural, meta.get("namespace", "") if r.namespaced else "", meta["name"]) \
+            or w.result
 
     # --- streams ---
 

@@ -519,6 +519,7 @@ class Write:
             raise ApiError(422, f'Scale.autoscaling "{d.name}" is invalid: spec.replicas: Invalid value: '
                                 f'{json.dumps(replicas)}: {bound}')
         cluster.scale(state, d.namespace, d.name, replicas, log=log)
+        self.result = {**current, "spec": {"replicas": replicas}, "status": {"replicas": len(cluster.replicas_of(state, d))}}
         if key in state.bodies:
             state.bodies[key].setdefault("spec", {})["replicas"] = replicas
         state.bodies[f"managers:{key}"], _ = patches.owned_after(
