@@ -494,18 +494,19 @@ class Lab:
                control_plane.name, "localhost"]
         return pki.ensure(self.store.dir, self.name, ["127.0.0.1", control_plane.ip, service_ip], dns)
 
+    def _kubeconfig_entries(self, state):
+        """(lab, server, CA, admin certificate, admin key): what a kubeconfig says of the lab."""
+        p = pki.paths(self.store.dir)
+        return (self.name, f"https://127.0.0.1:{state.api_port}", p.ca_crt.read_bytes(), p.admin_crt.read_bytes(),
+                p.admin_key.read_bytes())
+
     def kubeconfig(self):
         """The lab's kubeconfig, as `kind get kubeconfig` prints it."""
-        state = self.state()
-        p = pki.paths(self.store.dir)
-        return kubeconfig.render(self.name, f"https://127.0.0.1:{state.api_port}", p.ca_crt.read_bytes(),
-                                 p.admin_crt.read_bytes(), p.admin_key.read_bytes())
+        return kubeconfig.render(*self._kubeconfig_entries(self.state()))
 
     def _export_kubeconfig(self, state):
         """As `kind create cluster`: the lab's cluster, user and context in the user's kubeconfig, current."""
-        p = pki.paths(self.store.dir)
-        kubeconfig.merge(self.name, f"https://127.0.0.1:{state.api_port}", p.ca_crt.read_bytes(),
-                         p.admin_crt.read_bytes(), p.admin_key.read_bytes())
+        kubeconfig.merge(*self._kubeconfig_entries(state))
 
     def _unclaimed_netns(self):
         """Namespaces with this lab's prefix that no other lab's record claims."""

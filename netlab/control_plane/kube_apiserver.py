@@ -653,7 +653,7 @@ class ApiServer:
         pod = next((p for p in state.pods if p.namespace == target.namespace and p.name == target.name), None)
         if pod is None:
             raise not_found(target.resource, target.name)
-        return state, pod
+        return pod
 
     def container_of(self, pod, request):
         names_ = [c.name for c in pod.template.containers]
@@ -668,7 +668,7 @@ class ApiServer:
         return wanted
 
     async def exec(self, request, target):
-        state, pod = self.pod_of(target)
+        pod = self.pod_of(target)
         self.container_of(pod, request)
         if pod.node is None:
             raise ApiError(400, f"pod {pod.name} does not have a host assigned")
@@ -682,7 +682,7 @@ class ApiServer:
                                       command=command)
 
     async def port_forward(self, request, target):
-        state, pod = self.pod_of(target)
+        pod = self.pod_of(target)
         if pod.node is None:
             raise ApiError(400, f"pod {pod.name} does not have a host assigned")
         ports = []
@@ -695,7 +695,7 @@ class ApiServer:
         return await streams.port_forward(request, pod.netns, ports)
 
     async def logs(self, request, target):
-        state, pod = self.pod_of(target)
+        pod = self.pod_of(target)
         container = self.container_of(pod, request)
         q = request.query
         path = self.store.dir / "logs" / f"{pod.namespace}_{pod.name}_{container}.log"

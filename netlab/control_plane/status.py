@@ -15,11 +15,9 @@ class ApiError(Exception):
 
 
 def status_body(code, message, reason=None, details=None):
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason or REASONS.get(code, ""), "code": code}
-    if details:
-        body["details"] = details
-    return body
+    """A metav1.Status of a failure, its fields in the order Go's encoder writes them."""
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+            "reason": reason or REASONS.get(code, ""), **({"details": details} if details else {}), "code": code}
 
 
 def status_response(code, message, reason=None, details=None):

@@ -47,12 +47,10 @@ from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
+from netlab.control_plane.status import status_body
 from netlab.kernel import netns as ns
 
 # --- Status, as the API server encodes it ------------------------------------------------------
-
-REASONS = {400: "BadRequest", 403: "Forbidden", 422: "Invalid", 500: "InternalError"}
-
 
 def go_json(obj):
     """json.Marshal's bytes: compact, UTF-8, and <, >, & escaped as Go escapes them for HTML."""
@@ -66,9 +64,8 @@ def go_json(obj):
 def status_response(code, message, reason=None, details=None):
     """An HTTP error answered with a metav1.Status (the apiserver's JSON serializer ends it with a
     newline, as json.Encoder does)."""
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason or REASONS.get(code, ""), **({"details": details} if details else {}), "code": code}
-    return web.Response(status=code, body=go_json(body) + b"\n", content_type="application/json")
+    return web.Response(status=code, body=go_json(status_body(code, message, reason, details)) + b"\n",
+                        content_type="application/json")
 
 
 def _status(status, message=None, reason=None, details=None, code=None):

@@ -15,6 +15,7 @@ Every refresh builds a new Snapshot and swaps it in whole: a request reads one s
 its revision, objects and history always agree.
 """
 
+import asyncio
 import threading
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -178,7 +179,6 @@ class WatchCache:
 
     async def wait(self, since, timeout):
         """Until the cache is past `since`, or `timeout` seconds."""
-        import asyncio
         if self.snapshot.revision > since:
             return
         future = asyncio.get_running_loop().create_future()

@@ -37,7 +37,8 @@ READ_ONLY = {
     "ingressclasses": "the ingress-nginx add-on's class is the lab's",
 }
 UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
-UNDELETABLE_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease", "kube-flannel", "ingress-nginx")
+# The system namespaces, and the ingress add-on's: the lab's own components live there.
+UNDELETABLE_NAMESPACES = (*SYSTEM_NAMESPACES, "ingress-nginx")
 SERVER_METADATA = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink",
                    "deletionTimestamp", "deletionGracePeriodSeconds")
 CONTENT_TYPES = ("application/json-patch+json", "application/merge-patch+json",
@@ -477,7 +478,7 @@ class Write:
         self.stored = True
 
     def delete_namespace(self, state, log, name):
-        if name in UNDELETABLE_NAMESPACES or name in SYSTEM_NAMESPACES:
+        if name in UNDELETABLE_NAMESPACES:
             raise ApiError(403, f'namespaces "{name}" is forbidden: this namespace may not be deleted',
                            details={"name": name, "kind": "namespaces"})
         for kind, items in (("ingress", state.ingresses), ("service", state.services),
