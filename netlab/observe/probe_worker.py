@@ -17,8 +17,12 @@ from netlab.kernel import netns as ns
 IP_MTU_DISCOVER, IP_PMTUDISC_DO, IP_MTU = 10, 2, 14
 
 
-def op_http(dst, port, path="/hostname", timeout=2.0, host=None):
+def op_http(dst, port, path="/hostname", timeout=2.0, host=None, ca=None, server_name=None):
+    """One HTTP/1.1 GET; with `ca`, over TLS verified against that CA for `server_name`."""
     s = socket.create_connection((dst, port), timeout=timeout)
+    if ca:
+        import ssl
+        s = ssl.create_default_context(cafile=ca).wrap_socket(s, server_hostname=server_name)
     try:
         local = "%s:%d" % s.getsockname()
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host or dst}\r\nConnection: close\r\n\r\n".encode())

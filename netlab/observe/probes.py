@@ -467,9 +467,10 @@ def _service_port_checks(prober, state, client, svc, port, is_dns):
     src = client.target
     name = f"{svc.key}:{port.name or port.port}/{port.protocol}"
     hint = f"KUBE-SERVICES and KUBE-SVC chains: netlab iptables {client.node} -t nat"
+    if svc.key == "default/kubernetes":
+        return [_api_server_check(prober, state, src, svc, port, name)]
     if svc.selector is None:
-        why = ("its endpoint is the API server, which netlab does not run" if svc.key == "default/kubernetes"
-               else "it has no selector: its endpoints are not the endpoints controller's")
+        why = "it has no selector: its endpoints are not the endpoints controller's"
         return [skip(area, f"{name} cluster IP from {src}", "a backend answers", why)]
     backends, server = _backends(state, svc, port)
     if not backends:
@@ -564,6 +565,22 @@ def _node_port_checks(prober, state, svc, port, name, backends):
     return out
 
 
+def _api_server_check(prober, state, src, svc, port, name):
+    """kubernetes.default as an in-cluster client meets it: TLS to the cluster IP, the
+    certificate verified against the lab's CA for kubernetes.default.svc, and /version
+    (which anonymous clients may read) answered by the API server behind kube-proxy's DNAT."""
+    from netlab.api import pki
+    ca = str(pki.paths(prober.lab.store.dir).ca_crt)
+    r = prober.http(src, svc.cluster_ip, port.port, "/version", ca=ca, server_name="kubernetes.default.svc")
+    try:
+        seen = json.loads(r.get("body", ""))["gitVersion"]
+    except (ValueError, KeyError, TypeError):
+        seen = r.get("error") or f"HTTP {r.get('status')}"
+    return Check("services", f"{name} cluster IP from {src}", "the API server's /version over verified TLS",
+                 seen, r["ok"] and seen.startswith("v"),
+                 "the kube_apiserver process (netlab status) and the default/kubernetes KUBE-SVC chain")
+
+
 def _service_tcp_followups(prober, state, client, svc, port, name, backends, hint):
     """What Kubernetes' e2e tests ask of a TCP service port beyond one answer, in the order
     they run; each names what it expects even when it cannot run."""
@@ -583,13 +600,17 @@ def _service_tcp_followups(prober, state, client, svc, port, name, backends, hin
         out.append(_Followup(f"{name} source IP from {src}", expected, "", skip=(
             f"{src} can only reach itself through the Service, and that hairpin traffic is masqueraded")))
     else:
+        node = next((n for n in state.nodes if n.name == pod.node), None)
+        own_gateway = ipam.gateway(node.pod_cidr) if node else None
+
         def source_ip():
-            # The source may be a backend too: an answer from itself comes back masqueraded
-            # (hairpin), so it asks until another backend answers (affinity would pin it).
-            for _ in range(10 if pod.name in backends else 1):
+            # The source may be a backend too: its answer to itself comes back masqueraded
+            # to its node's cni0 address (hairpin), so that answer (or none) is asked again
+            # until another backend answers; any other address is the verdict.
+            for _ in range(30 if pod.name in backends else 1):
                 r = prober.http(src, svc.cluster_ip, port.port, "/clientip", timeout=timeout)
                 seen = r.get("body", r.get("error", "")).rsplit(":", 1)[0]
-                if seen == pod.ip:
+                if r["ok"] and seen != own_gateway:
                     break
             return seen, r["ok"] and seen == pod.ip
         out.append(_Followup(f"{name} source IP from {src}", expected,
