@@ -358,11 +358,13 @@ def _pod(args):
 def _reconcile(args):
     from netlab.lab import Lab
     changes = Lab.find(args.lab).reconcile()
+    writes = [plural(changes.netlink_writes, "netlink write"), plural(changes.iptables_writes, "iptables write")]
+    if changes.kube_proxy_mode == "nftables":
+        writes.append(plural(changes.nft_writes, "nftables transaction"))
     if not changes.any():
-        print("reconcile: nothing to do (0 netlink writes, 0 iptables writes)")
+        print(f"reconcile: nothing to do ({', '.join(writes)})")
         return
-    print(f"reconcile: {plural(changes.count(), 'change')} ({plural(changes.netlink_writes, 'netlink write')}, "
-          f"{plural(changes.iptables_writes, 'iptables write')})")
+    print(f"reconcile: {plural(changes.count(), 'change')} ({', '.join(writes)})")
     for agent, items in changes.by_agent.items():
         for netns, what in items:
             print(f"  {agent:<12} {netns}: {what}")

@@ -27,6 +27,7 @@ from netlab.errors import LabNotFound, NetlabError, StateUnreadable
 from netlab.kernel import conntrack
 from netlab.kernel import iptables as iptables_backend
 from netlab.kernel import netns as ns
+from netlab.kernel import nft
 from netlab.kernel import processes
 from netlab.kernel.netlink import NetlinkApplier
 from netlab.node import files as node_files
@@ -34,6 +35,7 @@ from netlab.node import kubelet
 from netlab.node.flannel import flanneld
 from netlab.node.proxy import healthcheck  # noqa: F401  (kube-proxy's health servers register with the runtime)
 from netlab.node.proxy import iptables as kube_proxy
+from netlab.node.proxy import nftables as kube_proxy_nft
 from netlab.observe import preflight
 
 
@@ -144,6 +146,7 @@ class _Before:
         self.endpoint_slices = list(state.endpoint_slices)      # what kube-proxy reads
         self.nodes = {n.name for n in state.nodes}
         self.synced = state.synced
+        self.kube_proxy_mode = state.cluster.kube_proxy_mode
 
 
 class Lab:
@@ -365,10 +368,24 @@ class Lab:
             changes.add(owner, [(netns, what)])
         changes.netlink_writes = applier.writes
         iptables = iptables_backend.applier(state.cluster.iptables_applier)
+        nft_mode = kube_proxy_nft.uses_nftables(state.cluster)
+        nftables = nft.NftApplier() if nft_mode else None
+        # A mode switch is kube-proxy restarted in the other mode: a full sync, after the
+        # other mode's --cleanup (its chains are in no plan now, so the full sync removes them).
+        partial = partial and old.kube_proxy_mode == state.cluster.kube_proxy_mode
         progress.phase("iptables", len(state.nodes))
         chain_owner = {}                                # netns -> {chain: the agent that planned it}
         for node in state.nodes:
             progress.advance()
+            if nft_mode:
+                self._sync_nftables(nftables, state, old, node, partial, node.netns in fresh)
+                if not partial:                         # flannel's rules; kube-proxy's KUBE- chains removed
+                    node_plan = next(p for p in plans if p.netns == node.netns)
+                    iptables.apply(node.netns, node_plan.iptables, fresh=node.netns in fresh)
+                    chain_owner[node.netns] = {k[2]: o for k, o in node_plan.owners.items() if k[0] == "chain"}
+                continue
+            if not partial and node.netns not in fresh and nft.available():
+                nft.delete_table(node.netns, "ip", kube_proxy_nft.TABLE)    # iptables mode's cleanup of nftables mode's
             if partial and node.name in old.nodes and node.netns not in fresh:
                 work = kube_proxy.sync_changes(old.services, old.endpoint_slices, state.services, state.endpoint_slices,
                                                node, state.cluster.pod_subnet)
@@ -393,6 +410,12 @@ class Lab:
             for agent, (w, d) in by_agent.items():
                 changes.add(agent, [(netns, events.chains_message(w, d))])
         changes.iptables_writes = iptables.writes
+        for netns, (written, deleted, operations) in nftables.log if nftables else ():
+            what = events.chains_message(written, deleted) or f"updated map elements ({operations} operations)"
+            changes.add("kube-proxy", [(netns, f"nftables: {what}")])
+        changes.kube_proxy_mode = state.cluster.kube_proxy_mode
+        changes.nft_writes = nftables.writes if nftables else 0
+        changes.nft_operations = nftables.operations if nftables else 0
         flows = [] if full or old is None else kube_proxy.stale_udp_flows(old.services, old.endpoint_slices, state.services,
                                                                           state.endpoint_slices)
         for node in state.nodes if flows else ():
@@ -411,6 +434,23 @@ class Lab:
             events.record(self.name, events.summarize(state, agent, items), agent, why)
         self._wait_served(state, changes, full)
         return changes
+
+    def _sync_nftables(self, nftables, state, old, node, partial, fresh):
+        """kube-proxy's nftables sync of one node: the full transaction into a fresh
+        namespace, the changed ports only after a converged command, else the table read
+        back and only what differs written."""
+        stale = state.stale_chains.setdefault(node.netns, {})
+        if partial and node.name in old.nodes and not fresh:
+            pairs = kube_proxy_nft.sync(old.services, old.endpoint_slices, state.services, state.endpoint_slices,
+                                        node, state.cluster)
+            if pairs or stale:
+                live = {s.cluster_ip for s in state.services if s.cluster_ip not in (None, "None")}
+                nftables.partial(node.netns, kube_proxy_nft.empty_table(), pairs, live, stale)
+        else:
+            table = kube_proxy_nft.node_table(state.services, state.endpoint_slices, node, state.cluster)
+            nftables.full(node.netns, table) if fresh else nftables.resync(node.netns, table, stale)
+        if not stale:
+            state.stale_chains.pop(node.netns, None)
 
     def _wait_served(self, state, changes, full=False):
         """Wait for the pod servers to follow the saved state; one found dead meanwhile (a

@@ -10,6 +10,7 @@ from netlab.controllers import cluster
 from netlab.node import cni, underlay
 from netlab.node.flannel import flanneld as flannel
 from netlab.node.proxy import iptables as kube_proxy
+from netlab.node.proxy import nftables as kube_proxy_nft
 from netlab.observe import faults
 from netlab.values.desired import NetnsPlan, merge
 
@@ -27,8 +28,9 @@ def node_plan(state, node, rules=True):
     veths = NetnsPlan(node.netns, links=tuple(cni.host_veth(state, p) for p in state.pods_on(node.name)), owner="cni")
     # kube-proxy before flannel: its jumps come first in the built-in chains, as kube-proxy
     # inserts them at the top and flanneld appends its own.
+    proxy = kube_proxy_nft if kube_proxy_nft.uses_nftables(state.cluster) else kube_proxy
     return merge(node.netns, underlay.uplink(state, node.netns, node.ip), kubelet,
-                 cni.node_plan(state, node), kube_proxy.node_plan(state, node, rules), flannel.node_plan(state, node), veths)
+                 cni.node_plan(state, node), proxy.node_plan(state, node, rules), flannel.node_plan(state, node), veths)
 
 
 def lab_plans(state, lb_health=None, node_rules=True):
@@ -47,6 +49,7 @@ def lab_plans(state, lb_health=None, node_rules=True):
 def describe(plans):
     """A readable dump of plans, for `netlab up --dry-run`."""
     from netlab.values.iptables import restore_text
+    from netlab.values.nftables import script
     out = []
     for p in plans:
         out.append(f"# netns {p.netns}")
@@ -64,5 +67,7 @@ def describe(plans):
         out += [f"sysctl {k.replace('/', '.')}={v}" for k, v in p.sysctls]
         if p.iptables:
             out.append(restore_text(p.iptables).rstrip())
+        for table in p.nftables.values():
+            out += script(table)
         out.append("")
     return "\n".join(out)

@@ -140,6 +140,8 @@ class Changes:
         self.by_agent = {}
         self.chains = {}           # netns -> (chains written, chains deleted)
         self.netlink_writes = self.iptables_writes = 0
+        self.nft_writes = self.nft_operations = 0          # nftables transactions, and the operations in them
+        self.kube_proxy_mode = "iptables"
 
     def add(self, agent, items):
         if items:

@@ -176,6 +176,7 @@ class ClusterState:
     revision: int = 0                                # etcd's revision: one more for every save that changed a key
     revisions: dict = field(default_factory=dict)    # registry key -> [mod revision, digest of its record]
     bodies: dict = field(default_factory=dict)       # registry key -> the object as a request wrote it (no status)
+    stale_chains: dict = field(default_factory=dict)  # netns -> {chain: when flushed}: kube-proxy's (nftables) to delete
 
     def find_node(self, name):
         """The node called `name`, kind's full name (<lab>-worker) or without the lab's prefix

@@ -9,6 +9,7 @@ have is a typo to hear of), and no mapping of any document may hold a key twice.
 
 import difflib
 import ipaddress
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -497,6 +498,24 @@ class _At:
         return str(net)
 
 
+KUBE_PROXY_MODES = ("iptables", "nftables")
+
+
+def _kube_proxy_mode(at, default):
+    """kind's kubeProxyMode: iptables (its default) or nftables; kind's other two are refused,
+    each with its reason."""
+    mode = at.string(default)
+    if mode == "ipvs":
+        why = ("this kernel has no IPVS (/proc/net/ip_vs is missing)" if not os.path.exists("/proc/net/ip_vs")
+               else "netlab models kube-proxy's iptables and nftables modes; IPVS mode is out of its scope")
+        raise at.error(f"'ipvs': {why}; use iptables or nftables")
+    if mode == "none":
+        raise at.error("'none': netlab runs kube-proxy on every node; use iptables or nftables")
+    if mode not in KUBE_PROXY_MODES:
+        raise at.error(f"invalid kubeProxyMode: {mode!r} (kind takes iptables, nftables, ipvs or none)")
+    return mode
+
+
 def _expect_api(at, expected):
     api = at.child("apiVersion").string(required=True)
     if api != expected:
@@ -581,9 +600,7 @@ def _cluster(cluster_doc, lab_doc):
         net.mapping()
         values["pod_subnet"] = net.child("podSubnet").network(c.pod_subnet, assigned=True)
         values["service_subnet"] = net.child("serviceSubnet").network(c.service_subnet, assigned=True)
-        mode = net.child("kubeProxyMode").string(c.kube_proxy_mode)
-        if mode != "iptables":
-            raise net.child("kubeProxyMode").error(f"{mode!r}: netlab models kube-proxy's iptables mode only")
+        values["kube_proxy_mode"] = _kube_proxy_mode(net.child("kubeProxyMode"), c.kube_proxy_mode)
         family = net.child("ipFamily").string("ipv4")
         if family != "ipv4":
             raise net.child("ipFamily").error(f"{family!r}: {IPV4_ONLY} (ipFamily: ipv4)")

@@ -100,6 +100,7 @@ class NetnsPlan:
     fdb: tuple = ()
     sysctls: tuple = ()            # (slash path under /proc/sys, value)
     iptables: dict = field(default_factory=dict, hash=False, compare=True)  # table -> Table
+    nftables: dict = field(default_factory=dict, hash=False, compare=True)  # "ip kube-proxy" -> values.nftables.Table
     owner: str = ""
     owners: dict = field(default_factory=dict, hash=False, compare=False)    # key(item) -> owner
 
@@ -125,8 +126,9 @@ def key(item):
 def merge(netns, *parts):
     """One namespace's plan from the parts several components contribute."""
     out = dict(links=(), addrs=(), routes=(), neighs=(), fdb=(), sysctls=())
-    tables, owners = {}, {}
+    tables, nftables, owners = {}, {}, {}
     for p in parts:
+        nftables.update(p.nftables)
         for k in out:
             out[k] += getattr(p, k)
             for item in getattr(p, k):
@@ -135,4 +137,4 @@ def merge(netns, *parts):
             tables[name] = tables[name].merged(table) if name in tables else table
             for chain in table.chains:
                 owners.setdefault(("chain", name, chain), p.owners.get(("chain", name, chain)) or p.owner)
-    return NetnsPlan(netns, iptables=tables, owners={k: v for k, v in owners.items() if v}, **out)
+    return NetnsPlan(netns, iptables=tables, nftables=nftables, owners={k: v for k, v in owners.items() if v}, **out)

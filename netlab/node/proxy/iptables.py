@@ -17,12 +17,12 @@ import math
 import re
 from collections import defaultdict
 
-from netlab.api.objects import SERVICE_NAME_LABEL
+from netlab.node.proxy.endpointslicecache import (  # noqa: F401  (kube-proxy's shared reading of the state)
+    NO_PROXY_LABELS, port_inputs, port_name, proxied, ready_endpoints, slices_by_service, stale_udp_flows)
 from netlab.values.desired import NetnsPlan
 from netlab.values.iptables import Table
 
 MASQ_MARK = "0x4000"
-NO_PROXY_LABELS = ("service.kubernetes.io/service-proxy-name", "service.kubernetes.io/headless")
 RECENT_TAIL = "--mask 255.255.255.255 --rsource"      # what iptables-save adds to a `recent` match
 
 # Chains every service port writes lines into; every other chain belongs to one port.
@@ -122,45 +122,6 @@ def plumbing():
     return nat, flt
 
 
-def proxied(service):
-    """Whether kube-proxy writes rules for a Service at all."""
-    return (service.type != "ExternalName" and service.cluster_ip not in (None, "None")
-            and not any(label in service.labels for label in NO_PROXY_LABELS))
-
-
-def slices_by_service(slices):
-    """EndpointSliceCache's grouping: a Service's slices are those of its namespace labelled
-    kubernetes.io/service-name=<its name>; a slice without the label is ignored."""
-    out = defaultdict(list)
-    for s in slices:
-        name = s.labels.get(SERVICE_NAME_LABEL)
-        if name:
-            out[f"{s.namespace}/{name}"].append(s)
-    return out
-
-
-def ready_endpoints(slices, service_port):
-    """What kube-proxy takes from a Service's slices for one service port: ("ip:port", node)
-    of its ready endpoints, sorted by the "ip:port" string.
-
-    EndpointSliceCache merges the slices' endpoints of the port (same name and protocol, a
-    port number set), skipping endpoints without an address or of the other IP family, and
-    keeps one endpoint per "ip:port" (the first seen: the controller never puts one address
-    in two slices; kube-proxy would prefer a local duplicate). The proxier then routes to the
-    ready ones: an unset ready condition counts as ready. (Serving-terminating endpoints, the
-    fallback when none is ready, come with terminating pods.)"""
-    merged = {}
-    for s in sorted(slices or (), key=lambda s: s.name):
-        for port in s.ports:
-            if port.name != service_port.name or port.protocol != service_port.protocol or not port.port:
-                continue
-            for e in s.endpoints:
-                if not e.addresses or ":" in e.addresses[0]:
-                    continue
-                merged.setdefault(f"{e.addresses[0]}:{port.port}", e)
-    return sorted((ep, e.node or "") for ep, e in merged.items() if e.ready is not False)
-
-
 def node_tables(services, slices, node, cluster_cidr):
     """{"nat": Table, "filter": Table} for one node. `node` needs .name; `slices` are
     EndpointSlice records (matched to Services by namespace and kubernetes.io/service-name)."""
@@ -174,7 +135,7 @@ def node_tables(services, slices, node, cluster_cidr):
         flt[chain] += rules
     by_key = slices_by_service(slices)
     ports = sorted(((s, p) for s in services if proxied(s) for p in s.ports),
-                   key=lambda sp: (_port_name(*sp), sp[1].protocol))
+                   key=lambda sp: (port_name(*sp), sp[1].protocol))
     for service, port in ports:
         _service_port(nat, flt, service, port, ready_endpoints(by_key.get(service.key), port), node, cluster_cidr)
     nat["KUBE-SERVICES"].append(
@@ -182,13 +143,6 @@ def node_tables(services, slices, node, cluster_cidr):
         "-m addrtype --dst-type LOCAL -j KUBE-NODEPORTS")
     return {"nat": Table("nat", {c: tuple(r) for c, r in nat.items()}),
             "filter": Table("filter", {c: tuple(r) for c, r in flt.items()})}
-
-
-def _inputs(services, slices):
-    """What each proxied service port's rules depend on, by port."""
-    by_key = slices_by_service(slices)
-    return {(_port_name(s, p), p.protocol): (s, p, tuple(ready_endpoints(by_key.get(s.key), p)))
-            for s in services if proxied(s) for p in s.ports}
 
 
 def _block(svc, port, eps, node, cluster_cidr):
@@ -203,7 +157,7 @@ def sync_changes(old_services, old_slices, services, slices, node, cluster_cidr)
     {table: (chains to write {chain: rules}, chains to flush and delete)}. The chains all
     ports share (KUBE-SERVICES, KUBE-NODEPORTS, KUBE-EXTERNAL-SERVICES) are written whole
     when a changed port's lines in them changed; an endpoint change leaves them alone."""
-    old, new = _inputs(old_services, old_slices), _inputs(services, slices)
+    old, new = port_inputs(old_services, old_slices), port_inputs(services, slices)
     out = {"nat": ({}, []), "filter": ({}, [])}
     shared_changed = False
     empty = {"nat": {}, "filter": {}}
@@ -228,36 +182,9 @@ def sync_changes(old_services, old_slices, services, slices, node, cluster_cidr)
     return out
 
 
-def stale_udp_flows(old_services, old_slices, services, slices):
-    """The conntrack entries kube-proxy deletes after a sync: UDP flows DNATed to an endpoint
-    that is no longer ready for that service port (UDP has no connection to break, so a
-    client would keep sending into the void). (destination IP or None, destination port,
-    endpoint IP) triples: the cluster IP and port, each external IP, a load balancer's IP (a
-    VIP the node answers, MetalLB's) and the NodePort."""
-    old, new = _inputs(old_services, old_slices), _inputs(services, slices)
-    flows = []
-    for key, (svc, port, eps) in old.items():
-        if port.protocol != "UDP":
-            continue
-        live = {e for e, _ in new[key][2]} if key in new else set()
-        for endpoint in sorted({e for e, _ in eps} - live):
-            ip = endpoint.rsplit(":", 1)[0]
-            flows.append((svc.cluster_ip, port.port, ip))
-            flows += [(external, port.port, ip) for external in svc.external_ips]
-            if svc.load_balancer_ip:
-                flows.append((svc.load_balancer_ip, port.port, ip))
-            if port.node_port:
-                flows.append((None, port.node_port, ip))
-    return flows
-
-
-def _port_name(service, port):
-    return f"{service.namespace}/{service.name}" + (f":{port.name}" if port.name else "")
-
-
 def _service_port(nat, flt, svc, port, eps, node, cluster_cidr):
     """One service port's rules: kube-proxy's syncProxyRules loop body."""
-    name = _port_name(svc, port)
+    name = port_name(svc, port)
     key = port_key(svc.namespace, svc.name, port.name, port.protocol)
     proto = port.protocol.lower()
     h = _hash(key)                     # SVC, SVL, EXT and FW chains share the port's hash

@@ -1,0 +1,85 @@
+"""What kube-proxy's proxiers share (pkg/proxy): which Services it proxies
+(ServiceChangeTracker), the endpoints it takes from their EndpointSlices
+(EndpointSliceCache), and the UDP flows it clears after a sync (conntrack cleanup).
+Pure functions of the Services and slices, whatever the mode."""
+
+from collections import defaultdict
+
+from netlab.api.objects import SERVICE_NAME_LABEL
+
+NO_PROXY_LABELS = ("service.kubernetes.io/service-proxy-name", "service.kubernetes.io/headless")
+
+
+def port_name(service, port):
+    """ServicePortName's string: "<namespace>/<name>[:<port name>]"."""
+    return f"{service.namespace}/{service.name}" + (f":{port.name}" if port.name else "")
+
+
+def proxied(service):
+    """Whether kube-proxy writes rules for a Service at all."""
+    return (service.type != "ExternalName" and service.cluster_ip not in (None, "None")
+            and not any(label in service.labels for label in NO_PROXY_LABELS))
+
+
+def slices_by_service(slices):
+    """EndpointSliceCache's grouping: a Service's slices are those of its namespace labelled
+    kubernetes.io/service-name=<its name>; a slice without the label is ignored."""
+    out = defaultdict(list)
+    for s in slices:
+        name = s.labels.get(SERVICE_NAME_LABEL)
+        if name:
+            out[f"{s.namespace}/{name}"].append(s)
+    return out
+
+
+def ready_endpoints(slices, service_port):
+    """What kube-proxy takes from a Service's slices for one service port: ("ip:port", node)
+    of its ready endpoints, sorted by the "ip:port" string.
+
+    EndpointSliceCache merges the slices' endpoints of the port (same name and protocol, a
+    port number set), skipping endpoints without an address or of the other IP family, and
+    keeps one endpoint per "ip:port" (the first seen: the controller never puts one address
+    in two slices; kube-proxy would prefer a local duplicate). The proxier then routes to the
+    ready ones: an unset ready condition counts as ready. (Serving-terminating endpoints, the
+    fallback when none is ready, come with terminating pods.)"""
+    merged = {}
+    for s in sorted(slices or (), key=lambda s: s.name):
+        for port in s.ports:
+            if port.name != service_port.name or port.protocol != service_port.protocol or not port.port:
+                continue
+            for e in s.endpoints:
+                if not e.addresses or ":" in e.addresses[0]:
+                    continue
+                merged.setdefault(f"{e.addresses[0]}:{port.port}", e)
+    return sorted((ep, e.node or "") for ep, e in merged.items() if e.ready is not False)
+
+
+def port_inputs(services, slices):
+    """What each proxied service port's rules depend on, by ("<ns>/<name>[:<port>]", protocol):
+    (service, port, its ready endpoints). A sync plans again the ports whose inputs changed."""
+    by_key = slices_by_service(slices)
+    return {(port_name(s, p), p.protocol): (s, p, tuple(ready_endpoints(by_key.get(s.key), p)))
+            for s in services if proxied(s) for p in s.ports}
+
+
+def stale_udp_flows(old_services, old_slices, services, slices):
+    """The conntrack entries kube-proxy deletes after a sync: UDP flows DNATed to an endpoint
+    that is no longer ready for that service port (UDP has no connection to break, so a
+    client would keep sending into the void). (destination IP or None, destination port,
+    endpoint IP) triples: the cluster IP and port, each external IP, a load balancer's IP (a
+    VIP the node answers, MetalLB's) and the NodePort."""
+    old, new = port_inputs(old_services, old_slices), port_inputs(services, slices)
+    flows = []
+    for key, (svc, port, eps) in old.items():
+        if port.protocol != "UDP":
+            continue
+        live = {e for e, _ in new[key][2]} if key in new else set()
+        for endpoint in sorted({e for e, _ in eps} - live):
+            ip = endpoint.rsplit(":", 1)[0]
+            flows.append((svc.cluster_ip, port.port, ip))
+            flows += [(external, port.port, ip) for external in svc.external_ips]
+            if svc.load_balancer_ip:
+                flows.append((svc.load_balancer_ip, port.port, ip))
+            if port.node_port:
+                flows.append((None, port.node_port, ip))
+    return flows
