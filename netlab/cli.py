@@ -216,6 +216,10 @@ def _up(args):
     with _Progress() as progress:
         lab = Lab.up(labfile, args.manifests, progress=progress)
     state = lab.state()
+    if lab.kube_proxy_restarted:
+        print(f"lab {lab.name}: kube-proxy restarted in {lab.kube_proxy_restarted} mode on every node "
+              f"(see: netlab events)")
+        return 0
     print(f"lab {lab.name} is up: {plural(len(state.nodes), 'node')}, {plural(len(state.pods), 'pod')}. "
           f"Try: netlab get pods -A -o wide; netlab exec {state.nodes[0].name} -- ip route")
     return 0

@@ -11,6 +11,7 @@ The CLI is a thin layer over this class; a user's own pytest suite can use it th
 """
 
 import datetime
+from dataclasses import replace
 import shutil
 import socket
 import subprocess
@@ -154,6 +155,7 @@ class Lab:
         self.name = names.check_lab(name)         # before it becomes a path or a netns prefix
         self.store = Store(name)
         self.last_changes = None          # what the last change made each agent do
+        self.kube_proxy_restarted = None  # the mode an `up` of a running lab switched kube-proxy to
 
     # --- finding labs ------------------------------------------------------------------
 
@@ -201,7 +203,12 @@ class Lab:
         `up` converges in full."""
         lab_spec = spec.load(labfile, manifests)      # a wrong file stops here: nothing exists yet
         preflight.check(lab_spec.cluster.iptables_applier)
+        if kube_proxy_nft.uses_nftables(lab_spec.cluster):
+            preflight.check_nftables()
         lab = cls(lab_spec.cluster.name)
+        if lab.store.exists() and lab._restart_kube_proxy(lab_spec.cluster):
+            lab.kube_proxy_restarted = lab_spec.cluster.kube_proxy_mode
+            return lab
         with lab.locked():
             with locks.creating():                   # no other lab comes up between the check and the record
                 lab._check_prefix()
@@ -228,6 +235,28 @@ class Lab:
                     e.add_note(f"netlab: removing the half-built lab also failed: {cleanup}")
                 raise
         return lab
+
+    def _restart_kube_proxy(self, wanted):
+        """`netlab up` of a running lab's file whose kubeProxyMode changed: kube-proxy
+        restarted in the other mode (as after editing the kube-proxy ConfigMap), whose
+        start cleans up the other mode's rules. True when it switched; False when the file
+        asks for no switch (then `up` says the lab is already up)."""
+        def switch(state, log):
+            if wanted == state.cluster:
+                return False
+            if replace(wanted, kube_proxy_mode=state.cluster.kube_proxy_mode) != state.cluster:
+                raise NetlabError(f"lab {self.name!r} is already up with another configuration; only "
+                                  "networking.kubeProxyMode can change on a running lab (kube-proxy restarts in "
+                                  f"the new mode); to change the rest, `netlab down {self.name}` first")
+            state.cluster = wanted
+            return True
+        with self.locked():
+            state = self.store.load()
+            if wanted == state.cluster or not self.store.exists():
+                return False
+        if wanted.kube_proxy_mode == "nftables":
+            preflight.check_nftables()
+        return bool(self.change(f"up: kube-proxy restarted in {wanted.kube_proxy_mode} mode", switch))
 
     def _check_prefix(self):
         for other in all_labs():
@@ -357,7 +386,9 @@ class Lab:
             if name in fresh:
                 ns.create(name)
                 progress.advance()
-        partial = not full and old is not None and old.synced
+        # A mode switch is kube-proxy restarted in the other mode: a full sync, after the
+        # other mode's --cleanup (its chains are in no plan now, so the full sync removes them).
+        partial = not full and old is not None and old.synced and old.kube_proxy_mode == state.cluster.kube_proxy_mode
         plans = plan.lab_plans(state, cloud.read_health(self.name), node_rules=not partial)
         progress.phase("links, addresses, routes", len(plans))
         applier = NetlinkApplier()
@@ -370,9 +401,6 @@ class Lab:
         iptables = iptables_backend.applier(state.cluster.iptables_applier)
         nft_mode = kube_proxy_nft.uses_nftables(state.cluster)
         nftables = nft.NftApplier() if nft_mode else None
-        # A mode switch is kube-proxy restarted in the other mode: a full sync, after the
-        # other mode's --cleanup (its chains are in no plan now, so the full sync removes them).
-        partial = partial and old.kube_proxy_mode == state.cluster.kube_proxy_mode
         progress.phase("iptables", len(state.nodes))
         chain_owner = {}                                # netns -> {chain: the agent that planned it}
         for node in state.nodes:

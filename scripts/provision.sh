@@ -7,7 +7,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 venv="$here/.venv"
 
 system_packages=(
-  iproute2 iptables conntrack tcpdump curl dnsutils iperf3 iputils-ping netcat-openbsd dnsperf dnsmasq-base procps psmisc
+  iproute2 iptables nftables conntrack tcpdump curl dnsutils iperf3 iputils-ping netcat-openbsd dnsperf dnsmasq-base procps psmisc
   nginx-light graphviz
   python3 python3-venv python3-pip python3-dev gcc make
 )

@@ -13,6 +13,23 @@ from netlab.errors import EnvironmentProblem
 TOOLS = ("ip", "iptables-restore", "iptables-save")
 
 
+# kube-proxy's nftables mode refuses older kernels (nftables.go: "kernel 5.13 or later"),
+# unless told to skip the check, and needs nft 1.0.1 or later.
+NFTABLES_KERNEL = (5, 13)
+NFTABLES_SKIP = "KUBE_PROXY_NFTABLES_SKIP_KERNEL_VERSION_CHECK"
+
+
+def check_nftables(release=None):
+    """What kube-proxy's nftables mode checks before it starts."""
+    if shutil.which("nft") is None:
+        raise EnvironmentProblem("nft is not installed: kube-proxy's nftables mode needs it; run `make setup`")
+    release = release or os.uname().release
+    numbers = tuple(int(part) for part in release.split("-")[0].split(".")[:2] if part.isdigit())
+    if numbers < NFTABLES_KERNEL and not os.environ.get(NFTABLES_SKIP):
+        raise EnvironmentProblem(f"kube-proxy's nftables mode needs kernel 5.13 or later (this is {release}); "
+                                 f"use kubeProxyMode: iptables, or set {NFTABLES_SKIP}=1 to try anyway")
+
+
 def check(applier="iptables-restore"):
     if os.geteuid() != 0:
         raise EnvironmentProblem("netlab must run as root: it creates network namespaces (try sudo)")

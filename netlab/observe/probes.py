@@ -462,11 +462,46 @@ def service_checks(prober, state, client):
     return checks
 
 
+# Where each check's hint points, in the words of the mode kube-proxy runs in.
+HINTS = {
+    "iptables": {
+        "services": "KUBE-SERVICES and KUBE-SVC chains: netlab iptables {node} -t nat",
+        "reject": "the REJECT rule in the filter table's KUBE-SERVICES",
+        "nodeport-reject": "the REJECT rule in KUBE-EXTERNAL-SERVICES on {node}",
+        "nodeports": "KUBE-NODEPORTS and KUBE-EXT chains: netlab iptables {node} -t nat",
+        "local-drop": "the DROP rule in KUBE-EXTERNAL-SERVICES on {node}",
+        "kubernetes": "the default/kubernetes KUBE-SVC chain",
+        "masquerade": "KUBE-SVC's masquerade rule must spare pod sources",
+        "affinity": "the recent-match rules of the KUBE-SVC chain",
+        "spread": "the probabilities in the KUBE-SVC chain",
+        "nodeport": "KUBE-NODEPORTS on {node}",
+        "hairpin": "hairpin mode on its veth and KUBE-SEP's masquerade for its own address",
+    },
+    "nftables": {
+        "services": "the service-ips map and the service- chains: netlab nft {node}",
+        "reject": "the no-endpoint-services map's goto reject-chain: netlab nft {node}",
+        "nodeport-reject": "the no-endpoint-nodeports map on {node}: netlab nft {node}",
+        "nodeports": "the service-nodeports map and the external- chains: netlab nft {node}",
+        "local-drop": "the no-endpoint-nodeports map's drop on {node}: netlab nft {node}",
+        "kubernetes": "the default/kubernetes service- chain",
+        "masquerade": "the service- chain's masquerade rule must spare pod sources",
+        "affinity": "the affinity- sets and the service- chain's `ip saddr @affinity-` rules",
+        "spread": "the numgen random vmap of the service- chain",
+        "nodeport": "the service-nodeports map on {node}",
+        "hairpin": "hairpin mode on its veth and the endpoint- chain's masquerade for its own address",
+    },
+}
+
+
+def _hint(state, what, node=""):
+    return HINTS[state.cluster.kube_proxy_mode][what].format(node=node)
+
+
 def _service_port_checks(prober, state, client, svc, port, is_dns):
     area = "services"
     src = client.target
     name = f"{svc.key}:{port.name or port.port}/{port.protocol}"
-    hint = f"KUBE-SERVICES and KUBE-SVC chains: netlab iptables {client.node} -t nat"
+    hint = _hint(state, "services", client.node)
     if svc.key == "default/kubernetes":
         return [_api_server_check(prober, state, src, svc, port, name)]
     if svc.selector is None:
@@ -511,7 +546,7 @@ def _without_endpoints(prober, state, client, svc, port, name):
     on its way out)."""
     proto = port.protocol.lower()
     out = []
-    hint = "the REJECT rule in the filter table's KUBE-SERVICES"
+    hint = _hint(state, "reject", client.node)
     check_name = f"{name} without endpoints from {client.target}"
     targets = []
     if client.pod is None:
@@ -528,7 +563,7 @@ def _without_endpoints(prober, state, client, svc, port, name):
     if port.node_port:
         node = state.nodes[0]
         targets.append((f"{name} node port {node.ip}:{port.node_port} without endpoints from external", "external",
-                        node.ip, port.node_port, f"the REJECT rule in KUBE-EXTERNAL-SERVICES on {node.name}"))
+                        node.ip, port.node_port, _hint(state, "nodeport-reject", node.name)))
     for check_name, who, ip, number, hint in targets:
         r = prober.knock(who, ip, number, proto)
         seen = (f"icmp {r.get('type')}/{r.get('code')}" if r.get("reply") == "icmp"
@@ -546,13 +581,13 @@ def _node_port_checks(prober, state, svc, port, name, backends):
     out = []
     for node in state.nodes:
         check_name = f"{name} node port {node.ip}:{port.node_port} from external"
-        chains = f"KUBE-NODEPORTS and KUBE-EXT chains: netlab iptables {node.name} -t nat"
+        chains = _hint(state, "nodeports", node.name)
         has_local = any(p.node == node.name and p.name in backends and p.namespace == svc.namespace for p in state.pods)
         if local and not has_local:
             r = prober.knock("external", node.ip, port.node_port, port.protocol.lower(), timeout=1.0)
             seen = "no answer" if r.get("reply") == "none" else (r.get("reply") or r.get("error", ""))
             out.append(Check("services", check_name, f"no answer: no local endpoint on {node.name}", seen,
-                             r.get("reply") == "none", f"the DROP rule in KUBE-EXTERNAL-SERVICES on {node.name}"))
+                             r.get("reply") == "none", _hint(state, "local-drop", node.name)))
             continue
         if port.protocol == "UDP":
             r = prober.udp("external", node.ip, port.node_port, "clientip")
@@ -578,7 +613,7 @@ def _api_server_check(prober, state, src, svc, port, name):
         seen = r.get("error") or f"HTTP {r.get('status')}"
     return Check("services", f"{name} cluster IP from {src}", "the API server's /version over verified TLS",
                  seen, r["ok"] and seen.startswith("v"),
-                 "the kube_apiserver process (netlab status) and the default/kubernetes KUBE-SVC chain")
+                 "the kube_apiserver process (netlab status) and " + _hint(state, "kubernetes"))
 
 
 def _service_tcp_followups(prober, state, client, svc, port, name, backends, hint):
@@ -614,7 +649,7 @@ def _service_tcp_followups(prober, state, client, svc, port, name, backends, hin
                     break
             return seen, r["ok"] and seen == pod.ip
         out.append(_Followup(f"{name} source IP from {src}", expected,
-                             "KUBE-SVC's masquerade rule must spare pod sources", source_ip))
+                             _hint(state, "masquerade"), source_ip))
 
     fqdn = f"{svc.name}.{svc.namespace}.svc.{coredns.DOMAIN}"
     no_dns = _no_dns(state)
@@ -632,7 +667,7 @@ def _service_tcp_followups(prober, state, client, svc, port, name, backends, hin
             seen = {prober.http(src, svc.cluster_ip, port.port, timeout=timeout).get("body") for _ in range(10)}
             return ", ".join(sorted(map(str, seen))), len(seen) == 1 and seen <= backends
         out.append(_Followup(f"{name} ClientIP affinity", "one backend for 10 requests",
-                             "the recent-match rules of the KUBE-SVC chain", affinity))
+                             _hint(state, "affinity"), affinity))
     elif len(backends) > 1:
         tries = 10 * len(backends)
 
@@ -650,7 +685,7 @@ def _service_tcp_followups(prober, state, client, svc, port, name, backends, hin
             return (f"{len(seen)} of {len(backends)} backends answered ({answered} of {asked} requests)",
                     backends <= seen)
         out.append(_Followup(f"{name} load spread", f"all {len(backends)} backends within {tries} requests",
-                             "the probabilities in the KUBE-SVC chain", spread))
+                             _hint(state, "spread"), spread))
 
     if port.node_port and svc.external_traffic_policy != "Local":
         node = state.nodes[0]
@@ -659,7 +694,7 @@ def _service_tcp_followups(prober, state, client, svc, port, name, backends, hin
                 r = prober.http(who, node.ip, port.node_port)
                 return r.get("body") or r.get("error", ""), r["ok"] and r.get("body") in backends
             out.append(_Followup(f"{name} node port {node.ip}:{port.node_port} from {who}", "a backend answers",
-                                 f"KUBE-NODEPORTS on {node.name}", node_port))
+                                 _hint(state, "nodeport", node.name), node_port))
 
     member = next((p for p in state.pods if p.namespace == svc.namespace and p.name in backends and _ports(p, "TCP")),
                   None)
@@ -674,7 +709,7 @@ def _service_tcp_followups(prober, state, client, svc, port, name, backends, hin
                           for _ in range(10 * len(backends)))
                 return "reached itself" if hit else "never answered by itself", hit
             out.append(_Followup(check_name, expected,
-                                 "hairpin mode on its veth and KUBE-SEP's masquerade for its own address", hairpin))
+                                 _hint(state, "hairpin"), hairpin))
     return out
 
 
