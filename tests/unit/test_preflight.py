@@ -1,11 +1,16 @@
 """Preflight's file-descriptor check, run in a child whose RLIMIT_NOFILE is set first, so the
-limits of the test process itself are never changed."""
+limits of the test process itself are never changed; and what nftables mode needs."""
 
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from netlab.errors import EnvironmentProblem
+from netlab.observe import preflight
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,3 +70,25 @@ def test_a_hard_limit_too_low_is_one_sentence_naming_the_need_and_the_limit():
                             "(ulimit -Hn); raise it, e.g. `ulimit -n 1453` in the shell that runs netlab, "
                             "or nofile in /etc/security/limits.conf")
     assert got["limits"] == [512, 1024]                    # nothing was changed
+
+
+@pytest.mark.parametrize("release, refused", [("5.12.19-generic", True), ("5.13.0", False), ("6.18.44-fc-v857", False),
+                                              ("4.19.0-27-amd64", True)])
+def test_nftables_mode_needs_kernel_5_13_as_kube_proxy_checks(monkeypatch, release, refused):
+    monkeypatch.delenv(preflight.NFTABLES_SKIP, raising=False)
+    monkeypatch.setattr(preflight.shutil, "which", lambda tool: f"/usr/sbin/{tool}")
+    if not refused:
+        preflight.check_nftables(release)
+        return
+    with pytest.raises(EnvironmentProblem) as e:
+        preflight.check_nftables(release)
+    assert str(e.value) == (f"kube-proxy's nftables mode needs kernel 5.13 or later (this is {release}); use "
+                            f"kubeProxyMode: iptables, or set {preflight.NFTABLES_SKIP}=1 to try anyway")
+    monkeypatch.setenv(preflight.NFTABLES_SKIP, "1")
+    preflight.check_nftables(release)
+
+
+def test_nftables_mode_needs_nft(monkeypatch):
+    monkeypatch.setattr(preflight.shutil, "which", lambda tool: None)
+    with pytest.raises(EnvironmentProblem, match="nft is not installed"):
+        preflight.check_nftables("6.1.0")

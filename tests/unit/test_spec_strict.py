@@ -431,3 +431,34 @@ def test_an_ip_address_is_not_an_ingress_host(tmp_path, host):
 @pytest.mark.parametrize("host", ["*.example.com", "foo.bar.com", "1.2.3.4.nip.io", "256.1.1.1"])
 def test_dns_names_and_wildcards_stay_valid_ingress_hosts(tmp_path, host):
     assert spec.load(write(tmp_path, CLUSTER + ingress(host))).ingresses[0].rules[0].host == host
+
+
+# --- kube-proxy's mode --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_kind_kube_proxy_modes_netlab_runs(tmp_path, mode):
+    s = spec.load(write(tmp_path, CLUSTER + f"networking: {{kubeProxyMode: {mode}}}\n"))
+    assert s.cluster.kube_proxy_mode == mode
+
+
+def test_kube_proxy_mode_defaults_to_iptables_as_kind_does(tmp_path):
+    assert spec.load(write(tmp_path, CLUSTER)).cluster.kube_proxy_mode == "iptables"
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("none", "'none': netlab runs kube-proxy on every node; use iptables or nftables"),
+    ("userspace", "invalid kubeProxyMode: 'userspace' (kind takes iptables, nftables, ipvs or none)"),
+])
+def test_kube_proxy_modes_netlab_does_not_run_are_refused(tmp_path, mode, message):
+    f, e = refused(tmp_path, CLUSTER + f"networking: {{kubeProxyMode: {mode}}}\n")
+    assert e == f"{f}: Cluster: networking.kubeProxyMode: {message}"
+
+
+def test_ipvs_is_refused_with_the_kernels_reason(tmp_path, monkeypatch):
+    import os.path
+    for has_ipvs, why in ((False, "this kernel has no IPVS (/proc/net/ip_vs is missing)"),
+                          (True, "netlab models kube-proxy's iptables and nftables modes; IPVS mode is out of its scope")):
+        real = os.path.exists
+        monkeypatch.setattr(os.path, "exists", lambda p, real=real, has=has_ipvs: has if p == "/proc/net/ip_vs" else real(p))
+        f, e = refused(tmp_path, CLUSTER + "networking: {kubeProxyMode: ipvs}\n")
+        assert e == f"{f}: Cluster: networking.kubeProxyMode: 'ipvs': {why}; use iptables or nftables"
