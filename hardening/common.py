@@ -23,6 +23,19 @@ def renamed(topology, name, directory):
     return path
 
 
+def in_mode(labfile, mode):
+    """A copy of a (renamed) lab file whose kube-proxy runs in `mode` (kind's kubeProxyMode)."""
+    text = Path(labfile).read_text()
+    cluster, sep, rest = text.partition("\n---")
+    if "kubeProxyMode:" in cluster:
+        cluster = re.sub(r"kubeProxyMode: \S+", f"kubeProxyMode: {mode}", cluster)
+    else:
+        cluster = re.sub(r"^(name: \S+)$", rf"\1\nnetworking: {{kubeProxyMode: {mode}}}", cluster, count=1, flags=re.M)
+    path = Path(labfile).with_name(f"{Path(labfile).stem}-{mode}.yaml")
+    path.write_text(cluster + sep + rest)
+    return path
+
+
 def leftovers(lab):
     """Everything of a lab that could outlive it: namespaces, resolver files, state, processes."""
     found = [f"netns {n}" for n in ns.list_names() if n.startswith(lab + "-")]

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Soak: the default lab up and down N times (default 50). After every cycle nothing of the
-lab may remain; the host's namespace must be as it was; this process's file descriptors and
+"""Soak: the default lab up and down N times (default 50), kube-proxy in iptables and nftables
+mode in turn. After every cycle nothing of the lab may remain; the host's namespace must be as it was; this process's file descriptors and
 the lab processes' memory must stay flat. Every tenth cycle `up` is killed once its record
 exists and a change command (`scale`) must converge the lab before it comes down.
 
@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from common import ROOT, isolate_kubeconfig, fds, leftovers, renamed, root_snapshot, rss_kib
+from common import ROOT, fds, in_mode, isolate_kubeconfig, leftovers, renamed, root_snapshot, rss_kib
 
 from netlab import Lab
 
@@ -49,8 +49,10 @@ def main():
     before = root_snapshot()
     own_fds, servers, ups, downs, lost, killed = [], [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        labfile = renamed("default.yaml", name, tmp)
+        base = renamed("default.yaml", name, tmp)
+        labfiles = [in_mode(base, "iptables"), in_mode(base, "nftables")]
         for i in range(args.cycles):
+            labfile = labfiles[i % 2]
             t0 = time.perf_counter()
             lab = Lab.up(labfile)
             ups.append(time.perf_counter() - t0)
@@ -63,11 +65,11 @@ def main():
             lost += [f"cycle {i + 1}: {x}" for x in left]
             own_fds.append(fds(os.getpid()))
             if (i + 1) % 10 == 0:
-                killed.append(killed_up_then_change(name, labfile))
+                killed.append(killed_up_then_change(name, labfiles[(i + 1) // 10 % 2]))
                 lost += [f"cycle {i + 1} (killed up): {x}" for x in leftovers(name)]
     after = root_snapshot()
     changed = [k for k in before if before[k] != after[k]]
-    print(f"soak: {args.cycles} up/down cycles of the default lab")
+    print(f"soak: {args.cycles} up/down cycles of the default lab, kube-proxy in iptables and nftables mode in turn")
     print(f"  up   {statistics.mean(ups):.2f} s mean, down {statistics.mean(downs):.2f} s mean")
     print(f"  left behind after a cycle: {len(lost)}")
     print(f"  killed ups converged by the next change command: {sum(killed)} of {len(killed)}")

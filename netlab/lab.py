@@ -401,7 +401,9 @@ class Lab:
         iptables = iptables_backend.applier(state.cluster.iptables_applier)
         nft_mode = kube_proxy_nft.uses_nftables(state.cluster)
         nftables = nft.NftApplier() if nft_mode else None
-        progress.phase("iptables", len(state.nodes))
+        nodes_netns = {n.netns for n in state.nodes} if nft_mode else set()
+        state.stale_chains = {k: v for k, v in state.stale_chains.items() if k in nodes_netns}
+        progress.phase("iptables and nftables" if nft_mode else "iptables", len(state.nodes))
         chain_owner = {}                                # netns -> {chain: the agent that planned it}
         for node in state.nodes:
             progress.advance()
