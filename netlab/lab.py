@@ -474,8 +474,8 @@ class Lab:
             pairs = kube_proxy_nft.sync(old.services, old.endpoint_slices, state.services, state.endpoint_slices,
                                         node, state.cluster)
             if pairs or stale:
-                live = {s.cluster_ip for s in state.services if s.cluster_ip not in (None, "None")}
-                nftables.partial(node.netns, kube_proxy_nft.empty_table(), pairs, live, stale)
+                nftables.partial(node.netns, kube_proxy_nft.empty_table(), pairs,
+                                 kube_proxy_nft.live_cluster_ips(state.services), stale)
         else:
             table = kube_proxy_nft.node_table(state.services, state.endpoint_slices, node, state.cluster)
             nftables.full(node.netns, table) if fresh else nftables.resync(node.netns, table, stale)

@@ -66,38 +66,44 @@ class NftApplier:
 
     def resync(self, netns, table, stale=None):
         """Read the table back and write what differs from the plan; rebuild it when its
-        layout (a base chain's hook, a set's type) is not the plan's. `stale`: {chain: when
-        it was flushed}, updated in place. Returns the operations written."""
+        layout (a base chain's hook, a fixed set's type) is not the plan's. `stale`: {chain:
+        when it was flushed}, updated in place. Returns the operations written."""
+        stale = {} if stale is None else stale
+        self._delete_stale(netns, table, stale, keep=table.chains)
         text = list_table(netns, table.family, table.name)
         if text is None:
             return self._write(netns, nft.script(table), list(table.chains), [])
         have, want = nft.parse_listing(text), nft.listed_table(table)
-        if any(have.sets.get(s) not in (None, spec) for s, spec in want.sets.items()) or any(
+        if any(have.sets.get(s) not in (None, spec) for s, spec in want.sets.items() if not _dynamic(table, s)) or any(
                 c in have.chains and have.chains[c][0] != want.chains[c][0] for c in want.chains):
             return self._write(netns, [f"delete table {table.ref}", *nft.script(table)], list(table.chains), [])
         written = [name for name in table.chains if have.chains.get(name, (0, 0, None))[2] != want.chains[name][2]]
-        lines = [nft.add_set(table, s) for name, s in table.sets.items() if name not in have.sets]
+        # Adding a set again sets its timeout: an affinity set whose timeout changed is re-added.
+        lines = [nft.add_set(table, s) for name, s in table.sets.items() if have.sets.get(name) != want.sets[name]]
         lines += _chain_writes(table, {name: table.chains[name] for name in written}, have.chains)
         lines += _element_changes(table, _static(table, have.elements), want.elements)
         gone = [c for c in have.chains if c not in table.chains]
-        flushes, deletes, deleted = self._stale(table, gone, {c: not have.chains[c][2] for c in gone}, stale)
-        lines += flushes + [f"delete set {table.ref} {s}" for s in have.sets if s not in table.sets] + deletes
-        return self._write(netns, lines, written, deleted)
+        lines += self._flush_stale(table, [c for c in gone if have.chains[c][2]], stale)
+        for chain in gone:                       # empty already: deleted by a sync a second from now
+            stale.setdefault(chain, time.time())
+        lines += [f"delete set {table.ref} {s}" for s in have.sets if s not in table.sets]
+        return self._write(netns, lines, written, [])
 
     def partial(self, netns, table, pairs, live_cluster_ips, stale=None):
         """kube-proxy's partial sync from the planner's (before, after) blocks of the ports
-        that changed: every chain of a changed port written again (add, flush, rules), map
-        elements added, replaced or deleted by key, affinity sets of gone endpoints deleted,
-        chains of gone ports flushed now and deleted later. Returns the operations written."""
-        lines, written, flush, gone_sets = [], [], [], []
-        add_sets, want_elements, had_elements = [], {}, {}
+        that changed: every chain and affinity set of a changed port written again (add,
+        flush, rules), map elements added, replaced or deleted by key, affinity sets of gone
+        endpoints deleted at once, chains of gone ports flushed now and deleted later.
+        `live_cluster_ips`: the ClusterIPs of every Service kube-proxy proxies. Returns the
+        operations written."""
+        stale = {} if stale is None else stale
+        chains = {c.name: c for _, after in pairs for c in (after.chains.values() if after else ())}
+        self._delete_stale(netns, table, stale, keep=chains)
+        sets = {s.name: s for _, after in pairs for s in (after.sets.values() if after else ())}
+        flush, gone_sets, want_elements, had_elements = [], [], {}, {}
         for before, after in pairs:
-            after_chains = after.chains if after else {}
-            written += after_chains
-            flush += [c for c in (before.chains if before else {}) if c not in after_chains]
-            add_sets += [s for name, s in (after.sets if after else {}).items()
-                         if not before or name not in before.sets]
-            gone_sets += [s for s in (before.sets if before else {}) if not after or s not in after.sets]
+            flush += [c for c in (before.chains if before else {}) if c not in chains]
+            gone_sets += [s for s in (before.sets if before else {}) if s not in sets]
             for block, into in ((before, had_elements), (after, want_elements)):
                 for e in block.elements if block else ():
                     into.setdefault(e.set, {})[(e.key, e.comment)] = e.value
@@ -105,31 +111,36 @@ class NftApplier:
         cluster_ips = had_elements.get("cluster-ips", {})
         for key in [k for k in cluster_ips if k[0] in live_cluster_ips]:
             want_elements.setdefault("cluster-ips", {})[key] = cluster_ips[key]
-        chains = {c.name: c for _, after in pairs for c in (after.chains.values() if after else ())}
-        lines = [nft.add_set(table, s) for s in add_sets] + _chain_writes(table, chains, {})
+        lines = [nft.add_set(table, s) for s in sets.values()] + _chain_writes(table, chains, {})
         lines += _element_changes(table, had_elements, want_elements)
-        flushes, deletes, deleted = self._stale(table, flush, {c: False for c in flush}, stale, wanted=set(written))
-        lines += flushes + [f"delete set {table.ref} {s}" for s in gone_sets] + deletes
-        return self._write(netns, lines, written, deleted)
+        lines += self._flush_stale(table, flush, stale)
+        lines += [f"delete set {table.ref} {s}" for s in gone_sets]
+        return self._write(netns, lines, list(chains), [])
 
-    def _stale(self, table, gone, empty, stale, wanted=()):
-        """The chains no plan wants: (flushes, deletes, deleted chains). A chain with rules
-        is flushed now and remembered in `stale` (chain -> when); an empty one, or one
-        flushed a second or more ago, is deleted."""
+    def _flush_stale(self, table, chains, stale):
+        """Flush chains no plan wants and remember when, for a later sync to delete them."""
         now = time.time()
-        stale = stale if stale is not None else {}
-        for chain in wanted:
-            stale.pop(chain, None)
-        flushes, due = [], [c for c, at in stale.items() if now - at >= STALE_CHAIN_DELAY and c not in gone]
-        for chain in gone:
-            if not empty.get(chain):
-                flushes.append(f"flush chain {table.ref} {chain}")
-                stale[chain] = now
-            elif now - stale.setdefault(chain, now - STALE_CHAIN_DELAY) >= STALE_CHAIN_DELAY:
-                due.append(chain)
+        for chain in chains:
+            stale[chain] = now
+        return [f"flush chain {table.ref} {chain}" for chain in chains]
+
+    def _delete_stale(self, netns, table, stale, keep):
+        """kube-proxy's first step of a sync: the chains flushed more than a second ago and
+        still unwanted are deleted, in a transaction of their own. If the kernel refuses (an
+        older kernel may hold a chain for a moment after the last reference went), they stay
+        remembered and the next sync tries again; the sync itself goes on."""
+        now = time.time()
+        for chain in [c for c in stale if c in keep]:
+            del stale[chain]                     # wanted again: written by this sync
+        due = [c for c, at in stale.items() if now - at > STALE_CHAIN_DELAY]
+        if not due:
+            return
+        try:
+            self._write(netns, [f"delete chain {table.ref} {c}" for c in due], [], due)
+        except NetlabError:
+            return
         for chain in due:
-            stale.pop(chain, None)
-        return flushes, [f"delete chain {table.ref} {c}" for c in due], due
+            del stale[chain]
 
     def _write(self, netns, lines, written, deleted):
         if not lines:
@@ -149,9 +160,13 @@ def _chain_writes(table, chains, have):
     return lines + [nft.add_rule(table, name, r) for name, c in chains.items() for r in c.rules]
 
 
+def _dynamic(table, set_name):
+    return "dynamic" in getattr(table.sets.get(set_name), "flags", ())
+
+
 def _static(table, elements):
     """The elements kube-proxy writes: a dynamic set's (affinity-) are the packets' own."""
-    return {s: e for s, e in elements.items() if "dynamic" not in getattr(table.sets.get(s), "flags", ())}
+    return {s: e for s, e in elements.items() if not _dynamic(table, s)}
 
 
 def _element_changes(table, have, want):

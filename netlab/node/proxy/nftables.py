@@ -16,7 +16,7 @@ import base64
 import hashlib
 import ipaddress
 
-from netlab.node.proxy.endpointslicecache import port_inputs, port_name
+from netlab.node.proxy.endpointslicecache import port_inputs, port_name, proxied
 from netlab.values.desired import NetnsPlan
 from netlab.values.nftables import Chain, Element, Hook, Set, Table
 
@@ -260,6 +260,12 @@ def sync(old_services, old_slices, services, slices, node, cluster):
         after = port_block(*new[k], node, cluster.pod_subnet) if k in new else None
         out.append((before, after))
     return out
+
+
+def live_cluster_ips(services):
+    """The ClusterIPs kube-proxy proxies: what cluster-ips holds (a Service left to another
+    proxy, or headless, is not in it)."""
+    return {s.cluster_ip for s in services if proxied(s)}
 
 
 def empty_table():
