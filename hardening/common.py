@@ -77,6 +77,7 @@ def root_snapshot():
     """The host's own network namespace, as far as netlab could ever touch it."""
     cmds = [["ip", "-br", "link"], ["ip", "-br", "addr"], ["ip", "route", "show", "table", "all"], ["ip", "rule"],
             ["ip", "neigh", "show", "nud", "permanent"], ["iptables-save"], ["iptables-legacy-save"],
+            ["nft", "list", "ruleset"],
             ["sysctl", "net.ipv4.ip_forward", "net.ipv4.conf.all.route_localnet",
              "net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"]]
     out = {}

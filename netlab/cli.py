@@ -141,6 +141,9 @@ def _parser():
     ipt.add_argument("node", help="the node")
     ipt.add_argument("-t", "--table", choices=["nat", "filter", "mangle", "raw"], help="only this table")
 
+    nf = command("nft", "a node's kube-proxy table (nftables mode), as nft list table ip kube-proxy prints it")
+    nf.add_argument("node", help="the node")
+
     pr = command("probe", "send real packets along every path and report; exit 1 when a check "
                         "fails or none could run")
     pr.add_argument("-o", "--output", choices=["json"], help="the checks as JSON")
@@ -445,6 +448,11 @@ def _iptables(args):
     sys.stdout.write(Lab.find(args.lab).iptables(args.node, args.table))
 
 
+def _nft(args):
+    from netlab.lab import Lab
+    sys.stdout.write(Lab.find(args.lab).nft(args.node))
+
+
 def _exec(args):
     from netlab.lab import Lab
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
@@ -520,7 +528,7 @@ class _Progress:
 
 
 COMMANDS = {"up": _up, "down": _down, "status": _status, "kubeconfig": _kubeconfig, "cleanup": _cleanup, "get": _get,
-            "exec": _exec, "probe": _probe, "iptables": _iptables, "scale": _scale,
+            "exec": _exec, "probe": _probe, "iptables": _iptables, "nft": _nft, "scale": _scale,
             "apply": _apply, "delete": _delete, "node": _node, "pod": _pod, "reconcile": _reconcile, "events": _events,
             "graph": _graph, "fault": _fault, "capture": _capture,
             "trace": _trace}

@@ -644,6 +644,18 @@ class Lab:
         netns = state.node(node).netns
         return iptables_backend.save(netns, state.cluster.iptables_applier, *(["-t", table] if table else []))
 
+    def nft(self, node):
+        """A node's `ip kube-proxy` table as `nft list table` prints it (nftables mode)."""
+        state = self.state()
+        n = state.node(node)
+        if not kube_proxy_nft.uses_nftables(state.cluster):
+            raise NetlabError(f"lab {self.name} runs kube-proxy in {state.cluster.kube_proxy_mode} mode, which writes "
+                              f"no nftables table: its rules are iptables chains (netlab iptables {node})")
+        text = nft.list_table(n.netns, "ip", kube_proxy_nft.TABLE)
+        if text is None:
+            raise NetlabError(f"node {n.name} has no ip kube-proxy table (netlab reconcile writes it again)")
+        return text
+
     def netns_of(self, target):
         """The namespace behind a target: external, lan, a node (its name, or the name without
         the lab's prefix: a node comes before a pod of the same name), a pod (NAME or

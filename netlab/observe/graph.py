@@ -3,8 +3,9 @@
 Every box and line is read back from the namespaces: the LAN bridge and its ports, each
 node's eth0, cni0 and flannel.1 with their addresses, every pod's eth0 and the cni0 it hangs
 from, the VXLAN tunnels flannel.1's FDB entries point at, and each Service's cluster IP with
-the endpoints its KUBE-SEP chains DNAT to (read from a node's nat table). The lab's state
-only says which namespace is which.
+the endpoints kube-proxy DNATs it to, read from a node: in iptables mode its KUBE-SEP
+chains (the nat table), in nftables mode its endpoint- chains (the `ip kube-proxy` table).
+The lab's state only says which namespace is which, and which mode kube-proxy runs in.
 """
 
 import re
@@ -15,6 +16,8 @@ from netlab import names
 from netlab.errors import EnvironmentProblem, NetlabError
 from netlab.kernel import iptables
 from netlab.kernel import netns as ns
+from netlab.kernel import nft
+from netlab.values.nftables import parse_listing
 
 FORMATS = ("dot", "svg", "png")
 
@@ -68,6 +71,38 @@ def services_from_rules(nat_save):
             for key, chain in svc_chain.items()}
 
 
+# kube-proxy's nftables chain names: "<prefix><8 base32 characters>-<ns>/<name>/<protocol>/<port name>".
+_SERVICE_CHAIN = re.compile(r"goto ((?:service|local)-[A-Z2-7]{8}-([^/]+)/([^/]+)/[^/]+/([^/]*))")
+_ENDPOINT_CHAIN = re.compile(r"goto (endpoint-[^\s,}]+)")
+
+
+def services_from_table(listing):
+    """{(service, cluster IP): [endpoint ip:port]} from `nft list table ip kube-proxy`: a
+    ClusterIP's element of the service-ips map goes to its service- (or local-) chain, whose
+    rules go to endpoint- chains, each of which DNATs to one endpoint. The service is named
+    as kube-proxy's iptables comments name it: "<ns>/<name>:<port name>"."""
+    table = parse_listing(listing)
+    cluster_ips = {key for key, _ in table.elements.get("cluster-ips", {})}
+    out = {}
+    for (key, _), value in table.elements.get("service-ips", {}).items():
+        ip, m = key.split(" . ")[0], _SERVICE_CHAIN.fullmatch(value or "")
+        if ip not in cluster_ips or not m:
+            continue                                        # an external or load balancer IP
+        svc = f"{m[2]}/{m[3]}" + (f":{m[4]}" if m[4] else "")
+        endpoints = {c for rule in table.chains.get(m[1], (None, None, []))[2] for c in _ENDPOINT_CHAIN.findall(rule)}
+        out[(svc, ip)] = sorted({d[1] for c in endpoints for rule in table.chains.get(c, (None, None, []))[2]
+                                 if (d := re.search(r"\bdnat to (\S+)", rule))})
+    return out
+
+
+def services(state):
+    """{(service, cluster IP): [endpoint ip:port]}, from the first node's kube-proxy rules."""
+    node = state.nodes[0]
+    if state.cluster.kube_proxy_mode == "nftables":
+        return services_from_table(nft.list_table(node.netns, "ip", "kube-proxy") or "")
+    return services_from_rules(iptables.save(node.netns, state.cluster.iptables_applier, "-t", "nat"))
+
+
 def dot(lab):
     """The Graphviz source of the live lab."""
     state = lab.state()
@@ -112,8 +147,7 @@ def dot(lab):
             lb_links, _ = _links(n)
             out.append(f"  {_id(n)} [label={_id(_label('load balancer', lb_links[names.UPLINK]))}, shape=cds];")
             out.append(f"  {_id(n)} -> {_id('lan', names.LAN_BRIDGE)} [dir=none];")
-    nat = iptables.save(state.nodes[0].netns, state.cluster.iptables_applier, "-t", "nat")
-    for (svc, ip), endpoints in sorted(services_from_rules(nat).items()):
+    for (svc, ip), endpoints in sorted(services(state).items()):
         out.append(f"  {_id('svc', svc)} [label={_id(svc + chr(92) + 'n' + ip)}, shape=hexagon, color=darkgreen];")
         for ep in endpoints:
             target = pod_by_ip.get(ep.rsplit(":", 1)[0])

@@ -10,15 +10,32 @@
 
 Other traffic in the lab at that moment (a load balancer's health checks, say) can move a
 counter too: the trace lists what moved, and the hops are filtered to the flow's addresses.
+
+In kube-proxy's nftables mode the `ip kube-proxy` table keeps no counters, so the kernel is
+asked instead (`nft monitor trace`): each node gets a table of the trace's own, whose base
+chains, ahead of every other (priority -350), set `meta nftrace set 1` on packets to the
+flow's destination; a `nft monitor trace` in each node prints every rule such a packet then
+matches, in order: services -> the service-ips verdict map -> service-X -> numgen ->
+endpoint-Y -> dnat. A marker datagram sent after the flow tells when a monitor has printed
+everything before it. The tables and the monitors are removed whatever happens.
 """
 
+import ctypes
+import os
 import re
-from contextlib import ExitStack
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from contextlib import ExitStack, contextmanager
 
 from netlab import names
+from netlab.controllers.cluster import balancers
 from netlab.errors import NetlabError
 from netlab.kernel import iptables
 from netlab.kernel import netns as ns
+from netlab.kernel import nft
 
 
 def counters(netns, backend):
@@ -85,26 +102,32 @@ def trace(lab, src, dst, udp=False):
     state = lab.state()
     ip, port = resolve(state, dst)
     src_ip = _source_ip(state, src)
+    protocol = "icmp" if port is None else ("udp" if udp else "tcp")
+    nftables = state.cluster.kube_proxy_mode == "nftables"
     before = {n.name: counters(n.netns, state.cluster.iptables_applier) for n in state.nodes}
     where = [("lan", names.LAN_BRIDGE)] + [(n.name, dev) for n in state.nodes
                                             for dev in (names.CNI_BRIDGE, names.flannel_device(1))]
     where.append((src, names.UPLINK))
-    with lab.prober() as prober:
-        prober.start(src, "lan", *[n.name for n in state.nodes])
-        with ExitStack() as stack:
-            caps = [(w, stack.enter_context(prober.capture(w[0], w[1], None))) for w in where]
-            if port is None:
-                answer = prober.ping(src, ip)
-            elif udp:
-                answer = prober.udp(src, ip, port, "hostname")
-            else:
-                answer = prober.http(src, ip, port, "/hostname")
+    with ExitStack() as tracing:
+        traced = tracing.enter_context(nft_tracing(state, flow_matches(state, ip, port, protocol))) if nftables else None
+        with lab.prober() as prober:
+            prober.start(src, "lan", *[n.name for n in state.nodes])
+            with ExitStack() as stack:
+                caps = [(w, stack.enter_context(prober.capture(w[0], w[1], None))) for w in where]
+                if port is None:
+                    answer = prober.ping(src, ip)
+                elif udp:
+                    answer = prober.udp(src, ip, port, "hostname")
+                else:
+                    answer = prober.http(src, ip, port, "/hostname")
+        reported = traced.reported() if nftables else {}
     after = {n.name: counters(n.netns, state.cluster.iptables_applier) for n in state.nodes}
     local = answer.get("local", "")
     sport = int(local.rsplit(":", 1)[1]) if ":" in local else None
     rules = [{"node": node, "table": t, "chain": c, "rule": r, "packets": after[node][(t, c, r)] - before[node].get((t, c, r), 0)}
              for node in after for (t, c, r) in after[node]
              if after[node][(t, c, r)] > before[node].get((t, c, r), 0)]
+    rules += [hop for node in state.nodes for hop in nft_hops(node.name, parse_monitor(reported.get(node.name, "")), sport)]
     nat = _conntrack(state, src_ip, ip, port, sport, udp)
     flow = {src_ip, ip} | {e["to"].rsplit(":", 1)[0] for e in nat} | {e["reply_dst"] for e in nat}
     hops = []
@@ -115,14 +138,220 @@ def trace(lab, src, dst, udp=False):
                 hops.append({"where": f"{target}:{dev}", **p})
     hops.sort(key=lambda h: h.get("time", 0))
     return {"source": src, "src_ip": src_ip, "destination": dst, "dst_ip": ip, "port": port,
-            "protocol": "icmp" if port is None else ("udp" if udp else "tcp"), "answer": answer,
+            "protocol": protocol, "kube_proxy_mode": state.cluster.kube_proxy_mode, "answer": answer,
             "rules": rules, "conntrack": nat, "hops": hops}
+
+
+# --- nftables mode: nft monitor trace ---------------------------------------------------------
+
+TRACE_TABLE = "netlab-trace"           # + "-<pid>": two traces of one lab never share a table
+TRACE_PRIORITY = -350                  # before raw (-300), conntrack (-200) and kube-proxy's first chain (-110)
+KUBE_PROXY_TABLE = "ip kube-proxy"
+NETLINK_NETFILTER, NFNLGRP_NFTRACE = 12, 9   # the netlink family and group `nft monitor trace` listens on
+MARKER_PORT = 9                        # the marker datagram goes to 127.0.0.1:9 (discard), from a port of ours
+REPORT_TIMEOUT = 5.0
+PR_SET_PDEATHSIG = 1
+
+
+def flow_matches(state, ip, port, protocol):
+    """The nft matches of the packets to trace: those to the flow's destination and port;
+    for a cloud load balancer's IP (ipMode Proxy: it forwards to the NodePort of every node)
+    also those to that NodePort on the nodes."""
+    l4 = "ip protocol icmp" if protocol == "icmp" else f"{protocol} dport {port}"
+    out = [f"ip daddr {ip} {l4}"]
+    if protocol == "icmp":
+        return out
+    for svc in balancers(state):
+        for p in svc.ports:
+            if svc.load_balancer_ip == ip and p.port == port and p.protocol.lower() == protocol and p.node_port:
+                out.append(f"ip daddr {{ {', '.join(n.ip for n in state.nodes)} }} {protocol} dport {p.node_port}")
+    return out
+
+
+def trace_table(name, matches, marker_port):
+    """The `nft -f` lines of the trace's own table in a node: prerouting and output chains
+    that come before every other and mark the flow's packets for tracing, and a `done`
+    chain that marks the marker datagram (from 127.0.0.1:marker_port), sent when the flow is
+    over: once a monitor has printed its trace, it has printed everything before it."""
+    ref = f"ip {name}"
+    lines = [f"add table {ref}"]
+    for chain, priority in (("prerouting", TRACE_PRIORITY), ("output", TRACE_PRIORITY), ("done", TRACE_PRIORITY - 1)):
+        hook = "prerouting" if chain == "prerouting" else "output"
+        lines.append(f"add chain {ref} {chain} {{ type filter hook {hook} priority {priority}; policy accept; }}")
+    lines += [f"add rule {ref} {chain} {m} meta nftrace set 1" for chain in ("prerouting", "output") for m in matches]
+    lines.append(f"add rule {ref} done ip saddr 127.0.0.1 ip daddr 127.0.0.1 udp sport {marker_port} "
+                 f"udp dport {MARKER_PORT} meta nftrace set 1")
+    return lines
+
+
+class _Monitor:
+    """`nft monitor trace` in one namespace, started and stopped by us. What it prints goes
+    to an unnamed file (nft writes each event out as it comes), so no pipe can fill up."""
+
+    def __init__(self, netns):
+        self.netns = netns
+        self.out = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(["nft", "monitor", "trace"], stdin=subprocess.DEVNULL, stdout=self.out,
+                                         stderr=subprocess.STDOUT, preexec_fn=lambda: _monitor_child(netns))
+        except BaseException:
+            self.out.close()
+            raise
+
+    def text(self):
+        fd = self.out.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
+    def listening(self):
+        """nft's netlink socket has joined the trace group: from now on, no traced packet
+        goes unreported. /proc/PID/net/netlink lists the sockets of the process's namespace,
+        with their first 32 groups as a bit mask."""
+        if self.proc.poll() is not None:
+            raise NetlabError(f"{self.netns}: nft monitor trace exited: {self.text().strip() or self.proc.returncode}")
+        try:
+            pid = self.proc.pid
+            inodes = {m[1] for fd in os.listdir(f"/proc/{pid}/fd")
+                      if (m := re.fullmatch(r"socket:\[(\d+)\]", os.readlink(f"/proc/{pid}/fd/{fd}")))}
+            with open(f"/proc/{pid}/net/netlink") as f:
+                rows = [line.split() for line in f.read().splitlines()[1:]]
+        except OSError:                                  # it is still starting (or ending)
+            return False
+        return any(len(r) >= 10 and int(r[1]) == NETLINK_NETFILTER and r[9] in inodes
+                   and int(r[3], 16) & (1 << (NFNLGRP_NFTRACE - 1)) for r in rows)
+
+    def stop(self):
+        try:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        finally:
+            self.out.close()
+
+
+def _monitor_child(netns):
+    """In the monitor's child before it runs nft: into the node's namespace, and ask the
+    kernel to end it should the trace itself be killed (no finally runs then)."""
+    ns.enter_for_good(netns)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _sweep(netns):
+    """Remove the tables of traces that were killed before they could (their pid is gone)."""
+    out = ns.run(netns, ["nft", "list", "tables", "ip"], capture_output=True, text=True)
+    for m in re.finditer(rf"^table ip ({TRACE_TABLE}-(\d+))$", out.stdout, re.M):
+        if not os.path.exists(f"/proc/{m[2]}"):
+            nft.delete_table(netns, "ip", m[1])
+
+
+class _Tracing:
+    def __init__(self, name, monitors, markers):
+        self.name, self.monitors, self.markers = name, monitors, markers
+
+    def reported(self, timeout=REPORT_TIMEOUT):
+        """{node: what its monitor printed about the flow}: the marker goes out from every
+        node, and each monitor's output is read up to the marker's first line."""
+        for sock in self.markers.values():
+            sock.sendto(b"netlab trace: done", ("127.0.0.1", MARKER_PORT))
+        marker = f" ip {self.name} done "
+        out, deadline = {}, time.monotonic() + timeout
+        while len(out) < len(self.monitors):
+            for node, monitor in self.monitors.items():
+                text = monitor.text() if node not in out else ""
+                if marker in text:
+                    head = text[:text.index(marker)]
+                    out[node] = head[:head.rfind("\n") + 1]
+            if len(out) < len(self.monitors):
+                if time.monotonic() > deadline:
+                    missing = ", ".join(n for n in self.monitors if n not in out)
+                    raise NetlabError(f"trace: nft monitor trace in {missing} did not report the trace's end "
+                                      f"within {timeout:g} s")
+                time.sleep(0.01)
+        return out
+
+
+@contextmanager
+def nft_tracing(state, matches, timeout=REPORT_TIMEOUT):
+    """The trace's table and a monitor in every node, for the body's flow; the tables, the
+    monitors and the marker sockets are removed on the way out, whatever happens."""
+    name = f"{TRACE_TABLE}-{os.getpid()}"
+    with ExitStack() as stack:
+        markers, monitors = {}, {}
+        for node in state.nodes:
+            _sweep(node.netns)
+            with ns.entered(node.netns):                 # a socket stays in the namespace it was made in
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            stack.callback(sock.close)
+            sock.bind(("127.0.0.1", 0))
+            markers[node.name] = sock
+            stack.callback(nft.delete_table, node.netns, "ip", name)
+            nft.run(node.netns, trace_table(name, matches, sock.getsockname()[1]))
+        for node in state.nodes:
+            monitors[node.name] = _Monitor(node.netns)
+            stack.callback(monitors[node.name].stop)
+        deadline = time.monotonic() + timeout
+        while not all(m.listening() for m in monitors.values()):
+            if time.monotonic() > deadline:
+                raise NetlabError(f"trace: nft monitor trace did not start listening within {timeout:g} s")
+            time.sleep(0.005)
+        yield _Tracing(name, monitors, markers)
+
+
+_TRACE_LINE = re.compile(r"^trace id (?P<id>\S+) (?P<family>\S+) (?P<table>\S+) (?P<chain>\S+) "
+                         r"(?P<what>packet:|rule|policy|verdict) ?(?P<text>.*)$")
+
+
+def parse_monitor(text):
+    """`nft monitor trace` output as the rules packets matched, in the order the kernel
+    reported them: [{"table": "ip kube-proxy", "chain", "rule", "verdict", "packet"}], where
+    packet holds the headers the kernel last reported for that trace id (it reports them
+    as a packet enters each base chain, before its rules)."""
+    events, packets = [], {}
+    for line in text.splitlines():
+        m = _TRACE_LINE.match(line.rstrip())
+        if not m:
+            continue
+        if m["what"] == "packet:":
+            packets[m["id"]] = headers(m["text"])
+        elif m["what"] == "rule":
+            rule, sep, verdict = m["text"].rpartition(" (verdict ")
+            if sep and verdict.endswith(")"):
+                events.append({"table": f"{m['family']} {m['table']}", "chain": m["chain"], "rule": rule,
+                               "verdict": verdict[:-1], "packet": packets.get(m["id"], {})})
+    return events
+
+
+def headers(text):
+    """The addresses and ports of a trace's `packet:` text."""
+    out = {}
+    for key, pattern in (("src", r"\bip saddr (\S+)"), ("dst", r"\bip daddr (\S+)"),
+                         ("proto", r"\b(tcp|udp|icmp) (?:sport|type)\b"), ("sport", r"\b(?:tcp|udp) sport (\d+)"),
+                         ("dport", r"\b(?:tcp|udp) dport (\d+)")):
+        m = re.search(pattern, text)
+        if m:
+            out[key] = int(m[1]) if key.endswith("port") else m[1]
+    return out
+
+
+def nft_hops(node, events, sport, table=KUBE_PROXY_TABLE):
+    """The rules of kube-proxy's table the flow's packets matched on a node, in the order
+    first met, each once with its number of packets. With the flow's source port known,
+    packets from other ports (someone else's connection to the same Service) are left out."""
+    out = {}
+    for e in events:
+        if e["table"] != table or (sport is not None and e["packet"].get("sport") not in (None, sport)):
+            continue
+        key = (e["chain"], e["rule"], e["verdict"])
+        out.setdefault(key, {"node": node, "table": table, "chain": e["chain"], "rule": e["rule"],
+                             "verdict": e["verdict"], "packets": 0})["packets"] += 1
+    return list(out.values())
 
 
 def _conntrack(state, src_ip, dst_ip, port, sport, udp):
     """The entries of the flow on every node: where it was DNATed and to what."""
-    import socket
-
     from pyroute2 import Conntrack
     proto = socket.IPPROTO_ICMP if port is None else (socket.IPPROTO_UDP if udp else socket.IPPROTO_TCP)
     out = []
@@ -147,8 +376,17 @@ def render(t):
              f"answer: {t['answer'].get('body') or t['answer'].get('error') or ('ok' if t['answer'].get('ok') else 'none')}", ""]
     lines.append("rules hit (packet counters before and after):")
     for r in t["rules"]:
-        lines.append(f"  {r['node']:<24} {r['table']:<7} +{r['packets']:<3} -A {r['chain']} {r['rule']}")
+        if "verdict" not in r:
+            lines.append(f"  {r['node']:<24} {r['table']:<7} +{r['packets']:<3} -A {r['chain']} {r['rule']}")
     lines.append("")
+    if t.get("kube_proxy_mode") == "nftables":
+        traced = [r for r in t["rules"] if "verdict" in r]
+        lines.append(f"{KUBE_PROXY_TABLE} rules matched, in order (nft monitor trace):")
+        for r in traced:
+            lines.append(f"  {r['node']:<24} +{r['packets']:<3} {r['chain']}: {r['rule']}  (verdict {r['verdict']})")
+        if not traced:
+            lines.append("  none")
+        lines.append("")
     lines.append("connection tracking:")
     for c in t["conntrack"]:
         nat = ("DNAT " if c["dnat"] else "") + ("SNAT " if c["snat"] else "")
