@@ -408,13 +408,18 @@ NAMESPACE_LABELS = {
 }
 
 
+def namespace_labels(name, labels=None):
+    """A namespace's labels: its manifest's, a request's (state.namespaces[name]["labels"]),
+    and the immutable kubernetes.io/metadata.name (what NetworkPolicies select it by)."""
+    return {**NAMESPACE_LABELS.get(name, {}), **dict(labels or {}), "kubernetes.io/metadata.name": name}
+
+
 def namespace_object(state, name, labels=None, created=""):
     """A v1 Namespace, Active; `labels` and `created` are a request's (state.namespaces)."""
     created = created or state.created
     return {"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "uid": object_uid(state.lab, "namespaces", "", name, created),
-                         "labels": {**NAMESPACE_LABELS.get(name, {}), **dict(labels or {}),
-                                    "kubernetes.io/metadata.name": name},
+                         "labels": namespace_labels(name, labels),
                          "creationTimestamp": created},
             "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
 

@@ -164,6 +164,7 @@ class ClusterState:
     endpoints: list = field(default_factory=list)    # Endpoints, written by the endpoints controller
     endpoint_slices: list = field(default_factory=list)   # EndpointSlice, written by its controller and the API server
     ingresses: list = field(default_factory=list)    # IngressManifest
+    network_policies: list = field(default_factory=list)   # NetworkPolicyManifest
     ipam: dict = field(default_factory=dict)         # node -> HostLocal
     processes: dict = field(default_factory=dict)    # name -> pid, processes the lab started
     netns: list = field(default_factory=list)        # every netns the lab may have created

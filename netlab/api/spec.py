@@ -181,6 +181,76 @@ class IngressManifest:
 
 
 @dataclass(frozen=True)
+class LabelSelector:
+    """metav1.LabelSelector: matchLabels and matchExpressions, ANDed; an empty one matches
+    everything."""
+    match_labels: dict = field(default_factory=dict)
+    match_expressions: tuple = ()      # (key, operator In|NotIn|Exists|DoesNotExist, (values...))
+
+    def matches(self, labels):
+        for k, v in self.match_labels.items():
+            if labels.get(k) != v:
+                return False
+        for key, op, values in self.match_expressions:
+            if op == "In" and labels.get(key) not in values:
+                return False
+            if op == "NotIn" and key in labels and labels[key] in values:
+                return False
+            if op == "Exists" and key not in labels:
+                return False
+            if op == "DoesNotExist" and key in labels:
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class IPBlock:
+    cidr: str
+    excepts: tuple = ()                # the CIDRs of `except`
+
+
+@dataclass(frozen=True)
+class PolicyPeer:
+    """One entry of `from` / `to`: a podSelector, a namespaceSelector, both (ANDed), or an
+    ipBlock. A podSelector alone means the policy's namespace."""
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    ip_block: IPBlock | None = None
+
+
+@dataclass(frozen=True)
+class PolicyPort:
+    protocol: str = "TCP"
+    port: int | str | None = None      # None: every port; a str: a named container port
+    end_port: int | None = None
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """One ingress or egress rule: traffic from/to any of `peers` (() = everyone) on any of
+    `ports` (() = every port)."""
+    peers: tuple = ()
+    ports: tuple = ()
+
+
+@dataclass(frozen=True)
+class NetworkPolicyManifest:
+    """networking.k8s.io/v1 NetworkPolicy. `policy_types` is as the API server defaults it:
+    Ingress, plus Egress when egress rules are given."""
+    namespace: str
+    name: str
+    pod_selector: LabelSelector = field(default_factory=LabelSelector)
+    policy_types: tuple = ("Ingress",)
+    ingress: tuple = ()                # PolicyRule
+    egress: tuple = ()                 # PolicyRule
+    created: str = ""
+
+    @property
+    def key(self):
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     name: str = "kind"
     roles: tuple = ("control-plane",)
@@ -209,6 +279,7 @@ class LabSpec:
     services: tuple = ()
     ingresses: tuple = ()
     sources: tuple = ()
+    network_policies: tuple = ()
 
 
 def load(labfile=None, manifest_paths=(), cluster=None, nodes=None):
