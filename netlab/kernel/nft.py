@@ -46,7 +46,7 @@ def run(netns, lines):
     """One `nft -f -` transaction."""
     out = ns.run(netns, ["nft", "-f", "-"], input="\n".join(lines) + "\n", capture_output=True, text=True)
     if out.returncode != 0:
-        raise NetlabError(f"{netns}: nft -f failed: {out.stderr.strip()}")
+        raise NetlabError(f"{netns}: nft -f failed: {out.stderr.strip() or f'exit {out.returncode}'}")
 
 
 class NftApplier:
