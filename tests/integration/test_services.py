@@ -319,10 +319,10 @@ def test_netlab_iptables_prints_what_iptables_save_prints(lab):
 
 
 def test_dry_run_prints_every_nodes_rules_and_creates_nothing(tmp_path):
-    before = ns.list_names()
     name = unique_name("d")
     out = netlab("up", str(renamed(TOPOLOGIES / "services.yaml", name, tmp_path)), "--dry-run")
-    assert out.returncode == 0 and ns.list_names() == before and name not in all_labs()
+    assert out.returncode == 0 and [n for n in ns.list_names() if n.startswith(name + "-")] == []
+    assert name not in all_labs()
     for node in ("control-plane", "worker", "worker2"):
         section = out.stdout.split(f"# netns {name}-{node}\n")[1].split("# netns")[0]
         assert "*nat" in section and "-A KUBE-SERVICES" in section and "-A KUBE-NODEPORTS" in section
@@ -363,7 +363,7 @@ def test_an_unusable_backend_is_a_clear_error_and_builds_nothing(tmp_path, monke
     from netlab.errors import EnvironmentProblem
     monkeypatch.setitem(sys.modules, "iptc", None)            # `import iptc` now fails
     name = unique_name("b")
-    before = ns.list_names()
     with pytest.raises(EnvironmentProblem, match="python-iptables"):
         Lab.up(with_applier(renamed(TOPOLOGIES / "services.yaml", name, tmp_path), "python-iptables", tmp_path))
-    assert ns.list_names() == before and name not in all_labs()
+    # Only this lab's names: other labs may come and go on the machine meanwhile.
+    assert [n for n in ns.list_names() if n.startswith(name + "-")] == [] and name not in all_labs()
