@@ -4,6 +4,7 @@
 Pure functions of the Services and slices, whatever the mode."""
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 from netlab.api.objects import SERVICE_NAME_LABEL
 
@@ -83,3 +84,34 @@ def stale_udp_flows(old_services, old_slices, services, slices):
             if port.node_port:
                 flows.append((None, port.node_port, ip))
     return flows
+
+
+@dataclass(frozen=True)
+class Categorized:
+    """What both proxiers decide for one service port on one node before writing a rule
+    (the proxiers' shared part of syncProxyRules, with CategorizeEndpoints)."""
+    lb_vips: tuple                 # load balancer IPs kube-proxy captures (ipMode VIP)
+    externally_accessible: bool    # a NodePort, an external IP or a captured LB IP
+    external_local: bool           # externalTrafficPolicy Local applies
+    internal_local: bool           # internalTrafficPolicy Local
+    cluster_eps: list              # the endpoints of the cluster-wide chain
+    local_eps: list                # this node's, for the Local chain
+    has_endpoints: bool
+    has_internal: bool             # internal traffic has somewhere to go
+    has_external: bool             # external traffic has somewhere to go
+
+
+def categorize(svc, port, eps, node_name):
+    """`eps`: ("ip:port", node name) of the port's ready endpoints, sorted."""
+    lb_vips = (svc.load_balancer_ip,) if svc.load_balancer_ip and svc.load_balancer_ip_mode == "VIP" else ()
+    externally_accessible = bool(port.node_port or svc.external_ips or lb_vips)
+    external_local = externally_accessible and svc.external_traffic_policy == "Local"
+    internal_local = svc.internal_traffic_policy == "Local"
+    uses_cluster = not internal_local or externally_accessible
+    uses_local = internal_local or external_local
+    local_eps = [e for e in eps if e[1] == node_name] if uses_local else []
+    has_endpoints = bool(eps)
+    return Categorized(lb_vips, externally_accessible, external_local, internal_local,
+                       list(eps) if uses_cluster else [], local_eps, has_endpoints,
+                       has_endpoints and (not internal_local or bool(local_eps)),
+                       has_endpoints and (not external_local or bool(local_eps)))

@@ -18,7 +18,7 @@ import re
 from collections import defaultdict
 
 from netlab.node.proxy.endpointslicecache import (  # noqa: F401  (kube-proxy's shared reading of the state)
-    NO_PROXY_LABELS, port_inputs, port_name, proxied, ready_endpoints, slices_by_service, stale_udp_flows)
+    NO_PROXY_LABELS, categorize, port_inputs, port_name, proxied, ready_endpoints, slices_by_service, stale_udp_flows)
 from netlab.values.desired import NetnsPlan
 from netlab.values.iptables import Table
 
@@ -190,18 +190,10 @@ def _service_port(nat, flt, svc, port, eps, node, cluster_cidr):
     h = _hash(key)                     # SVC, SVL, EXT and FW chains share the port's hash
     svc_chain, svl_chain, ext_chain = f"KUBE-SVC-{h}", f"KUBE-SVL-{h}", f"KUBE-EXT-{h}"
 
-    lb_vips = (svc.load_balancer_ip,) if svc.load_balancer_ip and svc.load_balancer_ip_mode == "VIP" else ()
-    externally_accessible = bool(port.node_port or svc.external_ips or lb_vips)
-    external_local = externally_accessible and svc.external_traffic_policy == "Local"
-    internal_local = svc.internal_traffic_policy == "Local"
-    uses_cluster = not internal_local or externally_accessible
-    uses_local = internal_local or external_local
-    cluster_eps = eps if uses_cluster else []
-    local_eps = [e for e in eps if e[1] == node.name] if uses_local else []
-
-    has_endpoints = bool(eps)
-    has_internal = has_endpoints and (not internal_local or bool(local_eps))
-    has_external = has_endpoints and (not external_local or bool(local_eps))
+    c = categorize(svc, port, eps, node.name)
+    lb_vips, externally_accessible, external_local = c.lb_vips, c.externally_accessible, c.external_local
+    internal_local, cluster_eps, local_eps = c.internal_local, c.cluster_eps, c.local_eps
+    has_endpoints, has_internal, has_external = c.has_endpoints, c.has_internal, c.has_external
     internal_chain = svl_chain if internal_local else svc_chain
     external_policy_chain = svl_chain if external_local else svc_chain
 

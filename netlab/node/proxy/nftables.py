@@ -16,7 +16,7 @@ import base64
 import hashlib
 import ipaddress
 
-from netlab.node.proxy.endpointslicecache import port_inputs, port_name, proxied
+from netlab.node.proxy.endpointslicecache import categorize, port_inputs, port_name, proxied
 from netlab.values.desired import NetnsPlan
 from netlab.values.nftables import Chain, Element, Hook, Set, Table
 
@@ -141,18 +141,10 @@ def port_block(svc, port, eps, node, pod_cidr):
     cluster_chain, local_chain = chain_name("service-", base), chain_name("local-", base)
     external_chain, fw_chain = chain_name("external-", base), chain_name("firewall-", base)
 
-    lb_vips = (svc.load_balancer_ip,) if svc.load_balancer_ip and svc.load_balancer_ip_mode == "VIP" else ()
-    externally_accessible = bool(port.node_port or svc.external_ips or lb_vips)
-    external_local = externally_accessible and svc.external_traffic_policy == "Local"
-    internal_local = svc.internal_traffic_policy == "Local"
-    uses_cluster = not internal_local or externally_accessible
-    uses_local = internal_local or external_local
-    cluster_eps = list(eps) if uses_cluster else []
-    local_eps = [e for e in eps if e[1] == node.name] if uses_local else []
-
-    has_endpoints = bool(eps)
-    has_internal = has_endpoints and (not internal_local or bool(local_eps))
-    has_external = has_endpoints and (not external_local or bool(local_eps))
+    c = categorize(svc, port, eps, node.name)
+    lb_vips, externally_accessible, external_local = c.lb_vips, c.externally_accessible, c.external_local
+    internal_local, cluster_eps, local_eps = c.internal_local, c.cluster_eps, c.local_eps
+    has_endpoints, has_internal, has_external = c.has_endpoints, c.has_internal, c.has_external
     internal_chain = local_chain if internal_local else cluster_chain
     external_policy_chain = local_chain if external_local else cluster_chain
     internal_verdict = external_verdict = f"goto {REJECT_CHAIN}" if not has_endpoints else "drop"
