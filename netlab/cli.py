@@ -15,7 +15,7 @@ DEFAULT_LABFILE = Path(__file__).resolve().parent.parent / "topologies" / "defau
 # netlab.observe.probes.AREAS, kept here so that `netlab --help` imports no add-on (a unit
 # test holds the two equal).
 PROBE_AREAS = ("pods-same-node", "pods-across-nodes", "pod-matrix", "node-to-pod", "pod-to-node", "overlay",
-               "egress", "services", "dns", "load-balancers", "ingress")
+               "egress", "services", "dns", "load-balancers", "ingress", "policy")
 
 
 def _version():
@@ -90,10 +90,11 @@ def _parser():
     ap.add_argument("-f", dest="manifests", action="append", required=True, metavar="PATH",
                     help="a manifest file or a folder of them (repeatable)")
 
-    de = command("delete", "delete pod/NAME, deployment/NAME, service/NAME, ingress/NAME, "
+    de = command("delete", "delete pod/NAME, deployment/NAME, service/NAME, ingress/NAME, networkpolicy/NAME, "
                         "or what -f names")
     de.add_argument("target", nargs="?", metavar="KIND/NAME",
-                    help="pod, deployment, service or ingress (and kubectl's short names), then the name")
+                    help="pod, deployment, service, ingress or networkpolicy (and kubectl's short names), then "
+                         "the name")
     de.add_argument("-f", dest="manifests", action="append", default=[], metavar="PATH",
                     help="delete the objects a manifest file or folder names (repeatable)")
     de.add_argument("-n", "--namespace", default="default", help="the object's namespace (default: default)")
@@ -148,7 +149,20 @@ def _parser():
                         "fails or none could run")
     pr.add_argument("-o", "--output", choices=["json"], help="the checks as JSON")
     pr.add_argument("--area", action="append", choices=list(PROBE_AREAS), metavar="AREA",
-                    help="only these areas (repeatable): " + ", ".join(PROBE_AREAS))
+                    help="only these areas (repeatable): " + ", ".join(PROBE_AREAS)
+                    + " (policy runs by default only where the lab has a NetworkPolicy)")
+
+    po = command("policy", "NetworkPolicy: what the lab's policies allow, and why")
+    po_sub = po.add_subparsers(dest="policy_command", required=True, metavar="COMMAND", help="explain")
+    ex = po_sub.add_parser("explain", help="the verdict on a connection and its reasons; exit 0 allowed, 1 denied",
+                           description="the verdict on a connection and its reasons, from the lab's policies "
+                           "(no packet is sent); exit 0 allowed, 1 denied, 2 when SRC or DST is malformed or "
+                           "names nothing in the lab")
+    ex.add_argument("src", metavar="SRC", help="NAMESPACE/POD, POD (namespace default), a node, external or an IP")
+    ex.add_argument("dst", metavar="DST[:PORT][/PROTO]",
+                    help="the same, or a Service (NAMESPACE/NAME or its ClusterIP: judged on each ready backend); "
+                    "PORT a number or a port name (none: every port DST declares); PROTO TCP (default), UDP, SCTP "
+                    "or ICMP")
     return p
 
 
@@ -280,6 +294,7 @@ GET_KINDS = {
     "replicasets": "replicasets", "replicaset": "replicasets", "rs": "replicasets",
     "endpointslices": "endpointslices", "endpointslice": "endpointslices",
     "ingressclasses": "ingressclasses", "ingressclass": "ingressclasses",
+    "networkpolicies": "networkpolicies", "networkpolicy": "networkpolicies", "netpol": "networkpolicies",
     "namespaces": "namespaces", "namespace": "namespaces", "ns": "namespaces",
     "configmaps": "configmaps", "configmap": "configmaps", "cm": "configmaps",
     "events": "events", "event": "events", "ev": "events",
@@ -322,7 +337,8 @@ def _scale(args):
 
 KINDS = {"pod": "pod", "pods": "pod", "po": "pod", "deployment": "deployment", "deployments": "deployment",
          "deploy": "deployment", "service": "service", "services": "service", "svc": "service",
-         "ingress": "ingress", "ingresses": "ingress", "ing": "ingress"}
+         "ingress": "ingress", "ingresses": "ingress", "ing": "ingress", "networkpolicy": "networkpolicy",
+         "networkpolicies": "networkpolicy", "netpol": "networkpolicy"}
 
 
 def _apply(args):
@@ -340,7 +356,7 @@ def _delete(args):
         return
     kind, _, name = (args.target or "").partition("/")
     if kind not in KINDS or not name:
-        raise NetlabError("delete takes KIND/NAME (pod, deployment, service or ingress) or -f FILE")
+        raise NetlabError("delete takes KIND/NAME (pod, deployment, service, ingress or networkpolicy) or -f FILE")
     lab.delete(KINDS[kind], args.namespace, name)
     print(f'{KINDS[kind]} "{name}" deleted')
 
@@ -368,6 +384,8 @@ def _reconcile(args):
     writes = [plural(changes.netlink_writes, "netlink write"), plural(changes.iptables_writes, "iptables write")]
     if changes.kube_proxy_mode == "nftables":
         writes.append(plural(changes.nft_writes, "nftables transaction"))
+    if changes.ipset_writes:
+        writes.append(plural(changes.ipset_writes, "ipset restore"))
     if not changes.any():
         print(f"reconcile: nothing to do ({', '.join(writes)})")
         return
@@ -419,7 +437,8 @@ def capture_argv(target_is_lan, args):
 
 def _capture(args):
     from netlab.lab import Lab
-    _run_in(Lab.find(args.lab).netns_of(args.target), capture_argv(args.target == "lan", args))
+    netns = Lab.find(args.lab).netns_of(args.target)
+    _become(["ip", "netns", "exec", netns, *capture_argv(args.target == "lan", args)])
 
 
 def _fault(args):
@@ -458,16 +477,16 @@ def _exec(args):
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise NetlabError("give a command to run: netlab exec TARGET -- CMD ...")
-    _run_in(Lab.find(args.lab).netns_of(args.target), argv)
+    _become(Lab.find(args.lab).exec_argv(args.target, argv))
 
 
-def _run_in(netns, argv):
-    """Become `ip netns exec NETNS ARGV`, as a person would type it (and see /etc/netns)."""
+def _become(command):
+    """Become the command (`ip netns exec NETNS ...`), as a person would type it (and see /etc/netns)."""
     sys.stdout.flush()
     try:
-        os.execvp("ip", ["ip", "netns", "exec", netns, *argv])
+        os.execvp(command[0], command)
     except OSError as e:
-        raise NetlabError(f"cannot run ip netns exec: {e.strerror}") from None
+        raise NetlabError(f"cannot run {command[0]}: {e.strerror}") from None
 
 
 def _probe(args):
@@ -484,6 +503,9 @@ def _probe(args):
         if rows:
             legend = "; - skipped" if any("-" in row[1:] for row in rows) else ""
             print(f"pod reachability (TCP{legend}):\n" + render(header, rows) + "\n")
+        for c in checks:
+            if c.area == "policy" and not c.skipped:
+                print(probes.policy_report(c) + "\n")
         if checks:
             result = {"pass": "pass", "fail": "FAIL", "skipped": "skipped"}
             print(render(["AREA", "CHECK", "EXPECTED", "OBSERVED", "RESULT"],
@@ -499,6 +521,20 @@ def _probe(args):
             else f"the lab has nothing to check in {areas}"), file=sys.stderr)
         return 1
     return 1 if failed else 0
+
+
+def _policy(args):
+    """policy explain: exit 0 allowed, 1 denied, 2 when SRC or DST names nothing (as a usage
+    error does), so a script can tell a refusal from a typo."""
+    from netlab.lab import Lab
+    from netlab.observe import probes
+    try:
+        text, allowed = probes.policy_explain(Lab.find(args.lab).state(), args.src, args.dst)
+    except NetlabError as e:
+        print(f"netlab: {e}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0 if allowed else 1
 
 
 class _Progress:
@@ -531,7 +567,7 @@ COMMANDS = {"up": _up, "down": _down, "status": _status, "kubeconfig": _kubeconf
             "exec": _exec, "probe": _probe, "iptables": _iptables, "nft": _nft, "scale": _scale,
             "apply": _apply, "delete": _delete, "node": _node, "pod": _pod, "reconcile": _reconcile, "events": _events,
             "graph": _graph, "fault": _fault, "capture": _capture,
-            "trace": _trace}
+            "trace": _trace, "policy": _policy}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -30,19 +30,33 @@ from netlab.kernel import iptables as iptables_backend
 from netlab.kernel import netns as ns
 from netlab.kernel import nft
 from netlab.kernel import processes
+from netlab.kernel.ipset import IpsetApplier
 from netlab.kernel.netlink import NetlinkApplier
 from netlab.node import files as node_files
 from netlab.node import kubelet
 from netlab.node.flannel import flanneld
+from netlab.node.netpol import kube_router
 from netlab.node.proxy import healthcheck  # noqa: F401  (kube-proxy's health servers register with the runtime)
 from netlab.node.proxy import iptables as kube_proxy
 from netlab.node.proxy import nftables as kube_proxy_nft
 from netlab.observe import preflight
+from netlab.values import ipset as values_ipset
 
 
 def _stale_chain_owner(chain):
-    """The agent whose naming scheme a chain no plan wants follows (KUBE-: kube-proxy's)."""
+    """The agent whose naming scheme a chain no plan wants follows (KUBE-: kube-proxy's, but
+    kube-router's own)."""
+    if kube_router.owned(chain):
+        return "kube-router"
     return "flannel" if chain.startswith("FLANNEL-") else "kube-proxy"
+
+
+def _sets_message(written, destroyed):
+    """What an ipset call did, for the events: "ipsets: wrote 2 (KUBE-SRC-..., ...)"."""
+    def names(sets):
+        return ", ".join(sets[:4]) + (", ..." if len(sets) > 4 else "")
+    return "ipsets: " + "; ".join([f"wrote {len(written)} ({names(written)})"] * bool(written)
+                                  + [f"destroyed {len(destroyed)} ({names(destroyed)})"] * bool(destroyed))
 
 
 def _now():
@@ -135,7 +149,7 @@ def _manifests(state, paths):
 
 
 KINDS = ("nodes", "pods", "deployments", "replicasets", "daemonsets", "services", "endpoints", "endpointslices",
-         "ingresses", "ingressclasses", "namespaces", "configmaps", "events")   # the resources' plurals
+         "ingresses", "ingressclasses", "networkpolicies", "namespaces", "configmaps", "events")  # resources' plurals
 
 
 class _Before:
@@ -148,6 +162,7 @@ class _Before:
         self.nodes = {n.name for n in state.nodes}
         self.synced = state.synced
         self.kube_proxy_mode = state.cluster.kube_proxy_mode
+        self.netpol = kube_router.inputs(state)               # what kube-router reads (a snapshot)
 
 
 class Lab:
@@ -276,7 +291,7 @@ class Lab:
     def apply(self, manifests):
         """`kubectl apply -f`: Pods, Deployments and Services created or updated."""
         def apply(state, log):
-            cluster.apply(state, _manifests(state, manifests), log=log, now=_now())
+            cluster.apply(state, _manifests(state, manifests), log=log, now=_now(), namespaces=namespaces_of(state))
         return self.change(f"apply -f {' '.join(map(str, manifests))}", apply)
 
     def delete(self, kind, namespace, name):
@@ -288,7 +303,8 @@ class Lab:
         """`kubectl delete -f`: every object the files name."""
         def delete_all(state, log):
             lab_spec = _manifests(state, manifests)
-            objects = ([("ingress", i.namespace, i.name) for i in lab_spec.ingresses]
+            objects = ([("networkpolicy", p.namespace, p.name) for p in lab_spec.network_policies]
+                       + [("ingress", i.namespace, i.name) for i in lab_spec.ingresses]
                        + [("service", s.namespace, s.name) for s in lab_spec.services]
                        + [("deployment", d.namespace, d.name) for d in lab_spec.deployments]
                        + [("pod", p.namespace, p.name) for p in lab_spec.pods])
@@ -370,8 +386,9 @@ class Lab:
         return result if mutate is not None else changes
 
     def _converge(self, state, old, why, full=False, progress=None):
-        """Bring the kernel to the state; a partial kube-proxy sync when the last command
-        converged, a full one (read back and compare) otherwise. `old`: what the agents last
+        """Bring the kernel to the state; a partial kube-proxy and kube-router sync when the last
+        command converged (their chains and kube-router's sets that the change changed, nothing
+        read back), a full one (read back and compare) otherwise. `old`: what the agents last
         converged to (None: nothing yet, as for `up`). A namespace created here is fresh:
         nothing in it is read back."""
         progress = progress or _NoProgress()
@@ -389,7 +406,14 @@ class Lab:
         # A mode switch is kube-proxy restarted in the other mode: a full sync, after the
         # other mode's --cleanup (its chains are in no plan now, so the full sync removes them).
         partial = not full and old is not None and old.synced and old.kube_proxy_mode == state.cluster.kube_proxy_mode
-        plans = plan.lab_plans(state, cloud.read_health(self.name), node_rules=not partial)
+        netpol_inputs = kube_router.inputs(state)      # what kube-router reads; its policies compiled once, if needed
+        compiled = []
+
+        def netpol():
+            compiled[:] = compiled or [(netpol_inputs, kube_router.policies(netpol_inputs))]
+            return compiled[0]
+        plans = plan.lab_plans(state, cloud.read_health(self.name), node_rules=not partial,
+                               netpol=None if partial else netpol())
         progress.phase("links, addresses, routes", len(plans))
         applier = NetlinkApplier()
         for p in plans:
@@ -404,26 +428,41 @@ class Lab:
         nodes_netns = {n.netns for n in state.nodes} if nft_mode else set()
         state.stale_chains = {k: v for k, v in state.stale_chains.items() if k in nodes_netns}
         progress.phase("iptables and nftables" if nft_mode else "iptables", len(state.nodes))
+        ipsets = IpsetApplier()
+        # kube-router's partial sync: the chains and sets that differ between its last inputs'
+        # plan and this one; nothing at all when what it reads is unchanged.
+        netpol_moved = partial and old.netpol != netpol_inputs
+        old_netpol = (old.netpol, kube_router.policies(old.netpol)) if netpol_moved else None
+        set_work = values_ipset.changes(netpol()[1].sets, {s.name: s for s in old_netpol[1].sets}) if netpol_moved \
+            else ([], [])
         chain_owner = {}                                # netns -> {chain: the agent that planned it}
         for node in state.nodes:
             progress.advance()
+            converged = partial and node.name in old.nodes and node.netns not in fresh
             if nft_mode:
                 self._sync_nftables(nftables, state, old, node, partial, node.netns in fresh)
-                if not partial:                         # flannel's rules; kube-proxy's KUBE- chains removed
-                    node_plan = next(p for p in plans if p.netns == node.netns)
-                    iptables.apply(node.netns, node_plan.iptables, fresh=node.netns in fresh)
-                    chain_owner[node.netns] = {k[2]: o for k, o in node_plan.owners.items() if k[0] == "chain"}
-                continue
-            if not partial and node.netns not in fresh and nft.available():
+            elif not partial and node.netns not in fresh and nft.available():
                 nft.delete_table(node.netns, "ip", kube_proxy_nft.TABLE)    # iptables mode's cleanup of nftables mode's
-            if partial and node.name in old.nodes and node.netns not in fresh:
-                work = kube_proxy.sync_changes(old.services, old.endpoint_slices, state.services, state.endpoint_slices,
-                                               node, state.cluster.pod_subnet)
+            if converged:
+                work = {"nat": ({}, []), "filter": ({}, [])} if nft_mode else kube_proxy.sync_changes(
+                    old.services, old.endpoint_slices, state.services, state.endpoint_slices, node,
+                    state.cluster.pod_subnet)
+                owner = {c: "kube-proxy" for write, stale in work.values() for c in [*write, *stale]}
+                if netpol_moved:
+                    (before, old_policies), policies = old_netpol, netpol()[1]
+                    write, stale = kube_router.sync_changes(before, netpol_inputs, node.name, old_policies, policies)
+                    work["filter"] = ({**work["filter"][0], **write}, work["filter"][1] + stale)
+                    owner.update({c: "kube-router" for c in [*write, *stale]})
+                ipsets.write(node.netns, set_work[0])   # before a rule matches on them
                 iptables.apply_changes(node.netns, {t: w for t, w in work.items() if w[0] or w[1]})
-                chain_owner[node.netns] = {c: "kube-proxy" for write, stale in work.values() for c in [*write, *stale]}
-            else:
-                node_plan = plan.node_plan(state, node) if partial else next(p for p in plans if p.netns == node.netns)
+                ipsets.destroy(node.netns, set_work[1])   # once no rule does
+                chain_owner[node.netns] = owner
+            else:                                       # read back, or a node that joined: its whole plan
+                node_plan = plan.node_plan(state, node, netpol=netpol()) if partial else \
+                    next(p for p in plans if p.netns == node.netns)
+                stale_sets = ipsets.sync(node.netns, netpol()[1].sets, fresh=node.netns in fresh)
                 iptables.apply(node.netns, node_plan.iptables, fresh=node.netns in fresh)
+                ipsets.destroy(node.netns, stale_sets)
                 chain_owner[node.netns] = {k[2]: o for k, o in node_plan.owners.items() if k[0] == "chain"}
         lan = next(p for p in plans if p.netns == state.lan_netns())
         iptables.apply(lan.netns, lan.iptables, fresh=lan.netns in fresh)   # faults' rules; the cloud writes the balancers'
@@ -440,6 +479,9 @@ class Lab:
             for agent, (w, d) in by_agent.items():
                 changes.add(agent, [(netns, events.chains_message(w, d))])
         changes.iptables_writes = iptables.writes
+        for netns, written, destroyed in ipsets.log:
+            changes.add("kube-router", [(netns, _sets_message(written, destroyed))])
+        changes.ipset_writes = ipsets.writes
         for netns, (written, deleted, operations) in nftables.log if nftables else ():
             what = events.chains_message(written, deleted) or f"updated map elements ({operations} operations)"
             changes.add("kube-proxy", [(netns, f"nftables: {what}")])
@@ -628,7 +670,8 @@ class Lab:
         from netlab.api import printers
         short = {"no": "nodes", "po": "pods", "deploy": "deployments", "rs": "replicasets", "ds": "daemonsets",
                  "svc": "services", "ep": "endpoints", "ing": "ingresses", "ns": "namespaces", "cm": "configmaps",
-                 "ev": "events", "ingressclass": "ingressclasses", "ingress": "ingresses"}
+                 "ev": "events", "ingressclass": "ingressclasses", "ingress": "ingresses", "netpol": "networkpolicies",
+                 "networkpolicy": "networkpolicies"}
         plural = short.get(kind) or next((k for k in KINDS if kind in (k, k[:-1])), None)
         if plural is None:
             raise NetlabError(f"unknown resource type {kind!r} (known: {', '.join(KINDS)})")
@@ -676,13 +719,16 @@ class Lab:
             return pods[0].netns
         raise NetlabError(f"lab {self.name}: no node or pod named {target!r}")
 
-    def exec(self, target, argv, **kwargs):
-        """Run argv in the target's namespace as `ip netns exec` runs it; in a pod, with the
-        pod's hostname too, as `kubectl exec` sees it."""
+    def exec_argv(self, target, argv):
+        """The command line that runs argv in the target's namespace as `ip netns exec` runs
+        it; in a pod, with the pod's hostname too and its image's programs (`/agnhost`), as
+        `kubectl exec` sees it."""
         netns = self.netns_of(target)
         pod = next((p for p in self.state().pods if p.netns == netns), None)
-        command = kubelet.exec_argv(pod, argv) if pod is not None else ["ip", "netns", "exec", netns, *argv]
-        return subprocess.run(command, **kwargs)
+        return kubelet.exec_argv(pod, argv) if pod is not None else ["ip", "netns", "exec", netns, *argv]
+
+    def exec(self, target, argv, **kwargs):
+        return subprocess.run(self.exec_argv(target, argv), **kwargs)
 
     def prober(self):
         from netlab.observe.probes import Prober
@@ -697,7 +743,8 @@ SYSTEM_NAMESPACES = ("default", "kube-flannel", "kube-node-lease", "kube-public"
 
 def namespaces_of(state):
     """Every namespace of the lab: the system ones, those requests created, and those its objects use."""
-    used = {o.namespace for kind in (state.pods, state.deployments, state.services, state.ingresses) for o in kind}
+    used = {o.namespace for kind in (state.pods, state.deployments, state.services, state.ingresses,
+                                     state.network_policies) for o in kind}
     extra = {"ingress-nginx"} if state.cluster.ingress else set()
     return sorted(set(SYSTEM_NAMESPACES) | extra | used | set(state.namespaces))
 
@@ -719,6 +766,8 @@ def objects(state, kind):
         return [apiserver.endpoints_object(state, e) for e in sorted(state.endpoints, key=by_name)]
     if kind == "ingresses":
         return [apiserver.ingress_object(state, i) for i in sorted(state.ingresses, key=by_name)]
+    if kind == "networkpolicies":
+        return [apiserver.networkpolicy_object(state, p) for p in sorted(state.network_policies, key=by_name)]
     if kind == "daemonsets":
         return apiserver.daemonset_objects(state)
     if kind == "endpointslices":

@@ -9,6 +9,7 @@ from netlab.addons import cloud
 from netlab.controllers import cluster
 from netlab.node import cni, underlay
 from netlab.node.flannel import flanneld as flannel
+from netlab.node.netpol import kube_router
 from netlab.node.proxy import iptables as kube_proxy
 from netlab.node.proxy import nftables as kube_proxy_nft
 from netlab.observe import faults
@@ -23,25 +24,30 @@ NODE_SYSCTLS = (
 )
 
 
-def node_plan(state, node, rules=True):
+def node_plan(state, node, rules=True, netpol=None):
+    """`rules` False leaves kube-proxy's and kube-router's chains out; `netpol`: kube-router's
+    inputs and compiled policies (kube_router.read), when the caller plans several nodes."""
     kubelet = NetnsPlan(node.netns, sysctls=NODE_SYSCTLS, owner="kubelet")
     veths = NetnsPlan(node.netns, links=tuple(cni.host_veth(state, p) for p in state.pods_on(node.name)), owner="cni")
-    # kube-proxy before flannel: its jumps come first in the built-in chains, as kube-proxy
-    # inserts them at the top and flanneld appends its own.
+    # kube-router, then kube-proxy, then flannel: the order their jumps take in the built-in
+    # chains (kube-router keeps its own at position 1, kube-proxy inserts its jumps at the top,
+    # flanneld appends).
     proxy = kube_proxy_nft if kube_proxy_nft.uses_nftables(state.cluster) else kube_proxy
-    return merge(node.netns, underlay.uplink(state, node.netns, node.ip), kubelet,
-                 cni.node_plan(state, node), proxy.node_plan(state, node, rules), flannel.node_plan(state, node), veths)
+    policy = (kube_router.node_plan(state, node, *(netpol or kube_router.read(state))),) if rules else ()
+    return merge(node.netns, underlay.uplink(state, node.netns, node.ip), kubelet, cni.node_plan(state, node),
+                 *policy, proxy.node_plan(state, node, rules), flannel.node_plan(state, node), veths)
 
 
-def lab_plans(state, lb_health=None, node_rules=True):
+def lab_plans(state, lb_health=None, node_rules=True, netpol=None):
     """lb_health: the cloud's last health checks ({service: [nodes]}); None: every node.
-    node_rules=False leaves kube-proxy's tables out of the node plans (a partial sync plans
-    only what changed)."""
+    node_rules=False leaves kube-proxy's and kube-router's tables out of the node plans (a
+    partial sync plans only what changed); `netpol`: kube_router.read(state), if made already."""
+    netpol = (netpol or kube_router.read(state)) if node_rules else None
     lbs = cluster.balancers(state)
     plans = [underlay.lan_plan(state, [(names.lb_lan_port(s.key), names.lb_netns(state.lab, s.key)) for s in lbs]),
              underlay.external_plan(state)]
     plans += [cloud.lb_plan(state, s, cloud.healthy_nodes(state, s, lb_health or {})) for s in lbs]
-    plans += [node_plan(state, n, node_rules) for n in state.nodes]
+    plans += [node_plan(state, n, node_rules, netpol) for n in state.nodes]
     plans += [cni.pod_plan(state, p) for p in state.scheduled_pods()]     # a Pending pod has no sandbox
     return faults.adjust(state, plans)
 

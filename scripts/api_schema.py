@@ -14,7 +14,7 @@ from pathlib import Path
 from kubernetes import __version__ as client_version
 from kubernetes.client import models
 
-ROOTS = ("V1Pod", "V1Deployment", "V1Service", "V1Ingress", "V1Namespace", "V1Node", "V1Scale")
+ROOTS = ("V1Pod", "V1Deployment", "V1Service", "V1Ingress", "V1NetworkPolicy", "V1Namespace", "V1Node", "V1Scale")
 OUT = Path(__file__).resolve().parent.parent / "netlab" / "control_plane" / "schema.json"
 
 

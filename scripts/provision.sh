@@ -7,7 +7,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 venv="$here/.venv"
 
 system_packages=(
-  iproute2 iptables nftables conntrack tcpdump curl dnsutils iperf3 iputils-ping netcat-openbsd dnsperf dnsmasq-base procps psmisc
+  iproute2 iptables nftables ipset conntrack tcpdump curl dnsutils iperf3 iputils-ping netcat-openbsd dnsperf dnsmasq-base procps psmisc
   nginx-light graphviz
   python3 python3-venv python3-pip python3-dev gcc make
 )
@@ -57,6 +57,15 @@ install_python_env() {
     exit 1
   fi
   ln -sf "$venv/bin/netlab" /usr/local/bin/netlab
+  # agnhost, as Kubernetes' e2e pods run it (`agnhost connect HOST:PORT`), for a pod's shells
+  # too: the system's python3 with the standard library only, so a container's user runs it.
+  # (A pod's exec maps `agnhost` and `/agnhost` to the same program without this; nothing is
+  # put at /agnhost on the host.)
+  cat > /usr/local/bin/agnhost <<EOF
+#!/bin/sh
+exec python3 -I -S -c 'import sys; sys.path.insert(0, "$here/netlab/addons"); from agnhost_cli import main; sys.exit(main())' "\$@"
+EOF
+  chmod 0755 /usr/local/bin/agnhost
 }
 
 install_kubectl() {

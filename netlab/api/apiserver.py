@@ -258,6 +258,13 @@ DAEMONSETS = (
     {"namespace": "kube-flannel", "name": "kube-flannel-ds", "labels": {"app": "flannel", "k8s-app": "flannel"},
      "selector": {"app": "flannel"}, "node_selector": {}, "container": "kube-flannel", "image": "ghcr.io/flannel-io/flannel:v0.26.7",
      "tolerations": [{"effect": "NoSchedule", "operator": "Exists"}]},
+    # The network policy agent, as kube-router's firewall-only DaemonSet runs it (--run-firewall):
+    # k3s builds the same controller into its agent; netlab shows it as the DaemonSet it is elsewhere.
+    {"namespace": "kube-system", "name": "kube-router", "labels": {"k8s-app": "kube-router"},
+     "selector": {"k8s-app": "kube-router"}, "node_selector": {}, "container": "kube-router",
+     "image": "docker.io/cloudnativelabs/kube-router:v2.6.3",
+     "tolerations": [{"effect": "NoSchedule", "operator": "Exists"}, {"key": "CriticalAddonsOnly", "operator": "Exists"},
+                     {"effect": "NoExecute", "operator": "Exists"}]},
 )
 
 
@@ -627,3 +634,56 @@ def ingressclass_objects(state, controller_version):
                           "labels": labels, "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"},
                           "creationTimestamp": state.created},
              "spec": {"controller": "k8s.io/ingress-nginx"}}]
+
+
+def _label_selector(selector):
+    """A metav1.LabelSelector as the API serializes it: {} when empty (both fields omitempty)."""
+    out = {}
+    if selector.match_labels:
+        out["matchLabels"] = dict(selector.match_labels)
+    if selector.match_expressions:
+        out["matchExpressions"] = [{"key": key, "operator": op, **({"values": list(values)} if values else {})}
+                                   for key, op, values in selector.match_expressions]
+    return out
+
+
+def _policy_peer(peer):
+    out = {}
+    if peer.pod_selector is not None:
+        out["podSelector"] = _label_selector(peer.pod_selector)
+    if peer.namespace_selector is not None:
+        out["namespaceSelector"] = _label_selector(peer.namespace_selector)
+    if peer.ip_block is not None:
+        out["ipBlock"] = {"cidr": peer.ip_block.cidr, **({"except": list(peer.ip_block.excepts)}
+                                                        if peer.ip_block.excepts else {})}
+    return out
+
+
+def _policy_rule(rule, peers_key):
+    """An ingress or egress rule; `ports` before the peers, as the v1 types declare them. An
+    empty rule is {} (allow all), as both lists are omitempty."""
+    out = {}
+    if rule.ports:
+        out["ports"] = [{"protocol": p.protocol, **({"port": p.port} if p.port is not None else {}),
+                         **({"endPort": p.end_port} if p.end_port is not None else {})} for p in rule.ports]
+    if rule.peers:
+        out[peers_key] = [_policy_peer(p) for p in rule.peers]
+    return out
+
+
+def networkpolicy_object(state, policy):
+    """A networking.k8s.io/v1 NetworkPolicy as the API serves it, defaults applied (every port's
+    protocol, policyTypes); podSelector is always there ({} selects every pod of the namespace),
+    empty rule lists are left out (omitempty: `ingress: []` and no ingress are the same)."""
+    created = policy.created or state.created
+    spec = {"podSelector": _label_selector(policy.pod_selector)}
+    if policy.ingress:
+        spec["ingress"] = [_policy_rule(r, "from") for r in policy.ingress]
+    if policy.egress:
+        spec["egress"] = [_policy_rule(r, "to") for r in policy.egress]
+    spec["policyTypes"] = list(policy.policy_types)
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": policy.name, "namespace": policy.namespace,
+                         "uid": object_uid(state.lab, "networkpolicies", policy.namespace, policy.name, created),
+                         "creationTimestamp": created},
+            "spec": spec}

@@ -27,7 +27,8 @@ from netlab import names
 from netlab.api.objects import (Address, ClusterState, Deployment, Endpoints, EndpointSlice, HostLocal, Node, Pod, Port,
                                 SliceEndpoint, Subset)
 from netlab.api.spec import (ClusterConfig, Container, ContainerPort, IngressManifest, IngressPath, IngressRule,
-                             PodTemplate, ServiceManifest, ServicePort, Toleration)
+                             IPBlock, LabelSelector, NetworkPolicyManifest, PodTemplate, PolicyPeer, PolicyPort,
+                             PolicyRule, ServiceManifest, ServicePort, Toleration)
 from netlab.errors import LabNotFound, StateUnreadable
 
 STATE_FILE = "state.json"
@@ -144,6 +145,39 @@ def _ingress(d, where):
                  default_backend=_backend(d.get("default_backend"), f"{where}.default_backend"))
 
 
+def _selector(d, where):
+    """A LabelSelector (None stays None: a peer without that selector)."""
+    if d is None:
+        return None
+    _mapping(d, where)
+    expressions = tuple((key, op, tuple(values)) for (key, op, values), _ in _items(d, "match_expressions", where))
+    labels = {"match_labels": dict(_mapping(d["match_labels"], f"{where}.match_labels"))} if "match_labels" in d else {}
+    return _make(LabelSelector, d, where, **labels, match_expressions=expressions)
+
+
+def _peer(d, where):
+    _mapping(d, where)
+    block = d.get("ip_block")
+    built = {"pod_selector": _selector(d.get("pod_selector"), f"{where}.pod_selector"),
+             "namespace_selector": _selector(d.get("namespace_selector"), f"{where}.namespace_selector"),
+             "ip_block": None if block is None else _make(IPBlock, block, f"{where}.ip_block",
+                                                          excepts=_tuple(block, "excepts", f"{where}.ip_block"))}
+    return _make(PolicyPeer, d, where, **built)
+
+
+def _policy_rule(d, where):
+    _mapping(d, where)
+    return _make(PolicyRule, d, where, peers=_tuple(d, "peers", where, _peer),
+                 ports=_tuple(d, "ports", where, lambda p, at: _make(PolicyPort, p, at)))
+
+
+def _network_policy(d, where):
+    _mapping(d, where)
+    built = {"pod_selector": _selector(d["pod_selector"], f"{where}.pod_selector")} if d.get("pod_selector") else {}
+    return _make(NetworkPolicyManifest, d, where, **built, policy_types=_tuple(d, "policy_types", where),
+                 ingress=_tuple(d, "ingress", where, _policy_rule), egress=_tuple(d, "egress", where, _policy_rule))
+
+
 def _address(d, where):
     return _make(Address, d, where)
 
@@ -188,7 +222,7 @@ def _state(d):
                  pods=each("pods", _templated(Pod)), deployments=each("deployments", _templated(Deployment)),
                  services=each("services", _service), endpoints=each("endpoints", _endpoints),
                  endpoint_slices=each("endpoint_slices", _endpoint_slice),
-                 ingresses=each("ingresses", _ingress),
+                 ingresses=each("ingresses", _ingress), network_policies=each("network_policies", _network_policy),
                  ipam={k: _make(HostLocal, v, f"state.ipam[{k!r}]") for k, v in ipam.items()})
 
 
@@ -223,6 +257,7 @@ REGISTRY = (
     ("endpoints", lambda o: f"/registry/services/endpoints/{o.namespace}/{o.name}"),
     ("endpoint_slices", lambda o: f"/registry/endpointslices/{o.namespace}/{o.name}"),
     ("ingresses", lambda o: f"/registry/ingress/{o.namespace}/{o.name}"),
+    ("network_policies", lambda o: f"/registry/networkpolicies/{o.namespace}/{o.name}"),
 )
 
 

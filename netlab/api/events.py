@@ -142,6 +142,7 @@ class Changes:
         self.netlink_writes = self.iptables_writes = 0
         self.nft_writes = self.nft_operations = 0          # nftables transactions, and the operations in them
         self.kube_proxy_mode = "iptables"
+        self.ipset_writes = 0                              # kube-router's ipset restores
 
     def add(self, agent, items):
         if items:

@@ -190,6 +190,11 @@ DOCS = {
         "a unique name. When ports is empty, it indicates that there are no defined ports. When a port is "
         "defined with a nil port value, it indicates \"all ports\". Each slice may include a maximum of 100 "
         "ports."),
+    "NetworkPolicySpec.podSelector": (
+        "podSelector selects the pods to which this NetworkPolicy object applies. The array of rules is applied to "
+        "any pods selected by this field. An empty selector matches all pods in the policy's namespace. Multiple "
+        "network policies can select the same set of pods. In this case, the ingress rules for each are combined "
+        "additively. This field is optional. If it is not specified, it defaults to an empty selector."),
     "EndpointSlice.endpoints": (
         "endpoints is a list of unique endpoints in this slice. Each slice may include a maximum of 1000 "
         "endpoints."),
@@ -211,6 +216,7 @@ RESOURCES = {
     "daemonsets": ("DaemonSet", "apps", True),
     "ingresses": ("Ingress", "networking.k8s.io", True),
     "ingressclasses": ("IngressClass", "networking.k8s.io", False),
+    "networkpolicies": ("NetworkPolicy", "networking.k8s.io", True),
     "namespaces": ("Namespace", "", False),
     "configmaps": ("ConfigMap", "", True),
     "events": ("Event", "", True),
@@ -304,6 +310,10 @@ COLUMNS = {
     "endpoints": (
         _NAME,
         _col("Endpoints", "string", DOCS["Endpoints.subsets"]),
+        _AGE),
+    "networkpolicies": (
+        _NAME,
+        _col("Pod-Selector", "string", DOCS["NetworkPolicySpec.podSelector"]),
         _AGE),
     "nodes": (
         _NAME,
@@ -653,6 +663,13 @@ def print_ingress(ing, now=None):
             "80, 443" if spec.get("tls") else "80", _created(ing, now)], None
 
 
+def print_networkpolicy(np, now=None):
+    """printNetworkPolicy: the name, metav1.FormatLabelSelector of spec.podSelector ("<none>"
+    for the empty one, which selects every pod of the namespace), the age."""
+    return [_meta(np).get("name", ""), format_label_selector((np.get("spec") or {}).get("podSelector")),
+            _created(np, now)], None
+
+
 def print_ingressclass(ic, now=None):
     spec = ic.get("spec") or {}
     params = spec.get("parameters")
@@ -811,7 +828,8 @@ def print_configmap(cm, now=None):
 
 PRINTERS = {
     "pods": print_pod, "replicasets": print_replicaset, "daemonsets": print_daemonset, "services": print_service,
-    "ingresses": print_ingress, "ingressclasses": print_ingressclass, "endpoints": print_endpoints,
+    "ingresses": print_ingress, "ingressclasses": print_ingressclass, "networkpolicies": print_networkpolicy,
+    "endpoints": print_endpoints,
     "endpointslices": print_endpointslice, "nodes": print_node, "events": print_event,
     "namespaces": print_namespace, "deployments": print_deployment, "configmaps": print_configmap,
 }

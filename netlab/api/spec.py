@@ -9,6 +9,7 @@ have is a typo to hear of), and no mapping of any document may hold a key twice.
 
 import difflib
 import ipaddress
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ LB_MODES = ("cloud", "metallb")
 NODE_PORT_RANGE = (30000, 32767)
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 # Kinds that carry nothing netlab models; accepted so real manifests paste cleanly.
-IGNORED_KINDS = {"ConfigMap", "Secret", "ServiceAccount", "Namespace", "Role", "RoleBinding",
+IGNORED_KINDS = {"ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding",
                  "ClusterRole", "ClusterRoleBinding", "PersistentVolumeClaim",
                  "HorizontalPodAutoscaler", "PodDisruptionBudget"}
 IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
@@ -251,6 +252,14 @@ class NetworkPolicyManifest:
 
 
 @dataclass(frozen=True)
+class NamespaceManifest:
+    """A v1 Namespace of the lab file: its labels (what NetworkPolicies' namespaceSelectors
+    select); the API server's kubernetes.io/metadata.name is added where it is read."""
+    name: str
+    labels: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     name: str = "kind"
     roles: tuple = ("control-plane",)
@@ -280,6 +289,7 @@ class LabSpec:
     ingresses: tuple = ()
     sources: tuple = ()
     network_policies: tuple = ()
+    namespaces: tuple = ()             # NamespaceManifest
 
 
 def load(labfile=None, manifest_paths=(), cluster=None, nodes=None):
@@ -310,7 +320,7 @@ def build(docs, cluster=None, nodes=None):
             raise SpecError(f, f"document {i + 1}", "kind", f"a second {kind} document; a lab has one")
     if cluster is None:
         cluster = _cluster(cluster_docs[0] if cluster_docs else None, lab_docs[0] if lab_docs else None)
-    pods, deployments, services, ingresses, seen = [], [], [], [], {}
+    pods, deployments, services, ingresses, policies, namespaces, seen = [], [], [], [], [], [], {}
     for f, i, doc in docs:
         kind = doc.get("kind")
         if kind in ("Cluster", "Lab") or kind in IGNORED_KINDS:
@@ -327,17 +337,25 @@ def build(docs, cluster=None, nodes=None):
         elif kind == "Ingress":
             obj = _ingress(f, doc)
             ingresses.append(obj)
+        elif kind == "NetworkPolicy":
+            obj = _network_policy(f, doc)
+            policies.append(obj)
+        elif kind == "Namespace":
+            obj = _namespace(f, doc)
+            namespaces.append(obj)
         else:
             raise SpecError(f, f"document {i + 1}", "kind",
-                            f"kind {kind!r} is not supported (supported: Cluster, Lab, Pod, Deployment, Service, Ingress)")
-        key = (kind, obj.namespace, obj.name)
+                            f"kind {kind!r} is not supported (supported: Cluster, Lab, Pod, Deployment, Service, "
+                            f"Ingress, NetworkPolicy, Namespace)")
+        key = (kind, getattr(obj, "namespace", ""), obj.name)
         if key in seen:
-            raise SpecError(f, f"{kind} {obj.namespace}/{obj.name}", "metadata.name",
-                            f"duplicate name: already defined in {seen[key]}")
+            raise SpecError(f, f"{kind} {obj.namespace}/{obj.name}" if key[1] else f"{kind} {obj.name}",
+                            "metadata.name", f"duplicate name: already defined in {seen[key]}")
         seen[key] = f
     _check_service_addresses(services)
     return LabSpec(cluster, tuple(pods), tuple(deployments), tuple(s for _, s in services), tuple(ingresses),
-                   tuple(sorted({str(d[0]) for d in docs})))
+                   tuple(sorted({str(d[0]) for d in docs})), network_policies=tuple(policies),
+                   namespaces=tuple(namespaces))
 
 
 def _check_lab_file(path, docs):
@@ -843,7 +861,7 @@ def _check_address_plan(c, cluster_doc, lab_doc):
 # Name rules as the API server's validation has them: Pods, Deployments and Ingresses are
 # DNS-1123 subdomains (253 characters, dots allowed), a namespace is a DNS-1123 label (63), a
 # Service a DNS-1035 label (63, checked in _service).
-MAX_NAME = {"Pod": 253, "Deployment": 253, "Ingress": 253, "Service": 63}
+MAX_NAME = {"Pod": 253, "Deployment": 253, "Ingress": 253, "Service": 63, "NetworkPolicy": 253}
 
 
 def _metadata(at, kind):
@@ -1209,3 +1227,288 @@ def _ingress_backend(at, path, path_type):
     if (number is None) == (port_name is None):
         raise port.error("exactly one of number and name")
     return IngressPath(path, path_type, name, number if number is not None else port_name)
+
+
+# --- NetworkPolicy -------------------------------------------------------------------------
+# networking.k8s.io/v1, defaulted and validated as kube-apiserver does it (pkg/apis/networking:
+# v1/defaults.go, validation/validation.go ValidateNetworkPolicySpec; the label selector's rules
+# from apimachinery's meta/v1/validation). The messages are the API's field errors (field.Error's
+# "<type>: <value>: <detail>"), so a lab file's error and the API's 422 read the same; where the
+# API reports every error at once, netlab names the first, in the order the API checks them.
+
+POLICY_TYPES = ("Ingress", "Egress")
+POLICY_PROTOCOLS = ("TCP", "UDP", "SCTP")
+SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+_LABEL_KEY_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_KEY_REGEX = ("must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+                    "alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation "
+                    "is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")
+_LABEL_VALUE_REGEX = ("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', "
+                      "and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or "
+                      "'12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')")
+_SUBDOMAIN_REGEX = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+                    "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
+                    "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+CIDR_MESSAGE = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"
+_OMIT = object()
+# A policy's spec is read strictly (kubectl apply's field validation is Strict): a field the v1
+# types lack is a typo of one that matters (a misspelt podSelector selects every pod).
+_POLICY_API = "networking.k8s.io/v1 NetworkPolicy"
+
+
+def _strict(at, known):
+    _refuse_unknown(at, at.mapping(), set(known), _POLICY_API)
+
+
+def _go_value(value):
+    """How field.Error prints a bad value: numbers and booleans as %v, strings quoted (%q)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def field_error(at, kind, value=_OMIT, detail=""):
+    """The API's field error at `at`: kind is field.ErrorType's text ("Invalid value",
+    "Unsupported value", "Required value", "Forbidden"); Required and Forbidden print no value."""
+    text = kind if value is _OMIT or kind in ("Required value", "Forbidden") else f"{kind}: {_go_value(value)}"
+    return at.error(f"{text}: {detail}" if detail else text)
+
+
+def label_key_errors(key):
+    """apimachinery's IsQualifiedName (a label key: [prefix/]name), its messages (v1.33's)."""
+    parts = key.split("/")
+    if len(parts) > 2:
+        return ["a qualified name " + _LABEL_KEY_REGEX + " with an optional DNS subdomain prefix and '/' "
+                "(e.g. 'example.com/MyName')"]
+    errs = []
+    name = parts[-1]
+    if len(parts) == 2:
+        prefix = parts[0]
+        if not prefix:
+            errs.append("prefix part must be non-empty")
+        else:
+            if len(prefix) > 253:
+                errs.append("prefix part must be no more than 253 characters")
+            if not names.DNS1123_SUBDOMAIN.match(prefix):
+                errs.append("prefix part " + _SUBDOMAIN_REGEX)
+    if not name:
+        errs.append("name part must be non-empty")
+    elif len(name) > 63:
+        errs.append("name part must be no more than 63 characters")
+    if not _LABEL_KEY_NAME.match(name):
+        errs.append("name part " + _LABEL_KEY_REGEX)
+    return errs
+
+
+def label_value_errors(value):
+    """apimachinery's IsValidLabelValue, its messages."""
+    errs = ["must be no more than 63 characters"] if len(value) > 63 else []
+    if not _LABEL_VALUE.match(value):
+        errs.append(_LABEL_VALUE_REGEX)
+    return errs
+
+
+def _labels(at):
+    """A map of labels, validated as ValidateLabels does (a bad key or value names the map)."""
+    labels = at.string_map()
+    for k, v in labels.items():
+        for msg in label_key_errors(k):
+            raise field_error(at, "Invalid value", k, msg)
+        for msg in label_value_errors(v):
+            raise field_error(at, "Invalid value", v, msg)
+    return labels
+
+
+def _label_selector(at):
+    """A metav1.LabelSelector (ValidateLabelSelector); None when the field is absent (nil)."""
+    if at.value is None:
+        return None
+    _strict(at, ("matchLabels", "matchExpressions"))
+    match_labels = _labels(at.child("matchLabels"))
+    expressions = []
+    for e in at.child("matchExpressions").items():
+        e.mapping(required=True)
+        _strict(e, ("key", "operator", "values"))
+        operator = e.child("operator").string("")
+        values_at = e.child("values")
+        values = tuple(v.string(required=True) for v in values_at.items())
+        if operator in ("In", "NotIn"):
+            if not values:
+                raise field_error(values_at, "Required value", detail="must be specified when `operator` is 'In' "
+                                                                     "or 'NotIn'")
+        elif operator in ("Exists", "DoesNotExist"):
+            if values:
+                raise field_error(values_at, "Forbidden", detail="may not be specified when `operator` is 'Exists' "
+                                                                "or 'DoesNotExist'")
+        else:
+            raise field_error(e.child("operator"), "Invalid value", operator, "not a valid selector operator")
+        key = e.child("key").string("")
+        for msg in label_key_errors(key):
+            raise field_error(e.child("key"), "Invalid value", key, msg)
+        for i, v in enumerate(values):
+            for msg in label_value_errors(v):
+                raise field_error(values_at.child(i), "Invalid value", v, msg)
+        expressions.append((key, operator, values))
+    return LabelSelector(match_labels, tuple(expressions))
+
+
+def _sloppy_network(text):
+    """netutils.ParseCIDRSloppy: an IPv4 or IPv6 CIDR, host bits allowed (an "interface
+    address"), IPv4 octets and the prefix length with leading zeros (read as decimal, as Go's
+    ParseCIDR once read them). The network, or None."""
+    ip, slash, length = text.partition("/")
+    if not slash or not length.isdigit() or not length.isascii():
+        return None
+    try:
+        if ":" in ip:
+            address = ipaddress.IPv6Address(ip)
+        else:
+            octets = ip.split(".")
+            if len(octets) != 4 or not all(o.isdigit() and o.isascii() and len(o) <= 3 and int(o) <= 255
+                                           for o in octets):
+                return None
+            address = ipaddress.IPv4Address(".".join(str(int(o)) for o in octets))
+        if int(length) > address.max_prefixlen:
+            return None
+        return ipaddress.ip_network(f"{address}/{int(length)}", strict=False)
+    except ValueError:
+        return None
+
+
+def _ip_block(at):
+    """ValidateIPBlock (the API server's legacy, non-strict CIDR parsing). The CIDRs are kept as
+    the networks they name (10.0.0.1/24 is 10.0.0.0/24, as ipset and the kernel read it)."""
+    _strict(at, ("cidr", "except"))
+    cidr_at = at.child("cidr")
+    text = cidr_at.string("")
+    if not text:
+        raise field_error(cidr_at, "Required value")
+    net = _sloppy_network(text)
+    if net is None:
+        raise field_error(cidr_at, "Invalid value", text, CIDR_MESSAGE)
+    excepts = []
+    for e in at.child("except").items():
+        value = e.string(required=True)
+        inner = _sloppy_network(value)
+        if inner is None:
+            raise field_error(e, "Invalid value", value, CIDR_MESSAGE)
+        if inner.version != net.version or not inner.subnet_of(net) or inner.prefixlen <= net.prefixlen:
+            raise field_error(e, "Invalid value", value, "must be a strict subset of `cidr`")
+        excepts.append(str(inner))
+    return IPBlock(str(net), tuple(excepts))
+
+
+def _policy_peer(at):
+    """ValidateNetworkPolicyPeer: a podSelector, a namespaceSelector, both, or an ipBlock alone
+    (a null item is the empty peer, as Go decodes it)."""
+    _strict(at, ("podSelector", "namespaceSelector", "ipBlock"))
+    pods = _label_selector(at.child("podSelector"))
+    namespaces = _label_selector(at.child("namespaceSelector"))
+    block = _ip_block(at.child("ipBlock")) if at.child("ipBlock").value is not None else None
+    given = sum(x is not None for x in (pods, namespaces, block))
+    if given == 0:
+        raise field_error(at, "Required value", detail="must specify a peer")
+    if given > 1 and block is not None:
+        raise field_error(at, "Forbidden", detail="may not specify both ipBlock and another peer")
+    return PolicyPeer(pods, namespaces, block)
+
+
+def _port_name_errors(name):
+    """apimachinery's IsValidPortName (an IANA_SVC_NAME), its messages."""
+    errs = ["must be no more than 15 characters"] if len(name) > 15 else []
+    if not re.match(r"^[-a-z0-9]+$", name):
+        errs.append("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)")
+    if not re.search("[a-z]", name):
+        errs.append("must contain at least one letter (a-z)")
+    if "--" in name:
+        errs.append("must not contain consecutive hyphens")
+    if name and (name[0] == "-" or name[-1] == "-"):
+        errs.append("must not begin or end with a hyphen")
+    return errs
+
+
+def _policy_port(at):
+    """ValidateNetworkPolicyPort, after SetDefaults_NetworkPolicyPort (protocol TCP)."""
+    _strict(at, ("protocol", "port", "endPort"))
+    protocol_at = at.child("protocol")
+    protocol = protocol_at.string("TCP")
+    if protocol not in POLICY_PROTOCOLS:
+        raise field_error(protocol_at, "Unsupported value", protocol,
+                          "supported values: " + ", ".join(f'"{p}"' for p in POLICY_PROTOCOLS))
+    port_at, end_at = at.child("port"), at.child("endPort")
+    port, end = port_at.value, end_at.value
+    for where, v in ((port_at, port), (end_at, end)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, str)) or
+                              (where is end_at and not isinstance(v, int))):
+            raise where.error(f"must be {'an integer' if where is end_at else 'a port number or name'}, not {v!r}")
+    if isinstance(port, int):
+        if not 1 <= port <= 65535:
+            raise field_error(port_at, "Invalid value", port, "must be between 1 and 65535, inclusive")
+        if end is not None:
+            if end < port:
+                raise field_error(end_at, "Invalid value", end, "must be greater than or equal to `port`")
+            if not 1 <= end <= 65535:
+                raise field_error(end_at, "Invalid value", end, "must be between 1 and 65535, inclusive")
+    elif isinstance(port, str):
+        if end is not None:
+            raise field_error(end_at, "Invalid value", end, "may not be specified when `port` is non-numeric")
+        for msg in _port_name_errors(port):
+            raise field_error(port_at, "Invalid value", port, msg)
+    elif end is not None:
+        raise field_error(end_at, "Invalid value", end, "may not be specified when `port` is not specified")
+    return PolicyPort(protocol, port, end)
+
+
+def _policy_rules(spec, direction, peers_key):
+    rules = []
+    for r in spec.child(direction).items():
+        _strict(r, ("ports", peers_key))
+        ports = tuple(_policy_port(p) for p in r.child("ports").items())
+        peers = tuple(_policy_peer(p) for p in r.child(peers_key).items())
+        rules.append(PolicyRule(peers, ports))
+    return tuple(rules)
+
+
+def _network_policy(f, doc):
+    """A networking.k8s.io/v1 NetworkPolicy, validated as the API server validates it."""
+    at = _At(f, "NetworkPolicy", doc)
+    _expect_api(at, "networking.k8s.io/v1")
+    namespace, name, _ = _metadata(at, "NetworkPolicy")
+    spec = at.child("spec")
+    _strict(spec, ("podSelector", "ingress", "egress", "policyTypes"))
+    pod_selector = _label_selector(spec.child("podSelector")) or LabelSelector()
+    ingress = _policy_rules(spec, "ingress", "from")
+    egress = _policy_rules(spec, "egress", "to")
+    types_at = spec.child("policyTypes")
+    given = [t.string(required=True) for t in types_at.items()]
+    if not given:                  # SetDefaults_NetworkPolicy: Ingress, and Egress when rules are given
+        given = ["Ingress"] + (["Egress"] if egress else [])
+    elif len(given) > len(POLICY_TYPES):
+        shown = ", ".join(json.dumps(t) for t in given)
+        raise types_at.error(f"Invalid value: []networking.PolicyType{{{shown}}}: may not specify more than two "
+                             f"policyTypes")
+    for i, t in enumerate(given):
+        if t not in POLICY_TYPES:
+            raise field_error(types_at.child(i), "Unsupported value", t,
+                              "supported values: " + ", ".join(f'"{p}"' for p in POLICY_TYPES))
+    return NetworkPolicyManifest(namespace, name, pod_selector, tuple(given), ingress, egress)
+
+
+def _namespace(f, doc):
+    """A v1 Namespace: its name (a DNS-1123 label) and labels (NetworkPolicies select by them).
+    kubernetes.io/metadata.name is the API server's: always the name, whatever the file says."""
+    at = _At(f, "Namespace", doc)
+    _expect_api(at, "v1")
+    meta = at.child("metadata")
+    meta.mapping(required=True)
+    name = meta.child("name").string(required=True, pattern=names.DNS1123_LABEL,
+                                     what="namespace name (DNS-1123 label)", max_len=63)
+    at.obj = f"Namespace {name}"
+    labels = _labels(at.child("metadata").child("labels"))
+    labels.pop("kubernetes.io/metadata.name", None)
+    return NamespaceManifest(name, labels)

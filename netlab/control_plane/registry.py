@@ -60,6 +60,8 @@ RESOURCES = (
     Resource("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", True, ("ing",), subresources=(_STATUS,),
              stored="ingresses"),
     Resource("networking.k8s.io", "v1", "ingressclasses", "ingressclass", "IngressClass", False),
+    Resource("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy", True, ("netpol",),
+             stored="network_policies"),
 )
 
 BY_PLURAL = {(r.group, r.plural): r for r in RESOURCES}

@@ -26,12 +26,12 @@ from netlab.errors import NetlabError
 from netlab.lab import SYSTEM_NAMESPACES, namespaces_of, remove_node
 
 # What a request may write, and what netlab's controllers do not take from requests (why).
-WRITABLE = {"pods", "deployments", "services", "ingresses", "namespaces", "nodes"}
+WRITABLE = {"pods", "deployments", "services", "ingresses", "networkpolicies", "namespaces", "nodes"}
 READ_ONLY = {
     "endpoints": "the endpoints controller writes them from the Services' selectors",
     "endpointslices": "the EndpointSlice controller writes them from the Services' selectors",
     "replicasets": "the Deployment controller owns them: change the Deployment",
-    "daemonsets": "kube-proxy and kube-flannel-ds are the lab's own agents",
+    "daemonsets": "kube-proxy, kube-flannel-ds and kube-router are the lab's own agents",
     "events": "the lab's components record them",
     "configmaps": "they hold the configuration the lab was built with (change the lab file)",
     "ingressclasses": "the ingress-nginx add-on's class is the lab's",
@@ -49,21 +49,31 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# field.ErrorType's text -> the StatusCause reason it is reported under (metav1.CauseType).
+FIELD_ERRORS = {"Invalid value": "FieldValueInvalid", "Unsupported value": "FieldValueNotSupported",
+                "Required value": "FieldValueRequired", "Forbidden": "FieldValueForbidden",
+                "Duplicate value": "FieldValueDuplicate", "Too long": "FieldValueTooLong"}
+
+
 def invalid(target, kind, name, error):
-    """A SpecError as the API's 422: `Kind.group "name" is invalid: field: message`."""
+    """A SpecError as the API's 422: `Kind.group "name" is invalid: field: message`. A message
+    that is already a field error of the API's (NetworkPolicy's validation writes them so)
+    keeps its type; any other is an Invalid value."""
     r = target.resource
     kind_name = f"{kind}.{r.group}" if r.group else kind
     field = error.field or "metadata"
-    return ApiError(422, f'{kind_name} "{name}" is invalid: {field}: Invalid value: {error.message}',
+    kind_of = next((t for t in FIELD_ERRORS if error.message == t or error.message.startswith(t + ": ")), None)
+    message = error.message if kind_of else f"Invalid value: {error.message}"
+    return ApiError(422, f'{kind_name} "{name}" is invalid: {field}: {message}',
                     details={"name": name, **({"group": r.group} if r.group else {}), "kind": kind,
-                             "causes": [{"reason": "FieldValueInvalid", "message": f"Invalid value: {error.message}",
+                             "causes": [{"reason": FIELD_ERRORS[kind_of or "Invalid value"], "message": message,
                                          "field": field}]})
 
 
 # The fields of every type a request may hold, from the Kubernetes OpenAPI (scripts/api_schema.py).
 SCHEMA = json.loads((Path(__file__).parent / "schema.json").read_text())["types"]
 ROOTS = {"Pod": "V1Pod", "Deployment": "V1Deployment", "Service": "V1Service", "Ingress": "V1Ingress",
-         "Namespace": "V1Namespace", "Node": "V1Node", "Scale": "V1Scale"}
+         "NetworkPolicy": "V1NetworkPolicy", "Namespace": "V1Namespace", "Node": "V1Node", "Scale": "V1Scale"}
 
 
 def unknown_fields(value, type_name, path="", prune=False):
@@ -360,6 +370,8 @@ class Write:
             self.store_node(state, body)
         else:
             self.apply(state, log, body, current)
+            if r.plural == "pods" and state.pod(meta["namespace"], meta["name"]).owner is None:
+                meta.pop("ownerReferences", None)      # a pod its ReplicaSet released (relabelled away)
         state.bodies[key] = _clean(body)
         self.own_fields(state, key, body, current)
         self.code = 201 if current is None else 200
@@ -387,11 +399,11 @@ class Write:
         if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
             raise ApiError(422, f'Namespace "{name}" is invalid: metadata.labels: Invalid value: must be a map of '
                                 f'strings')
-        labels = {**labels, "kubernetes.io/metadata.name": name}     # the API server sets it: immutable
-        body["metadata"]["labels"] = labels
-        old = state.namespaces.get(name, {})
-        state.namespaces[name] = {"labels": labels, "created": old.get("created") or
-                                  (current or {}).get("metadata", {}).get("creationTimestamp") or _now()}
+        # SetDefaults_Namespace: the API server sets kubernetes.io/metadata.name to the name on
+        # every write; a request's other value for it is overwritten, not refused.
+        body["metadata"]["labels"] = {**labels, "kubernetes.io/metadata.name": name}
+        cluster.apply_namespace(state, name, labels,
+                                (current or {}).get("metadata", {}).get("creationTimestamp") or _now())
 
     def store_node(self, state, body):
         if self.method == "POST":
@@ -481,8 +493,8 @@ class Write:
         if name in UNDELETABLE_NAMESPACES:
             raise ApiError(403, f'namespaces "{name}" is forbidden: this namespace may not be deleted',
                            details={"name": name, "kind": "namespaces"})
-        for kind, items in (("ingress", state.ingresses), ("service", state.services),
-                            ("deployment", state.deployments), ("pod", state.pods)):
+        for kind, items in (("networkpolicy", state.network_policies), ("ingress", state.ingresses),
+                            ("service", state.services), ("deployment", state.deployments), ("pod", state.pods)):
             for obj in [o for o in items if o.namespace == name]:
                 if obj in items:
                     cluster.delete(state, kind, name, obj.name, log=log)

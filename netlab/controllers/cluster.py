@@ -58,6 +58,9 @@ def new_state(spec, rng=None, log=None):
     if c.ingress:
         add_service(state, ingress_service, rng)
     state.ingresses = [dataclasses.replace(i, created=state.created) for i in spec.ingresses]
+    state.network_policies = [dataclasses.replace(p, created=state.created) for p in spec.network_policies]
+    for n in spec.namespaces:
+        state.namespaces[n.name] = {"labels": dict(n.labels), "created": state.created}
     # Addresses asked for are taken before any is handed out, so a random pick never
     # steals one a later manifest names.
     reserved = asked_ports(spec.services)
@@ -174,12 +177,15 @@ def set_ready(state, namespace, name, ready, log=None):
 
 # --- apply and delete ----------------------------------------------------------------------
 
-def apply(state, lab_spec, rng=None, log=None, now=""):
-    """`kubectl apply`: create what is new, update what exists (as the API allows)."""
+def apply(state, lab_spec, rng=None, log=None, now="", namespaces=()):
+    """`kubectl apply`: create what is new, update what exists (as the API allows).
+    `namespaces`: those the lab has now (a Namespace among them was there from the lab's start)."""
     rng = rng or random.Random(secrets.randbits(64))
     log = [] if log is None else log
     lab_spec = dataclasses.replace(lab_spec, services=tuple(dataclasses.replace(s, created=now)
                                                             for s in lab_spec.services))
+    for n in lab_spec.namespaces:
+        apply_namespace(state, n.name, n.labels, state.created if n.name in namespaces else now)
     for m in lab_spec.pods:
         existing = next((p for p in state.pods if p.namespace == m.namespace and p.name == m.name), None)
         if existing is None:
@@ -190,7 +196,7 @@ def apply(state, lab_spec, rng=None, log=None, now=""):
             if dataclasses.replace(existing.template, labels=m.template.labels) != m.template:
                 raise NetlabError(f"Pod {existing.key}: updates may not change fields other than its labels "
                                   "(delete it and apply it again)")
-            existing.template = m.template
+            relabel_pod(state, existing, m.template.labels, rng, log)
     for m in lab_spec.deployments:
         existing = next((d for d in state.deployments if d.namespace == m.namespace and d.name == m.name), None)
         if existing is None:
@@ -207,8 +213,49 @@ def apply(state, lab_spec, rng=None, log=None, now=""):
             state.ingresses.remove(old)
         state.ingresses.append(dataclasses.replace(m, created=old.created if old else now))
         log.append(("Sync" if old else "Created", f"ingress/{m.name}", m.namespace, "Scheduled for sync"))
+    for m in lab_spec.network_policies:
+        apply_network_policy(state, m, now)
     schedule_pending(state, rng, log)                # slots an update freed
     sync_endpoints(state, rng, now)
+
+
+def apply_namespace(state, name, labels, created=""):
+    """A Namespace created or its labels replaced (what NetworkPolicies' namespaceSelectors
+    read); `created`: when it came to be, if this makes it (a namespace keeps its own).
+    kubernetes.io/metadata.name is the API server's, always the name: it is not stored, and
+    a value given for it is dropped (SetDefaults_Namespace overwrites it)."""
+    old = state.namespaces.get(name, {})
+    labels = {k: v for k, v in labels.items() if k != "kubernetes.io/metadata.name"}
+    state.namespaces[name] = {"labels": labels, "created": old.get("created") or created or state.created}
+
+
+def apply_network_policy(state, m, now=""):
+    """A NetworkPolicy created or replaced (its creation time kept): the policy agents
+    converge from the state, so no controller acts on it here."""
+    old = next((p for p in state.network_policies if p.key == m.key), None)
+    if old is not None:
+        state.network_policies.remove(old)
+    state.network_policies.append(dataclasses.replace(m, created=old.created if old else (now or state.created)))
+
+
+def _selects(d, labels):
+    """The ReplicaSet's selector: the Deployment's matchLabels and its pod-template-hash."""
+    wanted = {**d.match_labels, "pod-template-hash": d.template_hash}
+    return all(labels.get(k) == v for k, v in wanted.items())
+
+
+def relabel_pod(state, pod, labels, rng=None, log=None):
+    """A pod's labels changed (`kubectl label pod`): Services' endpoints and NetworkPolicies
+    follow them. A Deployment's pod whose labels leave its ReplicaSet's selector is released
+    by it, as the ReplicaSet controller releases it (its ownerReference goes; the pod keeps
+    running), and the ReplicaSet makes a replacement to keep its replicas. (A pod whose new
+    labels come to match a ReplicaSet it is not owned by is not adopted.)"""
+    pod.template = dataclasses.replace(pod.template, labels=dict(labels))
+    d = next((x for x in state.deployments if x.namespace == pod.namespace and f"Deployment/{x.name}" == pod.owner),
+             None)
+    if d is not None and not _selects(d, pod.template.labels):
+        pod.owner = None
+        _log_pods(log, d, _add_replicas(state, d, 1, rng or random.Random(secrets.randbits(64)), log), [])
 
 
 def _update_deployment(state, d, m, rng, log):
@@ -315,8 +362,14 @@ def delete(state, kind, namespace, name, rng=None, log=None):
     elif kind == "service":
         _remove_service(state, state.service(namespace, name))
         log.append(("Deleted", f"service/{name}", namespace, "deleted"))
+    elif kind == "networkpolicy":
+        policy = next((p for p in state.network_policies if p.namespace == namespace and p.name == name), None)
+        if policy is None:
+            raise NetlabError(f'networkpolicies.networking.k8s.io "{name}" not found in namespace {namespace}')
+        state.network_policies.remove(policy)
     else:
-        raise NetlabError(f"cannot delete {kind!r} (pods, deployments, services and ingresses can be deleted)")
+        raise NetlabError(f"cannot delete {kind!r} (pods, deployments, services, ingresses and networkpolicies "
+                          f"can be deleted)")
     sync_endpoints(state, rng)
 
 

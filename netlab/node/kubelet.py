@@ -1,8 +1,10 @@
 """kubelet and the container runtime: the processes that run in pods.
 
 Pods whose containers have no command run agnhost netexec, all of them served by one lab
-process (netlab.addons.agnhost). A container with a command runs that command inside the pod's
-namespace the way `ip netns exec` runs it, so /etc/netns/<pod netns>/ files apply.
+process (netlab.addons.agnhost), which also serves agnhost's serve-hostname, porter and pause
+whether the image's args or a command (`/agnhost serve-hostname ...`) name them. Any other
+command runs inside the pod's namespace the way `ip netns exec` runs it, so
+/etc/netns/<pod netns>/ files apply.
 Every process is recorded with its pid and start time, and only a process that still has
 both is ever signalled: we end only what we started.
 """
@@ -259,12 +261,20 @@ def serve_pods(server_class, lab):
 
 
 def container_argv(state, pod, container):
-    """What the runtime runs for a container as its own process: its command, or what its
-    image's add-on starts (ingress-nginx's real nginx). None: a lab process serves it."""
-    if container.command:
-        return [*container.command, *container.args]
+    """What the runtime runs for a container as its own process: what its image's add-on
+    starts (ingress-nginx's real nginx), its command, or its image's ENTRYPOINT with its args;
+    a program an image ships runs what stands in for it (agnhost's). None: a lab process
+    serves it."""
     image = runtime.image_of(container)
-    return image.argv(state, pod) if image is not None and image.argv else None
+    if image is not None and image.server:
+        return None
+    if image is not None and image.argv:
+        return image.argv(state, pod)
+    if container.command:
+        return runtime.program_argv([*container.command, *container.args])
+    if image is not None and image.entrypoint:
+        return runtime.program_argv([*image.entrypoint, *container.args])
+    return None
 
 
 # --- a container's process ---------------------------------------------------------------
@@ -365,8 +375,9 @@ def with_hostname(hostname, argv):
 
 
 def exec_argv(pod, argv):
-    """`netlab exec POD -- argv`: the pod's network namespace and its hostname."""
-    return ["ip", "netns", "exec", pod.netns, *with_hostname(pod_hostname(pod), argv)]
+    """`netlab exec POD -- argv` and `kubectl exec`: the pod's network namespace and its
+    hostname; a program an image ships (`/agnhost`) runs what stands in for it."""
+    return ["ip", "netns", "exec", pod.netns, *with_hostname(pod_hostname(pod), runtime.program_argv(argv))]
 
 
 def _sandboxed(pod, argv):

@@ -10,7 +10,18 @@ from pathlib import Path
 
 from netlab.errors import EnvironmentProblem
 
-TOOLS = ("ip", "iptables-restore", "iptables-save")
+TOOLS = ("ip", "iptables-restore", "iptables-save", "ipset")
+
+# What kube-router's network policy rules need of the kernel: ipsets (ip_set, hash:ip and
+# hash:net) matched by xt_set, bridged traffic told apart by xt_physdev, denied traffic logged
+# by NFLOG. Tried in the scratch namespace with one rule using each.
+NETPOL_PROBE_SETS = "create netlab-pf-ip hash:ip timeout 0\ncreate netlab-pf-net hash:net timeout 0\n"
+NETPOL_PROBE_RULES = ("*filter\n:NETLAB-PF - [0:0]\n"
+                      "-A NETLAB-PF -m set --match-set netlab-pf-ip src -m set --match-set netlab-pf-net dst "
+                      "-j RETURN\n"
+                      "-A NETLAB-PF -m physdev --physdev-is-bridged -j RETURN\n"
+                      "-A NETLAB-PF -m limit --limit 10/min --limit-burst 10 -j NFLOG --nflog-group 100\n"
+                      "COMMIT\n")
 
 
 # kube-proxy's nftables mode refuses older kernels (nftables.go: "kernel 5.13 or later"),
@@ -144,6 +155,7 @@ def _try_devices(applier):
         if out.returncode != 0:
             backend = subprocess.run(["iptables", "-V"], capture_output=True, text=True).stdout.strip()
             raise EnvironmentProblem(f"iptables does not work here ({backend}): {out.stderr.strip()}")
+        _try_netpol(name)
         if applier == "python-iptables":
             from netlab.kernel import python_iptables
             with ns.entered(name):
@@ -151,3 +163,16 @@ def _try_devices(applier):
     finally:
         ns.delete(name)
 
+
+def _try_netpol(netns):
+    """kube-router's needs, in a scratch namespace: the ipset tool and ip_set's hash types,
+    then xt_set, xt_physdev and NFLOG through iptables-restore."""
+    from netlab.kernel import netns as ns
+    out = ns.run(netns, ["ipset", "restore"], input=NETPOL_PROBE_SETS, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise EnvironmentProblem(f"the kernel cannot make ipsets (ip_set, hash:ip, hash:net), which kube-router's "
+                                 f"network policy rules match on: {out.stderr.strip()}")
+    out = ns.run(netns, ["iptables-restore", "--noflush"], input=NETPOL_PROBE_RULES, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise EnvironmentProblem("iptables cannot use the set, physdev and NFLOG extensions (xt_set, xt_physdev, "
+                                 f"xt_NFLOG), which kube-router's network policy rules need: {out.stderr.strip()}")

@@ -2,18 +2,27 @@
 
 A Prober keeps one worker process per namespace it probes from (see probe_worker). Targets
 are what `netlab exec` takes: a node, a pod (NAME or NAMESPACE/NAME), `external`, `lan`.
+The policy area's hundreds of connections need no worker: their sockets are opened in the
+pods' namespaces from this process, and waited on together (connect_all).
 """
 
+import errno
 import json
+import resource
+import selectors
+import socket
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from netlab import names
 from netlab.addons import agnhost
+from netlab.api.spec import ServiceManifest
 from netlab.controllers import ipam
 from netlab.errors import NetlabError
+from netlab.kernel import netns as ns
 from netlab.node.flannel import flanneld as flannel
 
 
@@ -103,6 +112,11 @@ class Prober:
     def mtu(self, src, dst, size):
         return self._worker(src).call("mtu", dst=dst, size=size)
 
+    def connect(self, connections, timeout=None):
+        """Real connections, all at once, each from the namespace it names (connect_all): no
+        worker process is needed, a socket keeps the namespace it was opened in."""
+        return connect_all(connections, POLICY_TIMEOUT if timeout is None else timeout)
+
     def capture(self, target, iface=None, bpf=None):
         return _Capture(self._worker(target), iface, bpf)
 
@@ -149,8 +163,15 @@ def skip(area, name, expected, why):
 TITLES = {"pods-same-node": "pods, same node", "pods-across-nodes": "pods, across nodes",
           "pod-matrix": "pod matrix", "node-to-pod": "node to pod", "pod-to-node": "pod to node",
           "overlay": "overlay", "egress": "egress", "services": "services", "dns": "dns",
-          "load-balancers": "load balancers", "ingress": "ingress"}
+          "load-balancers": "load balancers", "ingress": "ingress", "policy": "network policy"}
 AREAS = tuple(TITLES)
+
+
+def default_areas(state):
+    """The areas `netlab probe` runs when none is named: all of them, but the policy matrix only
+    where the lab has a NetworkPolicy (without one it is every pod pair on every port again, the
+    pod matrix's question asked hundreds of times)."""
+    return tuple(a for a in AREAS if a != "policy" or state.network_policies)
 
 
 def _ports(pod, proto):
@@ -854,9 +875,403 @@ def _backend_answers(prober, state, namespace, backend, node, most=8):
     return [prober.http(node.name, ip, target_port, backend.path) for ip, target_port in targets[:most]]
 
 
+# --- NetworkPolicy: the evaluator's matrix against real connections ---------------------------
+
+POLICY_MOST_PODS = 16          # a bigger lab is sampled: 16 x 16 cells per port and protocol
+POLICY_TIMEOUT = 1.0           # the e2e suite's probe: agnhost connect --timeout=1s
+POLICY_PARALLEL = 512          # sockets open at once (at most half the soft RLIMIT_NOFILE)
+POLICY_EXPLAINED = 8           # differing cells explained in the text report, per matrix
+
+
+@dataclass
+class MatrixCheck(Check):
+    """A check over a reachability matrix (the policy area): its tables go with it, into the
+    JSON output too (`matrix`: see _policy_check)."""
+    matrix: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One connection to make: from network namespace `netns` to ip:port over TCP or UDP."""
+    netns: str
+    ip: str
+    port: int
+    protocol: str
+
+
+def connect_all(connections, timeout=POLICY_TIMEOUT, most=POLICY_PARALLEL):
+    """Make all `connections` at once and say how each went, in their order: (connected, how).
+
+    TCP: a non-blocking connect, connected once the handshake completes; else "refused" (a RST,
+    or the ICMP port unreachable that kube-router's REJECT sends: the kernel fails the connect at
+    once), "timeout", or the error's name. UDP: the datagram "hostname" on a connected socket,
+    connected ("answered") when an answer comes back (agnhost's netexec and serve-hostname both
+    answer it); "refused" when an ICMP port unreachable does (the connected socket gets
+    ECONNREFUSED), else "timeout". Only what gets no answer waits, and all of it waits together:
+    a matrix costs about one timeout however many cells it has. The kernel rate-limits the ICMP
+    errors a REJECT sends per destination host (net.ipv4.icmp_ratelimit: a burst of 6, then one a
+    second), so a pod refused many times at once sees the later refusals as timeouts: either is
+    blocked."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY:
+        most = max(1, min(most, soft // 2))
+    out = [None] * len(connections)
+    order = sorted(range(len(connections)), key=lambda i: connections[i].netns)   # one setns per namespace
+    for start in range(0, len(order), most):
+        _connect_batch(connections, order[start:start + most], out, timeout)
+    return out
+
+
+def _how(err):
+    return "refused" if err == errno.ECONNREFUSED else errno.errorcode.get(err, str(err))
+
+
+def _connect_batch(connections, indexes, out, timeout):
+    selector, sockets = selectors.DefaultSelector(), {}
+
+    def finish(i, connected, how):
+        out[i] = (connected, how)
+        s = sockets.pop(i)
+        if s.fileno() in selector.get_map():
+            selector.unregister(s)
+        s.close()
+
+    try:
+        by_netns = {}
+        for i in indexes:
+            by_netns.setdefault(connections[i].netns, []).append(i)
+        for netns, group in by_netns.items():
+            with ns.entered(netns):                  # a socket keeps the namespace it was made in
+                for i in group:
+                    kind = socket.SOCK_STREAM if connections[i].protocol == "TCP" else socket.SOCK_DGRAM
+                    sockets[i] = socket.socket(socket.AF_INET, kind)
+            for i in group:
+                c, s = connections[i], sockets[i]
+                s.setblocking(False)
+                if c.protocol == "TCP":
+                    err = s.connect_ex((c.ip, c.port))
+                    if err == errno.EINPROGRESS:
+                        selector.register(s, selectors.EVENT_WRITE, i)
+                    else:
+                        finish(i, err == 0, "connected" if err == 0 else _how(err))
+                    continue
+                try:
+                    s.connect((c.ip, c.port))
+                    s.send(b"hostname")
+                except OSError as e:
+                    finish(i, False, _how(e.errno))
+                else:
+                    selector.register(s, selectors.EVENT_READ, i)
+        deadline = time.monotonic() + timeout
+        while selector.get_map() and (left := deadline - time.monotonic()) > 0:
+            for key, _ in selector.select(left):
+                i, s = key.data, key.fileobj
+                if connections[i].protocol == "TCP":
+                    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    finish(i, err == 0, "connected" if err == 0 else _how(err))
+                    continue
+                try:
+                    s.recv(65536)
+                except BlockingIOError:              # woken for nothing: wait on
+                    continue
+                except OSError as e:
+                    finish(i, False, _how(e.errno))
+                else:
+                    finish(i, True, "answered")
+        for i in list(sockets):
+            finish(i, False, "timeout")
+    finally:
+        for s in sockets.values():
+            s.close()
+        selector.close()
+
+
+def _policy_ports(pod):
+    """The (port, protocol) pairs where agnhost answers for `pod` over TCP or UDP: what the
+    e2e model's containers serve (serve-hostname), or netexec's ports."""
+    return [k for k in agnhost.sockets(pod) if k[1] in ("TCP", "UDP")]
+
+
+def _policy_pods(by_node, most=POLICY_MOST_PODS):
+    """The pods of the policy matrix, sorted by namespace/name as the e2e suite's tables are,
+    and how many there were to choose from: every running pod agnhost answers for on a TCP or
+    UDP port (another program would answer no probe), or, past `most`, a sample taken in turn
+    from each namespace."""
+    pods = sorted((p for ps in by_node.values() for p in ps if _policy_ports(p)), key=lambda p: p.key)
+    if len(pods) <= most:
+        return pods, len(pods)
+    queues = {}
+    for p in pods:
+        queues.setdefault(p.namespace, []).append(p)
+    chosen, i = [], 0
+    while len(chosen) < most:
+        chosen += [q[i] for q in queues.values() if i < len(q)][:most - len(chosen)]
+        i += 1
+    return sorted(chosen, key=lambda p: p.key), len(pods)
+
+
+def policy_checks(prober, state, by_node):
+    """NetworkPolicy as Kubernetes' e2e suite checks it (test/e2e/network/netpol): for each port
+    and protocol the matrix's pods serve, the reachability matrix the evaluator expects from the
+    lab's policies against the one real connections show, a connection from each pod's
+    namespace to each pod's IP serving that port. Loopback is left out of the verdict as
+    upstream leaves it (ignoreLoopback) and expected connected (AllowLoopback: a pod's traffic
+    to itself never leaves its namespace, no policy sees it). A cell that differs is tried once
+    more, as the suite tries again before it fails. One check per port and protocol."""
+    from netlab.controllers import networkpolicy as np
+    area = "policy"
+    pods, total = _policy_pods(by_node)
+    if len(pods) < 2:
+        why = (f"{pods[0].key} is the only running pod that answers on a port (agnhost)" if pods
+               else "no running pod answers on a TCP or UDP port (agnhost)")
+        return [skip(area, "policy matrix", "the policies' reachability matrix, cell by cell", why)]
+    index = np.PolicyIndex(state)
+    served = {p.key: set(_policy_ports(p)) for p in pods}
+    tables = []
+    for port, protocol in sorted({k for ports in served.values() for k in ports}):
+        tos = [p for p in pods if (port, protocol) in served[p.key]]
+        cells = [(s, d) for s in pods for d in tos]
+        expected = {(s.key, d.key): s is d or np.evaluate(index, s, d, port, protocol).allowed for s, d in cells}
+        tables.append((port, protocol, tos, cells, expected))
+    wanted = [(Connection(s.netns, d.ip, port, protocol), expected[(s.key, d.key)], s is d)
+              for port, protocol, _, cells, expected in tables for s, d in cells]
+    results = prober.connect([c for c, _, _ in wanted])
+    again = [i for i, (_, expect, loop) in enumerate(wanted) if not loop and results[i][0] != expect]
+    if again:
+        for i, r in zip(again, prober.connect([wanted[i][0] for i in again])):
+            results[i] = r
+    checks, at = [], 0
+    for port, protocol, tos, cells, expected in tables:
+        seen = results[at:at + len(cells)]
+        at += len(cells)
+        observed = {(s.key, d.key): r[0] for (s, d), r in zip(cells, seen)}
+        how = {(s.key, d.key): r[1] for (s, d), r in zip(cells, seen)}
+        checks.append(_policy_check(state, index, pods, tos, total, port, protocol, expected, observed, how))
+    return checks
+
+
+def _nested(cells):
+    out = {}
+    for (src, dst), value in cells.items():
+        out.setdefault(src, {})[dst] = value
+    return out
+
+
+def _flat(nested):
+    return {(src, dst): value for src, row in nested.items() for dst, value in row.items()}
+
+
+def _policy_check(state, index, pods, tos, total, port, protocol, expected, observed, how):
+    """The check of one port/protocol's matrix. `matrix` holds, for the JSON output: port,
+    protocol, sources and destinations (pod keys, in the tables' order), sample ("" when every
+    pod is in the matrix), expected, observed and how ({source: {destination: ...}}: true when
+    connected; how it went), ignored (the loopback cells) and differences (each with the
+    evaluator's explanation)."""
+    from netlab.controllers import networkpolicy as np
+    where = f"{port}/{protocol}"
+    by_key = {p.key: p for p in pods}
+    judged = [c for c in expected if c[0] != c[1]]
+    differ = np.differences(expected, observed)
+    kube_router = np.PolicyIndex(state, kube_router=True) if differ else None
+    differences = []
+    for src, dst in differ:
+        text = np.explain(index, by_key[src], by_key[dst], port, protocol)
+        theirs = np.evaluate(kube_router, by_key[src], by_key[dst], port, protocol).allowed
+        if theirs != expected[(src, dst)]:
+            text += (f"\n  kube-router reads the egress named port otherwise: to it this is "
+                     f"{'allowed' if theirs else 'denied'}")
+        text += f"\nobserved: {'connected' if observed[(src, dst)] else 'blocked'} ({how[(src, dst)]})"
+        differences.append({"from": src, "to": dst, "expected": expected[(src, dst)], "observed": observed[(src, dst)],
+                            "how": how[(src, dst)], "explanation": text})
+    sample = f"a sample of {len(pods)} of {total} pods" if total > len(pods) else ""
+    mark = lambda v: "." if v else "X"  # noqa: E731
+    listed = ", ".join(f"{d['from']} -> {d['to']} ({mark(d['expected'])} expected, {d['how']})"
+                       for d in differences[:3])
+    more = f", and {len(differences) - 3} more" if len(differences) > 3 else ""
+    connected = sum(observed[c] for c in judged)
+    seen = f"{connected} of {len(judged)} connected" + (f"; {len(differ)} differ: {listed}{more}" if differ else "")
+    hint = ""
+    if differ:
+        src, dst = differ[0]
+        hint = (f"netlab policy explain {src} {dst}:{where} (the reasons), netlab trace {src} {dst}:{port}"
+                f"{' --udp' if protocol == 'UDP' else ''} (the chains it went through)")
+    matrix = {"port": port, "protocol": protocol, "sources": [p.key for p in pods],
+              "destinations": [p.key for p in tos],
+              "sample": sample, "expected": _nested(expected), "observed": _nested(observed), "how": _nested(how),
+              "ignored": len(expected) - len(judged), "differences": differences}
+    return MatrixCheck("policy", f"{where} matrix" + (f" ({sample})" if sample else ""),
+                       f"{sum(expected[c] for c in judged)} of {len(judged)} connected, as the policies say",
+                       seen, not differ, hint, matrix=matrix)
+
+
+def truth_table(values, froms, tos):
+    """A table as the e2e suite's TruthTable.PrettyPrint prints it: a header "-" then the
+    destinations, one row per source, tab-separated; `.` true, `X` false, `?` no value."""
+    lines = ["\t".join(["-", *tos])]
+    for src in froms:
+        marks = ["?" if (src, dst) not in values else "." if values[(src, dst)] else "X" for dst in tos]
+        lines.append("\t".join([src, *marks]))
+    return "\n".join(lines)
+
+
+def policy_report(check):
+    """A policy check's tables as Reachability.PrintSummary prints them: the counts (loopback
+    ignored), expected, observed, and the comparison (`.` the cell agrees, `X` it differs);
+    then the first differing cells with the evaluator's reasons. Where every cell agrees, one
+    table."""
+    m = check.matrix
+    if not m:
+        return ""
+    expected, observed = _flat(m["expected"]), _flat(m["observed"])
+    comparison = {c: observed.get(c) == v for c, v in expected.items()}
+    wrong = len(m["differences"])
+    right = len(expected) - m["ignored"] - wrong
+    froms, tos = m["sources"], m["destinations"]
+    lines = [f"network policy {m['port']}/{m['protocol']}" + (f" ({m['sample']})" if m["sample"] else "") + ":"]
+    if m["ignored"]:
+        lines.append(f"warning: the results of {m['ignored']} pod->pod cases have been ignored")
+    lines += [f"reachability: correct:{right}, incorrect:{wrong}, result={'false' if wrong else 'true'}", ""]
+    if all(comparison.values()):                 # one table says it all
+        return "\n".join(lines + ["expected = observed:", "", truth_table(observed, froms, tos)])
+    lines += ["expected:", "", truth_table(expected, froms, tos), "",
+              "observed:", "", truth_table(observed, froms, tos), "",
+              "comparison:", "", truth_table(comparison, froms, tos)]
+    for d in m["differences"][:POLICY_EXPLAINED]:
+        lines += ["", d["explanation"]]
+    if wrong > POLICY_EXPLAINED:
+        lines += ["", f"... and {wrong - POLICY_EXPLAINED} more differing cells (-o json explains every one)"]
+    return "\n".join(lines)
+
+
+def policy_explain(state, src, dst):
+    """`netlab policy explain SRC DST[:PORT][/PROTO]`: (text, allowed). SRC is NAMESPACE/POD,
+    POD (namespace default), a node, `external` or an IP; DST the same or a Service (NAMESPACE/
+    NAME, a pod of that name first, or its ClusterIP), with a port (a number, or a name: a
+    container port's of the pod, a port's of the Service) and a protocol (TCP by default; ICMP
+    takes no port). Without a port, every port the destination declares is judged. A Service is
+    judged on its ready backends, each on the port kube-proxy sends it to (the targetPort its
+    endpoints resolved), as Kubernetes judges a connection to a Service. `allowed`: every
+    connection judged is allowed (a Service without a ready backend is refused by kube-proxy
+    before any policy: not allowed)."""
+    from netlab.controllers import networkpolicy as np
+    index = np.PolicyIndex(state)
+    name, port, protocol = np.parse_target(src)
+    if port is not None or name != src:
+        raise NetlabError(f"policy explain: SRC {src!r} is a pod, a node, external or an address, with no port "
+                          "or protocol")
+    source = _policy_endpoint(state, name)
+    name, port, protocol = np.parse_target(dst)
+    explicit = name + ("" if port is None else f":{port}") != dst        # a /PROTO was given
+    if isinstance(port, str) and "/" in port:
+        raise NetlabError(f"policy explain: {dst!r}: protocol {port.rpartition('/')[2]!r} is not TCP, UDP, SCTP "
+                          "or ICMP")
+    if isinstance(port, int) and not 1 <= port <= 65535:
+        raise NetlabError(f"policy explain: {dst!r}: port {port} is not a port number (1-65535)")
+    if protocol == "ICMP" and port is not None:
+        raise NetlabError(f"policy explain: {dst!r}: ICMP has no ports")
+    target = _policy_destination(state, name)
+    if isinstance(target, ServiceManifest):
+        return _explain_service(state, index, source, target, port, protocol, explicit, dst)
+    if protocol == "ICMP" or isinstance(port, int):
+        verdicts = [np.evaluate(index, source, target, port, protocol, every=True)]
+    else:
+        verdicts = [np.evaluate(index, source, target, number, proto, every=True)
+                    for number, proto in _declared(target, port, protocol if explicit else None, dst)]
+    blocks = [v.explain() for v in verdicts]
+    if len(verdicts) > 1:
+        blocks.append(f"allowed on {sum(v.allowed for v in verdicts)} of {len(verdicts)} ports")
+    return "\n\n".join(blocks), all(v.allowed for v in verdicts)
+
+
+def _policy_endpoint(state, name):
+    from netlab.controllers import networkpolicy as np
+    if name == "external":
+        return ipam.lan_external_ip(state.cluster.lan_cidr)
+    try:
+        return np.endpoint(state, name)
+    except NetlabError as e:
+        raise NetlabError(f"policy explain: {e}") from None
+
+
+def _policy_destination(state, name):
+    """A pod, an address, or a Service (by NAMESPACE/NAME when no pod has that name, or by its
+    ClusterIP)."""
+    namespace, _, short = name.rpartition("/")
+    namespace = namespace or "default"
+    if not any(p.namespace == namespace and p.name == short for p in state.pods):
+        svc = next((s for s in state.services if (s.namespace, s.name) == (namespace, short)
+                    or (s.cluster_ip not in (None, "None") and s.cluster_ip == name)), None)
+        if svc is not None:
+            return svc
+        if "/" in name and state.find_node(name) is None:
+            known = ", ".join([p.key for p in state.pods] + [s.key for s in state.services]) or "none"
+            raise NetlabError(f"policy explain: lab {state.lab} has no pod or Service {namespace}/{short} "
+                              f"(pods and Services: {known})")
+    return _policy_endpoint(state, name)
+
+
+def _declared(pod, port, protocol, dst):
+    """The (port, protocol) pairs a destination declares that DST names: the container ports
+    called `port` (a name), or all of them (None); of `protocol` when one was given."""
+    from netlab.api.objects import Pod
+    if not isinstance(pod, Pod):
+        raise NetlabError(f"policy explain: {dst!r}: {pod} is no pod, so it declares no port: name one "
+                          f"({pod}:PORT[/PROTO])")
+    ports = [(cp.container_port, cp.protocol or "TCP", cp.name) for c in pod.template.containers for cp in c.ports]
+    found = [(n, proto) for n, proto, cp_name in ports
+             if (port is None or cp_name == port) and (protocol is None or proto == protocol)]
+    if not found:
+        listed = ", ".join(f"{n}/{proto}" + (f" {cp_name}" if cp_name else "") for n, proto, cp_name in ports)
+        what = f"no container port named {port!r}" if port is not None else "no container port"
+        raise NetlabError(f"policy explain: pod {pod.key} declares {what}{f' of {protocol}' if protocol else ''}"
+                          f" ({f'its ports: {listed}' if listed else 'it declares none'}): name one as "
+                          f"{pod.key}:PORT[/PROTO]")
+    return list(dict.fromkeys(found))
+
+
+def _explain_service(state, index, source, svc, port, protocol, explicit, dst):
+    from netlab.controllers import networkpolicy as np
+    if svc.type == "ExternalName" or not svc.selector:
+        why = "an ExternalName Service" if svc.type == "ExternalName" else "a Service without a selector"
+        raise NetlabError(f"policy explain: {svc.key} is {why}: it has no backend pods to judge")
+    if protocol == "ICMP":
+        raise NetlabError(f"policy explain: {dst!r}: a Service is reached on its ports, and ICMP has none")
+    by_protocol = explicit or isinstance(port, int)      # a number is TCP unless told; a name has its own
+    ports = [sp for sp in svc.ports if (port is None or port in (sp.port, sp.name))
+             and (not by_protocol or sp.protocol == protocol)]
+    if not ports:
+        listed = ", ".join(f"{sp.port}/{sp.protocol}" + (f" {sp.name}" if sp.name else "") for sp in svc.ports)
+        wanted = ("" if port is None else f"{port}") + (f"/{protocol}" if by_protocol else "")
+        raise NetlabError(f"policy explain: Service {svc.key} has no port {wanted} (its ports: {listed or 'none'})")
+    endpoints = state.endpoints_of(svc)
+    blocks, verdicts, refused = [], [], 0
+    for sp in ports:
+        backends = [(a, p.port) for s in (endpoints.subsets if endpoints else ()) for p in s.ports
+                    if p.name == sp.name and p.protocol == sp.protocol for a in s.addresses]
+        address = svc.cluster_ip if svc.cluster_ip not in (None, "None") else "headless"
+        if not backends:
+            refused += 1
+            blocks.append(f"{source if isinstance(source, str) else source.key} -> Service {svc.key} ({address}) "
+                          f"{sp.port}/{sp.protocol}: refused\n  no ready backend: kube-proxy rejects the "
+                          "connection before any policy sees it")
+            continue
+        for a, target_port in sorted(backends, key=lambda b: (b[0].pod or "", b[0].ip)):
+            backend = index.by_ip.get(a.ip) or a.ip
+            v = np.evaluate(index, source, backend, target_port, sp.protocol, every=True)
+            verdicts.append(v)
+            blocks.append(f"Service {svc.key} ({address}) {sp.port}/{sp.protocol} is judged on its backend "
+                          f"{v.dst}, port {target_port}/{sp.protocol} (after kube-proxy's DNAT):\n{v.explain()}")
+    if len(verdicts) + refused > 1:
+        blocks.append(f"allowed to {sum(v.allowed for v in verdicts)} of {len(verdicts)} backend connections"
+                      + (f"; {refused} Service {'port has' if refused == 1 else 'ports have'} no ready backend"
+                         if refused else ""))
+    return "\n\n".join(blocks), not refused and all(v.allowed for v in verdicts)
+
+
 def suite(lab, areas=None):
     """Kubernetes' network expectations, derived from the lab's objects and checked on the
-    live lab, the independent groups in parallel. `areas`: a subset of AREAS. Every check
+    live lab, the independent groups in parallel. `areas`: a subset of AREAS (default:
+    default_areas). Every check
     that could not run is in the list, skipped with the reason; the number of checks
     depends on the lab's objects only, not on what answered."""
     from concurrent.futures import ThreadPoolExecutor
@@ -866,7 +1281,7 @@ def suite(lab, areas=None):
     state = lab.state()
     by_node = _running(state)
     client = _client(state, by_node)
-    wanted = set(areas or AREAS)
+    wanted = set(areas or default_areas(state))
     groups = {
         "pods-same-node": lambda p: same_node_checks(p, state, by_node),
         "pods-across-nodes": lambda p: across_nodes_checks(p, state, by_node),
@@ -879,13 +1294,15 @@ def suite(lab, areas=None):
         "dns": lambda p: dns_checks(p, state, client),
         "load-balancers": lambda p: lb_checks(p, state),
         "ingress": lambda p: ingress_checks(p, state),
+        "policy": lambda p: policy_checks(p, state, by_node),
     }
     pods = {p.key for ps in by_node.values() for p in ps[:2]}
     nodes = {n.name for n in state.nodes}
     sources = {"pods-same-node": pods, "pods-across-nodes": pods, "pod-matrix": pods, "node-to-pod": nodes,
                "pod-to-node": {client.target}, "overlay": pods | {"lan"}, "egress": {client.target, "external"},
                "services": {client.target, "external", state.nodes[0].name}, "dns": {client.target},
-               "load-balancers": {"external"}, "ingress": {"external", state.nodes[0].name}}
+               "load-balancers": {"external"}, "ingress": {"external", state.nodes[0].name},
+               "policy": set()}                 # its sockets are opened in the pods' namespaces: no worker
     with lab.prober() as prober:
         # Workers import scapy (about a second each): start the ones needed at once.
         prober.start(*sorted(set().union(*(sources[a] for a in wanted))))

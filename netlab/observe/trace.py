@@ -139,7 +139,141 @@ def trace(lab, src, dst, udp=False):
     hops.sort(key=lambda h: h.get("time", 0))
     return {"source": src, "src_ip": src_ip, "destination": dst, "dst_ip": ip, "port": port,
             "protocol": protocol, "kube_proxy_mode": state.cluster.kube_proxy_mode, "answer": answer,
-            "rules": rules, "conntrack": nat, "hops": hops}
+            "rules": rules, "network_policies": len(state.network_policies), "policy": policy_path(rules),
+            "conntrack": nat, "hops": hops}
+
+
+# --- NetworkPolicy: the chains of kube-router's agent the flow went through ---------------------
+
+POLICY_CHAINS = ("KUBE-ROUTER-", "KUBE-POD-FW-", "KUBE-NWPLCY-")
+COMMON_CHAIN, DEFAULT_CHAIN = "KUBE-NWPLCY-COMMON", "KUBE-NWPLCY-DEFAULT"
+_COMMENT = re.compile(r'--comment (?:"((?:[^"\\]|\\.)*)"|(\S+))')
+_POD = re.compile(r"POD name:(\S+) namespace: (\S+)")
+_TARGET = re.compile(r"(?:^| )-j (\S+)")
+
+
+def _comment(rule):
+    """A rule's comment as iptables-save prints it, unquoted (KUBE-NWPLCY-COMMON's first two
+    carry quotes of their own: kube-router passes them to iptables inside the argument)."""
+    m = _COMMENT.search(rule)
+    if not m:
+        return ""
+    return re.sub(r"\\(.)", r"\1", m[1] if m[1] is not None else m[2]).strip('"')
+
+
+def _policy_step(hit):
+    """One kube-router rule the flow hit, named: `what` it is and the text that says so
+    (the reference's rule layout, shared/reference/networkpolicy.md)."""
+    chain, rule = hit["chain"], hit["rule"]
+    text, target = _comment(rule), (_TARGET.search(rule) or [None, ""])[1]
+    step = {**hit, "what": "other", "text": text}
+    pod = _POD.search(text)
+    if chain.startswith("KUBE-ROUTER-"):
+        if target.startswith("KUBE-POD-FW-") and pod:
+            direction = "ingress" if "destined to" in text else "egress"
+            return {**step, "what": "pod", "pod": f"{pod[2]}/{pod[1]}", "direction": direction, "target": target,
+                    "text": f"{'to' if direction == 'ingress' else 'from'} pod {pod[2]}/{pod[1]}: its chain {target}"}
+        if target == "ACCEPT":
+            return {**step, "what": "accepted", "text": "ACCEPT: the flow complies with the policies (mark 0x20000)"}
+        if target == "RETURN":
+            return {**step, "what": "return", "text": f"RETURN: {text}"}
+    elif chain.startswith("KUBE-POD-FW-"):
+        if target == COMMON_CHAIN:
+            return {**step, "what": "common", "text": f"{COMMON_CHAIN}: state and ICMP first"}
+        if "--src-type LOCAL" in rule:
+            return {**step, "what": "from-node", "text": "ACCEPT: from a local address of the pod's node"}
+        m = re.match(r"run through default (ingress|egress) network policy chain", text)
+        if m:
+            return {**step, "what": "not-isolated", "direction": m[1],
+                    "text": f"{m[1]}: no policy isolates the pod ({DEFAULT_CHAIN} marks the flow allowed)"}
+        m = re.match(r"run through nw policy (\S+)", text)
+        if m:
+            direction = "ingress" if rule.startswith("-d ") else "egress" if rule.startswith("-s ") else "both"
+            return {**step, "what": "policy", "policy": m[1], "direction": direction, "target": target,
+                    "text": _through(direction, m[1], target)}
+        if target == "NFLOG":
+            return {**step, "what": "logged", "text": "NFLOG (group 100): no policy allowed it"}
+        if target == "REJECT":
+            if pod:
+                step["pod"] = f"{pod[2]}/{pod[1]}"
+            return {**step, "what": "rejected", "text": f"REJECT: {text} (no policy allowed it)"}
+        if "0x20000/0x20000" in rule:
+            return {**step, "what": "complies", "text": "MARK 0x20000: complies with the policies"}
+        if "0x0/0x10000" in rule:
+            return {**step, "what": "cleared", "text": "MARK 0x0/0x10000: the policy mark cleared"}
+    elif chain == COMMON_CHAIN:
+        if "RELATED,ESTABLISHED" in rule:
+            return {**step, "what": "established", "text": "ACCEPT: RELATED,ESTABLISHED (the firewall is stateful)"}
+        if "INVALID" in rule:
+            return {**step, "what": "invalid", "text": "DROP: INVALID state"}
+        return {**step, "what": "icmp", "text": f"ACCEPT: {text}"}
+    elif chain == DEFAULT_CHAIN:
+        return {**step, "what": "default", "text": "MARK 0x10000: allowed (no policy isolates it)"}
+    elif target == "RETURN":
+        return {**step, "what": "allowed", "text": f"allowed: {text}"}
+    elif target == "MARK":
+        return {**step, "what": "marked", "text": f"MARK 0x10000: {text}"}
+    return step
+
+
+def _through(direction, policy, chain):
+    """A policy's jump in a pod chain: -d (it selects the pod for ingress), -s (egress), or
+    neither (both)."""
+    return f"{'ingress and egress' if direction == 'both' else direction}: through policy {policy} ({chain})"
+
+
+def policy_path(rules):
+    """kube-router's rules among a trace's hits (the filter table's KUBE-ROUTER-*, KUBE-POD-FW-*
+    and KUBE-NWPLCY-* chains), in the order a packet meets them on each node: a top-level jump,
+    then its pod's chain (KUBE-NWPLCY-COMMON's hits after its jump, each policy chain's after
+    the jump that names it, KUBE-NWPLCY-DEFAULT's after the first jump to it), each chain once
+    (COMMON and DEFAULT are shared by a node's pods: their counts are all pods'). Every step
+    carries its node, chain, rule and packets, `what` it is (pod, policy, not-isolated,
+    allowed, rejected, established, ...), `text`, `depth` (0 top level, 1 a pod's chain, 2
+    COMMON, DEFAULT and the policies' chains), and, where the rules say it, `pod` and `policy`
+    (NAMESPACE/NAME: a policy is of its pod's namespace) and `direction`."""
+    steps = [_policy_step(r) for r in rules
+             if r.get("table") == "filter" and "verdict" not in r and r["chain"].startswith(POLICY_CHAINS)]
+    chains = {}
+    for s in steps:
+        chains.setdefault((s["node"], s["chain"]), []).append(s)
+    pods = {(s["node"], s["target"]): s["pod"] for s in steps if s["what"] == "pod"}
+    for s in steps:
+        pod = pods.get((s["node"], s["chain"]))
+        if pod is not None:
+            s.setdefault("pod", pod)
+            if s["what"] == "policy":
+                s["policy"] = f"{pod.split('/')[0]}/{s['policy']}"
+                s["text"] = _through(s["direction"], s["policy"], s["target"])
+    named = {(s["node"], s["target"]): s for s in steps if s["what"] == "policy"}
+    for s in steps:
+        jump = named.get((s["node"], s["chain"]))
+        if jump is not None and "policy" in jump:
+            s["policy"] = jump["policy"]
+    out, done = [], set()
+
+    def emit(node, chain, depth):
+        if (node, chain) in done:
+            return
+        done.add((node, chain))
+        for s in chains.get((node, chain), ()):
+            out.append({**s, "depth": depth})
+            inner = {"pod": s.get("target"), "policy": s.get("target"), "common": COMMON_CHAIN,
+                     "not-isolated": DEFAULT_CHAIN}.get(s["what"])
+            if inner:
+                emit(node, inner, depth + 1)
+
+    for node, chain in list(chains):
+        if chain.startswith("KUBE-ROUTER-"):
+            emit(node, chain, 0)
+    for node, chain in list(chains):             # what no jump of the flow led to
+        emit(node, chain, 0)
+    return out
+
+
+def rejected(t):
+    """The REJECT of kube-router's that stopped the flow, or None."""
+    return next((s for s in t.get("policy", ()) if s["what"] == "rejected"), None)
 
 
 # --- nftables mode: nft monitor trace ---------------------------------------------------------
@@ -369,6 +503,24 @@ def _conntrack(state, src_ip, dst_ip, port, sport, udp):
     return out
 
 
+def _render_policy(t):
+    steps = t.get("policy") or []
+    if not steps:
+        return []
+    stop = rejected(t)
+    if not t.get("network_policies") and stop is None:
+        return [f"network policy: the lab has none; kube-router's chains let the flow through "
+                f"({len(steps)} of their rules hit)", ""]
+    lines = ["network policy (kube-router's chains in the filter table, as a packet meets them):"]
+    for s in steps:
+        if s["what"] not in ("marked", "cleared"):       # the MARK before a RETURN, and the mark's reset
+            lines.append(f"  {s['node']:<24} +{s['packets']:<3} {'  ' * s['depth']}{s['chain']}: {s['text']}")
+    if stop is not None:
+        whose = f" ({stop['pod']})" if stop.get("pod") else ""
+        lines.append(f"stopped by network policy: the REJECT in {stop['chain']}{whose} on {stop['node']}")
+    return lines + [""]
+
+
 def render(t):
     """The trace as a person reads it."""
     lines = [f"trace {t['source']} ({t['src_ip']}) -> {t['destination']} ({t['dst_ip']}"
@@ -387,6 +539,7 @@ def render(t):
         if not traced:
             lines.append("  none")
         lines.append("")
+    lines += _render_policy(t)
     lines.append("connection tracking:")
     for c in t["conntrack"]:
         nat = ("DNAT " if c["dnat"] else "") + ("SNAT " if c["snat"] else "")

@@ -8,7 +8,7 @@ way kube-proxy and flanneld ensure their jumps and leave every other rule alone.
 """
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # Chains of the components netlab plays; a chain with one of these prefixes that no plan
 # wants any more is stale and removed, as kube-proxy removes its own.
@@ -16,6 +16,8 @@ OWNED_PREFIXES = ("KUBE-", "FLANNEL-", "LB-")
 # Comments our components put on their rules in built-in chains: kube-proxy's all start
 # "kubernetes " ("kubernetes service portals", ...), flanneld's "flanneld " ("flanneld masq").
 OWNED_COMMENTS = ("kubernetes ", "flanneld ", "netlab ")
+# kube-router's jumps from INPUT, FORWARD and OUTPUT to its KUBE-ROUTER- chains carry this.
+KUBE_ROUTER_COMMENT = "kube-router netpol"
 # The faults' partition in the LAN namespace: a DROP between two bridge ports (observe/faults).
 
 BUILTIN = {
@@ -111,18 +113,36 @@ def _kube_proxy(rule):
     return any(t.startswith("KUBE-") for t in targets) or any(c.startswith("kubernetes ") for c in comments)
 
 
+def _kube_router(rule):
+    return any(c.startswith(KUBE_ROUTER_COMMENT) for c in _marks(rule)[1])
+
+
 def builtin_edits(planned, have):
     """The edits that put our rules `planned` into a built-in chain holding `have` (as read
     back), leaving every rule that is not ours where it is. Ours are the planned rules and
     any rule owned_rule() recognises; a stale one is deleted. Nothing is written while ours
     appear in the planned order, wherever the others' rules sit among them.
 
+    kube-router's jump (its comment "kube-router netpol - <uuid>") is kept where kube-router
+    keeps it, at position 1 exactly (ensureRuleAtPosition: inserted there when missing, moved
+    there when anything else is first, the old copy deleted); the rest of the chain below it
+    is kept as follows.
+
     kube-proxy's jumps (the planned rules' leading run that jumps to KUBE-) are kept the way
     kube-proxy keeps them: when one is missing or out of order, all of them are put back at
     the top, as `iptables -I` puts them. The rest (flanneld's, a balancer's, the faults') are
     kept the way flanneld keeps its own: when one is missing, all of them are appended again
     at the end, as `iptables -A` puts them. The others' rules keep their relative order."""
-    planned, have = list(planned), list(have)
+    first = next((r for r in planned if _kube_router(r)), None)
+    if first is None:
+        return _edits(list(planned), list(have))
+    have = list(have)
+    edits = [] if have[:1] == [first] else [Edit("-I", 1, first)]
+    rest = _edits([r for r in planned if r != first], have if edits else have[1:])
+    return edits + [replace(e, num=e.num + 1) if e.num else e for e in rest]
+
+
+def _edits(planned, have):
     mine = set(planned)
     ours = [r for r in have if r in mine or owned_rule(r)]
     if ours == planned:

@@ -130,7 +130,8 @@ def test_every_kind_deserializes_into_the_clients_models(lab, api, tmp_path):
     assert len(rs) == 1 and rs[0].spec.replicas == 4
     assert [(o.kind, o.name, o.controller) for o in rs[0].metadata.owner_references] == [("Deployment", "web", True)]
     assert rs[0].metadata.name == "web-" + rs[0].metadata.labels["pod-template-hash"]
-    assert set(by("daemonsets")) == {("kube-system", "kube-proxy"), ("kube-flannel", "kube-flannel-ds")}
+    assert set(by("daemonsets")) == {("kube-system", "kube-proxy"), ("kube-flannel", "kube-flannel-ds"),
+                                     ("kube-system", "kube-router")}
     assert {("default", "web"), ("kube-system", "coredns")} <= set(by("deployments"))
     assert ("default", "listed") in by("ingresses")
     slices = [s for s in listed["endpointslices"].items if s.metadata.labels.get("kubernetes.io/service-name") == "web"]

@@ -202,9 +202,10 @@ def test_get_svc_ep_endpointslices_prints_one_table_a_type_with_kind_prefixed_na
     assert web[0]["ENDPOINTS"].endswith(" + 1 more...")
 
 
-def test_get_daemonsets_all_namespaces_shows_kube_proxy_and_flannel_on_every_node(lab, kc):
+def test_get_daemonsets_all_namespaces_shows_kube_proxy_flannel_and_kube_router_on_every_node(lab, kc):
     rows = {(r["NAMESPACE"], r["NAME"]): r for r in as_dicts(kc("get", "ds", "-A").stdout)}
-    assert set(rows) == {("kube-system", "kube-proxy"), ("kube-flannel", "kube-flannel-ds")}
+    assert set(rows) == {("kube-system", "kube-proxy"), ("kube-flannel", "kube-flannel-ds"),
+                         ("kube-system", "kube-router")}
     for r in rows.values():
         assert [r[c] for c in ("DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE")] == ["3"] * 5
     assert rows[("kube-system", "kube-proxy")]["NODE SELECTOR"] == "kubernetes.io/os=linux"   # kubeadm's DaemonSet

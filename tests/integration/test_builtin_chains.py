@@ -1,6 +1,7 @@
 """A node's built-in chains are shared: a rule a person adds to INPUT or nat OUTPUT outlives
-every netlab command, as it outlives kube-proxy's and flanneld's syncs on a real node, which
-only ensure their own jumps (kube-proxy inserts its at the top, flanneld appends its own)."""
+every netlab command, as it outlives kube-proxy's, flanneld's and kube-router's syncs on a
+real node, which only ensure their own jumps (kube-router keeps its at position 1, kube-proxy
+inserts its at the top, flanneld appends its own)."""
 
 import subprocess
 
@@ -39,6 +40,8 @@ KUBE_INPUT = [
     '-j KUBE-EXTERNAL-SERVICES',
     "-A INPUT -j KUBE-FIREWALL",
 ]
+# kube-router's netpol jump (its uuid hashes the chain and the rule), kept at position 1.
+KUBE_ROUTER_INPUT = '-A INPUT -m comment --comment "kube-router netpol - 4IA2OSFRMVNDXBVV" -j KUBE-ROUTER-INPUT'
 KUBE_NAT_OUTPUT = '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'
 NAT_POSTROUTING = ['-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
                    '-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG']
@@ -81,7 +84,7 @@ def test_a_persons_rules_in_built_in_chains_outlive_netlabs_commands(make_lab, t
     person(node.netns, binary, "-t", "nat", "-A", "OUTPUT", "-d", "203.0.113.9/32", "-j", "RETURN")
     person(node.netns, binary, "-t", "nat", "-A", "POSTROUTING", "-s", "198.51.100.0/24", "-j", "RETURN")
     as_a_person_left_them = {
-        ("filter", "INPUT"): [PERSON_TOP, *KUBE_INPUT, PERSON_INPUT],
+        ("filter", "INPUT"): [PERSON_TOP, KUBE_ROUTER_INPUT, *KUBE_INPUT, PERSON_INPUT],
         ("nat", "OUTPUT"): [KUBE_NAT_OUTPUT, PERSON_OUTPUT],
         ("nat", "POSTROUTING"): [*NAT_POSTROUTING, PERSON_POSTROUTING],
     }
@@ -92,9 +95,13 @@ def test_a_persons_rules_in_built_in_chains_outlive_netlabs_commands(make_lab, t
     assert chains() == as_a_person_left_them
     lab.scale("default", "web", 2)                      # a partial kube-proxy sync
     assert chains() == as_a_person_left_them
-    changes = lab.reconcile()                           # a full resync: every table read back
+    # A full resync reads every table back: only kube-router's jump moves, back to position 1
+    # above the person's rule (its ensureRuleAtPosition), in one write; the rest is left as is.
+    changes = lab.reconcile()
+    assert changes.iptables_writes == 1, changes.chains
+    as_a_person_left_them[("filter", "INPUT")] = [KUBE_ROUTER_INPUT, PERSON_TOP, *KUBE_INPUT, PERSON_INPUT]
     assert chains() == as_a_person_left_them
-    assert changes.iptables_writes == 0, changes.chains  # nothing of ours differed: no write
+    assert lab.reconcile().iptables_writes == 0          # nothing of ours differs now: no write
 
     # Ours broken by hand: kube-proxy's jump comes back at the top (where -I puts it, above
     # the person's inserted rule), flanneld's is appended (after the person's); theirs stay.
@@ -105,7 +112,7 @@ def test_a_persons_rules_in_built_in_chains_outlive_netlabs_commands(make_lab, t
            "kubernetes service portals", "-j", "KUBE-SERVICES")
     assert lab.reconcile().iptables_writes == 1
     assert chains() == {
-        ("filter", "INPUT"): [*KUBE_INPUT, PERSON_TOP, PERSON_INPUT],
+        ("filter", "INPUT"): [KUBE_ROUTER_INPUT, *KUBE_INPUT, PERSON_TOP, PERSON_INPUT],
         ("nat", "OUTPUT"): [KUBE_NAT_OUTPUT, PERSON_OUTPUT],
         ("nat", "POSTROUTING"): [NAT_POSTROUTING[0], PERSON_POSTROUTING, NAT_POSTROUTING[1]],
     }

@@ -18,6 +18,7 @@ from netlab.api.etcd import all_labs
 from netlab.errors import NetlabError
 from netlab.kernel import netns as ns
 from netlab.kernel.iptables_restore import parse_save
+from netlab.node.netpol import kube_router
 
 from .conftest import TOPOLOGIES, wait_for
 
@@ -380,12 +381,18 @@ WEB_PORTS = {
 
 def test_a_scale_rewrites_only_the_chains_of_the_services_it_touches(make_lab):
     lab = make_lab(TOPOLOGIES / "services.yaml")
+    before = {p.key for p in lab.state().pods}
     lab.scale("default", "web", 5)
     state = lab.state()
     assert {k: kube_proxy_hash(k) for k in WEB_PORTS} == WEB_PORTS
     allowed = {f"{prefix}{h}" for h in WEB_PORTS.values() for prefix in ("KUBE-SVC-", "KUBE-EXT-", "KUBE-SVL-")}
     allowed |= {f"KUBE-SEP-{kube_proxy_hash(f'{k}{p.ip}:{port}')}" for k in WEB_PORTS for p in state.pods
                 if p.owner == "Deployment/web" for port in (8080, 8081)}
+    # kube-router follows the new pods too, on their own nodes: their KUBE-POD-FW- chains and
+    # the jumps to them in its top-level chains.
+    new_pods = [p for p in state.pods if p.owner == "Deployment/web" and p.key not in before]
+    allowed |= {kube_router.pod_chain(p.namespace, p.name) for p in new_pods}
+    allowed |= {"KUBE-ROUTER-INPUT", "KUBE-ROUTER-FORWARD", "KUBE-ROUTER-OUTPUT"}
     chains = lab.last_changes.chains
     assert set(chains) == {n.netns for n in state.nodes}
     for netns, (written, deleted) in chains.items():

@@ -42,7 +42,7 @@ def test_the_help_names_ingresses_where_kubectl_takes_them(capsys):
     flat = lambda text: " ".join(text.split())  # noqa: E731  (argparse wraps lines)
     top = flat(_help(capsys))
     assert ("get list configmaps, daemonsets, deployments, endpoints, endpointslices, events, ingressclasses, "
-            "ingresses, namespaces, nodes, pods, replicasets or services" in top)
+            "ingresses, namespaces, networkpolicies, nodes, pods, replicasets or services" in top)
     assert "apply create or update Pods, Deployments, Services and Ingresses" in top
     assert "delete delete pod/NAME, deployment/NAME, service/NAME, ingress/NAME" in top
     get = flat(_help(capsys, "get"))
@@ -50,7 +50,8 @@ def test_the_help_names_ingresses_where_kubectl_takes_them(capsys):
                         ("endpoints", "ep"), ("daemonsets", "daemonset, ds"), ("ingresses", "ingress, ing"),
                         ("replicasets", "replicaset, rs"), ("namespaces", "namespace, ns"),
                         ("configmaps", "configmap, cm"), ("events", "event, ev"),
-                        ("endpointslices", "endpointslice"), ("ingressclasses", "ingressclass")):
+                        ("endpointslices", "endpointslice"), ("ingressclasses", "ingressclass"),
+                        ("networkpolicies", "networkpolicy, netpol")):
         assert f"{kind} ({short})" in get                 # kubectl api-resources' names and short names
     assert "Ingresses" in flat(_help(capsys, "apply"))
     assert "ingress/NAME" in flat(_help(capsys, "delete"))

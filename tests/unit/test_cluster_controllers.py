@@ -131,31 +131,31 @@ def test_a_retry_that_still_fails_reports_again_only_when_the_reason_changed():
 
 
 def test_2000_replicas_on_two_workers_fill_kubelets_110_pods_per_node_and_the_rest_wait():
-    # 110 (kubelet's maxPods) minus kube-proxy's and flannel's DaemonSet pods: 108 per worker.
+    # 110 (kubelet's maxPods) minus kube-proxy's, flannel's and kube-router's DaemonSet pods: 107 per worker.
     s = state_for(deployments=[web(2000)])
     assert len(s.pods) == 2000
-    assert [len(s.pods_on(n)) for n in ("t-control-plane", "t-worker", "t-worker2")] == [0, 108, 108]
+    assert [len(s.pods_on(n)) for n in ("t-control-plane", "t-worker", "t-worker2")] == [0, 107, 107]
     pending = [p for p in s.pods if p.node is None]
-    assert len(pending) == 1784
+    assert len(pending) == 1786
     assert {p.unschedulable for p in pending} == {
         f"0/3 nodes are available: {TAINTED_CP}, 2 Too many pods. preemption: 0/3 nodes are available: "
         "1 Preemption is not helpful for scheduling, 2 No preemption victims found for incoming pod."}
-    assert len(s.netns) == 2 + 3 + 216
+    assert len(s.netns) == 2 + 3 + 214
     d = apiserver.deployment_object(s, cluster.deployment_named(s, "default", "web"), {p.key for p in bound(s)})
     assert printers.render(printers.table("deployments", [d])).splitlines()[1].split()[:4] == [
-        "web", "216/2000", "2000", "216"]
+        "web", "214/2000", "2000", "214"]
 
 
 def test_scaling_down_removes_pending_pods_first_and_freed_slots_go_to_the_oldest_pending():
-    s = state_for(deployments=[web(220)])
-    assert len(bound(s)) == 216
-    cluster.scale(s, "default", "web", 216, random.Random(2))
-    assert len(s.pods) == 216 and all(p.node for p in s.pods)
+    s = state_for(deployments=[web(218)])
+    assert len(bound(s)) == 214
+    cluster.scale(s, "default", "web", 214, random.Random(2))
+    assert len(s.pods) == 214 and all(p.node for p in s.pods)
     other = spec.DeploymentManifest("default", "db", 2, {"app": "db"}, template(labels={"app": "db"}))
     cluster.apply(s, spec.LabSpec(s.cluster, (), (other,)), random.Random(3))
     db = [p for p in s.pods if p.owner == "Deployment/db"]
     assert [p.node for p in db] == [None, None]
-    cluster.scale(s, "default", "web", 215, random.Random(4))       # one slot frees: the oldest db pod takes it
+    cluster.scale(s, "default", "web", 213, random.Random(4))       # one slot frees: the oldest db pod takes it
     assert db[0].node is not None and db[1].node is None
 
 
