@@ -226,6 +226,21 @@ def _destination(pods, proto=None):
             or next((p for p in pods if agnhost.served_ports(p)), None) or (pods[0] if pods else None))
 
 
+def _denied(state, src, dst, port, protocol):
+    """Why a NetworkPolicy denies src -> dst:port/protocol ("" when none does, or the lab has
+    none): the other areas skip what a policy denies, and `--area policy` checks it."""
+    if not state.network_policies:
+        return ""
+    from netlab.controllers import networkpolicy
+    if not hasattr(state, "_policy_index"):
+        state._policy_index = networkpolicy.PolicyIndex(state)
+    verdict = networkpolicy.evaluate(state._policy_index, src, dst, port, protocol)
+    if verdict.allowed:
+        return ""
+    return (f"a NetworkPolicy denies {getattr(src, 'key', src)} -> {getattr(dst, 'key', dst)}:{port}/{protocol} "
+            f"(netlab policy explain says why; netlab probe --area policy checks it)")
+
+
 def pod_to_pod(prober, state, a, others, area):
     """ICMP, TCP and UDP from pod `a` to pods of one node (`others`): each protocol to a pod
     that answers it, or skipped where none does."""
@@ -242,6 +257,8 @@ def pod_to_pod(prober, state, a, others, area):
     if b is None:
         out.append(skip(area, f"tcp {src} -> a pod on {where}", expected,
                         f"no {'other ' if where == a.node else ''}pod on {where} serves TCP (agnhost)"))
+    elif _denied(state, a, b, _ports(b, "TCP")[0], "TCP"):
+        out.append(skip(area, f"tcp {src} -> {b.key}", expected, _denied(state, a, b, _ports(b, "TCP")[0], "TCP")))
     else:
         r = prober.http(src, b.ip, _ports(b, "TCP")[0], "/clientip")
         seen = r.get("body", r.get("error", "")).rsplit(":", 1)[0]
@@ -252,6 +269,9 @@ def pod_to_pod(prober, state, a, others, area):
     if b is None:
         out.append(skip(area, f"udp {src} -> a pod on {where}", "the pod's name as the answer",
                         f"no {'other ' if where == a.node else ''}pod on {where} serves UDP (agnhost)"))
+    elif _denied(state, a, b, _ports(b, "UDP")[0], "UDP"):
+        out.append(skip(area, f"udp {src} -> {b.key}", f"answer {b.name}",
+                        _denied(state, a, b, _ports(b, "UDP")[0], "UDP")))
     else:
         r = prober.udp(src, b.ip, _ports(b, "UDP")[0], "hostname")
         out.append(Check(area, f"udp {src} -> {b.key}", f"answer {b.name}", r.get("body") or r.get("error", ""),
@@ -311,18 +331,24 @@ def node_to_pod(prober, state, by_node):
         targets = [p for p in local if _ports(p, "TCP")][:2] or local[:1]
         if not targets:
             out.append(skip(area, f"{node.name} -> a pod on {node.name}", "an answer", f"no pod runs on {node.name}"))
-        out += [_node_pod(prober, node, pod, f"cni0 in {node.name}") for pod in targets]
+        out += [_node_pod(prober, state, node, pod, f"cni0 in {node.name}") for pod in targets]
         others = [n for n in state.nodes[i + 1:] + state.nodes[:i] if n in nodes]
         if not others:
             out.append(skip(area, f"{node.name} -> a pod on another node", "an answer", "no pod runs on another node"))
             continue
         pods = by_node[others[0].name]
         pod = _destination(pods, "TCP") or _destination(pods)
-        out.append(_node_pod(prober, node, pod, f"the route to {pod.node}'s podCIDR via flannel.1 in {node.name}"))
+        out.append(_node_pod(prober, state, node, pod,
+                             f"the route to {pod.node}'s podCIDR via flannel.1 in {node.name}"))
     return out
 
 
-def _node_pod(prober, node, pod, hint):
+def _node_pod(prober, state, node, pod, hint):
+    # The node's packets leave by cni0 to its own pods, by flannel.1 (the subnet's .0) to others.
+    source = ipam.gateway(node.pod_cidr) if pod.node == node.name else node.pod_cidr.split("/")[0]
+    why = _ports(pod, "TCP") and _denied(state, source, pod, _ports(pod, "TCP")[0], "TCP")
+    if why:
+        return skip("node-to-pod", f"tcp {node.name} -> {pod.key}", f"answer {pod.name}", why)
     if _ports(pod, "TCP"):
         r = prober.http(node.name, pod.ip, _ports(pod, "TCP")[0], "/hostname")
         return Check("node-to-pod", f"tcp {node.name} -> {pod.key}", f"answer {pod.name}",
@@ -361,6 +387,10 @@ def matrix_checks(prober, state, by_node):
             name = f"{a.key} -> {b.key}"
             if not _ports(b, "TCP"):
                 out.append(skip("pod-matrix", name, "reached", f"no pod on {b.node} serves TCP (agnhost)"))
+                continue
+            why = _denied(state, a, b, _ports(b, "TCP")[0], "TCP")
+            if why:
+                out.append(skip("pod-matrix", name, "reached", why))
                 continue
             r = prober.http(a.key, b.ip, _ports(b, "TCP")[0], "/hostname", timeout=1.5)
             out.append(Check("pod-matrix", name, "reached",
@@ -432,6 +462,15 @@ def _backends(state, svc, port):
         if pod is None or (number, port.protocol) not in agnhost.served_ports(pod):
             return {a for a, _ in pods}, (pod.template.containers[0].image if pod else "no pod")
     return {a for a, _ in pods}, "agnhost"
+
+
+def _backend_pods(state, svc, port):
+    """(pod, target port) of every ready backend of one service port."""
+    ep = state.endpoints_of(svc)
+    found = [(a.pod, p.port) for s in (ep.subsets if ep else ()) for p in s.ports
+             if p.name == port.name and p.protocol == port.protocol for a in s.addresses]
+    pods = {p.name: p for p in state.pods if p.namespace == svc.namespace}
+    return [(pods[name], number) for name, number in found if name in pods]
 
 
 def _kube_dns(state):
@@ -531,6 +570,11 @@ def _service_port_checks(prober, state, client, svc, port, is_dns):
     backends, server = _backends(state, svc, port)
     if not backends:
         return _without_endpoints(prober, state, client, svc, port, name)
+    if client.pod is not None and state.network_policies:
+        why = next(filter(None, (_denied(state, client.pod, b, number, port.protocol)
+                                 for b, number in _backend_pods(state, svc, port))), "")
+        if why:           # a Service is judged on its backends: one denied, and the answers are not all there
+            return [skip(area, f"{name} cluster IP from {src}", "a backend answers", why)]
     if server != "agnhost":
         if is_dns and port.port == 53:
             return []                           # the dns area asks kube-dns itself, over UDP and TCP
