@@ -40,6 +40,7 @@ bench: setup
 	$(PY) bench/bringup.py
 	$(PY) bench/api.py
 	$(PY) bench/kube_proxy.py
+	$(PY) bench/netpol.py
 	$(PY) bench/dns.py
 
 clean:

@@ -88,7 +88,8 @@ def changes(planned, have):
     (missing, of another type, or whose members differ) and the stale sets of ours to destroy
     once no rule matches on them. Another program's sets are left alone."""
     wanted = {s.name: s for s in planned}
+    # The entries compared as written first: normalizing each (ipaddress) is the cost of a sync.
     write = [s for s in planned if s.name not in have or have[s.name].type != s.type
-             or have[s.name].members() != s.members()]
+             or (set(have[s.name].entries) != set(s.entries) and have[s.name].members() != s.members())]
     stale = sorted(n for n in have if n.startswith(OWNED_PREFIXES) and n not in wanted)
     return write, stale
