@@ -29,13 +29,15 @@ def node_plan(state, node, rules=True, netpol=None):
     inputs and compiled policies (kube_router.read), when the caller plans several nodes."""
     kubelet = NetnsPlan(node.netns, sysctls=NODE_SYSCTLS, owner="kubelet")
     veths = NetnsPlan(node.netns, links=tuple(cni.host_veth(state, p) for p in state.pods_on(node.name)), owner="cni")
-    # kube-router, then kube-proxy, then flannel: the order their jumps take in the built-in
-    # chains (kube-router keeps its own at position 1, kube-proxy inserts its jumps at the top,
-    # flanneld appends).
+    # kube-router, then kube-proxy, then kube-router's ACCEPT, then flannel: the order their
+    # rules take in the built-in chains (kube-router keeps its jump at position 1, kube-proxy
+    # inserts its jumps at the top, k3s's kube-router puts its ACCEPT after the last KUBE-
+    # rule, flanneld appends).
     proxy = kube_proxy_nft if kube_proxy_nft.uses_nftables(state.cluster) else kube_proxy
     policy = (kube_router.node_plan(state, node, *(netpol or kube_router.read(state))),) if rules else ()
+    accept = (kube_router.accept_plan(node),) if rules else ()
     return merge(node.netns, underlay.uplink(state, node.netns, node.ip), kubelet, cni.node_plan(state, node),
-                 *policy, proxy.node_plan(state, node, rules), flannel.node_plan(state, node), veths)
+                 *policy, proxy.node_plan(state, node, rules), *accept, flannel.node_plan(state, node), veths)
 
 
 def lab_plans(state, lb_health=None, node_rules=True, netpol=None):

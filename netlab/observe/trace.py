@@ -168,6 +168,8 @@ def _policy_step(hit):
     text, target = _comment(rule), (_TARGET.search(rule) or [None, ""])[1]
     step = {**hit, "what": "other", "text": text}
     pod = _POD.search(text)
+    if text.startswith("KUBE-ROUTER ") and target == "ACCEPT":      # k3s's, in a built-in chain
+        return {**step, "what": "accepted", "text": "ACCEPT: the flow complies with the policies (mark 0x20000)"}
     if chain.startswith("KUBE-ROUTER-"):
         if target.startswith("KUBE-POD-FW-") and pod:
             direction = "ingress" if "destined to" in text else "egress"
@@ -227,13 +229,15 @@ def policy_path(rules):
     and KUBE-NWPLCY-* chains), in the order a packet meets them on each node: a top-level jump,
     then its pod's chain (KUBE-NWPLCY-COMMON's hits after its jump, each policy chain's after
     the jump that names it, KUBE-NWPLCY-DEFAULT's after the first jump to it), each chain once
-    (COMMON and DEFAULT are shared by a node's pods: their counts are all pods'). Every step
+    (COMMON and DEFAULT are shared by a node's pods: their counts are all pods'), and last the
+    explicit ACCEPT k3s's kube-router keeps in the built-in chain. Every step
     carries its node, chain, rule and packets, `what` it is (pod, policy, not-isolated,
     allowed, rejected, established, ...), `text`, `depth` (0 top level, 1 a pod's chain, 2
     COMMON, DEFAULT and the policies' chains), and, where the rules say it, `pod` and `policy`
     (NAMESPACE/NAME: a policy is of its pod's namespace) and `direction`."""
     steps = [_policy_step(r) for r in rules
-             if r.get("table") == "filter" and "verdict" not in r and r["chain"].startswith(POLICY_CHAINS)]
+             if r.get("table") == "filter" and "verdict" not in r
+             and (r["chain"].startswith(POLICY_CHAINS) or _comment(r["rule"]).startswith("KUBE-ROUTER "))]
     chains = {}
     for s in steps:
         chains.setdefault((s["node"], s["chain"]), []).append(s)

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field, replace
 # wants any more is stale and removed, as kube-proxy removes its own.
 OWNED_PREFIXES = ("KUBE-", "FLANNEL-", "LB-")
 # Comments our components put on their rules in built-in chains: kube-proxy's all start
-# "kubernetes " ("kubernetes service portals", ...), flanneld's "flanneld " ("flanneld masq").
-OWNED_COMMENTS = ("kubernetes ", "flanneld ", "netlab ")
+# "kubernetes " ("kubernetes service portals", ...), flanneld's "flanneld " ("flanneld masq"),
+# k3s's kube-router's ACCEPT "KUBE-ROUTER ".
+OWNED_COMMENTS = ("kubernetes ", "flanneld ", "netlab ", "KUBE-ROUTER ")
 # kube-router's jumps from INPUT, FORWARD and OUTPUT to its KUBE-ROUTER- chains carry this.
 KUBE_ROUTER_COMMENT = "kube-router netpol"
 # The faults' partition in the LAN namespace: a DROP between two bridge ports (observe/faults).

@@ -196,8 +196,10 @@ class Monitor:
             return False
         wait_for(printed, timeout=10, every=0.1, what=f"nft monitor in {self.netns} printing {table}")
 
-    def transactions(self):
-        """The transactions between the markers, without the markers' own."""
+    def transactions(self, table="ip kube-proxy"):
+        """The transactions of `table` between the markers. Others are left out: iptables-nft
+        commits kube-router's filter-table writes (a new pod's KUBE-POD-FW- chain) as nf_tables
+        transactions of `ip filter` too."""
         groups, current = [], []
         for line in self.lines:
             if line.startswith("# new generation"):
@@ -206,7 +208,8 @@ class Monitor:
             else:
                 current.append(line)
         start = next(i for i, g in enumerate(groups) if f"add table ip {self.MARK}-start" in g)
-        return [g for g in groups[start + 1:] if not any(self.MARK in line for line in g)]
+        return [g for g in groups[start + 1:]
+                if not any(self.MARK in line for line in g) and any(f" {table} " in line for line in g)]
 
 
 def line_owner(state, line):

@@ -11,6 +11,7 @@ import hashlib
 from netlab.api.spec import (ClusterConfig, Container, ContainerPort, IPBlock, LabelSelector, LabSpec,
                              NetworkPolicyManifest, PodManifest, PodTemplate, PolicyPeer, PolicyPort, PolicyRule)
 from netlab.controllers import cluster
+from netlab import plan
 from netlab.node.netpol import kube_router as kr
 from netlab.values.ipset import IPSet, changes, parse_save, restore_text, tmp_set
 from netlab.values.iptables import Edit, builtin_edits
@@ -137,14 +138,27 @@ def test_the_top_level_chains_steer_each_local_pod_then_accept_what_complies():
     ya, fw = ip(s, "y/a"), kr.pod_chain("y", "a")
     to = f'-m comment --comment "rule to jump traffic destined to POD name:a namespace: y to chain {fw}" -j {fw}'
     frm = f'-m comment --comment "rule to jump traffic from POD name:a namespace: y to chain {fw}" -j {fw}'
-    accept = ('-m comment --comment "rule to explicitly ACCEPT traffic that comply to network policies" '
-              "-m mark --mark 0x20000/0x20000 -j ACCEPT")
     assert chains["KUBE-ROUTER-FORWARD"] == (f"-d {ya}/32 {to}", f"-d {ya}/32 -m physdev --physdev-is-bridged {to}",
-                                             f"-s {ya}/32 {frm}", f"-s {ya}/32 -m physdev --physdev-is-bridged {frm}",
-                                             accept)
-    assert chains["KUBE-ROUTER-OUTPUT"] == (f"-d {ya}/32 {to}", f"-s {ya}/32 {frm}", accept)
-    assert chains["KUBE-ROUTER-INPUT"][3:] == (f"-s {ya}/32 {frm}", accept)
+                                             f"-s {ya}/32 {frm}", f"-s {ya}/32 -m physdev --physdev-is-bridged {frm}")
+    assert chains["KUBE-ROUTER-OUTPUT"] == (f"-d {ya}/32 {to}", f"-s {ya}/32 {frm}")
+    assert chains["KUBE-ROUTER-INPUT"][3:] == (f"-s {ya}/32 {frm}",)
     assert [c for c in chains if c in ("INPUT", "FORWARD", "OUTPUT")] == ["INPUT", "FORWARD", "OUTPUT"]
+
+
+def test_k3s_accepts_what_complies_in_the_built_in_chains_after_the_last_kube_rule_before_flanneld():
+    """As a k3s node's iptables-save shows it: FORWARD holds kube-router's jump, kube-proxy's
+    jumps, the KUBE-ROUTER ACCEPT, then flanneld's FLANNEL-FWD."""
+    s = lab()
+    node = next(n for n in s.nodes if n.name == "t-worker")
+    forward = plan.node_plan(s, node).iptables["filter"].chains["FORWARD"]
+    accept = ('-m comment --comment "KUBE-ROUTER rule to explicitly ACCEPT traffic that comply to network policies" '
+              "-m mark --mark 0x20000/0x20000 -j ACCEPT")
+    targets = [r.rsplit("-j ", 1)[1] for r in forward]
+    assert targets == ["KUBE-ROUTER-FORWARD", "KUBE-PROXY-FIREWALL", "KUBE-FORWARD", "KUBE-SERVICES",
+                       "KUBE-EXTERNAL-SERVICES", "ACCEPT", "FLANNEL-FWD"]
+    assert forward[5] == accept
+    for builtin in ("INPUT", "OUTPUT"):
+        assert accept in plan.node_plan(s, node).iptables["filter"].chains[builtin]
 
 
 def test_default_deny_ingress_an_empty_chain_a_target_set_and_the_jump_instead_of_the_default():
@@ -202,6 +216,17 @@ def test_an_ipblock_with_except_is_a_hash_net_set_with_nomatch_entries():
     assert table(s)[kr.policy_chain("x", "blocks")] == tuple(allow(
         "rule to ACCEPT traffic from specified ipBlocks to dest pods selected by policy name: blocks namespace x",
         f"-p tcp || -m set --match-set {src} src -m set --match-set {dst} dst -m tcp --dport 80"))
+
+
+def test_a_net_that_is_one_peers_cidr_and_anothers_except_is_held_once_as_the_last_entry_made_it():
+    """`ipset restore -exist` replaces an entry of the same net, so the set holds the last one."""
+    peers = (PolicyPeer(ip_block=IPBlock("10.244.1.0/24")),
+             PolicyPeer(ip_block=IPBlock("10.244.0.0/16", ("10.244.1.0/24",))))
+    s = lab(policy("x", "blocks", ingress=(PolicyRule(peers=peers),)))
+    src = "KUBE-SRC-" + b32("xblocksingressrule0IPv4ipblock")
+    assert sets(s)[src].entries == ("10.244.0.0/16 timeout 0", "10.244.1.0/24 timeout 0 nomatch")
+    s = lab(policy("x", "blocks", ingress=(PolicyRule(peers=peers[::-1]),)))
+    assert sets(s)[src].entries == ("10.244.0.0/16 timeout 0", "10.244.1.0/24 timeout 0")
 
 
 def test_ports_numeric_ranges_and_protocol_only_from_all_sources():

@@ -454,7 +454,7 @@ ALLOWED = """*filter
 [1:60] -A KUBE-POD-FW-QYUVA5AFBMRLTDZQ -m comment --comment "set mark to ACCEPT traffic that comply to network policies" -j MARK --set-xmark 0x20000/0x20000
 [4:240] -A KUBE-ROUTER-FORWARD -d 10.244.1.3/32 -m comment --comment "rule to jump traffic destined to POD name:a namespace: x to chain KUBE-POD-FW-QYUVA5AFBMRLTDZQ" -j KUBE-POD-FW-QYUVA5AFBMRLTDZQ
 [4:240] -A KUBE-ROUTER-FORWARD -s 10.244.1.3/32 -m comment --comment "rule to jump traffic from POD name:a namespace: x to chain KUBE-POD-FW-QYUVA5AFBMRLTDZQ" -j KUBE-POD-FW-QYUVA5AFBMRLTDZQ
-[1:60] -A KUBE-ROUTER-FORWARD -m comment --comment "rule to explicitly ACCEPT traffic that comply to network policies" -m mark --mark 0x20000/0x20000 -j ACCEPT
+[1:60] -A FORWARD -m comment --comment "KUBE-ROUTER rule to explicitly ACCEPT traffic that comply to network policies" -m mark --mark 0x20000/0x20000 -j ACCEPT
 COMMIT
 """
 
@@ -506,7 +506,7 @@ def test_trace_names_the_policy_rule_that_let_a_flow_in(monkeypatch):
     jump = next(i for i, s in enumerate(path) if s.get("target") == "KUBE-NWPLCY-CBSMQYSHNKVKWA5Y")
     assert order[jump + 1:jump + 3] == [("KUBE-NWPLCY-CBSMQYSHNKVKWA5Y", "marked"),
                                         ("KUBE-NWPLCY-CBSMQYSHNKVKWA5Y", "allowed")]   # right after the jump to it
-    assert ("KUBE-ROUTER-FORWARD", "accepted") in order
+    assert ("FORWARD", "accepted") in order
     assert [(s["pod"], s["direction"]) for s in path if s["what"] == "pod"] == [("x/a", "ingress"), ("x/a", "egress")]
     text = "\n".join(trace._render_policy({"policy": path, "network_policies": 2}))
     assert "MARK 0x10000" not in text and "stopped by" not in text       # the MARK before the RETURN says it twice

@@ -12,10 +12,12 @@ them back, so a plan compares with a node's table line for line:
   built-in chain + the rule's words))[:16]), re-asserted every sync.
 - KUBE-ROUTER-INPUT starts by letting traffic to the service CIDR and to local NodePorts
   through (RETURN); each top-level chain then steers a local pod's traffic (-d / -s its IP,
-  and the bridged, physdev form in FORWARD) into its KUBE-POD-FW- chain, and ends with the
-  ACCEPT of traffic marked 0x20000 ("complies with the policies"). That ACCEPT is where
-  upstream kube-router puts it; k3s's fork instead inserts it into INPUT/FORWARD/OUTPUT right
-  after the last KUBE- rule, with its comment prefixed "KUBE-ROUTER ".
+  and the bridged, physdev form in FORWARD) into its KUBE-POD-FW- chain.
+- The ACCEPT of traffic marked 0x20000 ("complies with the policies") is where k3s's fork
+  puts it: in INPUT, FORWARD and OUTPUT right after the last KUBE- rule (kube-proxy's jumps),
+  its comment prefixed "KUBE-ROUTER ". Upstream kube-router ends each top-level chain with it
+  instead, which, jumped at position 1, accepts a flow before kube-proxy's filter rules see
+  it (the REJECT of a Service without endpoints); k3s moved it for that reason.
 - A pod's chain: KUBE-NWPLCY-COMMON (INVALID dropped, RELATED/ESTABLISHED and some ICMP
   accepted: the firewall is stateful, so a connection set up before a policy change lives
   on); traffic from the node accepted; KUBE-NWPLCY-DEFAULT (marks 0x10000: allowed) for a
@@ -239,8 +241,20 @@ def _rule(inp, policy, rule, named_map):
     if named_map is None:                       # egress: the named ports of the destinations
         named_map = _named_ports(pods if rule.peers else [p for p in inp.pods if p.namespace == policy.namespace])
     numeric, named = _ports(rule.ports, named_map) if rule.ports else ((), ())
-    return _Rule(not rule.peers, tuple(dict.fromkeys(p.ip for p in pods)), tuple(dict.fromkeys(blocks)),
+    return _Rule(not rule.peers, tuple(dict.fromkeys(p.ip for p in pods)), _last_per_net(blocks),
                  not rule.ports, numeric, named)
+
+
+def _last_per_net(entries):
+    """A rule's ipBlock entries as its hash:net set holds them once `ipset restore -exist` has
+    added them in order: a later entry of a net replaces an earlier one (a cidr of one peer that
+    is another's except is whichever came last)."""
+    out = {}
+    for entry in entries:
+        net = ipaddress.ip_network(entry.split()[0], strict=False)
+        out.pop(net, None)
+        out[net] = entry
+    return tuple(out.values())
 
 
 def _policy(inp, policy):
@@ -386,7 +400,7 @@ def ipsets(inp, compiled=None):
 
 # --- the node's chains (ensureTopLevelChains, syncPodFirewallChains, ensureExplicitAccept) ----------
 
-EXPLICIT_ACCEPT = (f'{comment("rule to explicitly ACCEPT traffic that comply to network policies")} '
+EXPLICIT_ACCEPT = (f'{comment("KUBE-ROUTER rule to explicitly ACCEPT traffic that comply to network policies")} '
                    f"-m mark --mark {MARK_ACCEPT} -j ACCEPT")
 
 
@@ -473,7 +487,7 @@ def node_table(inp, node, compiled=None):
         top[OUTPUT] += [f"-d {ip} {to} -j {chain}", f"-s {ip} {frm} -j {chain}"]
         top[INPUT].append(f"-s {ip} {frm} -j {chain}")
         pods[chain] = pod_rules(pod, chain, compiled.selecting.get(pod.ip, []))
-    chains = {**hooks(), **{c: tuple(rules) + (EXPLICIT_ACCEPT,) for c, rules in top.items()},
+    chains = {**hooks(), **{c: tuple(rules) for c, rules in top.items()},
               COMMON: common_chain(), DEFAULT: default_chain(), **compiled.chains, **pods}
     return Table("filter", chains)
 
@@ -482,6 +496,13 @@ def node_plan(state, node, inp=None, compiled=None):
     """kube-router's part of a node's plan: its filter chains (its ipsets: `ipsets`)."""
     inp = inp or inputs(state)
     return NetnsPlan(node.netns, iptables={"filter": node_table(inp, node.name, compiled)}, owner="kube-router")
+
+
+def accept_plan(node):
+    """k3s's explicit ACCEPT in each built-in chain: merged after kube-proxy's plan, so it
+    lands right after kube-proxy's jumps (the last KUBE- rules) and before flanneld's."""
+    rules = {builtin: (EXPLICIT_ACCEPT,) for builtin in TOP_LEVEL}
+    return NetnsPlan(node.netns, iptables={"filter": Table("filter", rules)}, owner="kube-router")
 
 
 def owned(chain):
