@@ -25,11 +25,18 @@ The rules (Kubernetes' API reference, and what the e2e suite test/e2e/network/ne
 kube-router adds two things before any policy, both kept here because a probe sees them: its
 pod chain accepts traffic to a pod from a local address of the pod's own node (`-m addrtype
 --src-type LOCAL`, what lets kubelet's probes through), and KUBE-NWPLCY-COMMON accepts ICMP
-echo-request, destination-unreachable and time-exceeded in both directions. Where kube-router
-reads a rule differently from the API (an egress named port: resolved on the policy's own
-namespace when the rule has no `to`, never given to an ipBlock peer), the API's reading is the
-default and PolicyIndex(state, kube_router=True) gives kube-router's; Kubernetes' e2e cases pass
-with either.
+echo-request, destination-unreachable and time-exceeded in both directions.
+
+Where kube-router's rules read policies differently from the API, the API's reading is the
+default and PolicyIndex(state, kube_router=True) gives kube-router's (v2.6.3); Kubernetes' e2e
+cases pass with either. The differences:
+- an egress named port is resolved on the policy's own namespace when the rule has no `to`, and
+  never given to an ipBlock peer;
+- a policy of both types is jumped to from its pods' chains with no -d/-s, so its ingress rules
+  also run on the egress of the pods it selects (and its egress rules on their ingress): traffic
+  between two pods it selects passes a side when a rule of the other direction allows it;
+- the ipBlocks of one rule fill one hash:net set, their excepts as nomatch entries, and the most
+  specific entry decides: one peer's except can take addresses out of another peer's cidr.
 
 Traffic to a Service is judged on the backend pod after DNAT: callers pass the backend.
 """
@@ -158,13 +165,12 @@ class PolicyIndex:
     distinct label set), pods by IP, and the local addresses of every node. Build one per state
     and pass it wherever a state is taken; it does not follow later changes to the state.
 
-    `kube_router`: resolve egress named ports as kube-router does (_kube_router_named_egress)
-    instead of as the API defines them; the two differ only where a named port means different
-    numbers on different pods, or goes with an ipBlock peer."""
+    `kube_router`: read the policies as kube-router's rules do (the module's docstring: egress
+    named ports, policies of both types, a rule's ipBlocks) instead of as the API defines them."""
 
     def __init__(self, state, kube_router=False):
         self.state = state
-        self.kube_router = kube_router     # egress named ports as kube-router resolves them
+        self.kube_router = kube_router     # the policies read as kube-router's rules read them
         self.pods = [p for p in state.pods if schedulable(p)]
         self.by_ip = {p.ip: p for p in self.pods}
         self.by_key = {p.key: p for p in self.pods}
@@ -301,7 +307,9 @@ class Side:
         if self.from_node:
             lines.append(f"  allowed: from a local address of its node {self.from_node} "
                          "(kube-router accepts it before any policy)")
-        lines += [f"  allowed by {m.text}" for m in self.allowed_by]
+        lines += [f"  allowed by {m.text}" + ("" if m.direction == self.direction else
+                  " (kube-router runs a policy of both types whole in the chain of each pod it selects)")
+                  for m in self.allowed_by]
         if not self.allowed:
             lines.append(f"  denied: no rule of the {n} {'policy that selects' if n == 1 else 'policies that select'}"
                          " it allows it")
@@ -360,10 +368,36 @@ def _peer_hit(index, policy, rule, peer, ipblocks):
     every peer matches), or False."""
     if not rule.peers:
         return None
+    block = _shared_block_hit(rule, peer) if index.kube_router and ipblocks else None
     for i, p in enumerate(rule.peers):
-        if (ipblocks or p.ip_block is None) and index.peer_matches(policy, p, peer):
+        if p.ip_block is not None and index.kube_router:
+            if i == block:
+                return i
+        elif (ipblocks or p.ip_block is None) and index.peer_matches(policy, p, peer):
             return i
     return False
+
+
+def _shared_block_hit(rule, other):
+    """The ipBlocks of `rule` as kube-router's one hash:net set of them holds them: each cidr an
+    entry, each except a nomatch entry, a later entry of the same net replacing an earlier one
+    (as `ipset restore -exist` does); the most specific entry holding the address decides. The
+    number of the peer whose cidr matched, or None."""
+    address = _address(other.ip if isinstance(other, Pod) else other)
+    if address is None:
+        return None
+    entries = {}
+    for i, p in enumerate(rule.peers):
+        if p.ip_block is not None:
+            for cidr, nomatch in [(p.ip_block.cidr, False)] + [(e, True) for e in p.ip_block.excepts]:
+                net = _network(cidr)
+                entries.pop(net, None)
+                entries[net] = (i, nomatch)
+    holding = [net for net in entries if net.version == address.version and address in net]
+    if not holding:
+        return None
+    i, nomatch = entries[max(holding, key=lambda n: n.prefixlen)]
+    return None if nomatch else i
 
 
 def _kube_router_named_egress(index, policy, rule, rule_port, dst, port, protocol):
@@ -394,13 +428,29 @@ def _side(index, direction, subject, peer, dst, port, protocol, every):
         return Side(direction, subject.key, True, keys, from_node=subject.node)
     found = []
     for policy in policies:
-        for i, rule in enumerate(policy.ingress if direction == INGRESS else policy.egress):
-            hit = _rule_matches(index, policy, direction, rule, peer, dst, port, protocol)
+        for rule_direction, i, rule, other in _rules_run(index, policy, direction, subject, peer):
+            hit = _rule_matches(index, policy, rule_direction, rule, other, dst, port, protocol)
             if hit is not None:
-                found.append(RuleMatch(policy.key, direction, i, hit[0], hit[1], policy, dst))
+                found.append(RuleMatch(policy.key, rule_direction, i, hit[0], hit[1], policy, dst))
                 if not every:
                     return Side(direction, subject.key, True, keys, tuple(found))
     return Side(direction, subject.key, True, keys, tuple(found))
+
+
+def _rules_run(index, policy, direction, subject, peer):
+    """The rules of `policy` that judge `direction` of `subject` (the other end: `peer`), each as
+    (its direction, its number, the rule, the end its peers must match). kube-router also runs a
+    policy of both types' rules of the other direction, which match when the policy selects the
+    other end too: its ingress rules on a source's egress (their peers match the source), its
+    egress rules on a destination's ingress (their peers match the destination)."""
+    own = policy.ingress if direction == INGRESS else policy.egress
+    out = [(direction, i, rule, peer) for i, rule in enumerate(own)]
+    if index.kube_router and INGRESS in policy.policy_types and EGRESS in policy.policy_types \
+            and isinstance(peer, Pod) and schedulable(peer) and peer.namespace == policy.namespace \
+            and policy.pod_selector.matches(peer.labels):
+        other = EGRESS if direction == INGRESS else INGRESS
+        out += [(other, i, rule, subject) for i, rule in enumerate(policy.egress if other == EGRESS else policy.ingress)]
+    return out
 
 
 def evaluate(state, src, dst, port, protocol="TCP", every=False):

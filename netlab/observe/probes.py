@@ -1120,10 +1120,11 @@ def _policy_check(state, index, pods, tos, total, port, protocol, expected, obse
     differences = []
     for src, dst in differ:
         text = np.explain(index, by_key[src], by_key[dst], port, protocol)
-        theirs = np.evaluate(kube_router, by_key[src], by_key[dst], port, protocol).allowed
-        if theirs != expected[(src, dst)]:
-            text += (f"\n  kube-router reads the egress named port otherwise: to it this is "
-                     f"{'allowed' if theirs else 'denied'}")
+        theirs = np.evaluate(kube_router, by_key[src], by_key[dst], port, protocol)
+        if theirs.allowed != expected[(src, dst)]:
+            text += (f"\n  kube-router's rules read these policies otherwise: to them this is "
+                     f"{'allowed' if theirs.allowed else 'denied'}")
+            text += "".join(f"\n    {line}" for line in theirs.reasons())
         text += f"\nobserved: {'connected' if observed[(src, dst)] else 'blocked'} ({how[(src, dst)]})"
         differences.append({"from": src, "to": dst, "expected": expected[(src, dst)], "observed": observed[(src, dst)],
                             "how": how[(src, dst)], "explanation": text})

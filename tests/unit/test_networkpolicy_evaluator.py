@@ -1,22 +1,16 @@
 """The NetworkPolicy evaluator (netlab.controllers.networkpolicy) on Kubernetes' own e2e cases.
 
-Each test is one `f.It` case of test/e2e/network/netpol/network_policy.go, named after it: the
-policies are built as the case builds them (GenNetworkPolicyWithNameAndPodSelector /
-...PodMatchLabel with SetSpecIngressRules / SetSpecEgressRules, CreatePolicy into its namespace,
-UpdatePolicy, AddNamespaceLabel, AddPodLabels, cleanNetworkPolicies), and the expected matrix
-is derived as the case derives it, with a copy of upstream's Reachability (a default-true
-table changed by Expect, ExpectAllIngress, ExpectAllEgress and ExpectPeer), never from the
-evaluator. The model is upstream's defaultModel: namespaces x, y, z labelled `ns: <name>` (plus
-the API server's kubernetes.io/metadata.name), pods a, b, c labelled `pod: <name>`, one container
-`cont-<port>-<proto>` per port x protocol of the case with the container port `serve-<port>-<proto>`;
-all 81 cells compared, loopback ignored (ignoreLoopback). Later upstream versions cut each case
-down to the pods it needs; the expectations are the same cells.
+The cases (one per `f.It` case of test/e2e/network/netpol/network_policy.go, named after it),
+the model and the copy of upstream's Reachability are in tests/netpol_model.py, shared with the
+root tests that apply the same cases to a real lab: here each runs against the model as a
+ClusterState and every ValidateOrFail is the evaluator's matrix (both readings: the API's and
+kube-router's) against the expected one, all 81 cells compared, loopback ignored.
 
-Cases with upstream's DNS allowances are the v1.20 policies.go forms (GetAllowEgressByPort,
-GetAllowEgressByNamespaceAndPod, GetAllowEgressByCIDR, GetDenyAllWithEgressDNS: an extra egress
-rule allowing UDP 53 to anywhere), with a kube-dns pod added to the model. endPort has no matrix
-case upstream (only API validation, network_policy_api.go): its cases here follow the API
-reference ("the range of ports from port to endPort, inclusive") with the same helpers.
+Below them: the case that needs a LoadBalancer client, the v1.20 forms with upstream's DNS
+allowances (policies.go: GetAllowEgressByPort, GetAllowEgressByNamespaceAndPod,
+GetAllowEgressByCIDR, GetDenyAllWithEgressDNS: an extra egress rule allowing UDP 53 to
+anywhere), with a kube-dns pod added to the model, where kube-router's reading of egress named
+ports differs from the API's, and the evaluator's pieces.
 """
 
 import dataclasses
@@ -24,694 +18,23 @@ import ipaddress
 
 import pytest
 
-from netlab.api.objects import ClusterState, Node, Pod
-from netlab.api.spec import (ClusterConfig, Container, ContainerPort, IPBlock, LabelSelector, NetworkPolicyManifest,
-                             PodTemplate, PolicyPeer, PolicyPort, PolicyRule)
+from netlab.api.objects import ClusterState
+from netlab.api.spec import (ClusterConfig, Container, ContainerPort, IPBlock, NetworkPolicyManifest, PolicyPeer,
+                             PolicyPort)
 from netlab.controllers import networkpolicy as np
 from netlab.errors import NetlabError
+from tests.netpol_model import (CASES, LAN_CLIENT, NS_NAME, POD_NAMES, EvaluatorCluster, Peer, container, create_policy,
+                                gen, gen_match_label, make_pod, model, model_pods, node, peer, pod_ip, port,
+                                reachability, rule, sel, update_policy, validate_or_fail)
 
-NS_NAME = "kubernetes.io/metadata.name"      # namespaceLabelKey, v1.LabelMetadataName
-NAMESPACES = ("x", "y", "z")
-POD_NAMES = ("a", "b", "c")
-LAN_CLIENT = "172.18.0.100"                  # an address on the lab's LAN that is no node
+# ============ upstream's cases (tests/netpol_model.py) ============
 
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_upstream_case(case):
+    case.run(EvaluatorCluster.of(case))
 
-# ---- the model (model.go) ----
 
-def node(i):
-    return Node(f"netpol-worker{i + 1 if i else ''}", "worker", f"172.18.0.{i + 2}", f"10.244.{i + 1}.0/24",
-                "", {}, [])
-
-
-def container(port, protocol):
-    return Container(f"cont-{port}-{protocol.lower()}", "agnhost",
-                     ports=(ContainerPort(port, protocol, f"serve-{port}-{protocol.lower()}"),))
-
-
-def make_pod(namespace, name, node_name, ip, labels, containers):
-    return Pod(namespace, name, f"uid-{namespace}-{name}", node_name, PodTemplate(dict(labels), tuple(containers)),
-               container_id="", host_veth="", netns="", ip=ip)
-
-
-def model(ports=(80,), protocols=("TCP",), dns=False):
-    """upstream's NewModel(x/y/z, a/b/c, ports, protocols): pod a on the first worker, b on the
-    second, c on the third, each with the next address of its node's podCIDR."""
-    nodes = [node(i) for i in range(3)]
-    state = ClusterState(lab="netpol", cluster=ClusterConfig(name="netpol"), nodes=nodes)
-    state.namespaces = {ns: {"labels": {"ns": ns}, "created": ""} for ns in NAMESPACES}
-    for i, ns in enumerate(NAMESPACES):
-        for j, name in enumerate(POD_NAMES):
-            state.pods.append(make_pod(ns, name, nodes[j].name, f"10.244.{j + 1}.{i + 2}", {"pod": name},
-                                       [container(p, proto) for p in ports for proto in protocols]))
-    if dns:
-        dns_containers = [Container("coredns", "coredns", ports=(ContainerPort(53, "UDP", "dns"),
-                                                                 ContainerPort(53, "TCP", "dns-tcp")))]
-        state.pods.append(make_pod("kube-system", "coredns-0", nodes[0].name, "10.244.1.100",
-                                   {"k8s-app": "kube-dns"}, dns_containers))
-    return state
-
-
-def model_pods(state):
-    """AllPods(): x/a, x/b, x/c, y/a, ... z/c."""
-    return [state.pod(ns, name) for ns in NAMESPACES for name in POD_NAMES]
-
-
-def pod_ip(state, key):
-    ns, name = key.split("/")
-    return state.pod(ns, name).ip
-
-
-def make_large_cidr_for_ip(ip):
-    """makeLargeCIDRForIP: the /4 that holds the address."""
-    return str(ipaddress.ip_network(f"{ip}/4", strict=False))
-
-
-# ---- reachability.go ----
-
-@dataclasses.dataclass
-class Peer:
-    """Matches a pod by namespace and/or name; empty matches everything."""
-    namespace: str = ""
-    pod: str = ""
-
-    def matches(self, key):
-        ns, name = key.split("/")
-        return (not self.namespace or self.namespace == ns) and (not self.pod or self.pod == name)
-
-
-class Reachability:
-    def __init__(self, pods, default=True):
-        self.keys = [p.key for p in pods]
-        self.expected = {(f, t): default for f in self.keys for t in self.keys}
-
-    def _set(self, frm, to, connected):
-        if (frm, to) not in self.expected:
-            raise KeyError(f"{frm} -> {to} is no cell of the table")
-        self.expected[(frm, to)] = connected
-
-    def expect(self, frm, to, connected):
-        self._set(frm, to, connected)
-
-    def expect_all_ingress(self, pod, connected):
-        for frm in self.keys:
-            self._set(frm, pod, connected)
-
-    def expect_all_egress(self, pod, connected):
-        for to in self.keys:
-            self._set(pod, to, connected)
-
-    def expect_peer(self, frm, to, connected):
-        for f in self.keys:
-            if frm.matches(f):
-                for t in self.keys:
-                    if to.matches(t):
-                        self._set(f, t, connected)
-
-
-def reachability(state):
-    return Reachability(model_pods(state), True)
-
-
-def validate_or_fail(state, port, protocol, reach):
-    """ValidateOrFail: probe every pair (here: evaluate it) and compare, loopback ignored. Both
-    readings of the rules must pass: the API's, and kube-router's (egress named ports)."""
-    for kube_router in (False, True):
-        observed = np.matrix(np.PolicyIndex(state, kube_router=kube_router), model_pods(state), port, protocol)
-        wrong = np.differences(reach.expected, observed)
-        assert not wrong, (f"{port}/{protocol} kube_router={kube_router}: {wrong}\n"
-                           f"expected:\n{np.render_matrix(reach.expected)}\n"
-                           f"observed:\n{np.render_matrix(observed)}\n"
-                           f"comparison:\n{np.render_matrix(np.comparison(reach.expected, observed))}")
-
-
-# ---- policies.go / k8s_util.go ----
-
-def sel(labels=None, *expressions):
-    """metav1.LabelSelector{MatchLabels, MatchExpressions}: expressions are (key, op, values)."""
-    return LabelSelector(dict(labels or {}), tuple((k, op, tuple(v)) for k, op, v in expressions))
-
-
-def gen(name, pod_selector, ingress=None, egress=None, types=None):
-    """GenNetworkPolicyWithNameAndPodSelector(name, selector, SetSpecIngressRules(ingress...),
-    SetSpecEgressRules(egress...)): None = that setter not called; each setter called appends its
-    type to policyTypes (in the order upstream's cases call them: ingress first)."""
-    if types is None:
-        types = tuple(t for t, rules in (("Ingress", ingress), ("Egress", egress)) if rules is not None)
-    return NetworkPolicyManifest("", name, pod_selector, tuple(types), tuple(ingress or ()), tuple(egress or ()))
-
-
-def gen_match_label(name, labels, **kw):
-    """GenNetworkPolicyWithNameAndPodMatchLabel."""
-    return gen(name, sel(labels), **kw)
-
-
-def rule(*peers, ports=()):
-    return PolicyRule(tuple(peers), tuple(ports))
-
-
-def peer(pods=None, namespaces=None, block=None):
-    return PolicyPeer(pod_selector=pods, namespace_selector=namespaces, ip_block=block)
-
-
-def port(number=None, protocol="TCP", end=None):
-    return PolicyPort(protocol, number, end)
-
-
-def create_policy(state, policy, namespace):
-    state.network_policies.append(dataclasses.replace(policy, namespace=namespace))
-
-
-def update_policy(state, policy, namespace):
-    policy = dataclasses.replace(policy, namespace=namespace)
-    state.network_policies = [policy if p.key == policy.key else p for p in state.network_policies]
-
-
-def add_namespace_label(state, namespace, key, value):
-    state.namespaces[namespace]["labels"][key] = value
-
-
-def add_pod_labels(state, namespace, name, labels):
-    pod = state.pod(namespace, name)
-    pod.template = dataclasses.replace(pod.template, labels={**pod.labels, **labels})
-
-
-def clean_network_policies(state):
-    state.network_policies = []
-
-
-# ============ Netpol: NetworkPolicy between server and client ============
-
-def test_should_support_a_default_deny_ingress_policy():
-    """should support a 'default-deny-ingress' policy"""
-    state = model()
-    create_policy(state, gen("deny-ingress", sel(), ingress=()), "x")
-    reach = reachability(state)
-    reach.expect_peer(Peer(), Peer("x"), False)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def test_should_support_a_default_deny_all_policy():
-    """should support a 'default-deny-all' policy"""
-    state = model()
-    create_policy(state, gen("deny-all", sel(), ingress=(), egress=()), "x")
-    reach = reachability(state)
-    reach.expect_peer(Peer(), Peer("x"), False)
-    reach.expect_peer(Peer("x"), Peer(), False)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def test_should_enforce_policy_to_allow_traffic_from_pods_within_server_namespace_based_on_podselector():
-    """should enforce policy to allow traffic from pods within server namespace based on PodSelector"""
-    state = model()
-    policy = gen_match_label("x-a-allows-x-b", {"pod": "a"}, ingress=[rule(peer(pods=sel({"pod": "b"})))])
-    create_policy(state, policy, "x")
-    reach = reachability(state)
-    reach.expect_all_ingress("x/a", False)
-    reach.expect("x/b", "x/a", True)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def test_should_enforce_policy_to_allow_ingress_traffic_for_a_target():
-    """should enforce policy to allow ingress traffic for a target"""
-    state = model()
-    create_policy(state, gen("deny-all", sel(), ingress=()), "x")
-    allow = gen_match_label("allow-all-to-a", {"pod": "a"}, ingress=[rule(peer(pods=sel(), namespaces=sel()))])
-    create_policy(state, allow, "x")
-    reach = reachability(state)
-    reach.expect_all_ingress("x/a", True)
-    reach.expect_all_ingress("x/b", False)
-    reach.expect_all_ingress("x/c", False)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def test_should_enforce_policy_to_allow_ingress_traffic_from_pods_in_all_namespaces():
-    """should enforce policy to allow ingress traffic from pods in all namespaces"""
-    state = model()
-    create_policy(state, gen_match_label("allow-from-another-ns", {"pod": "a"},
-                                         ingress=[rule(peer(namespaces=sel({})))]), "x")
-    validate_or_fail(state, 80, "TCP", reachability(state))
-
-
-def test_should_enforce_policy_to_allow_traffic_only_from_a_different_namespace_based_on_namespaceselector():
-    """should enforce policy to allow traffic only from a different namespace, based on NamespaceSelector"""
-    state = model()
-    create_policy(state, gen_match_label("allow-client-a-via-ns-selector", {"pod": "a"},
-                                         ingress=[rule(peer(namespaces=sel({NS_NAME: "y"})))]), "x")
-    reach = reachability(state)
-    reach.expect_peer(Peer("x"), Peer("x", "a"), False)
-    reach.expect_peer(Peer("z"), Peer("x", "a"), False)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def test_should_enforce_policy_based_on_podselector_with_matchexpressions():
-    """should enforce policy based on PodSelector with MatchExpressions"""
-    state = model()
-    allowed = sel(None, ("pod", "In", ["b"]))
-    create_policy(state, gen_match_label("x-a-allows-x-b", {"pod": "a"}, ingress=[rule(peer(pods=allowed))]), "x")
-    reach = reachability(state)
-    reach.expect_all_ingress("x/a", False)
-    reach.expect("x/b", "x/a", True)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def test_should_enforce_policy_based_on_namespaceselector_with_matchexpressions():
-    """should enforce policy based on NamespaceSelector with MatchExpressions"""
-    state = model()
-    allowed = sel(None, (NS_NAME, "In", ["y"]))
-    create_policy(state, gen_match_label("allow-ns-y-match-selector", {"pod": "a"},
-                                         ingress=[rule(peer(namespaces=allowed))]), "x")
-    reach = reachability(state)
-    reach.expect_peer(Peer("x"), Peer("x", "a"), False)
-    reach.expect_peer(Peer("z"), Peer("x", "a"), False)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def test_should_enforce_policy_based_on_podselector_or_namespaceselector():
-    """should enforce policy based on PodSelector or NamespaceSelector"""
-    state = model()
-    not_x = sel(None, (NS_NAME, "NotIn", ["x"]))
-    rules = [rule(peer(namespaces=not_x), peer(pods=sel({"pod": "b"})))]
-    create_policy(state, gen_match_label("allow-ns-y-match-selector", {"pod": "a"}, ingress=rules), "x")
-    reach = reachability(state)
-    reach.expect("x/a", "x/a", False)
-    reach.expect("x/c", "x/a", False)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def test_should_enforce_policy_based_on_podselector_and_namespaceselector():
-    """should enforce policy based on PodSelector and NamespaceSelector"""
-    state = model()
-    not_x = sel(None, (NS_NAME, "NotIn", ["x"]))
-    rules = [rule(peer(pods=sel({"pod": "b"}), namespaces=not_x))]
-    create_policy(state, gen_match_label("allow-ns-y-podselector-and-nsselector", {"pod": "a"}, ingress=rules), "x")
-    reach = reachability(state)
-    reach.expect_all_ingress("x/a", False)
-    reach.expect("y/b", "x/a", True)
-    reach.expect("z/b", "x/a", True)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def test_should_enforce_policy_based_on_multiple_podselectors_and_namespaceselectors():
-    """should enforce policy based on Multiple PodSelectors and NamespaceSelectors"""
-    state = model()
-    not_x = sel(None, (NS_NAME, "NotIn", ["x"]))
-    b_or_c = sel(None, ("pod", "In", ["b", "c"]))
-    create_policy(state, gen_match_label("allow-ns-y-z-pod-b-c", {"pod": "a"},
-                                         ingress=[rule(peer(pods=b_or_c, namespaces=not_x))]), "x")
-    reach = reachability(state)
-    reach.expect_peer(Peer("x"), Peer("x", "a"), False)
-    reach.expect("y/a", "x/a", False)
-    reach.expect("z/a", "x/a", False)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def test_should_enforce_policy_based_on_any_podselectors():
-    """should enforce policy based on any PodSelectors"""
-    state = model()
-    rules = [rule(peer(pods=sel({"pod": "b"})), peer(pods=sel({"pod": "c"})))]
-    create_policy(state, gen_match_label("allow-ns-x-pod-b-c", {"pod": "a"}, ingress=rules), "x")
-    reach = reachability(state)
-    reach.expect_all_ingress("x/a", False)
-    reach.expect("x/b", "x/a", True)
-    reach.expect("x/c", "x/a", True)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def y_pod_a_policy():
-    rules = [rule(peer(pods=sel({"pod": "a"}), namespaces=sel({NS_NAME: "y"})))]
-    return gen_match_label("allow-ns-y-pod-a-via-namespace-pod-selector", {"pod": "a"}, ingress=rules)
-
-
-def test_should_enforce_policy_to_allow_traffic_only_from_a_pod_in_a_different_namespace_based_on_podselector_and_namespaceselector():
-    """should enforce policy to allow traffic only from a pod in a different namespace based on
-    PodSelector and NamespaceSelector"""
-    state = model()
-    create_policy(state, y_pod_a_policy(), "x")
-    reach = reachability(state)
-    reach.expect_all_ingress("x/a", False)
-    reach.expect("y/a", "x/a", True)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def test_should_enforce_policy_based_on_ports():
-    """should enforce policy based on Ports"""
-    state = model(ports=(81,))
-    rules = [rule(peer(namespaces=sel({NS_NAME: "y"})), ports=[port(81, "TCP")])]
-    create_policy(state, gen_match_label("allow-client-a-via-ns-selector", {"pod": "a"}, ingress=rules), "x")
-    reach = reachability(state)
-    reach.expect_peer(Peer("x"), Peer("x", "a"), False)
-    reach.expect_peer(Peer("y"), Peer("x", "a"), True)
-    reach.expect_peer(Peer("z"), Peer("x", "a"), False)
-    validate_or_fail(state, 81, "TCP", reach)
-
-
-def test_should_enforce_multiple_stacked_policies_with_overlapping_podselectors():
-    """should enforce multiple, stacked policies with overlapping podSelectors"""
-    state = model(ports=(80, 81))
-    from_y = peer(namespaces=sel({NS_NAME: "y"}))
-    create_policy(state, gen_match_label("allow-client-a-via-ns-selector", {"pod": "a"},
-                                         ingress=[rule(from_y, ports=[port(81, "TCP")])]), "x")
-    allow = reachability(state)
-    allow.expect_peer(Peer("x"), Peer("x", "a"), False)
-    allow.expect_peer(Peer("y"), Peer("x", "a"), True)
-    allow.expect_peer(Peer("z"), Peer("x", "a"), False)
-    validate_or_fail(state, 81, "TCP", allow)
-    deny = reachability(state)
-    deny.expect_all_ingress("x/a", False)
-    validate_or_fail(state, 80, "TCP", deny)
-    create_policy(state, gen_match_label("allow-client-a-via-ns-selector-80", {"pod": "a"},
-                                         ingress=[rule(from_y, ports=[port(80, "TCP")])]), "x")
-    validate_or_fail(state, 80, "TCP", allow)
-
-
-def test_should_support_allow_all_policy():
-    """should support allow-all policy"""
-    state = model(ports=(80, 81))
-    create_policy(state, gen_match_label("allow-all", {}, ingress=[rule()]), "x")
-    validate_or_fail(state, 80, "TCP", reachability(state))
-    validate_or_fail(state, 81, "TCP", reachability(state))
-
-
-def test_should_allow_ingress_access_on_one_named_port():
-    """should allow ingress access on one named port"""
-    state = model(ports=(80, 81))
-    create_policy(state, gen_match_label("allow-all", {}, ingress=[rule(ports=[port("serve-81-tcp")])]), "x")
-    validate_or_fail(state, 81, "TCP", reachability(state))
-    reach80 = reachability(state)
-    reach80.expect_peer(Peer(), Peer("x"), False)
-    validate_or_fail(state, 80, "TCP", reach80)
-
-
-def test_should_allow_ingress_access_from_namespace_on_one_named_port():
-    """should allow ingress access from namespace on one named port"""
-    state = model(ports=(80, 81))
-    rules = [rule(peer(namespaces=sel({NS_NAME: "y"})), ports=[port("serve-80-tcp", "TCP")])]
-    create_policy(state, gen_match_label("allow-client-a-via-ns-selector-80", {"pod": "a"}, ingress=rules), "x")
-    reach = reachability(state)
-    reach.expect_peer(Peer("x"), Peer("x", "a"), False)
-    reach.expect_peer(Peer("z"), Peer("x", "a"), False)
-    validate_or_fail(state, 80, "TCP", reach)
-    fail = reachability(state)
-    fail.expect_all_ingress("x/a", False)
-    validate_or_fail(state, 81, "TCP", fail)
-
-
-def test_should_allow_egress_access_on_one_named_port():
-    """should allow egress access on one named port"""
-    state = model(ports=(80, 81))
-    create_policy(state, gen_match_label("allow-egress", {}, egress=[rule(ports=[port("serve-80-tcp")])]), "x")
-    validate_or_fail(state, 80, "TCP", reachability(state))
-    reach81 = reachability(state)
-    reach81.expect_peer(Peer("x"), Peer(), False)
-    validate_or_fail(state, 81, "TCP", reach81)
-
-
-def test_should_enforce_updated_policy():
-    """should enforce updated policy"""
-    state = model(ports=(81,))
-    policy = gen_match_label("allow-all-mutate-to-deny-all", {}, ingress=[rule()])
-    create_policy(state, policy, "x")
-    validate_or_fail(state, 81, "TCP", reachability(state))
-    update_policy(state, dataclasses.replace(policy, ingress=()), "x")
-    deny = reachability(state)
-    deny.expect_peer(Peer(), Peer("x"), False)
-    validate_or_fail(state, 81, "TCP", deny)
-
-
-def test_should_allow_ingress_access_from_updated_namespace():
-    """should allow ingress access from updated namespace"""
-    state = model()
-    create_policy(state, gen_match_label("allow-client-a-via-ns-selector", {"pod": "a"},
-                                         ingress=[rule(peer(namespaces=sel({"ns2": "updated"})))]), "x")
-    reach = reachability(state)
-    reach.expect_all_ingress("x/a", False)
-    validate_or_fail(state, 80, "TCP", reach)
-    add_namespace_label(state, "y", "ns2", "updated")
-    with_label = reachability(state)
-    with_label.expect_all_ingress("x/a", False)
-    with_label.expect_peer(Peer("y"), Peer(), True)
-    validate_or_fail(state, 80, "TCP", with_label)
-
-
-def test_should_allow_ingress_access_from_updated_pod():
-    """should allow ingress access from updated pod"""
-    state = model()
-    match = {"pod": "b", "pod2": "updated"}
-    create_policy(state, gen_match_label("allow-client-a-via-pod-selector", {"pod": "a"},
-                                         ingress=[rule(peer(pods=sel(match)))]), "x")
-    reach = reachability(state)
-    reach.expect_all_ingress("x/a", False)
-    validate_or_fail(state, 80, "TCP", reach)
-    add_pod_labels(state, "x", "b", match)
-    with_label = reachability(state)
-    with_label.expect_all_ingress("x/a", False)
-    with_label.expect("x/b", "x/a", True)
-    validate_or_fail(state, 80, "TCP", with_label)
-
-
-def test_should_deny_ingress_from_pods_on_other_namespaces():
-    """should deny ingress from pods on other namespaces"""
-    state = model()
-    create_policy(state, gen("deny-empty-policy", sel(), ingress=[rule(peer(pods=sel({})))]), "x")
-    reach = reachability(state)
-    reach.expect_peer(Peer("y"), Peer("x"), False)
-    reach.expect_peer(Peer("z"), Peer("x"), False)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def test_should_deny_ingress_access_to_updated_pod():
-    """should deny ingress access to updated pod"""
-    state = model()
-    create_policy(state, gen("deny-ingress-via-label-selector", sel({"target": "isolated"}), ingress=()), "x")
-    validate_or_fail(state, 80, "TCP", reachability(state))
-    add_pod_labels(state, "x", "a", {"target": "isolated"})
-    isolated = reachability(state)
-    isolated.expect_all_ingress("x/a", False)
-    validate_or_fail(state, 80, "TCP", isolated)
-
-
-def test_should_deny_egress_from_pods_based_on_podselector():
-    """should deny egress from pods based on PodSelector"""
-    state = model()
-    create_policy(state, gen("deny-egress-pod-a", sel({"pod": "a"}), egress=()), "x")
-    reach = reachability(state)
-    reach.expect_all_egress("x/a", False)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def test_should_deny_egress_from_all_pods_in_a_namespace():
-    """should deny egress from all pods in a namespace"""
-    state = model()
-    create_policy(state, gen("deny-egress-ns-x", sel(), egress=()), "x")
-    reach = reachability(state)
-    reach.expect_peer(Peer("x"), Peer(), False)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def test_should_work_with_ingress_egress_specified_together():
-    """should work with Ingress, Egress specified together"""
-    state = model(ports=(80, 81))
-    policy = gen_match_label("allow-client-a-via-pod-selector", {"pod": "a"},
-                             ingress=[rule(peer(pods=sel({"pod": "b"})))], egress=[rule(ports=[port(80)])],
-                             types=("Egress", "Ingress"))
-    create_policy(state, policy, "x")
-    reach80 = reachability(state)
-    reach80.expect_all_ingress("x/a", False)
-    reach80.expect("x/b", "x/a", True)
-    validate_or_fail(state, 80, "TCP", reach80)
-    reach81 = reachability(state)
-    reach81.expect_all_ingress("x/a", False)
-    reach81.expect_all_egress("x/a", False)
-    reach81.expect("x/b", "x/a", True)
-    validate_or_fail(state, 81, "TCP", reach81)
-
-
-def test_should_support_denying_of_egress_traffic_on_the_client_side_even_if_the_server_explicitly_allows_this_traffic():
-    """should support denying of egress traffic on the client side (even if the server explicitly
-    allows this traffic)"""
-    state = model()
-    to_y_a = rule(peer(pods=sel({"pod": "a"}), namespaces=sel({NS_NAME: "y"})))
-    create_policy(state, gen_match_label("allow-to-ns-y-pod-a", {"pod": "a"}, egress=[to_y_a]), "x")
-    from_x_a = rule(peer(pods=sel({"pod": "a"}), namespaces=sel({NS_NAME: "x"})))
-    create_policy(state, gen_match_label("allow-from-xa-on-ya-match-selector", {"pod": "a"}, ingress=[from_x_a]), "y")
-    create_policy(state, gen_match_label("allow-from-xa-on-yb-match-selector", {"pod": "b"}, ingress=[from_x_a]), "y")
-    reach = reachability(state)
-    reach.expect_peer(Peer("x", "a"), Peer(), False)
-    reach.expect_peer(Peer(), Peer("y", "a"), False)
-    reach.expect_peer(Peer("x", "a"), Peer("y", "a"), True)
-    reach.expect_peer(Peer(), Peer("y", "b"), False)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def test_should_enforce_egress_policy_allowing_traffic_to_a_server_in_a_different_namespace_based_on_podselector_and_namespaceselector():
-    """should enforce egress policy allowing traffic to a server in a different namespace based on
-    PodSelector and NamespaceSelector"""
-    state = model()
-    to_y_a = rule(peer(pods=sel({"pod": "a"}), namespaces=sel({NS_NAME: "y"})))
-    create_policy(state, gen_match_label("allow-to-ns-y-pod-a", {"pod": "a"}, egress=[to_y_a]), "x")
-    reach = reachability(state)
-    reach.expect_all_egress("x/a", False)
-    reach.expect("x/a", "y/a", True)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def test_should_enforce_ingress_policy_allowing_any_port_traffic_to_a_server_on_a_specific_protocol():
-    """should enforce ingress policy allowing any port traffic to a server on a specific protocol"""
-    state = model(protocols=("TCP", "UDP"))
-    create_policy(state, gen_match_label("allow-ingress-by-proto", {"pod": "a"},
-                                         ingress=[rule(ports=[port(None, "TCP")])]), "x")
-    validate_or_fail(state, 80, "TCP", reachability(state))
-    udp = reachability(state)
-    udp.expect_peer(Peer(), Peer("x", "a"), False)
-    validate_or_fail(state, 80, "UDP", udp)
-
-
-def test_should_enforce_multiple_ingress_policies_with_ingress_allow_all_policy_taking_precedence():
-    """should enforce multiple ingress policies with ingress allow-all policy taking precedence"""
-    state = model(ports=(81,))
-    create_policy(state, gen_match_label("allow-ingress-port-80", {}, ingress=[rule(ports=[port(80)])]), "x")
-    reach = reachability(state)
-    reach.expect_peer(Peer(), Peer("x"), False)
-    validate_or_fail(state, 81, "TCP", reach)
-    create_policy(state, gen_match_label("allow-ingress", {}, ingress=[rule()]), "x")
-    validate_or_fail(state, 81, "TCP", reachability(state))
-
-
-def test_should_enforce_multiple_egress_policies_with_egress_allow_all_policy_taking_precedence():
-    """should enforce multiple egress policies with egress allow-all policy taking precedence"""
-    state = model(ports=(81,))
-    create_policy(state, gen_match_label("allow-egress-port-80", {}, egress=[rule(ports=[port(80)])]), "x")
-    reach = reachability(state)
-    reach.expect_peer(Peer("x"), Peer(), False)
-    validate_or_fail(state, 81, "TCP", reach)
-    create_policy(state, gen_match_label("allow-egress", {}, egress=[rule()]), "x")
-    validate_or_fail(state, 81, "TCP", reachability(state))
-
-
-def test_should_stop_enforcing_policies_after_they_are_deleted():
-    """should stop enforcing policies after they are deleted"""
-    state = model()
-    create_policy(state, gen("deny-all", sel(), ingress=(), egress=()), "x")
-    reach = reachability(state)
-    reach.expect_peer(Peer("x"), Peer(), False)
-    reach.expect_peer(Peer(), Peer("x"), False)
-    validate_or_fail(state, 80, "TCP", reach)
-    clean_network_policies(state)
-    validate_or_fail(state, 80, "TCP", reachability(state))
-
-
-def test_should_allow_egress_access_to_server_in_cidr_block():
-    """should allow egress access to server in CIDR block"""
-    state = model()
-    cidr = f"{pod_ip(state, 'y/b')}/32"
-    create_policy(state, gen_match_label("allow-client-a-via-cidr-egress-rule", {"pod": "a"},
-                                         egress=[rule(peer(block=IPBlock(cidr)))]), "x")
-    reach = reachability(state)
-    reach.expect_all_egress("x/a", False)
-    reach.expect("x/a", "y/b", True)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def cidr_except_policy(state):
-    block = IPBlock(make_large_cidr_for_ip(pod_ip(state, "x/b")), (f"{pod_ip(state, 'x/b')}/32",))
-    return gen_match_label("allow-client-a-via-cidr-egress-rule", {"pod": "a"}, egress=[rule(peer(block=block))])
-
-
-def test_should_enforce_except_clause_while_egress_access_to_server_in_cidr_block():
-    """should enforce except clause while egress access to server in CIDR block"""
-    state = model()
-    create_policy(state, cidr_except_policy(state), "x")
-    reach = reachability(state)
-    reach.expect("x/a", "x/b", False)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def test_should_ensure_an_ip_overlapping_both_ipblock_cidr_and_ipblock_except_is_allowed():
-    """should ensure an IP overlapping both IPBlock.CIDR and IPBlock.Except is allowed"""
-    state = model()
-    create_policy(state, cidr_except_policy(state), "x")
-    reach = reachability(state)
-    reach.expect("x/a", "x/b", False)
-    validate_or_fail(state, 80, "TCP", reach)
-    allow = gen_match_label("allow-client-a-via-cidr-egress-rule", {"pod": "a"},
-                            egress=[rule(peer(block=IPBlock(f"{pod_ip(state, 'x/b')}/32")))])
-    update_policy(state, allow, "x")
-    reach_allow = reachability(state)
-    reach_allow.expect_all_egress("x/a", False)
-    reach_allow.expect("x/a", "x/b", True)
-    validate_or_fail(state, 80, "TCP", reach_allow)
-
-
-def test_should_enforce_policies_to_check_ingress_and_egress_policies_can_be_controlled_independently_based_on_podselector():
-    """should enforce policies to check ingress and egress policies can be controlled independently
-    based on PodSelector"""
-    state = model()
-    target = sel({"pod": "a"})
-    create_policy(state, gen("allow-egress-for-target", target, egress=[rule()]), "x")
-    validate_or_fail(state, 80, "TCP", reachability(state))
-    create_policy(state, gen("deny-ingress-via-label-selector", target, ingress=()), "x")
-    deny = reachability(state)
-    deny.expect_all_ingress("x/a", False)
-    validate_or_fail(state, 80, "TCP", deny)
-
-
-def test_should_not_mistakenly_treat_protocol_sctp_as_protocol_tcp_even_if_the_plugin_doesnt_support_sctp():
-    """should not mistakenly treat 'protocol: SCTP' as 'protocol: TCP', even if the plugin doesn't
-    support SCTP"""
-    state = model(ports=(81,))
-    create_policy(state, gen("deny-ingress", sel(), ingress=()), "x")
-    create_policy(state, gen_match_label("allow-only-sctp-ingress-on-port-81", {"pod": "a"},
-                                         ingress=[rule(ports=[port(81, "SCTP")])]), "x")
-    reach = reachability(state)
-    reach.expect_peer(Peer(), Peer("x"), False)
-    validate_or_fail(state, 81, "TCP", reach)
-
-
-def test_should_properly_isolate_pods_that_are_selected_by_a_policy_allowing_sctp_even_if_the_plugin_doesnt_support_sctp():
-    """should properly isolate pods that are selected by a policy allowing SCTP, even if the plugin
-    doesn't support SCTP"""
-    state = model(ports=(81,))
-    create_policy(state, gen_match_label("allow-only-sctp-ingress-on-port-80", {"pod": "a"},
-                                         ingress=[rule(ports=[port(80, "SCTP")])]), "x")
-    reach = reachability(state)
-    reach.expect_all_ingress("x/a", False)
-    validate_or_fail(state, 81, "TCP", reach)
-
-
-def test_should_not_allow_access_by_tcp_when_a_policy_specifies_only_udp():
-    """should not allow access by TCP when a policy specifies only UDP"""
-    state = model(ports=(81,))
-    create_policy(state, gen_match_label("allow-only-udp-ingress-on-port-81", {"pod": "a"},
-                                         ingress=[rule(ports=[port(81, "UDP")])]), "x")
-    reach = reachability(state)
-    reach.expect_all_ingress("x/a", False)
-    validate_or_fail(state, 81, "TCP", reach)
-
-
-def test_should_enforce_policy_to_allow_traffic_based_on_namespaceselector_with_matchlabels_using_default_ns_label():
-    """should enforce policy to allow traffic based on NamespaceSelector with MatchLabels using
-    default ns label"""
-    state = model()
-    for ns in state.namespaces.values():       # only the API server's label can select it now
-        ns["labels"] = {}
-    create_policy(state, gen_match_label("allow-client-a-via-ns-selector-for-immutable-ns-label", {"pod": "a"},
-                                         ingress=[rule(peer(namespaces=sel({NS_NAME: "y"})))]), "x")
-    reach = reachability(state)
-    reach.expect_peer(Peer("x"), Peer("x", "a"), False)
-    reach.expect_peer(Peer("z"), Peer("x", "a"), False)
-    validate_or_fail(state, 80, "TCP", reach)
-
-
-def test_should_enforce_policy_based_on_namespaceselector_with_matchexpressions_using_default_ns_label():
-    """should enforce policy based on NamespaceSelector with MatchExpressions using default ns label"""
-    state = model()
-    not_y = sel(None, (NS_NAME, "NotIn", ["y"]))
-    create_policy(state, gen_match_label("allow-ns-y-match-selector-for-immutable-ns-label", {"pod": "a"},
-                                         egress=[rule(peer(namespaces=not_y))]), "x")
-    reach = reachability(state)
-    reach.expect_peer(Peer("x", "a"), Peer("y"), False)
-    validate_or_fail(state, 80, "TCP", reach)
-
+# ============ Netpol: the case with a LoadBalancer's client ============
 
 def test_should_enforce_default_deny_ingress_policy_against_loadbalancer_traffic_with_externaltrafficpolicy_local():
     """should enforce default-deny ingress policy against LoadBalancer traffic with
@@ -723,72 +46,6 @@ def test_should_enforce_default_deny_ingress_policy_against_loadbalancer_traffic
         verdict = np.evaluate(state, LAN_CLIENT, state.pod("x", name), 80, "TCP")
         assert (verdict.allowed, verdict.egress.is_pod, verdict.ingress.policies) == (False, False, ("x/deny-ingress",))
     assert np.evaluate(state, LAN_CLIENT, state.pod("y", "a"), 80, "TCP").allowed
-
-
-# ============ Netpol [LinuxOnly]: NetworkPolicy between server and client using UDP ============
-
-def test_udp_should_support_a_default_deny_ingress_policy():
-    """using UDP: should support a 'default-deny-ingress' policy"""
-    state = model(protocols=("UDP",))
-    create_policy(state, gen("deny-all", sel(), ingress=()), "x")
-    reach = reachability(state)
-    reach.expect_peer(Peer(), Peer("x"), False)
-    validate_or_fail(state, 80, "UDP", reach)
-
-
-def test_udp_should_enforce_policy_based_on_ports():
-    """using UDP: should enforce policy based on Ports"""
-    state = model(ports=(81,), protocols=("UDP",))
-    rules = [rule(peer(namespaces=sel({NS_NAME: "y"})), ports=[port(81, "UDP")])]
-    create_policy(state, gen_match_label("allow-ingress-on-port-81-ns-x", {"pod": "a"}, ingress=rules), "x")
-    reach = reachability(state)
-    reach.expect_peer(Peer("x"), Peer("x", "a"), False)
-    reach.expect_peer(Peer("z"), Peer("x", "a"), False)
-    validate_or_fail(state, 81, "UDP", reach)
-
-
-def test_udp_should_enforce_policy_to_allow_traffic_only_from_a_pod_in_a_different_namespace_based_on_podselector_and_namespaceselector():
-    """using UDP: should enforce policy to allow traffic only from a pod in a different namespace
-    based on PodSelector and NamespaceSelector"""
-    state = model(protocols=("UDP",))
-    create_policy(state, y_pod_a_policy(), "x")
-    reach = reachability(state)
-    reach.expect_all_ingress("x/a", False)
-    reach.expect("y/a", "x/a", True)
-    validate_or_fail(state, 80, "UDP", reach)
-
-
-# ============ Netpol [Feature:SCTPConnectivity]: ... using SCTP ============
-
-def test_sctp_should_support_a_default_deny_ingress_policy():
-    """using SCTP: should support a 'default-deny-ingress' policy"""
-    state = model(protocols=("SCTP",))
-    create_policy(state, gen("deny-all", sel(), ingress=()), "x")
-    reach = reachability(state)
-    reach.expect_peer(Peer(), Peer("x"), False)
-    validate_or_fail(state, 80, "SCTP", reach)
-
-
-def test_sctp_should_enforce_policy_based_on_ports():
-    """using SCTP: should enforce policy based on Ports"""
-    state = model(ports=(81,), protocols=("SCTP",))
-    rules = [rule(peer(namespaces=sel({NS_NAME: "y"})), ports=[port(81, "SCTP")])]
-    create_policy(state, gen_match_label("allow-ingress-on-port-81-ns-x", {"pod": "a"}, ingress=rules), "x")
-    reach = reachability(state)
-    reach.expect_peer(Peer("x"), Peer("x", "a"), False)
-    reach.expect_peer(Peer("z"), Peer("x", "a"), False)
-    validate_or_fail(state, 81, "SCTP", reach)
-
-
-def test_sctp_should_enforce_policy_to_allow_traffic_only_from_a_pod_in_a_different_namespace_based_on_podselector_and_namespaceselector():
-    """using SCTP: should enforce policy to allow traffic only from a pod in a different namespace
-    based on PodSelector and NamespaceSelector"""
-    state = model(protocols=("SCTP",))
-    create_policy(state, y_pod_a_policy(), "x")
-    reach = reachability(state)
-    reach.expect_all_ingress("x/a", False)
-    reach.expect("y/a", "x/a", True)
-    validate_or_fail(state, 80, "SCTP", reach)
 
 
 # ============ the v1.20 forms with a DNS allowance (policies.go), kube-dns in the model ============
@@ -859,35 +116,6 @@ def test_dns_should_allow_egress_access_to_server_in_cidr_block():
     assert_dns(state, [state.pod("x", "a")], udp=True, tcp=False)
 
 
-# ============ endPort (the API reference's ranges; no matrix case upstream) ============
-
-@pytest.mark.parametrize("start, end, protocol, open_ports", [
-    (80, 81, "TCP", {80, 81}),        # the whole range, inclusive
-    (79, 80, "TCP", {80}),            # 81 is past the end
-    (81, 81, "TCP", {81}),            # endPort == port: one port
-    (80, 81, "UDP", set()),           # a UDP range opens no TCP port
-])
-def test_endport_should_allow_ingress_from_namespace_on_a_port_range(start, end, protocol, open_ports):
-    state = model(ports=(80, 81))
-    rules = [rule(peer(namespaces=sel({NS_NAME: "y"})), ports=[port(start, protocol, end)])]
-    create_policy(state, gen_match_label("allow-ns-y-port-range", {"pod": "a"}, ingress=rules), "x")
-    for probe in (80, 81):
-        reach = reachability(state)
-        reach.expect_all_ingress("x/a", False)
-        if probe in open_ports:
-            reach.expect_peer(Peer("y"), Peer("x", "a"), True)
-        validate_or_fail(state, probe, "TCP", reach)
-
-
-def test_endport_should_allow_egress_on_a_port_range_and_deny_outside_it():
-    state = model(ports=(80, 81))
-    create_policy(state, gen_match_label("allow-egress-80-80", {}, egress=[rule(ports=[port(80, "TCP", 80)])]), "x")
-    validate_or_fail(state, 80, "TCP", reachability(state))
-    reach81 = reachability(state)
-    reach81.expect_peer(Peer("x"), Peer(), False)
-    validate_or_fail(state, 81, "TCP", reach81)
-
-
 # ============ where kube-router reads an egress named port differently from the API ============
 
 def test_kube_router_resolves_an_egress_named_port_without_to_on_the_policys_own_namespace():
@@ -923,6 +151,50 @@ def test_kube_router_gives_an_egress_ipblock_peer_no_named_port():
     update_policy(state, gen_match_label("allow-cidr-named", {"pod": "a"}, egress=[both]), "x")
     verdict = np.evaluate(np.PolicyIndex(state, kube_router=True), x_a, y_b, 80)
     assert verdict.allowed and (verdict.egress.allowed_by[0].peer, verdict.egress.allowed_by[0].port) == (1, 0)
+
+
+def test_kube_router_runs_a_policy_of_both_types_whole_in_each_selected_pods_chain():
+    """pod.go jumps to a policy of both types with no -d/-s: its egress rule `{}` (KUBE-SRC-<policy>
+    src) also passes the ingress of a pod it selects from a source it selects, and its ingress
+    rule `{}` (KUBE-DST-<policy> dst) the egress of a selected source to a selected destination."""
+    state = model(ports=(80,))
+    create_policy(state, gen("deny-ingress-allow-egress", sel(), ingress=(), egress=[rule()]), "x")
+    create_policy(state, gen("allow-ingress-deny-egress", sel(), ingress=[rule()], egress=()), "y")
+    api, kube_router = np.PolicyIndex(state), np.PolicyIndex(state, kube_router=True)
+    x_a, x_b, y_a, y_b, z_a = (state.pod(*k.split("/")) for k in ("x/a", "x/b", "y/a", "y/b", "z/a"))
+    assert not np.allowed(api, x_a, x_b, 80) and np.allowed(kube_router, x_a, x_b, 80)
+    assert not np.allowed(api, y_a, y_b, 80) and np.allowed(kube_router, y_a, y_b, 80)
+    # Only between pods the policy selects: from z, or out of y, the readings agree.
+    assert not np.allowed(kube_router, z_a, x_a, 80) and not np.allowed(kube_router, y_a, z_a, 80)
+    verdict = np.evaluate(kube_router, x_a, x_b, 80)
+    (match,) = verdict.ingress.allowed_by
+    assert (match.policy, match.direction) == ("x/deny-ingress-allow-egress", "Egress")
+    assert "kube-router runs a policy of both types whole" in verdict.explain()
+
+
+def test_kube_router_lets_one_ipblocks_except_cut_another_ipblock_of_the_same_rule():
+    """policy.go puts a rule's ipBlocks in one hash:net set (excepts as nomatch) where the most
+    specific entry decides; the API ORs the peers."""
+    state = model(ports=(80,))
+    x_a, y_b = state.pod("x", "a"), state.pod("y", "b")
+    net = f"{pod_ip(state, 'y/b')}/24"
+    wide = str(ipaddress.ip_network(f"{pod_ip(state, 'y/b')}/16", strict=False))
+    blocks = rule(peer(block=IPBlock(wide, (net,))), peer(block=IPBlock(wide)))
+    create_policy(state, gen_match_label("two-blocks", {"pod": "a"}, egress=[blocks]), "x")
+    assert np.allowed(np.PolicyIndex(state), x_a, y_b, 80)
+    assert not np.allowed(np.PolicyIndex(state, kube_router=True), x_a, y_b, 80)
+    # A more specific cidr of another peer wins over the except; a later entry of the same net wins.
+    host = f"{pod_ip(state, 'y/b')}/32"
+    update_policy(state, gen_match_label("two-blocks", {"pod": "a"}, egress=[
+        rule(peer(block=IPBlock(wide, (net,))), peer(block=IPBlock(host)))]), "x")
+    verdict = np.evaluate(np.PolicyIndex(state, kube_router=True), x_a, y_b, 80)
+    assert verdict.allowed and verdict.egress.allowed_by[0].peer == 1
+    update_policy(state, gen_match_label("two-blocks", {"pod": "a"}, egress=[
+        rule(peer(block=IPBlock(net)), peer(block=IPBlock(wide, (net,))))]), "x")
+    assert not np.allowed(np.PolicyIndex(state, kube_router=True), x_a, y_b, 80)
+    update_policy(state, gen_match_label("two-blocks", {"pod": "a"}, egress=[
+        rule(peer(block=IPBlock(wide, (net,))), peer(block=IPBlock(net)))]), "x")
+    assert np.allowed(np.PolicyIndex(state, kube_router=True), x_a, y_b, 80)
 
 
 # ============ the pieces ============
@@ -1127,7 +399,6 @@ def test_a_cell_only_visits_the_policies_selecting_its_pods():
     assert verdict.allowed and verdict.ingress.allowed_by[0].policy == "ns0/pol0"
     assert not np.allowed(idx, state.pod("ns0", "p20"), p0, 80)     # app20
     assert not np.allowed(idx, state.pod("ns1", "p11"), p0, 80)     # app11, another namespace
-
 
 
 def test_the_index_peer_sets_agree_with_peer_matches():
