@@ -42,6 +42,9 @@ KUBE_INPUT = [
 ]
 # kube-router's netpol jump (its uuid hashes the chain and the rule), kept at position 1.
 KUBE_ROUTER_INPUT = '-A INPUT -m comment --comment "kube-router netpol - 4IA2OSFRMVNDXBVV" -j KUBE-ROUTER-INPUT'
+# k3s's kube-router accepts what complies right after the last KUBE- rule (kube-proxy's jumps).
+KUBE_ROUTER_ACCEPT = ('-A INPUT -m comment --comment "KUBE-ROUTER rule to explicitly ACCEPT traffic that comply to '
+                      'network policies" -m mark --mark 0x20000/0x20000 -j ACCEPT')
 KUBE_NAT_OUTPUT = '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'
 NAT_POSTROUTING = ['-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
                    '-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG']
@@ -84,7 +87,7 @@ def test_a_persons_rules_in_built_in_chains_outlive_netlabs_commands(make_lab, t
     person(node.netns, binary, "-t", "nat", "-A", "OUTPUT", "-d", "203.0.113.9/32", "-j", "RETURN")
     person(node.netns, binary, "-t", "nat", "-A", "POSTROUTING", "-s", "198.51.100.0/24", "-j", "RETURN")
     as_a_person_left_them = {
-        ("filter", "INPUT"): [PERSON_TOP, KUBE_ROUTER_INPUT, *KUBE_INPUT, PERSON_INPUT],
+        ("filter", "INPUT"): [PERSON_TOP, KUBE_ROUTER_INPUT, *KUBE_INPUT, KUBE_ROUTER_ACCEPT, PERSON_INPUT],
         ("nat", "OUTPUT"): [KUBE_NAT_OUTPUT, PERSON_OUTPUT],
         ("nat", "POSTROUTING"): [*NAT_POSTROUTING, PERSON_POSTROUTING],
     }
@@ -99,7 +102,8 @@ def test_a_persons_rules_in_built_in_chains_outlive_netlabs_commands(make_lab, t
     # above the person's rule (its ensureRuleAtPosition), in one write; the rest is left as is.
     changes = lab.reconcile()
     assert changes.iptables_writes == 1, changes.chains
-    as_a_person_left_them[("filter", "INPUT")] = [KUBE_ROUTER_INPUT, PERSON_TOP, *KUBE_INPUT, PERSON_INPUT]
+    as_a_person_left_them[("filter", "INPUT")] = [KUBE_ROUTER_INPUT, PERSON_TOP, *KUBE_INPUT, KUBE_ROUTER_ACCEPT,
+                                                  PERSON_INPUT]
     assert chains() == as_a_person_left_them
     assert lab.reconcile().iptables_writes == 0          # nothing of ours differs now: no write
 
@@ -112,7 +116,7 @@ def test_a_persons_rules_in_built_in_chains_outlive_netlabs_commands(make_lab, t
            "kubernetes service portals", "-j", "KUBE-SERVICES")
     assert lab.reconcile().iptables_writes == 1
     assert chains() == {
-        ("filter", "INPUT"): [KUBE_ROUTER_INPUT, *KUBE_INPUT, PERSON_TOP, PERSON_INPUT],
+        ("filter", "INPUT"): [KUBE_ROUTER_INPUT, *KUBE_INPUT, PERSON_TOP, KUBE_ROUTER_ACCEPT, PERSON_INPUT],
         ("nat", "OUTPUT"): [KUBE_NAT_OUTPUT, PERSON_OUTPUT],
         ("nat", "POSTROUTING"): [NAT_POSTROUTING[0], PERSON_POSTROUTING, NAT_POSTROUTING[1]],
     }
