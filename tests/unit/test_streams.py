@@ -411,8 +411,21 @@ def test_kubectl_exec_prints_the_output_and_exits_with_the_commands_code(tmp_pat
         finally:
             await client.close()
     failed, echoed = run(go())
-    assert failed == (3, "out\n", "err\ncommand terminated with exit code 3\n")
-    assert echoed == (0, "through stdin\n", "")        # kubectl's stdin EOF is v5's close frame
+    assert without_kubectls_early_message_log(failed) == (3, "out\n", "err\ncommand terminated with exit code 3\n")
+    assert without_kubectls_early_message_log(echoed) == (0, "through stdin\n", "")   # stdin EOF: v5's close frame
+
+
+# The server's empty "connected" message on the lowest writable channel (wsstream's Conn.Open
+# writes it, as a real API server does) may reach kubectl's read loop before kubectl has made
+# its streams; this kubectl's client-go then logs that it discards it. A race inside kubectl,
+# met under load: the line is left out, everything else must be exact.
+UNKNOWN_STREAM = re.compile(r"^E\d{4} [\d:.]+ +\d+ websocket\.go:\d+\] Unknown stream id \d+, discarding message\n",
+                            re.M)
+
+
+def without_kubectls_early_message_log(result):
+    code, out, err = result
+    return code, out, UNKNOWN_STREAM.sub("", err)
 
 
 @needs_kubectl
