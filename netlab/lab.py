@@ -464,6 +464,8 @@ class Lab:
                 iptables.apply(node.netns, node_plan.iptables, fresh=node.netns in fresh)
                 ipsets.destroy(node.netns, stale_sets)
                 chain_owner[node.netns] = {k[2]: o for k, o in node_plan.owners.items() if k[0] == "chain"}
+        if state.cluster.dual:
+            self._sync_ip6tables(state, plans, partial, fresh, netpol, changes)
         lan = next(p for p in plans if p.netns == state.lan_netns())
         iptables.apply(lan.netns, lan.iptables, fresh=lan.netns in fresh)   # faults' rules; the cloud writes the balancers'
         for netns, (written, deleted) in iptables.log:
@@ -478,7 +480,7 @@ class Lab:
                 by_agent.setdefault(chain_owner[netns].get(chain) or _stale_chain_owner(chain), ([], []))[1].append(chain)
             for agent, (w, d) in by_agent.items():
                 changes.add(agent, [(netns, events.chains_message(w, d))])
-        changes.iptables_writes = iptables.writes
+        changes.iptables_writes += iptables.writes
         for netns, written, destroyed in ipsets.log:
             changes.add("kube-router", [(netns, _sets_message(written, destroyed))])
         changes.ipset_writes = ipsets.writes
@@ -506,6 +508,28 @@ class Lab:
             events.record(self.name, events.summarize(state, agent, items), agent, why)
         self._wait_served(state, changes, full)
         return changes
+
+    def _sync_ip6tables(self, state, plans, partial, fresh, netpol, changes):
+        """A dual-stack lab's IPv6 rules (kube-proxy's, flanneld's and kube-router's IPv6
+        side, each family with its own tables as each agent runs a proxier or a sync per
+        family): every node's tables read back with ip6tables-save and what differs from
+        the plan written with one ip6tables-restore."""
+        ip6 = iptables_backend.applier(state.cluster.iptables_applier, "IPv6")
+        owners = {}
+        for node in state.nodes:
+            node_plan = plan.node_plan(state, node, netpol=netpol()) if partial else \
+                next(p for p in plans if p.netns == node.netns)
+            ip6.apply(node.netns, node_plan.ip6tables, fresh=node.netns in fresh)
+            owners[node.netns] = {k[2]: o for k, o in node_plan.owners.items() if k[0] == "chain6"}
+        for netns, (written, deleted) in ip6.log:
+            by_agent = {}
+            for chain in written:
+                by_agent.setdefault(owners[netns].get(chain, "kube-proxy"), ([], []))[0].append(chain)
+            for chain in deleted:
+                by_agent.setdefault(owners[netns].get(chain) or _stale_chain_owner(chain), ([], []))[1].append(chain)
+            for agent, (w, d) in by_agent.items():
+                changes.add(agent, [(netns, "ip6tables: " + events.chains_message(w, d))])
+        changes.iptables_writes += ip6.writes
 
     def _sync_nftables(self, nftables, state, old, node, partial, fresh):
         """kube-proxy's nftables sync of one node: the full transaction into a fresh

@@ -103,6 +103,18 @@ class Node:
     labels: dict
     taints: list
     created: str = ""             # when it joined; "" for the lab's own nodes (the lab's creation)
+    ip6: str = ""                 # dual-stack: its IPv6 address on the LAN
+    pod_cidr6: str = ""           # dual-stack: its IPv6 podCIDR (spec.podCIDRs[1], a /64)
+
+    @property
+    def ips(self):
+        """status.addresses' InternalIPs, the primary family first."""
+        return tuple(a for a in (self.ip, self.ip6) if a)
+
+    @property
+    def pod_cidrs(self):
+        """spec.podCIDRs: one per family, IPv4 first (spec.podCIDR is the first)."""
+        return tuple(c for c in (self.pod_cidr, self.pod_cidr6) if c)
 
     @property
     def netns(self):
@@ -125,10 +137,16 @@ class Pod:
     pids: list = field(default_factory=list)   # processes of containers with a command
     created: str = ""
     unschedulable: str = ""       # the scheduler's FailedScheduling message while node is None
+    ip6: str | None = None        # dual-stack: host-local's address from the node's IPv6 range
 
     @property
     def key(self):
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def ips(self):
+        """status.podIPs: kubelet's order, the node's primary family (IPv4) first."""
+        return tuple(a for a in (self.ip, self.ip6) if a)
 
     @property
     def labels(self):
@@ -148,9 +166,11 @@ class Deployment:
 
 @dataclass
 class HostLocal:
-    """host-local IPAM's records for one node's range (/var/lib/cni/networks/cbr0)."""
+    """host-local IPAM's records for one node (/var/lib/cni/networks/cbr0): one file per address
+    held, of either range, and each range's last reserved address (last_reserved_ip.0, .1)."""
     last_reserved: str | None = None
     allocated: dict = field(default_factory=dict)   # ip -> containerID
+    last_reserved6: str | None = None               # the IPv6 range's (last_reserved_ip.1)
 
 
 @dataclass

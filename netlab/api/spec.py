@@ -47,7 +47,17 @@ SPECIAL_RANGES = tuple((ipaddress.ip_network(n), what) for n, what in (
     ("224.0.0.0/4", "IPv4's multicast range (it names groups, not hosts)"),
     ("240.0.0.0/4", "IPv4's reserved range (and the broadcast address)"),
 ))
+SPECIAL_RANGES6 = tuple((ipaddress.ip_network(n), what) for n, what in (
+    ("::/8", "IPv6's reserved range (the unspecified and loopback addresses, IPv4-mapped ones)"),
+    ("fe80::/10", "IPv6's link-local range (routers never forward it)"),
+    ("ff00::/8", "IPv6's multicast range (it names groups, not hosts)"),
+))
 IPV4_ONLY = "netlab is IPv4 only for now"
+IP_FAMILIES = ("ipv4", "ipv6", "dual")        # kind's networking.ipFamily
+# kind's defaults for the IPv6 family (the IPv4 service subnet stays kubeadm's 10.96.0.0/12 here,
+# where kind gives 10.96.0.0/16), and the ULA /64 Docker gives kind's network "kind".
+POD_SUBNET6, SERVICE_SUBNET6, LAN_CIDR6 = "fd00:10:244::/56", "fd00:10:96::/112", "fc00:f853:ccd:e793::/64"
+NODE_MASK6 = 64                                # kube-controller-manager's --node-cidr-mask-size-ipv6
 # The kernel's file-name limit (NAME_MAX): a netns is a file under /run/netns (iproute2 refuses
 # longer names), and a pod's resolver files are a folder under /etc/netns of the same name.
 NAME_MAX = 255
@@ -274,10 +284,32 @@ class ClusterConfig:
     lb_mode: str = "cloud"         # a cloud load balancer per Service, or MetalLB's layer 2 mode
     lb_pool: str = ""              # "first-last"; "" is default_lb_pool(): kind users' .255.200-.255.250
     ingress: str = ""              # "", "NodePort" or "LoadBalancer": how ingress-nginx is exposed
+    ip_family: str = "ipv4"        # kind's networking.ipFamily: ipv4, or dual (IPv4 first)
+    pod_subnet6: str = ""          # dual: the IPv6 pod subnet (kind's fd00:10:244::/56)
+    service_subnet6: str = ""      # dual: the IPv6 service subnet (kind's fd00:10:96::/112)
+    lan_cidr6: str = ""            # dual: the LAN's IPv6 range (Docker's ULA /64 for kind)
 
     @property
     def node_names(self):
         return names.node_names(self.name, self.roles)
+
+    @property
+    def dual(self):
+        """A dual-stack cluster: IPv4 the primary family, IPv6 the secondary."""
+        return bool(self.pod_subnet6)
+
+    @property
+    def families(self):
+        """The cluster's IP families, primary first, as Services' ipFamilies name them."""
+        return ("IPv4", "IPv6") if self.dual else ("IPv4",)
+
+    @property
+    def pod_subnets(self):
+        return (self.pod_subnet, self.pod_subnet6) if self.dual else (self.pod_subnet,)
+
+    @property
+    def service_subnets(self):
+        return (self.service_subnet, self.service_subnet6) if self.dual else (self.service_subnet,)
 
 
 @dataclass(frozen=True)
@@ -560,6 +592,21 @@ class _At:
                              else f"{v}: must be less than or equal to {hi}")
         return v
 
+    def network6(self, default):
+        """An IPv6 CIDR a range of the lab's addresses comes from: ordinary unicast space."""
+        v = self.string(default)
+        try:
+            net = ipaddress.ip_network(v, strict=True)
+        except ValueError as e:
+            raise self.error(f"{v!r} is not a valid CIDR ({e})") from None
+        if net.version != 6:
+            raise self.error(f"{v!r}: expected IPv6 CIDR for IPv6 family")
+        for special, what in SPECIAL_RANGES6:
+            if net.overlaps(special):
+                raise self.error(f"{net} {'lies in' if net.subnet_of(special) else 'overlaps'} {special}, {what}: "
+                                 f"the lab's addresses must be ordinary unicast ones")
+        return str(net)
+
     def choice(self, options, default):
         v = self.string(default)
         if v not in options:
@@ -571,13 +618,13 @@ class _At:
         LAN), so it must be ordinary unicast space (a source range may be anything, 0.0.0.0/0)."""
         v = self.string(default)
         if "," in v:
-            raise self.error(f"{v!r} is a dual-stack pair: {IPV4_ONLY} (give the IPv4 CIDR alone)")
+            raise self.error(f"{v!r}: {SINGLE} (a dual-stack pair needs ipFamily: dual)")
         try:
             net = ipaddress.ip_network(v, strict=True)
         except ValueError as e:
             raise self.error(f"{v!r} is not a valid CIDR ({e})") from None
         if net.version != 4:
-            raise self.error(f"{v!r} is an IPv6 CIDR: {IPV4_ONLY}")
+            raise self.error(f"{v!r}: expected IPv4 CIDR for IPv4 family")
         if assigned:
             for special, what in SPECIAL_RANGES:
                 if net.overlaps(special):
@@ -687,12 +734,18 @@ def _cluster(cluster_doc, lab_doc):
                 raise at.child("nodes").error("a cluster needs a control-plane node")
         net = at.child("networking")
         net.mapping()
-        values["pod_subnet"] = net.child("podSubnet").network(c.pod_subnet, assigned=True)
-        values["service_subnet"] = net.child("serviceSubnet").network(c.service_subnet, assigned=True)
-        values["kube_proxy_mode"] = _kube_proxy_mode(net.child("kubeProxyMode"), c.kube_proxy_mode)
         family = net.child("ipFamily").string("ipv4")
-        if family != "ipv4":
-            raise net.child("ipFamily").error(f"{family!r}: {IPV4_ONLY} (ipFamily: ipv4)")
+        if family not in IP_FAMILIES:
+            raise net.child("ipFamily").error(f"invalid ipFamily: {family} (kind takes {', '.join(IP_FAMILIES)})")
+        if family == "ipv6":
+            raise net.child("ipFamily").error(f"'ipv6': netlab builds IPv4 and dual-stack labs; an IPv6-only lab "
+                                              f"is not built yet (ipFamily: dual gives every pod and Service IPv6 "
+                                              f"beside IPv4)")
+        values["ip_family"] = family
+        for key, field_, default, default6 in (("podSubnet", "pod_subnet", c.pod_subnet, POD_SUBNET6),
+                                               ("serviceSubnet", "service_subnet", c.service_subnet, SERVICE_SUBNET6)):
+            values[field_], values[field_ + "6"] = _subnets(net.child(key), family, default, default6)
+        values["kube_proxy_mode"] = _kube_proxy_mode(net.child("kubeProxyMode"), c.kube_proxy_mode)
     if lab_doc:
         f, _, doc = lab_doc
         at = _At(f, "Lab", doc)
@@ -700,8 +753,13 @@ def _cluster(cluster_doc, lab_doc):
         _refuse_unknown(at, doc, {"apiVersion", "kind", "metadata", "lan", "iptables", "dns", "loadBalancer",
                                   "ingress"})
         lan = at.child("lan")
-        _refuse_unknown(lan, lan.mapping(), {"cidr", "mtu"})
+        _refuse_unknown(lan, lan.mapping(), {"cidr", "ipv6Cidr", "mtu"})
         values["lan_cidr"] = lan.child("cidr").network(c.lan_cidr, assigned=True)
+        if lan.child("ipv6Cidr").value is not None:
+            if values.get("ip_family", "ipv4") != "dual":
+                raise lan.child("ipv6Cidr").error("the LAN's IPv6 range is for a dual-stack lab (the Cluster's "
+                                                  "networking.ipFamily: dual)")
+            values["lan_cidr6"] = lan.child("ipv6Cidr").network6(LAN_CIDR6)
         values["underlay_mtu"] = lan.child("mtu").integer(c.underlay_mtu, lo=1280, hi=9000)
         ipt = at.child("iptables")
         _refuse_unknown(ipt, ipt.mapping(), {"applier"})
@@ -719,8 +777,15 @@ def _cluster(cluster_doc, lab_doc):
         _refuse_unknown(ing, ing.mapping(), {"enabled", "service"})
         if ing.child("enabled").value:
             values["ingress"] = ing.child("service").choice(("NodePort", "LoadBalancer"), "NodePort")
+    if values.get("ip_family") == "dual" and not values.get("lan_cidr6"):
+        values["lan_cidr6"] = LAN_CIDR6
     c = ClusterConfig(**{**c.__dict__, **values})
     _check_address_plan(c, cluster_doc, lab_doc)
+    if c.dual:
+        _check_address_plan6(c, cluster_doc, lab_doc)
+        if c.iptables_applier == "python-iptables":
+            raise SpecError(lab_doc[0], "Lab", "iptables.applier", "python-iptables writes IPv4's tables only; a "
+                            "dual-stack lab's IPv6 rules go through ip6tables-restore (applier: iptables-restore)")
     if c.lb_pool:
         _check_pool(pool_at, c)
     return c
@@ -819,6 +884,72 @@ def _pool_hint(c):
     if ipaddress.ip_address(first) > ipaddress.ip_address(last):
         return f"the LAN {c.lan_cidr} has no address left for load balancers: give the Lab a larger lan.cidr"
     return f"put the pool above them (left out, it is {first}-{last})"
+
+
+# kind's validateSubnets messages (pkg/internal/apis/config/validate.go)
+DUAL_PAIR = "expected one (IPv4 or IPv6) CIDR or two CIDRs from each family for dual-stack networking"
+SINGLE = "only one CIDR allowed for single-stack networking"
+
+
+def _subnets(at, family, default, default6):
+    """kind's podSubnet or serviceSubnet for `family`: one CIDR, or for dual a comma-separated
+    pair, one of each family (kind's defaults when unset). netlab's dual-stack labs are
+    IPv4-primary: the IPv4 CIDR comes first. (primary, IPv6 CIDR or "")."""
+    text = at.string(default if family == "ipv4" else f"{default},{default6}")
+    parts = [p.strip() for p in text.split(",")]
+    if family == "ipv4":
+        if len(parts) > 1:
+            raise at.error(f"{text!r}: {SINGLE} (ipFamily: ipv4; ipFamily: dual takes a pair)")
+        return at.network(default, assigned=True), ""
+    if len(parts) > 2:
+        raise at.error(f"{text!r}: {DUAL_PAIR}")
+    versions = [_version(at, p) for p in parts]
+    if len(parts) == 2 and versions[0] == versions[1]:
+        raise at.error(f"{text!r}: {DUAL_PAIR}")
+    if len(parts) == 1:
+        raise at.error(f"{text!r}: netlab's dual-stack lab takes a CIDR of each family, IPv4 first (kind accepts "
+                       f"one, and its cluster then has that family alone: use ipFamily: ipv4 for that)")
+    if versions[0] != 4:
+        raise at.error(f"{text!r}: netlab's dual-stack labs are IPv4-primary: give the IPv4 CIDR first")
+    four = _At(at.file, at.obj, parts[0], at.path).network(default, assigned=True)
+    six = _At(at.file, at.obj, parts[1], at.path).network6(default6)
+    return four, six
+
+
+def _version(at, text):
+    try:
+        return ipaddress.ip_network(text, strict=True).version
+    except ValueError as e:
+        raise at.error(f"{text!r} is not a valid CIDR ({e})") from None
+
+
+def _check_address_plan6(c, cluster_doc, lab_doc):
+    """The IPv6 family's ranges: apart from each other, the pod subnet with room for a /64 per
+    node (and no more than 16 bits between its mask and a node's, kube-controller-manager's
+    limit), the service subnet no larger than kube-apiserver allows an IPv6 one (/108)."""
+    pod, svc, lan = (ipaddress.ip_network(n) for n in (c.pod_subnet6, c.service_subnet6, c.lan_cidr6))
+    file_of = lambda d: d[0] if d else None  # noqa: E731
+    at = _At(file_of(cluster_doc), "Cluster", None, "networking")
+    if pod.overlaps(svc):
+        raise at.child("serviceSubnet").error(f"{svc} overlaps podSubnet {pod}")
+    for label, net in (("podSubnet", pod), ("serviceSubnet", svc)):
+        if net.overlaps(lan):
+            raise SpecError(file_of(lab_doc) or file_of(cluster_doc), "Lab", "lan.ipv6Cidr",
+                            f"{lan} overlaps the cluster's {label} {net}")
+    if pod.prefixlen > NODE_MASK6:
+        raise at.child("podSubnet").error(f"{pod} is too small: each node takes a /{NODE_MASK6}")
+    if NODE_MASK6 - pod.prefixlen > 16:
+        raise at.child("podSubnet").error(f"{pod} is too large: kube-controller-manager allows at most 16 bits "
+                                          f"between the cluster CIDR's mask and a node's /{NODE_MASK6}")
+    if 2 ** (NODE_MASK6 - pod.prefixlen) < len(c.roles):
+        raise at.child("podSubnet").error(f"{pod} has fewer /{NODE_MASK6}s than the {len(c.roles)} nodes")
+    if svc.prefixlen < 108:
+        raise at.child("serviceSubnet").error(f"{svc} is too large; for 128-bit addresses, the mask must be >= 108 "
+                                              f"(kube-apiserver)")
+    if svc.num_addresses < 16:
+        raise at.child("serviceSubnet").error(f"{svc} is too small")
+    if lan.prefixlen > 120:
+        raise SpecError(file_of(lab_doc), "Lab", "lan.ipv6Cidr", f"{lan} is too small for the lab's hosts")
 
 
 def _refuse_unknown(at, mapping, known, document="netlab's Lab"):

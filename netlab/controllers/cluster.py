@@ -38,11 +38,13 @@ def new_state(spec, rng=None, log=None):
     state = ClusterState(lab=c.name, cluster=c)
     node_names = c.node_names
     cidrs = ipam.node_pod_cidrs(c.pod_subnet, set(), len(node_names))
+    cidrs6 = ipam.node_pod_cidrs6(c.pod_subnet6, set(), len(node_names)) if c.dual else [""] * len(node_names)
     ips = ipam.node_ips(c, ipam.lan_holders(c), node_names)
     has_workers = "worker" in c.roles
-    for name, role, cidr, ip in zip(node_names, c.roles, cidrs, ips):
+    for name, role, cidr, cidr6, ip in zip(node_names, c.roles, cidrs, cidrs6, ips):
         state.nodes.append(Node(name, role, ip, cidr, random_mac(rng),
-                                scheduler.node_labels(name, role), scheduler.node_taints(role, has_workers)))
+                                scheduler.node_labels(name, role), scheduler.node_taints(role, has_workers),
+                                ip6=ipam.lan_ip6(c, ip) if c.dual else "", pod_cidr6=cidr6))
         state.ipam[name] = HostLocal()
     dns_deployment, dns_service = kubeadm.coredns_addon(c)    # kubeadm's addon, before any workload
     add_deployment(state, dns_deployment, rng, log)
@@ -160,7 +162,8 @@ def remove_pod(state, pod):
     if pod.netns in state.netns:
         state.netns.remove(pod.netns)
     if pod.node in state.ipam:
-        state.ipam[pod.node].allocated.pop(pod.ip, None)
+        for ip in pod.ips:
+            state.ipam[pod.node].allocated.pop(ip, None)
 
 
 def set_ready(state, namespace, name, ready, log=None):
@@ -412,8 +415,10 @@ def add_node(state, name, rng=None, log=None):
     _check_node_name(state, full)
     c = state.cluster
     cidr = ipam.node_pod_cidrs(c.pod_subnet, {n.pod_cidr for n in state.nodes}, 1)[0]
+    cidr6 = ipam.node_pod_cidrs6(c.pod_subnet6, {n.pod_cidr6 for n in state.nodes}, 1)[0] if c.dual else ""
     ip, = ipam.node_ips(c, ipam.lan_holders(c, state.nodes, state.services), [full])   # skips the balancers'
-    node = Node(full, "worker", ip, cidr, random_mac(rng), scheduler.node_labels(full, "worker"), [])
+    node = Node(full, "worker", ip, cidr, random_mac(rng), scheduler.node_labels(full, "worker"), [],
+                ip6=ipam.lan_ip6(c, ip) if c.dual else "", pod_cidr6=cidr6)
     state.nodes.append(node)
     state.ipam[full] = HostLocal()
     last_node = max(state.netns.index(n.netns) for n in state.nodes[:-1])
@@ -483,6 +488,11 @@ def _bind(state, pod, node, rng):
     pool.allocated[ip] = pod.container_id
     pool.last_reserved = ip
     pod.node, pod.ip, pod.unschedulable = node, ip, ""
+    cidr6 = state.node(node).pod_cidr6
+    if cidr6:                          # the second range of host-local's ranges: [[v4], [v6]]
+        pod.ip6 = ipam.host_local_next6(cidr6, pool.last_reserved6, pool.allocated)
+        pool.allocated[pod.ip6] = pod.container_id
+        pool.last_reserved6 = pod.ip6
     pod.host_veth = names.veth_name("%08x" % rng.getrandbits(32))
     if state.netns:                    # a running lab; new_state lists every namespace at the end
         state.netns.append(pod.netns)

@@ -22,6 +22,27 @@ def node_pod_cidrs(pod_subnet, taken, count):
     return out
 
 
+def node_pod_cidrs6(pod_subnet6, taken, count):
+    """The range allocator's IPv6 CIDR set: the lowest free /64s, in node order."""
+    net = ipaddress.ip_network(pod_subnet6)
+    out, i = [], 0
+    while len(out) < count:
+        if i >= 2 ** (spec.NODE_MASK6 - net.prefixlen):
+            raise NetlabError(f"podSubnet {pod_subnet6} has no free /{spec.NODE_MASK6} left for a new node")
+        cidr = str(ipaddress.ip_network((int(net.network_address) + (i << (128 - spec.NODE_MASK6)), spec.NODE_MASK6)))
+        if cidr not in taken:
+            out.append(cidr)
+        i += 1
+    return out
+
+
+def lan_ip6(cluster, ip):
+    """A LAN host's IPv6 address: Docker numbers a network's IPv6 hosts as it numbers its IPv4
+    ones (gateway ::1, the first container ::2), so the host part is the IPv4 address's."""
+    net4, net6 = ipaddress.ip_network(cluster.lan_cidr), ipaddress.ip_network(cluster.lan_cidr6)
+    return str(net6.network_address + (int(ipaddress.ip_address(ip)) - int(net4.network_address)))
+
+
 lan_gateway = spec.lan_gateway            # the LAN's plan is the lab file's: one definition
 lan_external_ip = spec.lan_external_ip
 
@@ -82,6 +103,23 @@ def host_local_next(pod_cidr, last_reserved, allocated):
         if ip not in allocated:
             return ip
     raise NetlabError(f"host-local: range {pod_cidr} is full ({n} addresses allocated)")
+
+
+def host_local_next6(pod_cidr6, last_reserved, allocated):
+    """host-local's round-robin over an IPv6 range: the first free address after the last one
+    reserved, from ::2 (the gateway ::1 excluded) to the range's last address (an IPv6 range has
+    no broadcast to leave out), wrapping."""
+    net = ipaddress.ip_network(pod_cidr6)
+    first, last = int(net.network_address) + 2, int(net.broadcast_address)
+    start = first
+    if last_reserved is not None and ipaddress.ip_address(last_reserved) in net:
+        start = int(ipaddress.ip_address(last_reserved)) + 1
+    count = last - first + 1
+    for i in range(min(count, len(allocated) + 1)):
+        ip = str(ipaddress.ip_address(first + (start - first + i) % count))
+        if ip not in allocated:
+            return ip
+    raise NetlabError(f"host-local: range {pod_cidr6} is full")
 
 
 def _static_band(size, divisor, cap):

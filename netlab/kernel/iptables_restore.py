@@ -101,7 +101,7 @@ class RestoreApplier:
             return
         out = ns.run(netns, [self.restore, "--noflush"], input=text, capture_output=True, text=True)
         if out.returncode != 0:
-            raise NetlabError(f"{netns}: iptables-restore failed: {out.stderr.strip()}")
+            raise NetlabError(f"{netns}: {self.restore} failed: {out.stderr.strip()}")
         self.writes += 1
         self.log.append((netns, _summary(work)))
 

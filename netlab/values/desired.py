@@ -100,6 +100,7 @@ class NetnsPlan:
     fdb: tuple = ()
     sysctls: tuple = ()            # (slash path under /proc/sys, value)
     iptables: dict = field(default_factory=dict, hash=False, compare=True)  # table -> Table
+    ip6tables: dict = field(default_factory=dict, hash=False, compare=True)  # dual-stack: IPv6's, table -> Table
     nftables: dict = field(default_factory=dict, hash=False, compare=True)  # "ip kube-proxy" -> values.nftables.Table
     owner: str = ""
     owners: dict = field(default_factory=dict, hash=False, compare=False)    # key(item) -> owner
@@ -126,15 +127,17 @@ def key(item):
 def merge(netns, *parts):
     """One namespace's plan from the parts several components contribute."""
     out = dict(links=(), addrs=(), routes=(), neighs=(), fdb=(), sysctls=())
-    tables, nftables, owners = {}, {}, {}
+    tables, tables6, nftables, owners = {}, {}, {}, {}
     for p in parts:
         nftables.update(p.nftables)
         for k in out:
             out[k] += getattr(p, k)
             for item in getattr(p, k):
                 owners.setdefault(key(item), p.owners.get(key(item)) or p.owner)
-        for name, table in p.iptables.items():
-            tables[name] = tables[name].merged(table) if name in tables else table
-            for chain in table.chains:
-                owners.setdefault(("chain", name, chain), p.owners.get(("chain", name, chain)) or p.owner)
-    return NetnsPlan(netns, iptables=tables, nftables=nftables, owners={k: v for k, v in owners.items() if v}, **out)
+        for kind, mine, theirs in (("chain", tables, p.iptables), ("chain6", tables6, p.ip6tables)):
+            for name, table in theirs.items():
+                mine[name] = mine[name].merged(table) if name in mine else table
+                for chain in table.chains:
+                    owners.setdefault((kind, name, chain), p.owners.get((kind, name, chain)) or p.owner)
+    return NetnsPlan(netns, iptables=tables, ip6tables=tables6, nftables=nftables,
+                     owners={k: v for k, v in owners.items() if v}, **out)

@@ -97,3 +97,49 @@ def test_a_full_lan_or_pool_is_a_sentence_naming_what_gets_no_address():
         ipam.allocate_lb_ip(c, {**held, "10.0.0.5": "Service default/a"}, "default/b")
     assert str(e.value) == ("Service default/b gets no load-balancer address: every address of the pool "
                             "10.0.0.5-10.0.0.5 is held (widen the Lab's loadBalancer.pool or lan.cidr)")
+
+
+# --- dual-stack: the IPv6 family ---------------------------------------------------------------
+
+def dual_state(roles=("control-plane", "worker", "worker")):
+    from netlab.api.spec import ClusterConfig, LabSpec
+    from netlab.controllers import cluster
+    c = ClusterConfig(name="d", roles=roles, ip_family="dual", pod_subnet6="fd00:10:244::/56",
+                      service_subnet6="fd00:10:96::/112", lan_cidr6="fc00:f853:ccd:e793::/64", dns_replicas=0)
+    return cluster.new_state(LabSpec(c))
+
+
+def test_each_node_takes_the_lowest_free_64_of_the_ipv6_pod_subnet_beside_its_24():
+    from netlab.controllers import ipam
+    assert ipam.node_pod_cidrs6("fd00:10:244::/56", set(), 3) == [
+        "fd00:10:244::/64", "fd00:10:244:1::/64", "fd00:10:244:2::/64"]
+    assert ipam.node_pod_cidrs6("fd00:10:244::/56", {"fd00:10:244::/64"}, 1) == ["fd00:10:244:1::/64"]
+    state = dual_state()
+    assert [(n.pod_cidrs, n.ips) for n in state.nodes] == [
+        (("10.244.0.0/24", "fd00:10:244::/64"), ("172.18.0.2", "fc00:f853:ccd:e793::2")),
+        (("10.244.1.0/24", "fd00:10:244:1::/64"), ("172.18.0.3", "fc00:f853:ccd:e793::3")),
+        (("10.244.2.0/24", "fd00:10:244:2::/64"), ("172.18.0.4", "fc00:f853:ccd:e793::4"))]
+
+
+def test_host_local_gives_a_pod_one_address_per_range_in_order_and_releases_both():
+    from netlab.api.spec import PodTemplate
+    from netlab.controllers import cluster
+    state = dual_state(("control-plane", "worker"))
+    a = cluster.add_pod(state, "default", "a", PodTemplate(labels={}, containers=()))
+    b = cluster.add_pod(state, "default", "b", PodTemplate(labels={}, containers=()))
+    assert (a.ips, b.ips) == (("10.244.1.2", "fd00:10:244:1::2"), ("10.244.1.3", "fd00:10:244:1::3"))
+    pool = state.ipam[a.node]
+    assert (pool.last_reserved, pool.last_reserved6) == ("10.244.1.3", "fd00:10:244:1::3")
+    cluster.remove_pod(state, a)
+    assert set(pool.allocated) == {"10.244.1.3", "fd00:10:244:1::3"}
+    c = cluster.add_pod(state, "default", "c", PodTemplate(labels={}, containers=()))
+    assert c.ips == ("10.244.1.4", "fd00:10:244:1::4")           # round-robin: a's address waits its turn
+
+
+def test_host_local_ipv6_wraps_past_the_ranges_end_and_skips_the_gateway():
+    from netlab.controllers import ipam
+    assert ipam.host_local_next6("fd00::/126", None, {}) == "fd00::2"
+    assert ipam.host_local_next6("fd00::/126", "fd00::3", {}) == "fd00::2"      # ::3 is the last: wraps to ::2
+    assert ipam.host_local_next6("fd00::/126", "fd00::2", {"fd00::3": "x"}) == "fd00::2"
+    with pytest.raises(NetlabError, match="full"):
+        ipam.host_local_next6("fd00::/126", None, {"fd00::2": "x", "fd00::3": "y"})

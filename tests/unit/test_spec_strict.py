@@ -274,17 +274,54 @@ def test_a_source_range_may_still_be_anything(tmp_path):
 
 
 @pytest.mark.parametrize("snippet, field, message", [
+    # kind's validateSubnets and ipFamily messages
     ("networking: {podSubnet: '10.244.0.0/16,fd00:10:244::/56'}", "networking.podSubnet",
-     "'10.244.0.0/16,fd00:10:244::/56' is a dual-stack pair: netlab is IPv4 only for now (give the IPv4 CIDR alone)"),
-    ("networking: {serviceSubnet: '10.96.0.0/16,fd00:10:96::/112'}", "networking.serviceSubnet",
-     "'10.96.0.0/16,fd00:10:96::/112' is a dual-stack pair: netlab is IPv4 only for now (give the IPv4 CIDR alone)"),
+     "'10.244.0.0/16,fd00:10:244::/56': only one CIDR allowed for single-stack networking (ipFamily: ipv4; "
+     "ipFamily: dual takes a pair)"),
     ("networking: {podSubnet: 'fd00:10:244::/56'}", "networking.podSubnet",
-     "'fd00:10:244::/56' is an IPv6 CIDR: netlab is IPv4 only for now"),
-    ("networking: {ipFamily: dual}", "networking.ipFamily", "'dual': netlab is IPv4 only for now (ipFamily: ipv4)"),
+     "'fd00:10:244::/56': expected IPv4 CIDR for IPv4 family"),
+    ("networking: {ipFamily: both}", "networking.ipFamily", "invalid ipFamily: both (kind takes ipv4, ipv6, dual)"),
+    ("networking: {ipFamily: dual, podSubnet: '10.244.0.0/16,10.245.0.0/16'}", "networking.podSubnet",
+     "'10.244.0.0/16,10.245.0.0/16': expected one (IPv4 or IPv6) CIDR or two CIDRs from each family for "
+     "dual-stack networking"),
+    ("networking: {ipFamily: dual, serviceSubnet: '10.96.0.0/16,fd00:10:96::/112,fd00:10:97::/112'}",
+     "networking.serviceSubnet", "'10.96.0.0/16,fd00:10:96::/112,fd00:10:97::/112': expected one (IPv4 or IPv6) "
+     "CIDR or two CIDRs from each family for dual-stack networking"),
+    ("networking: {ipFamily: dual, podSubnet: 'fd00:10:244::/56,10.244.0.0/16'}", "networking.podSubnet",
+     "'fd00:10:244::/56,10.244.0.0/16': netlab's dual-stack labs are IPv4-primary: give the IPv4 CIDR first"),
+    ("networking: {ipFamily: dual, podSubnet: '10.244.0.0/16'}", "networking.podSubnet",
+     "'10.244.0.0/16': netlab's dual-stack lab takes a CIDR of each family, IPv4 first (kind accepts one, and its "
+     "cluster then has that family alone: use ipFamily: ipv4 for that)"),
+    ("networking: {ipFamily: dual, podSubnet: '10.244.0.0/16,fd00:11::/40'}", "networking.podSubnet",
+     "fd00:11::/40 is too large: kube-controller-manager allows at most 16 bits between the cluster CIDR's "
+     "mask and a node's /64"),
+    ("networking: {ipFamily: dual, serviceSubnet: '10.96.0.0/16,fd00:10:96::/64'}", "networking.serviceSubnet",
+     "fd00:10:96::/64 is too large; for 128-bit addresses, the mask must be >= 108 (kube-apiserver)"),
+    ("networking: {ipFamily: dual, serviceSubnet: '10.96.0.0/16,fd00:10:244::/112'}", "networking.serviceSubnet",
+     "fd00:10:244::/112 overlaps podSubnet fd00:10:244::/56"),
+    ("networking: {ipFamily: dual, podSubnet: '10.244.0.0/16,fe80::/56'}", "networking.podSubnet",
+     "fe80::/56 lies in fe80::/10, IPv6's link-local range (routers never forward it): the lab's addresses must "
+     "be ordinary unicast ones"),
+    ("networking: {ipFamily: ipv6}", "networking.ipFamily",
+     "'ipv6': netlab builds IPv4 and dual-stack labs; an IPv6-only lab is not built yet (ipFamily: dual gives "
+     "every pod and Service IPv6 beside IPv4)"),
 ])
-def test_dual_stack_and_ipv6_say_ipv4_only(tmp_path, snippet, field, message):
+def test_ip_families_and_subnets_are_checked_as_kind_checks_them(tmp_path, snippet, field, message):
     f, e = refused(tmp_path, CLUSTER + snippet + "\n")
     assert e == f"{f}: Cluster: {field}: {message}"
+
+
+def test_dual_takes_kinds_default_pairs_and_the_lans_ula():
+    s = spec.build([("t.yaml", 0, {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4",
+                                   "networking": {"ipFamily": "dual"}})])
+    c = s.cluster
+    assert (c.ip_family, c.dual, c.families) == ("dual", True, ("IPv4", "IPv6"))
+    assert c.pod_subnets == ("10.244.0.0/16", "fd00:10:244::/56")
+    assert c.service_subnets == ("10.96.0.0/12", "fd00:10:96::/112")
+    assert c.lan_cidr6 == "fc00:f853:ccd:e793::/64"
+    single = spec.build([("t.yaml", 0, {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4"})]).cluster
+    assert (single.dual, single.families, single.pod_subnets, single.lan_cidr6) == (False, ("IPv4",),
+                                                                                   ("10.244.0.0/16",), "")
 
 
 # --- 4. the cluster's own Services --------------------------------------------------------------
