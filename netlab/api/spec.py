@@ -153,6 +153,9 @@ class ServiceManifest:
     health_check_node_port: int | None = None
     load_balancer_ip_mode: str | None = None     # status: VIP (kube-proxy captures the IP) or Proxy
     created: str = ""
+    ip_family_policy: str | None = None          # SingleStack, PreferDualStack, RequireDualStack (None: defaulted)
+    ip_families: tuple = ()                      # ("IPv4",), ("IPv6",), both in either order; (): defaulted
+    cluster_ips: tuple = ()                      # spec.clusterIPs: one per family of ip_families, [0] == cluster_ip
 
     @property
     def key(self):
@@ -161,6 +164,20 @@ class ServiceManifest:
     @property
     def headless(self):
         return self.cluster_ip == "None"
+
+    def cluster_ip_of(self, family):
+        """The Service's ClusterIP of `family` ("IPv4" or "IPv6"), or None when it has none
+        (single-stack of the other family, headless, ExternalName). Before the dual-stack fields
+        are allocated, cluster_ip alone stands for IPv4."""
+        if self.headless or self.cluster_ip is None:
+            return None
+        ips = self.cluster_ips or (self.cluster_ip,)
+        return next((ip for ip in ips if (":" in ip) == (family == "IPv6")), None)
+
+    @property
+    def families(self):
+        """The Service's IP families, primary first ("IPv4" when nothing says otherwise)."""
+        return self.ip_families or ("IPv4",)
 
 
 @dataclass(frozen=True)
