@@ -78,8 +78,12 @@ def root_snapshot():
     cmds = [["ip", "-br", "link"], ["ip", "-br", "addr"], ["ip", "route", "show", "table", "all"], ["ip", "rule"],
             ["ip", "neigh", "show", "nud", "permanent"], ["iptables-save"], ["iptables-legacy-save"],
             ["nft", "list", "ruleset"],
+            # The IPv6 side, which a dual-stack lab must leave alone as well.
+            ["ip6tables-save"], ["ip", "-6", "route", "show", "table", "all"],
+            ["ip", "-6", "neigh", "show", "nud", "permanent"],
             ["sysctl", "net.ipv4.ip_forward", "net.ipv4.conf.all.route_localnet",
-             "net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"]]
+             "net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables",
+             "net.ipv6.conf.all.forwarding"]]
     out = {}
     for c in cmds:
         text = subprocess.run(c, capture_output=True, text=True).stdout

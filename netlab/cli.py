@@ -141,8 +141,10 @@ def _parser():
     ipt = command("iptables", "a node's rules, as iptables-save prints them")
     ipt.add_argument("node", help="the node")
     ipt.add_argument("-t", "--table", choices=["nat", "filter", "mangle", "raw"], help="only this table")
+    ipt.add_argument("-6", "--ipv6", action="store_true", help="the IPv6 rules (ip6tables-save; a dual-stack lab)")
 
-    nf = command("nft", "a node's kube-proxy table (nftables mode), as nft list table ip kube-proxy prints it")
+    nf = command("nft", "a node's kube-proxy table (nftables mode), as nft list table ip kube-proxy prints it "
+                        "(and ip6 kube-proxy in a dual-stack lab)")
     nf.add_argument("node", help="the node")
 
     pr = command("probe", "send real packets along every path and report; exit 1 when a check "
@@ -464,7 +466,7 @@ def _graph(args):
 
 def _iptables(args):
     from netlab.lab import Lab
-    sys.stdout.write(Lab.find(args.lab).iptables(args.node, args.table))
+    sys.stdout.write(Lab.find(args.lab).iptables(args.node, args.table, "IPv6" if args.ipv6 else "IPv4"))
 
 
 def _nft(args):
@@ -497,12 +499,14 @@ def _probe(args):
     ran = [c for c in checks if not c.skipped]
     failed = [c for c in ran if not c.ok]
     if args.output == "json":
-        print(json.dumps([{**c.__dict__, "result": c.result} for c in checks], indent=2))
+        print(json.dumps([c.as_json() for c in checks], indent=2))
     else:
-        header, rows = probes.matrix(checks)
-        if rows:
-            legend = "; - skipped" if any("-" in row[1:] for row in rows) else ""
-            print(f"pod reachability (TCP{legend}):\n" + render(header, rows) + "\n")
+        for family in dict.fromkeys(c.family for c in checks):     # "" in a single-stack lab
+            header, rows = probes.matrix(checks, family)
+            if rows:
+                legend = "; - skipped" if any("-" in row[1:] for row in rows) else ""
+                print(f"pod reachability (TCP{', ' + family if family else ''}{legend}):\n"
+                      + render(header, rows) + "\n")
         for c in checks:
             if c.area == "policy" and not c.skipped:
                 print(probes.policy_report(c) + "\n")

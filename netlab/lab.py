@@ -11,11 +11,11 @@ The CLI is a thin layer over this class; a user's own pytest suite can use it th
 """
 
 import datetime
-from dataclasses import replace
 import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 
 from netlab import addons  # noqa: F401  (the add-ons register their images and processes with the runtime)
 from netlab import names, plan
@@ -28,8 +28,7 @@ from netlab.errors import LabNotFound, NetlabError, StateUnreadable
 from netlab.kernel import conntrack
 from netlab.kernel import iptables as iptables_backend
 from netlab.kernel import netns as ns
-from netlab.kernel import nft
-from netlab.kernel import processes
+from netlab.kernel import nft, processes
 from netlab.kernel.ipset import IpsetApplier
 from netlab.kernel.netlink import NetlinkApplier
 from netlab.node import files as node_files
@@ -426,7 +425,8 @@ class Lab:
         nft_mode = kube_proxy_nft.uses_nftables(state.cluster)
         nftables = nft.NftApplier() if nft_mode else None
         nodes_netns = {n.netns for n in state.nodes} if nft_mode else set()
-        state.stale_chains = {k: v for k, v in state.stale_chains.items() if k in nodes_netns}
+        # Keyed by netns (the ip table's) and "<netns> ip6" (a dual-stack node's ip6 table's).
+        state.stale_chains = {k: v for k, v in state.stale_chains.items() if k.split(" ")[0] in nodes_netns}
         progress.phase("iptables and nftables" if nft_mode else "iptables", len(state.nodes))
         ipsets = IpsetApplier()
         # kube-router's partial sync: the chains and sets that differ between its last inputs'
@@ -436,13 +436,21 @@ class Lab:
         set_work = values_ipset.changes(netpol()[1].sets, {s.name: s for s in old_netpol[1].sets}) if netpol_moved \
             else ([], [])
         chain_owner = {}                                # netns -> {chain: the agent that planned it}
+        # A dual-stack node's stale IPv6 sets go once ip6tables no longer matches on them (after
+        # _sync_ip6tables), the IPv4 ones once iptables does not.
+        stale6 = []                                     # (netns, [inet6 set names])
+
+        def destroy_sets(netns, stale_names):
+            ipsets.destroy(netns, [n for n in stale_names if values_ipset.family_of(n) == "inet"])
+            stale6.append((netns, [n for n in stale_names if values_ipset.family_of(n) == "inet6"]))
         for node in state.nodes:
             progress.advance()
             converged = partial and node.name in old.nodes and node.netns not in fresh
             if nft_mode:
                 self._sync_nftables(nftables, state, old, node, partial, node.netns in fresh)
             elif not partial and node.netns not in fresh and nft.available():
-                nft.delete_table(node.netns, "ip", kube_proxy_nft.TABLE)    # iptables mode's cleanup of nftables mode's
+                for family in state.cluster.families:       # iptables mode's cleanup of nftables mode's
+                    nft.delete_table(node.netns, kube_proxy_nft.FAMILIES[family][0], kube_proxy_nft.TABLE)
             if converged:
                 work = {"nat": ({}, []), "filter": ({}, [])} if nft_mode else kube_proxy.sync_changes(
                     old.services, old.endpoint_slices, state.services, state.endpoint_slices, node,
@@ -455,17 +463,19 @@ class Lab:
                     owner.update({c: "kube-router" for c in [*write, *stale]})
                 ipsets.write(node.netns, set_work[0])   # before a rule matches on them
                 iptables.apply_changes(node.netns, {t: w for t, w in work.items() if w[0] or w[1]})
-                ipsets.destroy(node.netns, set_work[1])   # once no rule does
+                destroy_sets(node.netns, set_work[1])   # once no rule does
                 chain_owner[node.netns] = owner
             else:                                       # read back, or a node that joined: its whole plan
                 node_plan = plan.node_plan(state, node, netpol=netpol()) if partial else \
                     next(p for p in plans if p.netns == node.netns)
                 stale_sets = ipsets.sync(node.netns, netpol()[1].sets, fresh=node.netns in fresh)
                 iptables.apply(node.netns, node_plan.iptables, fresh=node.netns in fresh)
-                ipsets.destroy(node.netns, stale_sets)
+                destroy_sets(node.netns, stale_sets)
                 chain_owner[node.netns] = {k[2]: o for k, o in node_plan.owners.items() if k[0] == "chain"}
         if state.cluster.dual:
             self._sync_ip6tables(state, plans, partial, fresh, netpol, changes)
+        for netns, stale_names in stale6:
+            ipsets.destroy(netns, stale_names)
         lan = next(p for p in plans if p.netns == state.lan_netns())
         iptables.apply(lan.netns, lan.iptables, fresh=lan.netns in fresh)   # faults' rules; the cloud writes the balancers'
         for netns, (written, deleted) in iptables.log:
@@ -484,18 +494,22 @@ class Lab:
         for netns, written, destroyed in ipsets.log:
             changes.add("kube-router", [(netns, _sets_message(written, destroyed))])
         changes.ipset_writes = ipsets.writes
-        for netns, (written, deleted, operations) in nftables.log if nftables else ():
+        for netns, (written, deleted, operations), ref in nftables.log if nftables else ():
             what = events.chains_message(written, deleted) or f"updated map elements ({operations} operations)"
-            changes.add("kube-proxy", [(netns, f"nftables: {what}")])
+            family = "" if ref.startswith("ip ") else " " + ref.split(" ")[0]     # the ip6 table's: "nftables ip6: "
+            changes.add("kube-proxy", [(netns, f"nftables{family}: {what}")])
         changes.kube_proxy_mode = state.cluster.kube_proxy_mode
         changes.nft_writes = nftables.writes if nftables else 0
         changes.nft_operations = nftables.operations if nftables else 0
-        flows = [] if full or old is None else kube_proxy.stale_udp_flows(old.services, old.endpoint_slices, state.services,
-                                                                          state.endpoint_slices)
-        for node in state.nodes if flows else ():
-            deleted = conntrack.delete_flows(node.netns, flows)
-            if deleted:
-                changes.add("kube-proxy", [(node.netns, f"deleted {deleted} conntrack entries of removed UDP endpoints")])
+        for family in state.cluster.families:
+            flows = [] if full or old is None else kube_proxy.stale_udp_flows(
+                old.services, old.endpoint_slices, state.services, state.endpoint_slices, family)
+            for node in state.nodes if flows else ():
+                deleted = conntrack.delete_flows(node.netns, flows, family)
+                if deleted:
+                    what = "" if family == "IPv4" else " IPv6"
+                    changes.add("kube-proxy", [(node.netns, f"deleted {deleted}{what} conntrack entries of removed "
+                                                            f"UDP endpoints")])
         progress.phase("pods", len(state.scheduled_pods()))
         if not processes.alive(state.processes.get("kube_apiserver")):
             self._certificates(state)                # an `up` killed before them: the API server needs them
@@ -534,7 +548,9 @@ class Lab:
     def _sync_nftables(self, nftables, state, old, node, partial, fresh):
         """kube-proxy's nftables sync of one node: the full transaction into a fresh
         namespace, the changed ports only after a converged command, else the table read
-        back and only what differs written."""
+        back and only what differs written. A dual-stack node's IPv6 proxier has its own
+        table, `ip6 kube-proxy`: written whole into a fresh namespace, else read back and
+        only what differs written, on every converge (no partial sync for IPv6 yet)."""
         stale = state.stale_chains.setdefault(node.netns, {})
         if partial and node.name in old.nodes and not fresh:
             pairs = kube_proxy_nft.sync(old.services, old.endpoint_slices, state.services, state.endpoint_slices,
@@ -547,6 +563,12 @@ class Lab:
             nftables.full(node.netns, table) if fresh else nftables.resync(node.netns, table, stale)
         if not stale:
             state.stale_chains.pop(node.netns, None)
+        if getattr(state.cluster, "dual", False):        # (a test's stand-in cluster may not say)
+            table6 = kube_proxy_nft.node_table(state.services, state.endpoint_slices, node, state.cluster, "IPv6")
+            stale6 = state.stale_chains.setdefault(f"{node.netns} ip6", {})
+            nftables.full(node.netns, table6) if fresh else nftables.resync(node.netns, table6, stale6)
+            if not stale6:
+                state.stale_chains.pop(f"{node.netns} ip6", None)
 
     def _wait_served(self, state, changes, full=False):
         """Wait for the pod servers to follow the saved state; one found dead meanwhile (a
@@ -704,24 +726,32 @@ class Lab:
             return found
         return [o for o in found if o["metadata"].get("namespace") == namespace]
 
-    def iptables(self, node, table=None):
+    def iptables(self, node, table=None, family="IPv4"):
         """A node's rules (NAME or the name without the lab's prefix) as iptables-save prints
-        them, read with the lab's own backend."""
+        them, read with the lab's own backend; `family` IPv6: ip6tables-save's (a dual-stack lab)."""
         state = self.state()
         netns = state.node(node).netns
-        return iptables_backend.save(netns, state.cluster.iptables_applier, *(["-t", table] if table else []))
+        if family == "IPv6" and not state.cluster.dual:
+            raise NetlabError(f"lab {self.name} is single-stack IPv4: its nodes hold no IPv6 rules of its agents "
+                              f"(networking.ipFamily: dual makes a dual-stack lab)")
+        return iptables_backend.save(netns, state.cluster.iptables_applier, *(["-t", table] if table else []),
+                                     family=family)
 
     def nft(self, node):
-        """A node's `ip kube-proxy` table as `nft list table` prints it (nftables mode)."""
+        """A node's `ip kube-proxy` table as `nft list table` prints it (nftables mode), then its
+        `ip6 kube-proxy` table in a dual-stack lab."""
         state = self.state()
         n = state.node(node)
         if not kube_proxy_nft.uses_nftables(state.cluster):
             raise NetlabError(f"lab {self.name} runs kube-proxy in {state.cluster.kube_proxy_mode} mode, which writes "
                               f"no nftables table: its rules are iptables chains (netlab iptables {node})")
-        text = nft.list_table(n.netns, "ip", kube_proxy_nft.TABLE)
-        if text is None:
-            raise NetlabError(f"node {n.name} has no ip kube-proxy table (netlab reconcile writes it again)")
-        return text
+        out = []
+        for family in ("ip", "ip6") if state.cluster.dual else ("ip",):
+            text = nft.list_table(n.netns, family, kube_proxy_nft.TABLE)
+            if text is None:
+                raise NetlabError(f"node {n.name} has no {family} kube-proxy table (netlab reconcile writes it again)")
+            out.append(text)
+        return "".join(out)
 
     def netns_of(self, target):
         """The namespace behind a target: external, lan, a node (its name, or the name without

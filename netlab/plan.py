@@ -22,12 +22,19 @@ NODE_SYSCTLS = (
     ("net/bridge/bridge-nf-call-iptables", "1"),
     ("net/bridge/bridge-nf-call-ip6tables", "1"),
 )
+# A dual-stack node: kind sets both in its nodes (IPv6 on, the node routes IPv6 as it routes
+# IPv4). With forwarding on the kernel takes no router advertisements (accept_ra 1).
+NODE_SYSCTLS6 = (
+    ("net/ipv6/conf/all/disable_ipv6", "0"),
+    ("net/ipv6/conf/all/forwarding", "1"),
+)
 
 
 def node_plan(state, node, rules=True, netpol=None):
     """`rules` False leaves kube-proxy's and kube-router's chains out; `netpol`: kube-router's
     inputs and compiled policies (kube_router.read), when the caller plans several nodes."""
-    kubelet = NetnsPlan(node.netns, sysctls=NODE_SYSCTLS, owner="kubelet")
+    kubelet = NetnsPlan(node.netns, sysctls=NODE_SYSCTLS + (NODE_SYSCTLS6 if state.cluster.dual else ()),
+                        owner="kubelet")
     veths = NetnsPlan(node.netns, links=tuple(cni.host_veth(state, p) for p in state.pods_on(node.name)), owner="cni")
     # kube-router, then kube-proxy, then kube-router's ACCEPT, then flannel: the order their
     # rules take in the built-in chains (kube-router keeps its jump at position 1, kube-proxy
@@ -35,7 +42,7 @@ def node_plan(state, node, rules=True, netpol=None):
     # rule, flanneld appends).
     proxy = kube_proxy_nft if kube_proxy_nft.uses_nftables(state.cluster) else kube_proxy
     policy = (kube_router.node_plan(state, node, *(netpol or kube_router.read(state))),) if rules else ()
-    accept = (kube_router.accept_plan(node),) if rules else ()
+    accept = (kube_router.accept_plan(node, state.cluster.dual),) if rules else ()
     return merge(node.netns, underlay.uplink(state, node.netns, node.ip), kubelet, cni.node_plan(state, node),
                  *policy, proxy.node_plan(state, node, rules), *accept, flannel.node_plan(state, node), veths)
 
@@ -75,6 +82,8 @@ def describe(plans):
         out += [f"sysctl {k.replace('/', '.')}={v}" for k, v in p.sysctls]
         if p.iptables:
             out.append(restore_text(p.iptables).rstrip())
+        if p.ip6tables:
+            out += ["# ip6tables-restore"] + [restore_text(p.ip6tables).rstrip()]
         for table in p.nftables.values():
             out += script(table)
         out.append("")

@@ -169,12 +169,18 @@ def served_ports(pod):
     return [k for k, (x, _) in sockets(pod).items() if x.kind == "netexec"]
 
 
+def _host_port(peer):
+    """A client's address as Go's net.JoinHostPort prints it (RemoteAddr): [addr]:port for IPv6."""
+    host, port = peer[0], peer[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def udp_answer(pod_name, data, peer):
     text = data.decode(errors="replace").strip()
     if text == "hostname":
         return pod_name
     if text == "clientip":
-        return f"{peer[0]}:{peer[1]}"
+        return _host_port(peer)
     if text.startswith("echo "):
         return text[5:]
     return None
@@ -186,7 +192,7 @@ def http_answer(pod_name, target, peer):
     if url.path == "/hostname":
         return 200, pod_name
     if url.path == "/clientip":
-        return 200, f"{peer[0]}:{peer[1]}"
+        return 200, _host_port(peer)
     if url.path == "/echo":
         return 200, parse_qs(url.query).get("msg", [""])[0]
     if url.path in ("/healthz", "/healthy"):

@@ -42,24 +42,40 @@ FAILURES_TO_DOWN = 2          # consecutive failed checks before a node stops ge
 
 def lb_plan(state, svc, healthy):
     """The load balancer's namespace: its address on the LAN and its NAT rules towards the
-    NodePorts of the healthy nodes (all ready nodes until the first check)."""
+    NodePorts of the healthy nodes (all ready nodes until the first check). A dual-stack
+    Service's balancer answers on its IPv6 address too (the container's second address on
+    Docker's network) and proxies to the nodes' IPv6 addresses, with the same chains in
+    ip6tables' nat table."""
     netns = names.lb_netns(state.lab, svc.key)
     targets = [n for n in state.nodes if n.name in healthy]
+    nat = _nat(svc, svc.load_balancer_ip, "/32", [n.ip for n in targets])
+    link = underlay.uplink(state, netns, svc.load_balancer_ip)
+    ip6 = svc.load_balancer_ip_of("IPv6")
+    if ip6 is None:
+        return NetnsPlan(netns, links=link.links, addrs=link.addrs, routes=link.routes,
+                         sysctls=(("net/ipv4/ip_forward", "1"),), iptables={"nat": nat}, owner="cloud")
+    nat6 = _nat(svc, ip6, "/128", [f"[{n.ip6}]" for n in targets])
+    return NetnsPlan(netns, links=link.links, addrs=link.addrs, routes=link.routes,
+                     sysctls=(("net/ipv4/ip_forward", "1"), ("net/ipv6/conf/all/disable_ipv6", "0"),
+                              ("net/ipv6/conf/all/forwarding", "1"), (f"net/ipv6/conf/{names.UPLINK}/accept_ra", "0")),
+                     iptables={"nat": nat}, ip6tables={"nat": nat6}, owner="cloud")
+
+
+def _nat(svc, address, host_mask, node_addresses):
+    """One family's nat table: each service port of `address` spread over the nodes'
+    NodePorts (DNAT to `node_addresses`, IPv6 ones in brackets), then masqueraded."""
     prerouting, chains = [], {}
     for p in svc.ports:
         proto, chain = p.protocol.lower(), f"LB-{p.protocol}-{p.port}"
-        prerouting.append(f"-d {svc.load_balancer_ip}/32 -p {proto} -m {proto} --dport {p.port} -j {chain}")
+        prerouting.append(f"-d {address}{host_mask} -p {proto} -m {proto} --dport {p.port} -j {chain}")
         rules = []
-        for i, node in enumerate(targets):
-            chance = f"-m statistic --mode random --probability {probability(len(targets) - i)} " \
-                if i < len(targets) - 1 else ""
-            rules.append(f"-p {proto} {chance}-j DNAT --to-destination {node.ip}:{p.node_port}")
+        for i, node in enumerate(node_addresses):
+            chance = f"-m statistic --mode random --probability {probability(len(node_addresses) - i)} " \
+                if i < len(node_addresses) - 1 else ""
+            rules.append(f"-p {proto} {chance}-j DNAT --to-destination {node}:{p.node_port}")
         chains[chain] = tuple(rules)
-    nat = Table("nat", {"PREROUTING": tuple(prerouting), **chains,
-                        "POSTROUTING": ("-m conntrack --ctstate DNAT -j MASQUERADE",)})
-    link = underlay.uplink(state, netns, svc.load_balancer_ip)
-    return NetnsPlan(netns, links=link.links, addrs=link.addrs, routes=link.routes,
-                     sysctls=(("net/ipv4/ip_forward", "1"),), iptables={"nat": nat}, owner="cloud")
+    return Table("nat", {"PREROUTING": tuple(prerouting), **chains,
+                         "POSTROUTING": ("-m conntrack --ctstate DNAT -j MASQUERADE",)})
 
 
 def read_health(lab):
@@ -134,6 +150,7 @@ class Controller:
         health = read_health(self.lab)
         new = {}
         applier = iptables.applier(state.cluster.iptables_applier)
+        applier6 = iptables.applier(state.cluster.iptables_applier, "IPv6") if state.cluster.dual else None
         for svc in balancers(state):
             lb = names.lb_netns(self.lab, svc.key)
             if not ns.exists(lb):
@@ -145,11 +162,14 @@ class Controller:
                 if self.failures[key] < FAILURES_TO_DOWN:
                     up.add(node.name)
             new[svc.key] = sorted(up)
-            tables = lb_plan(state, svc, up).iptables
+            plan = lb_plan(state, svc, up)
+            tables = (plan.iptables, plan.ip6tables)
             if self.applied.get(lb) != tables:       # read back only when its rules change, or on a resync
-                applier.apply(lb, tables)
+                applier.apply(lb, plan.iptables)
+                if applier6 is not None:             # a dual-stack lab's balancers: IPv6's table too
+                    applier6.apply(lb, plan.ip6tables)
                 self.applied[lb] = tables
-        for netns, (written, deleted) in applier.log:
+        for netns, (written, deleted) in applier.log + (applier6.log if applier6 is not None else []):
             svc = next(s for s in balancers(state) if names.lb_netns(self.lab, s.key) == netns)
             events.record(self.lab, [("EnsuredLoadBalancer", f"service/{svc.name}", svc.namespace,
                                       events.chains_message(written, deleted))], "cloud", "health checks")

@@ -5,7 +5,8 @@ netlab.controllers.kubeadm):
   zone(state, ...)      the records the Kubernetes DNS specification (1.1.0) asks for, as a
                         pure function of the cluster state; kubeadm's Corefile options apply
                         (`ttl 30`, `pods insecure`, reverse zones falling through to a
-                        forwarder, which a sealed lab does not have: SERVFAIL)
+                        forwarder, which a sealed lab does not have: SERVFAIL); in a
+                        dual-stack lab AAAA records and ip6.arpa PTRs beside them
   answer(zone, packet)  one DNS message in, one out, in wire format through dnslib
 The server (`python -m netlab.addons.coredns LAB`) serves every coredns pod of a lab from sockets
 opened inside the pods' namespaces, and rebuilds the zone whenever the lab's state changes.
@@ -25,6 +26,7 @@ from netlab.node import runtime
 from netlab.node.kubelet import PodServer, serve_pods
 
 REVERSE = "in-addr.arpa."
+REVERSE6 = "ip6.arpa."           # the Corefile's third zone: `kubernetes cluster.local in-addr.arpa ip6.arpa`
 SPEC_VERSION = "1.1.0"
 VERSION_TTL = 28800
 UDP_LIMIT = 512                   # without EDNS0, a UDP answer must fit in 512 bytes
@@ -46,7 +48,7 @@ runtime.register_process(runtime.LabProcess("coredns", __name__))
 @dataclass(frozen=True)
 class Record:
     name: str            # lower case, fully qualified, with the trailing dot
-    type: str            # A, SRV, PTR, CNAME, TXT, NS, SOA
+    type: str            # A, AAAA, SRV, PTR, CNAME, TXT, NS, SOA
     ttl: int
     data: object         # an address or a name; SRV: (priority, weight, port, target); SOA: a tuple
 
@@ -56,6 +58,7 @@ class Zone:
     ttl: int
     records: dict = field(default_factory=dict)      # name -> [Record]
     soa: Record | None = None
+    dual: bool = False        # a dual-stack lab's: AAAA records, and pod names of IPv6 addresses
 
     def add(self, name, rtype, data, ttl=None):
         self.records.setdefault(name, []).append(Record(name, rtype, self.ttl if ttl is None else ttl, data))
@@ -69,8 +72,25 @@ def _reverse(ip):
     return ".".join(reversed(ip.split("."))) + "." + REVERSE
 
 
+def _reverse6(ip):
+    """The PTR owner of an IPv6 address: its 32 nibbles, last first, under ip6.arpa."""
+    return ipaddress.IPv6Address(ip).reverse_pointer + "."
+
+
 def _dashed(ip):
     return ip.replace(".", "-")
+
+
+def _dashed6(ip):
+    """CoreDNS's endpointHostname for an IPv6 address without a hostname: ':' -> '-', and a
+    '0' after a trailing '-' (fd00:10:244:1:: -> fd00-10-244-1--0), so the label ends in an
+    alphanumeric as a DNS label must."""
+    label = ip.replace(":", "-")
+    return label + "0" if label.endswith("-") else label
+
+
+def _address_type(ip):
+    return "AAAA" if ":" in ip else "A"
 
 
 def srv_weight(count):
@@ -79,33 +99,50 @@ def srv_weight(count):
 
 
 def zone(state, ttl=30, serial=1):
-    """Every record of the cluster domain and the reverse zone, from the cluster state."""
-    z = Zone(ttl)
+    """Every record of the cluster domain and the reverse zones (in-addr.arpa; ip6.arpa in a
+    dual-stack lab), from the cluster state."""
+    z = Zone(ttl, dual=state.cluster.dual)
     z.soa = Record(DOMAIN, "SOA", ttl, (f"ns.dns.{DOMAIN}", f"hostmaster.{DOMAIN}", serial, 7200, 1800, 86400, ttl))
     z.records[DOMAIN] = [z.soa, Record(DOMAIN, "NS", ttl, f"ns.dns.{DOMAIN}")]
     z.add(f"ns.dns.{DOMAIN}", "A", dns_ip(state.cluster))
     z.add(f"dns-version.{DOMAIN}", "TXT", SPEC_VERSION, ttl=VERSION_TTL)
     for svc in state.services:
-        _service_records(z, svc, state.endpoints_of(svc))
+        # IPv6 endpoints are only in the IPv6 EndpointSlices (a dual lab's v1 Endpoints hold
+        # the primary family, IPv4); CoreDNS reads both families' slices.
+        slices6 = [s for s in state.slices_of(svc) if s.address_type == "IPv6"] if z.dual and svc.headless else ()
+        _service_records(z, svc, state.endpoints_of(svc), slices6)
     return z
 
 
-def _service_records(z, svc, endpoints):
+def _service_records(z, svc, endpoints, slices6=()):
     fqdn = f"{svc.name}.{svc.namespace}.svc.{DOMAIN}"
     named = [p for p in svc.ports if p.name]
     if svc.type == "ExternalName":
         z.add(fqdn, "CNAME", svc.external_name.rstrip(".").lower() + ".")
         return
     if not svc.headless:
-        z.add(fqdn, "A", svc.cluster_ip)
+        ips = svc.cluster_ips or (svc.cluster_ip,)
+        if len(ips) == 1 and ":" not in ips[0]:
+            z.add(fqdn, "A", svc.cluster_ip)          # single-stack IPv4: every IPv4 lab's Services
+            for p in named:
+                z.add(f"_{p.name}._{p.protocol.lower()}.{fqdn}", "SRV", (0, srv_weight(1), p.port, fqdn))
+            z.add(_reverse(svc.cluster_ip), "PTR", fqdn)
+            return
+        # findServices makes one entry per port and ClusterIP, so a dual-stack Service's SRV
+        # weighs 100/2 (its two entries share a target: one record); A/AAAA pick their family.
+        for ip in ips:
+            z.add(fqdn, _address_type(ip), ip)
         for p in named:
-            z.add(f"_{p.name}._{p.protocol.lower()}.{fqdn}", "SRV", (0, srv_weight(1), p.port, fqdn))
-        z.add(_reverse(svc.cluster_ip), "PTR", fqdn)
+            z.add(f"_{p.name}._{p.protocol.lower()}.{fqdn}", "SRV", (0, srv_weight(len(ips)), p.port, fqdn))
+        for ip in ips:
+            z.add(_reverse6(ip) if ":" in ip else _reverse(ip), "PTR", fqdn)
         return
     ready = {}                                # endpoint name -> ip, and its ports
     ports = {}
     for subset in endpoints.subsets if endpoints else ():
         for a in subset.addresses:
+            if ":" in a.ip:
+                continue                       # an IPv6-only Service's: its IPv6 slices give them
             host = f"{(a.hostname or _dashed(a.ip)).lower()}.{fqdn}"
             ready[host] = a.ip
             ports.setdefault(host, []).extend(subset.ports)
@@ -113,6 +150,9 @@ def _service_records(z, svc, endpoints):
         z.add(fqdn, "A", ip)
         z.add(host, "A", ip)
         z.add(_reverse(ip), "PTR", host)
+    if slices6:
+        _headless6(z, fqdn, named, ready, ports, slices6)
+        return
     for p in named:
         targets = [h for h in ready if any(q.name == p.name and q.protocol == p.protocol for q in ports[h])]
         for host in sorted(targets):
@@ -120,7 +160,50 @@ def _service_records(z, svc, endpoints):
             z.add(f"_{p.name}._{p.protocol.lower()}.{fqdn}", "SRV", (0, srv_weight(len(targets)), port, host))
 
 
+def _headless6(z, fqdn, named, ready, ports, slices6):
+    """A dual-stack headless Service's IPv6 records (its IPv4 ones, `ready`, are made), and
+    the SRV records of both families. CoreDNS's EndpointSliceToEndpoints keeps endpoints
+    whose ready condition is true or unset; its SRV makes one entry per address and matching
+    port (weight floor(100 / entries)) and one record per target and port, so an endpoint
+    named by its hostname in both families is one target with an A and an AAAA."""
+    ready6 = []                                # (ip, endpoint name, ports)
+    for s in slices6:
+        for e in s.endpoints:
+            if e.ready is False:
+                continue
+            for a in e.addresses:
+                ready6.append((a, f"{(e.hostname or _dashed6(a)).lower()}.{fqdn}", s.ports))
+    ready6.sort(key=lambda t: ipaddress.ip_address(t[0]))
+    for ip, host, _ in ready6:
+        z.add(fqdn, "AAAA", ip)
+        z.add(host, "AAAA", ip)
+        z.add(_reverse6(ip), "PTR", host)
+    for p in named:
+        entries = [(h, q.port) for h in ready for q in ports[h] if q.name == p.name and q.protocol == p.protocol]
+        entries += [(h, q.port) for _, h, ps in ready6 for q in ps if q.name == p.name and q.protocol == p.protocol]
+        for host, port in sorted(set(entries)):
+            z.add(f"_{p.name}._{p.protocol.lower()}.{fqdn}", "SRV", (0, srv_weight(len(entries)), port, host))
+
+
 POD_NAME = re.compile(r"^(\d{1,3})-(\d{1,3})-(\d{1,3})-(\d{1,3})\.[a-z0-9]([-a-z0-9]*[a-z0-9])?\.pod\." + re.escape(DOMAIN) + "$")
+POD_LABEL = re.compile(r"^([^.]+)\.[a-z0-9]([-a-z0-9]*[a-z0-9])?\.pod\." + re.escape(DOMAIN) + "$")
+
+
+def _pod6(name, qtype, ttl):
+    """findPods for a name POD_NAME does not take: a label with exactly three dashes and no
+    '--' is an IPv4 address, any other is IPv6 with '-' for ':' (fd00-10-244-1--5 ->
+    fd00:10:244:1::5). None: not a pod name; else (rcode, answers)."""
+    m = POD_LABEL.match(name)
+    if not m:
+        return None
+    label = m.group(1)
+    if label.count("-") == 3 and "--" not in label:
+        return "NXDOMAIN", []                  # an IPv4 spelling POD_NAME did not parse
+    try:
+        ip = ipaddress.IPv6Address(label.replace("-", ":"))
+    except ValueError:
+        return "NXDOMAIN", []
+    return "NOERROR", [Record(name, "AAAA", ttl, str(ip))] if qtype in ("AAAA", "ANY") else []
 
 
 def lookup(z, name, qtype):
@@ -130,7 +213,8 @@ def lookup(z, name, qtype):
         if name not in z.records:
             return "SERVFAIL", [], []         # kubeadm's Corefile falls through to `forward`
     elif not (name == DOMAIN or name.endswith("." + DOMAIN)):
-        return "SERVFAIL", [], []             # forward . /etc/resolv.conf: nothing beyond a sealed lab
+        if not (name.endswith(REVERSE6) and name in z.records):
+            return "SERVFAIL", [], []         # forward . /etc/resolv.conf: nothing beyond a sealed lab
     pod = POD_NAME.match(name)
     if pod:
         octets = [int(x) for x in pod.groups()[:4]]
@@ -139,20 +223,23 @@ def lookup(z, name, qtype):
         return "NOERROR", [Record(name, "A", z.ttl, ".".join(map(str, octets)))] if qtype in ("A", "ANY") else [], []
     records = z.records.get(name, [])
     if not records:
+        pod6 = _pod6(name, qtype, z.ttl) if z.dual else None
+        if pod6 is not None:
+            return pod6[0], pod6[1], []
         return ("NOERROR" if z.exists(name) else "NXDOMAIN"), [], []
     answers = [r for r in records if qtype in (r.type, "ANY")] or [r for r in records if r.type == "CNAME"]
     additional = [a for r in answers if r.type in ("SRV", "NS")
-                  for a in z.records.get(r.data[3] if r.type == "SRV" else r.data, []) if a.type == "A"]
+                  for a in z.records.get(r.data[3] if r.type == "SRV" else r.data, []) if a.type in ("A", "AAAA")]
     return "NOERROR", answers, additional
 
 
 # --- the wire ----------------------------------------------------------------------------
 
 def _rr(record, owner):
-    from dnslib import CNAME, NS, PTR, QTYPE, RR, SOA, SRV, TXT, A
+    from dnslib import AAAA, CNAME, NS, PTR, QTYPE, RR, SOA, SRV, TXT, A
     d = record.data
-    rdata = {"A": lambda: A(d), "PTR": lambda: PTR(d), "CNAME": lambda: CNAME(d), "NS": lambda: NS(d),
-             "TXT": lambda: TXT(d), "SRV": lambda: SRV(d[0], d[1], d[2], d[3]),
+    rdata = {"A": lambda: A(d), "AAAA": lambda: AAAA(d), "PTR": lambda: PTR(d), "CNAME": lambda: CNAME(d),
+             "NS": lambda: NS(d), "TXT": lambda: TXT(d), "SRV": lambda: SRV(d[0], d[1], d[2], d[3]),
              "SOA": lambda: SOA(d[0], d[1], d[2:])}[record.type]()
     return RR(owner, getattr(QTYPE, record.type), ttl=record.ttl, rdata=rdata)
 

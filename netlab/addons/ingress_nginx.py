@@ -92,13 +92,16 @@ def config(state, directory):
     for name, servers in sorted(upstreams.items()):
         if servers:
             out += [f"  upstream {name} {{"] + [f"    server {s};" for s in servers] + ["  }"]
+    # A dual-stack lab's controller listens on IPv6 too, as the real one's template does
+    # (`listen [::]:80` beside `listen 80` when the pod has IPv6).
+    addresses = ("80", "[::]:80") if state.cluster.dual else ("80",)
     for host in sorted(hosts, key=lambda h: h != "_"):
-        listen = "listen 80 default_server;" if host == "_" else "listen 80;"
-        out += ["  server {", f"    {listen}", f"    server_name {host};"]
+        flag = " default_server" if host == "_" else ""
+        out += ["  server {", *(f"    listen {a}{flag};" for a in addresses), f"    server_name {host};"]
         out += _locations(hosts[host], upstreams, default)
         out.append("  }")
     if "_" not in hosts:
-        out += ["  server {", "    listen 80 default_server;", "    server_name _;"]
+        out += ["  server {", *(f"    listen {a} default_server;" for a in addresses), "    server_name _;"]
         out += _locations([], upstreams, default)
         out.append("  }")
     out.append("}")

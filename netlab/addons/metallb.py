@@ -1,4 +1,4 @@
-"""MetalLB in layer-2 mode: one node per LoadBalancer IP answers ARP for it.
+"""MetalLB in layer-2 mode: one node per LoadBalancer IP answers ARP (NDP for IPv6) for it.
 
 The controller gives each LoadBalancer Service an address from the pool (cluster.add_service);
 the speakers elect, per address, one node among those that may announce it (every node
@@ -7,11 +7,16 @@ ordering them by sha256("<node>#<ip>"). The elected node's speaker answers ARP r
 the address with its eth0 MAC and sends a gratuitous ARP when it takes the address over.
 The address is not configured on any interface: packets reach the node addressed to it,
 and kube-proxy's "loadbalancer IP" rules DNAT them (ipMode VIP), keeping the client's address.
+A dual-stack Service has an address of each family, announced by one node (MetalLB elects by
+the Service's first address): its IPv6 one by answering neighbour solicitations with a
+neighbour advertisement (solicited, no override) and, on takeover, an unsolicited one to
+all-nodes (override), as MetalLB's NDP responder does.
 One process per lab (`python -m netlab.addons.metallb LAB`) is every node's speaker.
 """
 
 import asyncio
 import hashlib
+import ipaddress
 import socket
 import struct
 import sys
@@ -21,6 +26,10 @@ from netlab.node import runtime
 from netlab.node.kubelet import PodServer, serve_pods
 
 ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
+ICMPV6 = 58
+ND_SOLICIT, ND_ADVERT = 135, 136
+ALL_NODES, ALL_NODES_MAC = "ff02::1", "33:33:00:00:00:01"
 
 
 def eligible(state, svc):
@@ -38,15 +47,18 @@ def eligible(state, svc):
 
 
 def announcements(state):
-    """address -> the node that answers ARP for it."""
+    """address -> the node that answers ARP (or NDP) for it. A dual-stack Service's two
+    addresses go to one node, elected by its first (MetalLB's ShouldAnnounce)."""
     out = {}
     for svc in state.services:
-        if svc.type != "LoadBalancer" or svc.load_balancer_ip_mode != "VIP" or not svc.load_balancer_ip:
+        ips = svc.load_balancer_ips or ((svc.load_balancer_ip,) if svc.load_balancer_ip else ())
+        if svc.type != "LoadBalancer" or svc.load_balancer_ip_mode != "VIP" or not ips:
             continue
         nodes = eligible(state, svc)
         if nodes:
-            ip = svc.load_balancer_ip
-            out[ip] = min(nodes, key=lambda n: hashlib.sha256(f"{n.name}#{ip}".encode()).hexdigest()).name
+            first = ips[0]
+            node = min(nodes, key=lambda n: hashlib.sha256(f"{n.name}#{first}".encode()).hexdigest()).name
+            out.update((ip, node) for ip in ips)
     return out
 
 
@@ -65,6 +77,43 @@ def parse_request(frame):
     if op != 1 or ptype != 0x0800:
         return None
     return sha.hex(":"), socket.inet_ntoa(spa), socket.inet_ntoa(tpa)
+
+
+def _checksum(data):
+    data += b"\x00" * (len(data) % 2)
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def neighbour_advert(mac, src_ip, target, to_mac, to_ip, solicited=True):
+    """An Ethernet frame with an ICMPv6 neighbour advertisement: `target` is at `mac` (the
+    target link-layer address option), hop limit 255 as NDP requires. Solicited: S set, O
+    clear; unsolicited (a takeover, to all-nodes): O set, as MetalLB sends them."""
+    m, t = bytes.fromhex(mac.replace(":", "")), bytes.fromhex(to_mac.replace(":", ""))
+    src, dst, tgt = (socket.inet_pton(socket.AF_INET6, a) for a in (src_ip, to_ip, target))
+    flags = 0x40000000 if solicited else 0x20000000
+    body = struct.pack("!BBHI16sBB6s", ND_ADVERT, 0, 0, flags, tgt, 2, 1, m)
+    pseudo = src + dst + struct.pack("!I3xB", len(body), ICMPV6)
+    body = body[:2] + struct.pack("!H", _checksum(pseudo + body)) + body[4:]
+    ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(body), ICMPV6, 255, src, dst)
+    return t + m + struct.pack("!H", ETH_P_IPV6) + ip6 + body
+
+
+def parse_solicit(frame):
+    """(sender MAC, sender IP, target IP) of a neighbour solicitation, or None (also for a
+    duplicate address detection probe, from ::, which no one answers for an address in use
+    by a speaker)."""
+    if len(frame) < 14 + 40 + 24 or frame[12:14] != b"\x86\xdd" or frame[20] != ICMPV6 or frame[21] != 255:
+        return None
+    icmp = frame[54:]
+    if icmp[0] != ND_SOLICIT or icmp[1] != 0:
+        return None
+    src = socket.inet_ntop(socket.AF_INET6, frame[22:38])
+    if src == "::":
+        return None
+    return frame[6:12].hex(":"), src, socket.inet_ntop(socket.AF_INET6, icmp[8:24])
 
 
 class _Responder:
@@ -92,6 +141,29 @@ class _Responder:
         self.sock.close()
 
 
+class _NdpResponder(_Responder):
+    """A raw IPv6 socket on a node's eth0 answering neighbour solicitations for its IPv6
+    addresses; its advertisements come from the node's own IPv6 address."""
+
+    def __init__(self, sock, addresses, source):
+        self.source = source
+        self.sock, self.addresses = sock, addresses
+        self.mac = ":".join(f"{b:02x}" for b in sock.getsockname()[4])
+        asyncio.get_running_loop().add_reader(sock.fileno(), self.readable)
+        for ip in addresses:                        # unsolicited: "ip is now at this MAC"
+            sock.send(neighbour_advert(self.mac, source, ip, ALL_NODES_MAC, ALL_NODES, solicited=False))
+
+    def readable(self):
+        try:
+            frame = self.sock.recv(2048)
+        except OSError:
+            return
+        request = parse_solicit(frame)
+        if request and request[2] in self.addresses:
+            sender_mac, sender_ip, target = request
+            self.sock.send(neighbour_advert(self.mac, self.source, target, sender_mac, sender_ip))
+
+
 def _wanted(state):
     return any(s.type == "LoadBalancer" and s.load_balancer_ip_mode == "VIP" for s in state.services)
 
@@ -113,12 +185,21 @@ class Speaker(PodServer):
                 for node, ips in by_node.items() if ns.exists(state.node(node).netns)}
 
     async def start(self, netns, ports, node):
-        """Not listening sockets: a raw ARP socket on the node's eth0."""
-        with ns.entered(netns):
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-        sock.bind(("eth0", ETH_P_ARP))
-        sock.setblocking(False)
-        return [_Responder(sock, set(ports[0][1].split(",")))]
+        """Not listening sockets: a raw ARP socket on the node's eth0, and for IPv6 addresses
+        a raw IPv6 one (neighbour discovery)."""
+        addresses = ports[0][1].split(",")
+        four, six = {a for a in addresses if ":" not in a}, {ipaddress.ip_address(a).compressed
+                                                              for a in addresses if ":" in a}
+        out = []
+        for ethertype, wanted in ((ETH_P_ARP, four), (ETH_P_IPV6, six)):
+            if not wanted:
+                continue
+            with ns.entered(netns):
+                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ethertype))
+            sock.bind(("eth0", ethertype))
+            sock.setblocking(False)
+            out.append(_Responder(sock, wanted) if ethertype == ETH_P_ARP else _NdpResponder(sock, wanted, node.ip6))
+        return out
 
 
 if __name__ == "__main__":

@@ -31,9 +31,12 @@ def node_object(state, node, annotations=()):
             "annotations": {**dict(annotations), NETNS_ANNOTATION: node.netns},
             "creationTimestamp": node.created or state.created,
         },
-        "spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr], "taints": list(node.taints)},
+        # kube-controller-manager's podCIDRs and kubelet's --node-ip=<v4>,<v6>: one per family,
+        # IPv4 first (podCIDR is the first), then the Hostname.
+        "spec": {"podCIDR": node.pod_cidr, "podCIDRs": list(node.pod_cidrs), "taints": list(node.taints)},
         "status": {
-            "addresses": [{"type": "InternalIP", "address": node.ip}, {"type": "Hostname", "address": node.name}],
+            "addresses": [*({"type": "InternalIP", "address": ip} for ip in node.ips),
+                          {"type": "Hostname", "address": node.name}],
             "conditions": [{"type": "Ready", "status": "True" if ready else "False", "reason": "KubeletReady"}],
             "nodeInfo": {"machineID": _node_id(state, node, "machine"), "systemUUID": _node_id(state, node, "system"),
                          "bootID": _node_id(state, node, "boot"), "kernelVersion": platform.release(), "osImage": "netlab network namespace",
@@ -102,9 +105,9 @@ def pod_object(state, pod, running=True):
         "status": {
             "phase": "Running" if running else "Failed",
             "hostIP": node.ip,
-            "hostIPs": [{"ip": node.ip}],
+            "hostIPs": [{"ip": ip} for ip in node.ips],
             "podIP": pod.ip,
-            "podIPs": [{"ip": pod.ip}],
+            "podIPs": [{"ip": ip} for ip in pod.ips],
             "conditions": [
                 {"type": "PodScheduled", "status": "True"},
                 {"type": "Initialized", "status": "True"},
@@ -176,8 +179,9 @@ def service_object(state, svc):
     if svc.type == "ExternalName":
         spec["externalName"] = svc.external_name
     else:
-        spec.update(clusterIP=svc.cluster_ip, clusterIPs=[svc.cluster_ip],
-                    ipFamilies=["IPv4"], ipFamilyPolicy="SingleStack",
+        # An IPv4 cluster's records leave the defaults out: [clusterIP], IPv4, SingleStack.
+        spec.update(clusterIP=svc.cluster_ip, clusterIPs=list(svc.cluster_ips) or [svc.cluster_ip],
+                    ipFamilies=list(svc.ip_families) or ["IPv4"], ipFamilyPolicy=svc.ip_family_policy or "SingleStack",
                     internalTrafficPolicy=svc.internal_traffic_policy)
     if svc.ports:
         spec["ports"] = [{**({"name": p.name} if p.name else {}), "protocol": p.protocol, "port": p.port,
@@ -199,8 +203,9 @@ def service_object(state, svc):
             spec["loadBalancerSourceRanges"] = list(svc.load_balancer_source_ranges)
         if svc.health_check_node_port:
             spec["healthCheckNodePort"] = svc.health_check_node_port
-        if svc.load_balancer_ip:
-            status["loadBalancer"]["ingress"] = [{"ip": svc.load_balancer_ip, "ipMode": svc.load_balancer_ip_mode}]
+        if svc.load_balancer_ips or svc.load_balancer_ip:      # a dual-stack lab's: one per family
+            status["loadBalancer"]["ingress"] = [{"ip": ip, "ipMode": svc.load_balancer_ip_mode}
+                                                 for ip in svc.load_balancer_ips or (svc.load_balancer_ip,)]
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -318,7 +323,9 @@ def ingress_object(state, ing):
     if controller is not None and ing.ingress_class in NGINX_CLASSES:
         address = controller.load_balancer_ip if controller.type == "LoadBalancer" else \
             next((n.ip for n in state.nodes for p in state.pods if p.namespace == "ingress-nginx" and p.node == n.name), None)
-        if address:
+        if controller.type == "LoadBalancer" and controller.load_balancer_ips:   # the controller's, each family
+            status["loadBalancer"]["ingress"] = [{"ip": ip} for ip in controller.load_balancer_ips]
+        elif address:
             status["loadBalancer"]["ingress"] = [{"ip": address}]
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
             "metadata": {"name": ing.name, "namespace": ing.namespace, "creationTimestamp": ing.created or state.created},

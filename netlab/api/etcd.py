@@ -128,7 +128,8 @@ def _service(d, where):
     return _make(ServiceManifest, d, where, ports=_tuple(d, "ports", where, port),
                  external_ips=_tuple(d, "external_ips", where),
                  load_balancer_source_ranges=_tuple(d, "load_balancer_source_ranges", where),
-                 ip_families=_tuple(d, "ip_families", where), cluster_ips=_tuple(d, "cluster_ips", where))
+                 ip_families=_tuple(d, "ip_families", where), cluster_ips=_tuple(d, "cluster_ips", where),
+                 load_balancer_ips=_tuple(d, "load_balancer_ips", where))
 
 
 def _backend(d, where):

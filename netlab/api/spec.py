@@ -58,6 +58,7 @@ IP_FAMILIES = ("ipv4", "ipv6", "dual")        # kind's networking.ipFamily
 # where kind gives 10.96.0.0/16), and the ULA /64 Docker gives kind's network "kind".
 POD_SUBNET6, SERVICE_SUBNET6, LAN_CIDR6 = "fd00:10:244::/56", "fd00:10:96::/112", "fc00:f853:ccd:e793::/64"
 NODE_MASK6 = 64                                # kube-controller-manager's --node-cidr-mask-size-ipv6
+DUAL_MIN_MTU = 1350                            # flannel-v6.1's MTU (70 less) must hold IPv6's minimum 1280
 # The kernel's file-name limit (NAME_MAX): a netns is a file under /run/netns (iproute2 refuses
 # longer names), and a pod's resolver files are a folder under /etc/netns of the same name.
 NAME_MAX = 255
@@ -156,6 +157,7 @@ class ServiceManifest:
     ip_family_policy: str | None = None          # SingleStack, PreferDualStack, RequireDualStack (None: defaulted)
     ip_families: tuple = ()                      # ("IPv4",), ("IPv6",), both in either order; (): defaulted
     cluster_ips: tuple = ()                      # spec.clusterIPs: one per family of ip_families, [0] == cluster_ip
+    load_balancer_ips: tuple = ()                # dual-stack lab: status.loadBalancer.ingress, one per family
 
     @property
     def key(self):
@@ -178,6 +180,13 @@ class ServiceManifest:
     def families(self):
         """The Service's IP families, primary first ("IPv4" when nothing says otherwise)."""
         return self.ip_families or ("IPv4",)
+
+    def load_balancer_ip_of(self, family):
+        """The Service's load-balancer address of `family`, or None. In an IPv4 lab (and before
+        a dual-stack one allocates) load_balancer_ip alone stands for IPv4; a dual-stack lab's
+        load_balancer_ips hold one address per family of the Service."""
+        ips = self.load_balancer_ips or ((self.load_balancer_ip,) if self.load_balancer_ip else ())
+        return next((ip for ip in ips if (":" in ip) == (family == "IPv6")), None)
 
 
 @dataclass(frozen=True)
@@ -300,7 +309,9 @@ class ClusterConfig:
     dns_ttl: int = 30              # kubeadm's Corefile: `ttl 30`
     lb_mode: str = "cloud"         # a cloud load balancer per Service, or MetalLB's layer 2 mode
     lb_pool: str = ""              # "first-last"; "" is default_lb_pool(): kind users' .255.200-.255.250
+    lb_pool6: str = ""             # dual, MetalLB: the pool's IPv6 "first-last"; "": the IPv4 pool's twins
     ingress: str = ""              # "", "NodePort" or "LoadBalancer": how ingress-nginx is exposed
+    ingress_ip_family_policy: str = ""   # its Service's ipFamilyPolicy; "": deploy.yaml's SingleStack (IPv4)
     ip_family: str = "ipv4"        # kind's networking.ipFamily: ipv4, or dual (IPv4 first)
     pod_subnet6: str = ""          # dual: the IPv6 pod subnet (kind's fd00:10:244::/56)
     service_subnet6: str = ""      # dual: the IPv6 service subnet (kind's fd00:10:96::/112)
@@ -735,7 +746,7 @@ def _check_shape(at, schema, document):
 
 def _cluster(cluster_doc, lab_doc):
     c = ClusterConfig()
-    values, pool_at = {}, None
+    values, pool_at, pool6_at = {}, None, None
     if cluster_doc:
         f, _, doc = cluster_doc
         at = _At(f, "Cluster", doc)
@@ -788,23 +799,29 @@ def _cluster(cluster_doc, lab_doc):
         lb = at.child("loadBalancer")
         _refuse_unknown(lb, lb.mapping(), {"mode", "pool"})
         values["lb_mode"] = lb.child("mode").choice(LB_MODES, c.lb_mode)
-        pool_at = lb.child("pool")
-        values["lb_pool"] = _pool(pool_at)
+        values["lb_pool"], values["lb_pool6"], pool_at, pool6_at = _pool(lb.child("pool"))
         ing = at.child("ingress")
-        _refuse_unknown(ing, ing.mapping(), {"enabled", "service"})
+        _refuse_unknown(ing, ing.mapping(), {"enabled", "service", "ipFamilyPolicy"})
         if ing.child("enabled").value:
             values["ingress"] = ing.child("service").choice(("NodePort", "LoadBalancer"), "NodePort")
+            values["ingress_ip_family_policy"] = _ingress_policy(ing.child("ipFamilyPolicy"), values)
     if values.get("ip_family") == "dual" and not values.get("lan_cidr6"):
         values["lan_cidr6"] = LAN_CIDR6
     c = ClusterConfig(**{**c.__dict__, **values})
     _check_address_plan(c, cluster_doc, lab_doc)
     if c.dual:
         _check_address_plan6(c, cluster_doc, lab_doc)
+        if c.underlay_mtu < DUAL_MIN_MTU:
+            raise SpecError(lab_doc[0] if lab_doc else None, "Lab", "lan.mtu",
+                            f"{c.underlay_mtu} is too small for a dual-stack lab: flannel-v6.1 takes 70 bytes of "
+                            f"it (the kernel's IPv6 VXLAN overhead), and IPv6 needs 1280 (lan.mtu >= {DUAL_MIN_MTU})")
         if c.iptables_applier == "python-iptables":
             raise SpecError(lab_doc[0], "Lab", "iptables.applier", "python-iptables writes IPv4's tables only; a "
                             "dual-stack lab's IPv6 rules go through ip6tables-restore (applier: iptables-restore)")
     if c.lb_pool:
         _check_pool(pool_at, c)
+    if c.lb_pool6:
+        _check_pool6(pool6_at, c)
     return c
 
 
@@ -854,20 +871,31 @@ def lb_pool_range(cluster):
 
 
 def _pool(at):
-    """A load-balancer address range "FIRST-LAST", first not above last; where it may lie
-    is checked against the LAN once the whole cluster is known (_check_pool)."""
-    text = at.string("")
-    if not text:
-        return ""
-    try:
-        first, last = (ipaddress.ip_address(x.strip()) for x in text.split("-"))
-    except ValueError:
-        raise at.error(f"{text!r} must be a range FIRST-LAST of IPv4 addresses") from None
-    if first.version != 4 or last.version != 4:
-        raise at.error(f"{text!r}: {IPV4_ONLY}")
-    if last < first:
-        raise at.error(f"{text!r} is reversed: the first address must not be above the last ({last}-{first})")
-    return f"{first}-{last}"
+    """The Lab's loadBalancer.pool: one range "FIRST-LAST", or a list of ranges with at most
+    one per family, as MetalLB's IPAddressPool lists its addresses (an IPv4 range, and in a
+    dual-stack lab an IPv6 one). Each is first not above last; where they may lie is checked
+    once the whole cluster is known (_check_pool, _check_pool6). (IPv4 range or "", IPv6
+    range or "", the field of each)."""
+    items = at.items() if isinstance(at.value, list) else [at] if at.value not in (None, "") else []
+    ranges = {}
+    for item in items:
+        text = item.string("", required=True)
+        try:
+            first, last = (ipaddress.ip_address(x.strip()) for x in text.split("-"))
+        except ValueError:
+            raise item.error(f"{text!r} must be a range FIRST-LAST of IPv4 addresses, or in a dual-stack lab of "
+                             f"IPv6 ones") from None
+        if first.version != last.version:
+            raise item.error(f"{text!r} mixes IPv4 and IPv6: a range's two ends are of one family")
+        if last < first:
+            raise item.error(f"{text!r} is reversed: the first address must not be above the last ({last}-{first})")
+        family = f"IPv{first.version}"
+        if family in ranges:
+            raise item.error(f"{text!r} is a second {family} range (the first: {ranges[family][0]!r}): the pool "
+                             f"takes one range per family")
+        ranges[family] = (f"{first}-{last}", item)
+    four, six = ranges.get("IPv4", ("", None)), ranges.get("IPv6", ("", None))
+    return four[0], six[0], four[1], six[1]
 
 
 def _check_pool(at, c):
@@ -894,6 +922,58 @@ def _check_pool(at, c):
         raise at.error(f"{c.lb_pool!r} holds {span(over)}, {'an address' if len(over) == 1 else 'addresses'} "
                        f"the lab's nodes take ({span(nodes)}, from .2 up, as Docker gives kind's nodes theirs); "
                        f"{_pool_hint(c)}")
+
+
+def _ingress_policy(at, values):
+    """ingress-nginx's controller Service's ipFamilyPolicy: deploy.yaml (the Helm chart's
+    controller.service values) makes it SingleStack IPv4; a dual-stack lab may ask
+    PreferDualStack or RequireDualStack to reach Ingresses over IPv6 as well."""
+    policy = at.choice(IP_FAMILY_POLICIES, "SingleStack")
+    if policy != "SingleStack" and values.get("ip_family") != "dual":
+        raise at.error(f"{policy} is for a dual-stack lab (the Cluster's networking.ipFamily: dual)")
+    return "" if policy == "SingleStack" else policy
+
+
+def _check_pool6(at, c):
+    """A pool's IPv6 range: for a dual-stack lab in MetalLB's mode (cloud-provider-kind's
+    containers hold the IPv6 address Docker numbers beside their IPv4 one, which is the IPv4
+    address's twin), inside the LAN's IPv6 range and clear of its gateway, the external client
+    and the nodes (their IPv6 twins), as the IPv4 range is of theirs."""
+    if not c.dual:
+        raise at.error(f"{c.lb_pool6!r}: an IPv6 range is for a dual-stack lab (the Cluster's networking.ipFamily: "
+                       f"dual)")
+    if c.lb_mode != "metallb":
+        raise at.error(f"{c.lb_pool6!r}: an IPv6 range is MetalLB's (loadBalancer.mode: metallb); the cloud's load "
+                       f"balancers take the IPv6 twin of their IPv4 address, as Docker numbers both families alike")
+    lan = ipaddress.ip_network(c.lan_cidr6)
+    first, last = (ipaddress.ip_address(x) for x in c.lb_pool6.split("-"))
+    if first not in lan or last not in lan:
+        raise at.error(f"{c.lb_pool6!r} must be a range inside the LAN's IPv6 range {lan}")
+    twin = lambda ip: ipaddress.ip_address(lan.network_address + (int(ipaddress.ip_address(ip))  # noqa: E731
+                                                                  - int(ipaddress.ip_network(c.lan_cidr).network_address)))
+    for ip, what in ((lan.network_address, "the LAN's Subnet-Router anycast address"),
+                     (twin(lan_gateway(c.lan_cidr)), "the LAN gateway's IPv6 address"),
+                     (twin(lan_external_ip(c.lan_cidr)), "the external client's IPv6 address")):
+        if first <= ip <= last:
+            raise at.error(f"{c.lb_pool6!r} holds {ip}, {what}; load balancers need addresses of their own")
+    nodes = [twin(ip) for ip in first_node_ips(c.lan_cidr, len(c.roles))]
+    over = [ip for ip in nodes if first <= ip <= last]
+    if over:
+        span = lambda ips: f"{ips[0]}" if len(ips) == 1 else f"{ips[0]}-{ips[-1]}"  # noqa: E731
+        raise at.error(f"{c.lb_pool6!r} holds {span(over)}, {'an address' if len(over) == 1 else 'addresses'} "
+                       f"the lab's nodes take ({span(nodes)}, the IPv6 twins of their IPv4 addresses); put the "
+                       f"range above them")
+
+
+def lb_pool6_range(cluster):
+    """(first, last) of a dual-stack cluster's IPv6 load-balancer pool: the Lab's IPv6 range,
+    else the IPv6 twins of the IPv4 pool's first and last addresses."""
+    if cluster.lb_pool6:
+        first, last = cluster.lb_pool6.split("-")
+        return first, last
+    lan4, lan6 = ipaddress.ip_network(cluster.lan_cidr), ipaddress.ip_network(cluster.lan_cidr6)
+    return tuple(str(lan6.network_address + (int(ipaddress.ip_address(ip)) - int(lan4.network_address)))
+                 for ip in lb_pool_range(cluster))
 
 
 def _pool_hint(c):
@@ -1178,11 +1258,15 @@ def _service(f, doc, cluster):
     if svc_type not in SERVICE_TYPES:
         raise spec.child("type").error(f"{svc_type!r} must be one of {', '.join(SERVICE_TYPES)}")
     if svc_type == "ExternalName":
+        for f in ("clusterIPs", "ipFamilies", "ipFamilyPolicy"):     # ValidateService's ExternalName case
+            if spec.child(f).value not in (None, []):
+                raise spec.child(f).error("Forbidden: may not be set for ExternalName services")
         external_name = spec.child("externalName").string(
             required=True, pattern=names.DNS1123_SUBDOMAIN, what="externalName (DNS-1123 subdomain)", max_len=253)
         return ServiceManifest(namespace, name, labels, svc_type, external_name=external_name,
                                ports=_service_ports(spec, svc_type, headless=True))
-    cluster_ip = _cluster_ip(spec, cluster)
+    cluster_ip, cluster_ips = _cluster_ip(spec, cluster)
+    policy, families = _ip_family_fields(spec, cluster_ips)
     headless = cluster_ip == "None"
     if headless and svc_type != "ClusterIP":
         raise spec.child("clusterIP").error(f"may not be None for type {svc_type}")
@@ -1199,11 +1283,12 @@ def _service(f, doc, cluster):
     if etp_at.value is not None and not reachable:
         raise etp_at.error("may only be set for externally-accessible Services (NodePort, LoadBalancer, externalIPs)")
     selector = spec.child("selector").string_map() if spec.child("selector").value is not None else None
+    _check_families_configured(spec, cluster, policy, families, cluster_ips, headless and not selector)
     lb = _load_balancer(spec, svc_type, etp)
     return ServiceManifest(
         namespace, name, labels, svc_type, cluster_ip, ports, selector or None, affinity, timeout,
         etp if reachable else None, spec.child("internalTrafficPolicy").choice(("Cluster", "Local"), "Cluster"),
-        external_ips, **lb)
+        external_ips, **lb, ip_family_policy=policy, ip_families=families, cluster_ips=cluster_ips)
 
 
 def _load_balancer(spec, svc_type, etp):
@@ -1227,27 +1312,126 @@ def _load_balancer(spec, svc_type, etp):
             "health_check_node_port": hc}
 
 
+IP_FAMILY_POLICIES = ("PreferDualStack", "RequireDualStack", "SingleStack")    # sorted, as NotSupported lists them
+SERVICE_IP_FAMILIES = ("IPv4", "IPv6")
+VALID_IP = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"      # apimachinery's IsValidIP
+
+
+def go_list(values, type_name="string"):
+    """How field.Error prints a list value (%#v): []string{"a", "b"}."""
+    return f"[]{type_name}{{{', '.join(json.dumps(v) for v in values)}}}"
+
+
+def family_of(ip):
+    return "IPv6" if ":" in ip else "IPv4"
+
+
+def cluster_ips_family_error(ips, families):
+    """The part of ValidateServiceClusterIPsRelatedFields that matches clusterIPs to ipFamilies
+    (run again on an update, whose clusterIPs may be the stored ones): (index, message) or None."""
+    if ips[:1] == ("None",):
+        return None
+    for i, (ip, family) in enumerate(zip(ips, families)):
+        if family_of(ip) != family:
+            return i, f"Invalid value: {json.dumps(ip)}: expected an {family} value as indicated by `ipFamilies[{i}]`"
+    return None
+
+
 def _cluster_ip(spec, cluster):
-    ip_at = spec.child("clusterIP")
+    """spec.clusterIP and spec.clusterIPs as ValidateServiceClusterIPsRelatedFields checks them
+    (normalizeClusterIPs: either field may name the primary), each address in its family's
+    service subnet: (clusterIP, clusterIPs). Both None/() when the API server allocates."""
+    ip_at, ips_at = spec.child("clusterIP"), spec.child("clusterIPs")
     ip = ip_at.string()
-    ips = [i.string() for i in spec.child("clusterIPs").items()]
+    ips = [i.string(required=True) for i in ips_at.items()]
     if ips and ip and ips[0] != ip:
-        raise spec.child("clusterIPs").error(f"first element {ips[0]!r} must match clusterIP {ip!r}")
+        raise ips_at.error(f"Invalid value: {go_list(ips)}: first value must match `clusterIP`")
     ip = ip or (ips[0] if ips else None)
     if ip in (None, ""):
-        return None
-    if ip == "None":
-        return "None"
-    address = _ipv4(_At(ip_at.file, ip_at.obj, ip, ip_at.path), "cluster IP")
-    svc_net = ipaddress.ip_network(cluster.service_subnet)
+        return None, ()
+    ips = ips or [ip]
+    first_at = ip_at if ip_at.value else ips_at.child(0)
+    for i, v in enumerate(ips):
+        if i == 0 and v == "None":
+            if len(ips) > 1:
+                raise ips_at.error(f"Invalid value: {go_list(ips)}: 'None' must be the first and only value")
+            continue
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            if i == 0:
+                raise first_at.error(f"{v!r} is not a valid cluster IP") from None
+            raise ips_at.child(i).error(f"Invalid value: {json.dumps(v)}: {VALID_IP}") from None
+    if len(ips) > 2:
+        raise ips_at.error(f"Invalid value: {go_list(ips)}: may only hold up to 2 values")
+    if len(ips) == 2 and family_of(ips[0]) == family_of(ips[1]):
+        raise ips_at.error(f"Invalid value: {go_list(ips)}: may specify no more than one IP for each IP family")
+    ips = [str(ipaddress.ip_address(v)) if v != "None" else v for v in ips]
+    return ips[0], tuple(ips)
+
+
+def _ip_family_fields(spec, cluster_ips):
+    """spec.ipFamilyPolicy and spec.ipFamilies as asked (None and () leave them to the API
+    server's defaulting), with ValidateServiceClusterIPsRelatedFields' messages."""
+    policy_at, families_at = spec.child("ipFamilyPolicy"), spec.child("ipFamilies")
+    policy = policy_at.string()
+    if policy is not None and policy not in IP_FAMILY_POLICIES:
+        raise policy_at.error(f"Unsupported value: {json.dumps(policy)}: supported values: "
+                              + ", ".join(json.dumps(p) for p in IP_FAMILY_POLICIES))
+    families = []
+    for f_at in families_at.items():
+        family = f_at.string(required=True)
+        if family not in SERVICE_IP_FAMILIES:
+            raise f_at.error(f"Unsupported value: {json.dumps(family)}: supported values: "
+                             + ", ".join(json.dumps(f) for f in SERVICE_IP_FAMILIES))
+        if family in families:
+            raise f_at.error(f"Duplicate value: {json.dumps(family)}")
+        families.append(family)
+    wrong = cluster_ips_family_error(cluster_ips, families)
+    if wrong is not None:
+        raise spec.child("clusterIPs").child(wrong[0]).error(wrong[1])
+    return policy, tuple(families)
+
+
+def _check_families_configured(spec, cluster, policy, families, cluster_ips, headless_selectorless):
+    """initIPFamilyFields' checks of what the cluster is configured for (those an update's old
+    object does not change): a clusterIP of a family the cluster lacks, RequireDualStack on a
+    single-stack cluster, an ipFamily the cluster lacks (a headless Service without selector
+    may name both families anywhere). Then every clusterIP must lie in its family's range."""
+    ips_at = spec.child("clusterIPs")
+    if (len(families) > 1 or len(cluster_ips) > 1) and policy not in ("PreferDualStack", "RequireDualStack"):
+        return        # SingleStack on a create, or the stored policy on an update: the allocator decides
+    for i, ip in enumerate(cluster_ips):
+        if ip == "None":
+            break
+        if i >= len(families) and family_of(ip) not in cluster.families:
+            raise ips_at.child(i).error(f"Invalid value: {go_list(cluster_ips)}: {family_of(ip)} is not configured on "
+                                        f"this cluster")
+    if not headless_selectorless:
+        if policy == "RequireDualStack" and not cluster.dual:
+            raise spec.child("ipFamilyPolicy").error(
+                f"Invalid value: {json.dumps(policy)}: this cluster is not configured for dual-stack services")
+        for i, family in enumerate(families):
+            if family not in cluster.families:
+                raise spec.child("ipFamilies").child(i).error(
+                    f"Invalid value: {json.dumps(family)}: not configured on this cluster")
+    for i, ip in enumerate(cluster_ips):
+        if ip == "None":
+            break
+        at = spec.child("clusterIP") if i == 0 and spec.child("clusterIP").value else ips_at.child(i)
+        _check_in_service_subnet(at, ip, cluster)
+
+
+def _check_in_service_subnet(at, address, cluster):
+    v6 = ":" in address
+    svc_net = ipaddress.ip_network(cluster.service_subnet6 if v6 else cluster.service_subnet)
     if ipaddress.ip_address(address) not in svc_net:
-        raise ip_at.error(f"{address} is not in the cluster's serviceSubnet {svc_net}")
-    if address in (str(svc_net.network_address), str(svc_net.broadcast_address)):
-        raise ip_at.error(f"{address} is not a usable address of {svc_net}")
-    for reserved, owner in ((1, "default/kubernetes"), (10, "kube-system/kube-dns")):
+        raise at.error(f"{address} is not in the cluster's {'IPv6 ' if v6 else ''}serviceSubnet {svc_net}")
+    if address == str(svc_net.network_address) or (not v6 and address == str(svc_net.broadcast_address)):
+        raise at.error(f"{address} is not a usable address of {svc_net}")
+    for reserved, owner in ((1, "default/kubernetes"), (10, "kube-system/kube-dns")) if not v6 else ():
         if address == str(svc_net.network_address + reserved):
-            raise ip_at.error(f"{address} is kept for the Service {owner}")
-    return address
+            raise at.error(f"{address} is kept for the Service {owner}")
 
 
 def _ipv4(at, what):
@@ -1307,9 +1491,11 @@ def _check_service_addresses(services):
     for f, s in services:
         obj, key = f"Service {s.namespace}/{s.name}", f"{s.namespace}/{s.name}"
         if s.cluster_ip not in (None, "None"):
-            if s.cluster_ip in ips:
-                raise SpecError(f, obj, "spec.clusterIP", f"{s.cluster_ip} is already allocated to Service {ips[s.cluster_ip]}")
-            ips[s.cluster_ip] = key
+            for i, ip in enumerate(s.cluster_ips or (s.cluster_ip,)):
+                if ip in ips:
+                    raise SpecError(f, obj, "spec.clusterIP" if i == 0 else f"spec.clusterIPs[{i}]",
+                                    f"{ip} is already allocated to Service {ips[ip]}")
+                ips[ip] = key
         for i, p in enumerate(s.ports):
             if p.node_port is None:
                 continue

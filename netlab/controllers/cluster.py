@@ -6,15 +6,17 @@ Pure: the same spec and random source give the same state. Nothing here touches 
 
 import dataclasses
 import ipaddress
+import json
 import random
 import re
 import secrets
 
 from netlab import names
+from netlab.api import spec
 from netlab.api.objects import ClusterState, Deployment, HostLocal, Node, Pod
 from netlab.api.spec import NODE_PORT_RANGE, ServiceManifest, ServicePort
 from netlab.controllers import deployment, endpoints, endpointslice, ipam, kubeadm, scheduler
-from netlab.errors import NetlabError
+from netlab.errors import NetlabError, SpecError
 
 
 def balancers(state):
@@ -287,20 +289,19 @@ def _apply_service(state, m, rng, log, reserved_ports=frozenset()):
         add_service(state, m, rng, reserved_ports)
         log.append(("Created", f"service/{m.name}", m.namespace, f"ClusterIP {state.services[-1].cluster_ip}"))
         return
-    if m.cluster_ip not in (None, old.cluster_ip):
-        raise NetlabError(f"Service {m.key}: spec.clusterIP is immutable ({old.cluster_ip})")
     kept = {(p.port, p.protocol): p.node_port for p in old.ports}
     ports = tuple(p if p.node_port or m.type != "NodePort" else dataclasses.replace(p, node_port=kept.get((p.port, p.protocol)))
                   for p in m.ports)
     kept_lb = {}
     if m.type == old.type == "LoadBalancer":
         kept_lb = {"load_balancer_ip": m.load_balancer_ip or old.load_balancer_ip,
+                   "load_balancer_ips": old.load_balancer_ips,           # a dual-stack lab's IPv6 one kept too
                    "health_check_node_port": m.health_check_node_port or (
                        old.health_check_node_port if m.external_traffic_policy == "Local" else None)}
     _remove_service(state, old)
     try:
-        add_service(state, dataclasses.replace(m, cluster_ip=old.cluster_ip, ports=ports, created=old.created,
-                                               **kept_lb), rng, reserved_ports)
+        add_service(state, dataclasses.replace(m, ports=ports, created=old.created, **kept_lb), rng, reserved_ports,
+                    old=old)
     except NetlabError:
         state.services.append(old)
         if old in balancers(state) and names.lb_netns(state.lab, old.key) not in state.netns:
@@ -525,20 +526,21 @@ def asked_ports(manifests):
                      | {m.health_check_node_port for m in manifests if m.health_check_node_port})
 
 
-def add_service(state, manifest, rng, reserved_ports=frozenset()):
-    """The API server's part: allocate the ClusterIP and NodePorts a Service asks for.
-    `reserved_ports`: ports other manifests of the same request name, never picked at random."""
+def add_service(state, manifest, rng, reserved_ports=frozenset(), old=None):
+    """The API server's part: allocate the ClusterIPs and NodePorts a Service asks for.
+    `reserved_ports`: ports other manifests of the same request name, never picked at random.
+    `old`: the stored Service an update replaces (already out of state.services)."""
     if any(s.key == manifest.key for s in state.services):
         raise NetlabError(f"Service {manifest.key} already exists")
-    ips = {s.cluster_ip for s in state.services}
+    ips = {ip for s in state.services for ip in (s.cluster_ips or (s.cluster_ip,))}
     ports = {p.node_port for s in state.services for p in s.ports if p.node_port} | _health_ports(state)
-    ip = manifest.cluster_ip
-    if manifest.type == "ExternalName":
-        ip = None
-    elif ip is None:
-        ip = ipam.allocate_service_ip(state.cluster.service_subnet, ips | _reserved_ips(state.cluster), rng)
-    elif ip != "None" and ip in ips:
-        raise NetlabError(f"Service {manifest.key}: clusterIP {ip} is already allocated")
+    families = _cluster_ip_fields(state, manifest, old, ips, rng)
+    ip = families["cluster_ips"][0] if families["cluster_ips"] else None
+    if not state.cluster.dual and (_asks_no_family(manifest) or (
+            families["ip_family_policy"], families["ip_families"], families["cluster_ips"]) in (
+            ("SingleStack", ("IPv4",), (ip,)), (None, (), ()))):
+        # An IPv4 cluster's Services keep the record they always had (the API shows its defaults).
+        families = {"ip_family_policy": None, "ip_families": (), "cluster_ips": ()}
     allocated, by_port = [], {}
     for p in manifest.ports:
         # Ports sharing a number (TCP and UDP) share a NodePort unless they name their own.
@@ -564,12 +566,168 @@ def add_service(state, manifest, rng, reserved_ports=frozenset()):
               # A cloud load balancer proxies to the NodePorts (kube-proxy leaves its IP
               # alone); MetalLB announces the IP and kube-proxy captures it.
               "load_balancer_ip_mode": "VIP" if state.cluster.lb_mode == "metallb" else "Proxy"}
+        if state.cluster.dual:
+            lb.update(_load_balancer_ips(state, manifest, families["ip_families"] or ("IPv4",), lb["load_balancer_ip"]))
     service = dataclasses.replace(manifest, cluster_ip=ip, ports=tuple(allocated),
-                                  created=manifest.created or state.created, **lb)
+                                  created=manifest.created or state.created, **lb, **families)
     state.services.append(service)
     if state.netns and service in balancers(state):       # a running lab gets a new machine
         state.netns.insert(2, names.lb_netns(state.lab, service.key))
     return service
+
+
+def _load_balancer_ips(state, manifest, families, ip4):
+    """A dual-stack lab's load-balancer addresses, one per family of the Service in its order
+    (status.loadBalancer.ingress). MetalLB assigns one address of each family the Service has,
+    from the pool's range of that family (an IPv6-only Service gets no IPv4 address).
+    cloud-provider-kind's container has both addresses of its Docker network whatever the
+    Service's families (its IPv4 one is the machine's), and the status lists the Service's."""
+    c = state.cluster
+    if c.lb_mode == "metallb":
+        if "IPv4" not in families:
+            if manifest.load_balancer_ip:
+                raise NetlabError(f"Service {manifest.key}: loadBalancerIP {manifest.load_balancer_ip} is IPv4, and "
+                                  f"the Service is single-stack IPv6")
+            ip4 = None
+        ip6 = ipam.allocate_lb_ip6(c, ipam.lan_holders6(c, state.nodes, state.services), manifest.key,
+                                   manifest.load_balancer_ip_of("IPv6")) if "IPv6" in families else None
+    else:
+        ip6 = ipam.lan_ip6(c, ip4)
+    ips = {"IPv4": ip4, "IPv6": ip6}
+    return {"load_balancer_ip": ip4, "load_balancer_ips": tuple(ips[f] for f in families)}
+
+
+def _asks_no_family(m):
+    return m.ip_family_policy is None and not m.ip_families and len(m.cluster_ips) <= 1
+
+
+def _stored_fields(svc):
+    """A stored Service's ipFamilyPolicy, ipFamilies and clusterIPs as the API shows them (an
+    IPv4 cluster's record leaves its defaults out)."""
+    if svc is None or svc.type == "ExternalName":
+        return None, (), ()
+    ip = svc.cluster_ip
+    return (svc.ip_family_policy or "SingleStack", svc.ip_families or ("IPv4",),
+            svc.cluster_ips or ((ip,) if ip else ()))
+
+
+def _invalid(m, field, shown, detail):
+    return SpecError(None, f"Service {m.key}", field, f"Invalid value: {shown}: {detail}")
+
+
+def init_ip_families(cluster, m, old=None):
+    """initIPFamilyFields (pkg/registry/core/service/storage/alloc.go), with the update's
+    patchAllocatedValues and ValidateServiceUpdate's upgrade/downgrade checks: the Service's
+    (ipFamilyPolicy, ipFamilies, clusterIPs); clusterIPs holds the addresses asked for, in the
+    families' order, "" where one is to be allocated (and ("None",) for a headless Service)."""
+    if m.type == "ExternalName":
+        return None, (), ()
+    old_policy, old_families, old_ips = _stored_fields(old)
+    policy, families = m.ip_family_policy, list(m.ip_families)
+    ips = list(m.cluster_ips) or ([m.cluster_ip] if m.cluster_ip else [])      # normalizeClusterIPs
+    if old is not None and old.type != "ExternalName" and not ips:
+        ips = list(old_ips)                                 # patchAllocatedValues keeps the allocated IPs
+    headless = ips[:1] == ["None"]
+    if (old_policy == "PreferDualStack" and policy in (None, "PreferDualStack") and m.type == old.type
+            and tuple(ips) == old_ips and tuple(families) in (old_families, ())):
+        return old_policy, old_families, old_ips           # isMatchingPreferDualStackClusterIPFields
+    if policy is None:
+        if old_policy is not None:
+            policy = old_policy
+        elif headless and not m.selector:
+            policy = "RequireDualStack"                     # headless and selectorless defaults to dual
+        else:
+            policy = "SingleStack"
+    wrong = spec.cluster_ips_family_error(tuple(ips), families)
+    if wrong is not None:
+        raise SpecError(None, f"Service {m.key}", f"spec.clusterIPs[{wrong[0]}]", wrong[1])
+    shown_policy = json.dumps(policy)
+    if old_policy is not None:
+        if policy == "SingleStack":                         # clear intent: the secondary is released
+            if tuple(ips) == old_ips and len(ips) > 1:
+                ips = ips[:1]
+            if tuple(families) == old_families and len(families) > 1:
+                families = families[:1]
+        elif ips and len(ips) < len(old_ips):
+            raise _invalid(m, "spec.ipFamilyPolicy", shown_policy, "must be 'SingleStack' to release the secondary "
+                                                                   "cluster IP")
+        elif families and len(families) < len(old_families):
+            raise _invalid(m, "spec.ipFamilyPolicy", shown_policy, "must be 'SingleStack' to release the secondary IP "
+                                                                   "family")
+    if policy == "SingleStack":
+        if len(ips) == 2:
+            raise _invalid(m, "spec.ipFamilyPolicy", shown_policy, "must be 'RequireDualStack' or 'PreferDualStack' "
+                                                                   "when multiple cluster IPs are specified")
+        if len(families) == 2:
+            raise _invalid(m, "spec.ipFamilyPolicy", shown_policy, "must be 'RequireDualStack' or 'PreferDualStack' "
+                                                                   "when multiple IP families are specified")
+    for i, ip in enumerate(ips):                            # infer ipFamilies from clusterIPs
+        if ip == "None":
+            break
+        if i >= len(families):
+            if spec.family_of(ip) not in cluster.families:
+                raise _invalid(m, f"spec.clusterIPs[{i}]", spec.go_list(ips),
+                               f"{spec.family_of(ip)} is not configured on this cluster")
+            families.append(spec.family_of(ip))
+    other = {"IPv4": "IPv6", "IPv6": "IPv4"}
+    if headless and not m.selector:
+        families = families or [cluster.families[0]]
+        if len(families) < 2 and policy != "SingleStack":
+            families.append(other[families[0]])
+    else:
+        if policy == "RequireDualStack" and not cluster.dual:
+            raise _invalid(m, "spec.ipFamilyPolicy", shown_policy, "this cluster is not configured for dual-stack "
+                                                                   "services")
+        for i, family in enumerate(families):
+            if family not in cluster.families:
+                raise _invalid(m, f"spec.ipFamilies[{i}]", json.dumps(family), "not configured on this cluster")
+        families = families or [cluster.families[0]]
+        if policy != "SingleStack" and len(families) == 1 and cluster.dual:
+            families.append(other[families[0]])
+    if not headless:
+        ips += [""] * (len(families) - len(ips))
+    if old is not None:
+        _check_update(m, old_families, old_ips, families, ips, headless)
+    return policy, tuple(families), tuple(ips)
+
+
+def _check_update(m, old_families, old_ips, families, ips, headless):
+    """validateUpgradeDowngradeClusterIPs and validateUpgradeDowngradeIPFamilies: the primary
+    clusterIP and ipFamily never change, a secondary is added or released, not swapped."""
+    if not old_ips:                                          # from ExternalName: anything goes
+        return
+    asked = [ip for ip in ips if ip]
+    if not (headless and old_ips == ("None",)):
+        if len(asked) == len(old_ips):
+            changed = next((i for i, ip in enumerate(old_ips) if asked[i] != ip), None)
+        else:
+            changed = 0 if asked and asked[0] != old_ips[0] else None
+        if changed is not None:
+            raise _invalid(m, f"spec.clusterIPs[{changed}]", spec.go_list(asked), "may not change once set")
+    if headless or old_ips == ("None",):                     # headless can change families
+        return
+    if families[0] != old_families[0] or (len(families) == len(old_families) and tuple(families) != old_families):
+        shown = spec.go_list(families, "core.IPFamily") if len(families) == len(old_families) else spec.go_list(asked)
+        raise _invalid(m, "spec.ipFamilies[0]", shown, "may not change once set")
+
+
+def _cluster_ip_fields(state, m, old, taken, rng):
+    """The ipFamilyPolicy, ipFamilies and clusterIPs of the Service, each ClusterIP from its
+    family's service range (allocClusterIPs)."""
+    policy, families, ips = init_ip_families(state.cluster, m, old)
+    out = []
+    for family, ip in zip(families, ips):
+        if ip == "":
+            if family == "IPv6":
+                ip = ipam.allocate_service_ip(state.cluster.service_subnet6, taken, rng)
+            else:
+                ip = ipam.allocate_service_ip(state.cluster.service_subnet, taken | _reserved_ips(state.cluster), rng)
+        elif ip != "None" and ip in taken:
+            raise NetlabError(f"Service {m.key}: clusterIP {ip} is already allocated")
+        out.append(ip)
+    if ips == ("None",):
+        out = ["None"]
+    return {"ip_family_policy": policy, "ip_families": families, "cluster_ips": tuple(out)}
 
 
 def _health_ports(state):

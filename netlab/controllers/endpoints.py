@@ -28,15 +28,19 @@ def find_port(pod, service_port):
 
 
 def for_service(service, pods):
-    """The Endpoints object of a Service with a selector (None for a Service without one)."""
+    """The Endpoints object of a Service with a selector (None for a Service without one). It
+    holds one family, the Service's primary (podToEndpointAddressForService: ipFamilies[0]);
+    a pod without an IP of that family is left out."""
     if service.selector is None:
         return None
+    v6 = service.families[0] == "IPv6"
     offers = {}        # (address, ready) -> set of Port
     for pod in pods:
-        if not selects(service, pod) or not pod.ip:
+        ip = pod.ip6 if v6 else pod.ip
+        if not selects(service, pod) or not pod.ip or not ip:
             continue
         hostname = pod.template.hostname if pod.template.subdomain == service.name else None
-        address = Address(pod.ip, pod.node, pod.name, pod.uid, hostname)
+        address = Address(ip, pod.node, pod.name, pod.uid, hostname)
         ports = set()
         for sp in service.ports:
             number = find_port(pod, sp)

@@ -31,7 +31,7 @@ HEADLESS_LABEL = "service.kubernetes.io/headless"
 RESERVED_LABELS = (SERVICE_NAME_LABEL, MANAGED_BY_LABEL, HEADLESS_LABEL)
 ZONE_LABEL = "topology.kubernetes.io/zone"
 MAX_ENDPOINTS_PER_SLICE = 100      # kube-controller-manager --max-endpoints-per-slice
-ADDRESS_TYPE = "IPv4"              # a single-stack IPv4 cluster: every Service's ipFamilies
+ADDRESS_TYPE = "IPv4"              # the cluster's primary family (netlab's dual-stack is IPv4-primary)
 
 
 def service_uid(service):
@@ -78,12 +78,23 @@ def endpoint_ports(service, pod):
     return tuple(out)
 
 
-def pod_endpoint(pod, node, service):
+def address_types(service):
+    """getAddressTypesForService: one address type per family of the Service's ipFamilies, in
+    their order (netlab's order for the set Go iterates)."""
+    return tuple(service.families)
+
+
+def pod_address(pod, address_type):
+    """getEndpointAddresses: the pod's IP of the slice's family (status.podIPs), or None."""
+    return pod.ip6 if address_type == "IPv6" else pod.ip
+
+
+def pod_endpoint(pod, node, service, address_type=ADDRESS_TYPE):
     """podToEndpoint: serving is the pod's readiness, terminating whether it is being deleted
     (netlab deletes a pod at once: never), ready = serving and not terminating."""
     serving, terminating = bool(pod.ready), False
     hostname = pod.template.hostname if pod.template.hostname and pod.template.subdomain == service.name else None
-    return SliceEndpoint(addresses=(pod.ip,), ready=serving and not terminating, serving=serving,
+    return SliceEndpoint(addresses=(pod_address(pod, address_type),), ready=serving and not terminating, serving=serving,
                          terminating=terminating, node=pod.node or None, pod=pod.name, uid=pod.uid,
                          hostname=hostname, zone=(node.labels.get(ZONE_LABEL) if node is not None else None) or None)
 
@@ -99,9 +110,9 @@ def _ports_key(ports):
     return tuple(sorted((p.name, p.port, p.protocol) for p in ports))
 
 
-def _by_address(pod):
+def _by_address(pod, address_type=ADDRESS_TYPE):
     """Pods in address order (the order netlab takes for Go's map iteration)."""
-    return (int(ipaddress.ip_address(pod.ip)), pod.name)
+    return (int(ipaddress.ip_address(pod_address(pod, address_type) or pod.ip)), pod.name)
 
 
 @dataclasses.dataclass
@@ -120,10 +131,10 @@ class _Draft:
         return cls(s.name, dict(s.labels), s.ports, list(s.endpoints), s.created, s.owner_uid, s.address_type)
 
 
-def _new_draft(service, ports, now):
+def _new_draft(service, ports, now, address_type=ADDRESS_TYPE):
     """newEndpointSlice: generateName <service>-, owned by the Service, its labels."""
     labels, _ = slice_labels(service)
-    return _Draft(None, labels, tuple(ports), [], now or service.created, service_uid(service))
+    return _Draft(None, labels, tuple(ports), [], now or service.created, service_uid(service), address_type)
 
 
 def _pop(desired):
@@ -132,7 +143,7 @@ def _pop(desired):
     return desired.pop(key)
 
 
-def _by_port_mapping(service, existing, desired, ports, now, max_per_slice):
+def _by_port_mapping(service, existing, desired, ports, now, max_per_slice, address_type=ADDRESS_TYPE):
     """reconcileByPortMapping for one set of ports: (to create, to update, to delete)."""
     by_name = {s.name: _Draft.of(s) for s in existing}
     unchanged, to_update, to_delete = [], [], []
@@ -169,7 +180,7 @@ def _by_port_mapping(service, existing, desired, ports, now, max_per_slice):
         if len(desired) < max_per_slice and unchanged:
             draft = _slice_to_fill([by_name[n] for n in unchanged], len(desired), max_per_slice)
         if draft is None:
-            draft = _new_draft(service, ports, now)
+            draft = _new_draft(service, ports, now, address_type)
         while desired and len(draft.endpoints) < max_per_slice:
             draft.endpoints.append(_pop(desired))
         if draft.name is not None:
@@ -199,20 +210,32 @@ def _is_placeholder_of(draft, placeholder):
 
 
 def reconcile(service, pods, nodes, existing, taken, rng, now="", max_per_slice=MAX_ENDPOINTS_PER_SLICE):
-    """Reconciler.Reconcile for one Service with a selector: its slices after the sync.
+    """Reconciler.Reconcile for one Service with a selector: its slices after the sync, one set
+    per address type of the Service (a slice of a family the Service no longer has is deleted).
     `existing`: the slices labelled with its name and managed by this controller; `taken`: the
     names in the namespace (a generated name never repeats one, as the API server refuses a
     name that exists); `nodes`: {name: Node}."""
-    uid = service_uid(service)
+    types = address_types(service)
     existing = sorted(existing, key=lambda s: s.name)
-    owned = [s for s in existing if s.owner_uid == uid and s.address_type == ADDRESS_TYPE]
-    to_delete = [_Draft.of(s) for s in existing if s not in owned]         # another Service's, or another family
+    gone = [s for s in existing if s.address_type not in types]
+    out = []
+    for address_type in types:
+        out += _reconcile_by_address_type(service, pods, nodes, [s for s in existing if s.address_type == address_type],
+                                          taken, rng, now, max_per_slice, address_type)
+    return sorted((s for s in out if s not in gone), key=lambda s: s.name)
+
+
+def _reconcile_by_address_type(service, pods, nodes, existing, taken, rng, now, max_per_slice, address_type):
+    """reconcileByAddressType: the slices of one family after the sync."""
+    uid = service_uid(service)
+    owned = [s for s in existing if s.owner_uid == uid]
+    to_delete = [_Draft.of(s) for s in existing if s not in owned]         # another Service's
     existing_by_ports = defaultdict(list)
     for s in owned:
         existing_by_ports[_ports_key(s.ports)].append(s)
 
     desired, ports_of = {}, {}
-    wanted = sorted((p for p in pods if selects(service, p) and p.ip), key=_by_address)
+    wanted = sorted((p for p in pods if selects(service, p) and p.ip), key=lambda p: _by_address(p, address_type))
     for pod in wanted:                                  # ShouldPodBeInEndpoints: has an IP, not terminal
         ports = endpoint_ports(service, pod)
         key = _ports_key(ports)
@@ -220,13 +243,15 @@ def reconcile(service, pods, nodes, existing, taken, rng, now="", max_per_slice=
         ports_of.setdefault(key, ports)
         if pod.node not in nodes:                        # the node is gone: skipped, as when not found
             continue
-        e = pod_endpoint(pod, nodes[pod.node], service)
+        if not pod_address(pod, address_type):           # no IP of this family: no endpoint in its slices
+            continue
+        e = pod_endpoint(pod, nodes[pod.node], service, address_type)
         desired[key][_identity(e)] = e
 
     to_create, to_update = [], []
     for key in sorted(desired):
         create, update, delete = _by_port_mapping(service, existing_by_ports.get(key, []), desired[key],
-                                                  ports_of[key], now, max_per_slice)
+                                                  ports_of[key], now, max_per_slice, address_type)
         to_create += create
         to_update += update
         to_delete += delete
@@ -236,7 +261,7 @@ def reconcile(service, pods, nodes, existing, taken, rng, now="", max_per_slice=
 
     # No slice would be left: a placeholder with no ports and no endpoints (kept if it is one).
     if len(existing) == len(to_delete) and not to_create:
-        placeholder = _new_draft(service, (), now)
+        placeholder = _new_draft(service, (), now, address_type)
         if len(to_delete) == 1 and _is_placeholder_of(to_delete[0], placeholder):
             to_delete = []
         else:
@@ -264,7 +289,7 @@ def reconcile(service, pods, nodes, existing, taken, rng, now="", max_per_slice=
         taken.add(name)
         draft.name = name
         out.append(_record(service, draft))
-    return sorted(out, key=lambda s: s.name)
+    return out
 
 
 def _record(service, d):

@@ -130,14 +130,15 @@ def _static_band(size, divisor, cap):
 
 def allocate_service_ip(service_subnet, taken, rng):
     """The API server's ClusterIP allocator: a random free address above the static band,
-    then inside it when the upper part is full."""
+    then inside it when the upper part is full. The network address is never handed out, nor
+    IPv4's broadcast address (an IPv6 range has none: its last address is a ClusterIP too)."""
     net = ipaddress.ip_network(service_subnet)
-    first, size = int(net.network_address) + 1, net.num_addresses - 2
-    band = _static_band(size, 16, 256)
+    first, size = int(net.network_address) + 1, net.num_addresses - (2 if net.version == 4 else 1)
+    band = min(_static_band(size, 16, 256), size)          # a range of 16 or fewer is all one band
     for lo, hi in ((first + band, first + size - 1), (first, first + band - 1)):
-        ip = _random_free(lo, hi, lambda n: str(ipaddress.ip_address(n)) in taken, rng)
+        ip = _random_free(lo, hi, lambda n: str(type(net.network_address)(n)) in taken, rng)
         if ip is not None:
-            return str(ipaddress.ip_address(ip))
+            return str(type(net.network_address)(ip))
     raise NetlabError(f"serviceSubnet {service_subnet} has no free ClusterIP left")
 
 
@@ -187,3 +188,31 @@ def allocate_lb_ip(cluster, held, service, wanted=None):
                           f"left above its nodes (give the Lab a larger lan.cidr)")
     raise NetlabError(f"Service {service} gets no load-balancer address: every address of the pool {pool} is held "
                       f"(widen the Lab's loadBalancer.pool or lan.cidr)")
+
+
+def lan_holders6(cluster, nodes=(), services=()):
+    """Who holds each IPv6 address of a dual-stack LAN: the gateway's and the external
+    client's twins, every node's ip6 and every load balancer's IPv6 address."""
+    held = {lan_ip6(cluster, lan_gateway(cluster.lan_cidr)): "the LAN gateway",
+            lan_ip6(cluster, lan_external_ip(cluster.lan_cidr)): "the external client"}
+    held.update((n.ip6, f"node {n.name}") for n in nodes if n.ip6)
+    held.update((s.load_balancer_ip_of("IPv6"), f"Service {s.key}") for s in services
+                if s.type == "LoadBalancer" and s.load_balancer_ip_of("IPv6"))
+    return held
+
+
+def allocate_lb_ip6(cluster, held6, service, kept=None):
+    """MetalLB's IPv6 address for a dual-stack (or IPv6) Service: the lowest address of the
+    pool's IPv6 range nobody holds (its allocator walks each range of the Service's family
+    from the first), or the one the Service already has. held6: lan_holders6() without this
+    Service; service: its key."""
+    first, last = spec.lb_pool6_range(cluster)
+    lo, hi = int(ipaddress.ip_address(first)), int(ipaddress.ip_address(last))
+    if kept is not None and lo <= int(ipaddress.ip_address(kept)) <= hi and kept not in held6:
+        return kept
+    for n in range(lo, hi + 1):
+        ip = str(ipaddress.IPv6Address(n))
+        if ip not in held6:
+            return ip
+    raise NetlabError(f"Service {service} gets no IPv6 load-balancer address: every address of the pool's IPv6 "
+                      f"range {first}-{last} is held (widen the Lab's loadBalancer.pool)")

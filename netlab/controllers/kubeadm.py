@@ -56,5 +56,6 @@ def ingress_addon(cluster):
     deployment = DeploymentManifest(INGRESS_NAMESPACE, "ingress-nginx-controller", 1, dict(INGRESS_LABELS), template)
     service = ServiceManifest(INGRESS_NAMESPACE, "ingress-nginx-controller", dict(INGRESS_LABELS), type=cluster.ingress,
                               selector=dict(INGRESS_LABELS), external_traffic_policy="Cluster",
-                              ports=(ServicePort(80, "TCP", "http", "http"), ServicePort(443, "TCP", "https", "https")))
+                              ports=(ServicePort(80, "TCP", "http", "http"), ServicePort(443, "TCP", "https", "https")),
+                              ip_family_policy=cluster.ingress_ip_family_policy or None)
     return deployment, service

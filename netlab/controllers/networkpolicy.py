@@ -39,6 +39,14 @@ cases pass with either. The differences:
   specific entry decides: one peer's except can take addresses out of another peer's cidr.
 
 Traffic to a Service is judged on the backend pod after DNAT: callers pass the backend.
+
+A connection has a family (a dual-stack lab's pods have an IPv6 address too, and kube-router
+enforces each family with its own chains and sets): the addresses it uses decide it (an IPv6
+address on either end, or ICMPv6: IPv6), or `family`. An ipBlock matches a pod through the
+pod's address of the block's family, and only on a connection of that family (an IPv4 block
+allows nothing over IPv6 and the other way round); kube-router's --src-type LOCAL and
+KUBE-NWPLCY-COMMON hold on both sides (its IPv6 COMMON chain accepts ICMPv6 echo-request,
+destination-unreachable, time-exceeded, neighbour discovery and echo-reply).
 """
 
 import ipaddress
@@ -51,7 +59,9 @@ from netlab.errors import NetlabError
 
 INGRESS, EGRESS = "Ingress", "Egress"
 ICMP = "ICMP"
+ICMPV6 = "ICMPv6"
 PROTOCOLS = ("TCP", "UDP", "SCTP")
+IPV4, IPV6 = "IPv4", "IPv6"
 
 
 # ---- the pieces: which pods a policy selects, whether a peer or a port matches ----
@@ -103,13 +113,22 @@ def in_block(block, ip):
     return not any(address in _network(e) for e in block.excepts)
 
 
-def peer_matches(state, policy, peer, pod=None, ip=None):
+def pod_address(pod, family):
+    """A pod's address of `family` (IPv4: pod.ip; IPv6: pod.ip6, None on a single-stack lab)."""
+    return pod.ip6 if family == IPV6 else pod.ip
+
+
+def peer_matches(state, policy, peer, pod=None, ip=None, family=None):
     """Whether `peer` (one entry of a rule's from/to) of `policy` matches `pod`, or, for
     something that is not a pod, the address `ip`. A pod is matched by the selectors (its labels
-    and its namespace's) or by an ipBlock holding its IP; an address only by an ipBlock. A peer
-    with no field at all matches nothing (the API refuses it)."""
+    and its namespace's) or by an ipBlock holding its address of the block's family; an address
+    only by an ipBlock. `family`: the connection's, when known (an ipBlock of the other family
+    then matches nothing). A peer with no field at all matches nothing (the API refuses it)."""
     if peer.ip_block is not None:
-        address = pod.ip if pod is not None else ip
+        block_family = IPV6 if _network(peer.ip_block.cidr).version == 6 else IPV4
+        if family is not None and family != block_family:
+            return False
+        address = pod_address(pod, block_family) if pod is not None else ip
         return bool(address) and in_block(peer.ip_block, address)
     if pod is None or (peer.pod_selector is None and peer.namespace_selector is None):
         return False
@@ -173,6 +192,7 @@ class PolicyIndex:
         self.kube_router = kube_router     # the policies read as kube-router's rules read them
         self.pods = [p for p in state.pods if schedulable(p)]
         self.by_ip = {p.ip: p for p in self.pods}
+        self.by_ip.update({p.ip6: p for p in self.pods if p.ip6})     # a dual-stack lab's pods' IPv6 addresses
         self.by_key = {p.key: p for p in self.pods}
         self._ns_labels = {}
         self._ns_matches = {}
@@ -192,13 +212,15 @@ class PolicyIndex:
                 pair = ((ingress, tuple(p.key for p in ingress)), (egress, tuple(p.key for p in egress)))
                 classes[(pod.namespace, labels)] = pair
             self._selecting[pod.key] = pair
-        # kube-router's `--src-type LOCAL`: eth0, cni0 (<podCIDR>.1) and flannel.1 (<podCIDR>.0)
+        # kube-router's `--src-type LOCAL`: eth0, cni0 (<podCIDR>.1) and flannel.1 (<podCIDR>.0);
+        # on a dual-stack node their IPv6 twins (eth0's, cni0's <podCIDR6>::1, flannel-v6.1's <podCIDR6>::)
         self.local = {}
         for node in state.nodes:
-            addresses = {node.ip}
-            if node.pod_cidr:
-                net = ipaddress.ip_network(node.pod_cidr, strict=False)
-                addresses |= {str(net.network_address), str(net.network_address + 1)}
+            addresses = {a for a in (node.ip, node.ip6) if a}
+            for cidr in (node.pod_cidr, node.pod_cidr6):
+                if cidr:
+                    net = ipaddress.ip_network(cidr, strict=False)
+                    addresses |= {str(net.network_address), str(net.network_address + 1)}
             self.local[node.name] = addresses
 
     def selecting(self, pod, direction):
@@ -211,13 +233,13 @@ class PolicyIndex:
             return (), ()
         return pair[0] if direction == INGRESS else pair[1]
 
-    def peer_matches(self, policy, peer, other):
-        """peer_matches for the other end of a connection (a Pod or an address). A selector
-        peer is worked out once over all pods, as kube-router fills a rule's ipset."""
+    def peer_matches(self, policy, peer, other, family=None):
+        """peer_matches for the other end of a connection (a Pod or an address) of `family`. A
+        selector peer is worked out once over all pods, as kube-router fills a rule's ipset."""
         if not isinstance(other, Pod):
-            return peer_matches(self, policy, peer, ip=other)
+            return peer_matches(self, policy, peer, ip=other, family=family)
         if peer.ip_block is not None or other.key not in self.by_key:
-            return peer_matches(self, policy, peer, pod=other)
+            return peer_matches(self, policy, peer, pod=other, family=family)
         key = (id(policy), id(peer))
         members = self._peers.get(key)
         if members is None:
@@ -282,7 +304,7 @@ class Side:
     policies: tuple = ()
     allowed_by: tuple = ()
     from_node: str = ""                # ingress from a local address of this node: kube-router accepts it
-    icmp: bool = False                 # ICMP that KUBE-NWPLCY-COMMON accepts
+    icmp: bool = False                 # ICMP (ICMPv6) that KUBE-NWPLCY-COMMON accepts
 
     @property
     def isolated(self):
@@ -297,6 +319,10 @@ class Side:
         head = f"{self.direction.lower()} ({self.subject}):"
         if not self.is_pod:
             return [f"{head} not a pod: no policy applies to it"]
+        if self.icmp == ICMPV6:
+            return [f"{head} ICMPv6: kube-router's IPv6 KUBE-NWPLCY-COMMON accepts echo-request, "
+                    "destination-unreachable, time-exceeded, neighbor-solicitation, neighbor-advertisement "
+                    "and echo-reply before any policy"]
         if self.icmp:
             return [f"{head} ICMP: kube-router's KUBE-NWPLCY-COMMON accepts echo-request, "
                     "destination-unreachable and time-exceeded before any policy"]
@@ -345,17 +371,17 @@ def _key(thing):
     return thing.key if isinstance(thing, Pod) else str(thing)
 
 
-def _rule_matches(index, policy, direction, rule, peer, dst, port, protocol):
+def _rule_matches(index, policy, direction, rule, peer, dst, port, protocol, family=IPV4):
     """(peer number, port number) of the first peer and port of `rule` that match, or None.
     `peer` is the other end of the connection, `dst` its destination (for named ports)."""
     if not rule.ports:
-        hit = _peer_hit(index, policy, rule, peer, ipblocks=True)
+        hit = _peer_hit(index, policy, rule, peer, ipblocks=True, family=family)
         return None if hit is False else (hit, None)
     for i, rp in enumerate(rule.ports):
         if index.kube_router and direction == EGRESS and isinstance(rp.port, str):
-            hit = _kube_router_named_egress(index, policy, rule, rp, peer, port, protocol)
+            hit = _kube_router_named_egress(index, policy, rule, rp, peer, port, protocol, family)
         elif port_matches(rp, dst, port, protocol):
-            hit = _peer_hit(index, policy, rule, peer, ipblocks=True)
+            hit = _peer_hit(index, policy, rule, peer, ipblocks=True, family=family)
         else:
             continue
         if hit is not False:
@@ -363,27 +389,28 @@ def _rule_matches(index, policy, direction, rule, peer, dst, port, protocol):
     return None
 
 
-def _peer_hit(index, policy, rule, peer, ipblocks):
+def _peer_hit(index, policy, rule, peer, ipblocks, family=IPV4):
     """The number of the first peer of `rule` matching `peer` (None: the rule has no peers, so
     every peer matches), or False."""
     if not rule.peers:
         return None
-    block = _shared_block_hit(rule, peer) if index.kube_router and ipblocks else None
+    block = _shared_block_hit(rule, peer, family) if index.kube_router and ipblocks else None
     for i, p in enumerate(rule.peers):
         if p.ip_block is not None and index.kube_router:
             if i == block:
                 return i
-        elif (ipblocks or p.ip_block is None) and index.peer_matches(policy, p, peer):
+        elif (ipblocks or p.ip_block is None) and index.peer_matches(policy, p, peer, family):
             return i
     return False
 
 
-def _shared_block_hit(rule, other):
+def _shared_block_hit(rule, other, family=IPV4):
     """The ipBlocks of `rule` as kube-router's one hash:net set of them holds them: each cidr an
     entry, each except a nomatch entry, a later entry of the same net replacing an earlier one
     (as `ipset restore -exist` does); the most specific entry holding the address decides. The
-    number of the peer whose cidr matched, or None."""
-    address = _address(other.ip if isinstance(other, Pod) else other)
+    number of the peer whose cidr matched, or None. A pod is looked up by its address of the
+    connection's family (each family's side has a set of its own)."""
+    address = _address(pod_address(other, family) if isinstance(other, Pod) else other)
     if address is None:
         return None
     entries = {}
@@ -400,7 +427,7 @@ def _shared_block_hit(rule, other):
     return None if nomatch else i
 
 
-def _kube_router_named_egress(index, policy, rule, rule_port, dst, port, protocol):
+def _kube_router_named_egress(index, policy, rule, rule_port, dst, port, protocol, family=IPV4):
     """An egress rule's named port as kube-router v2 builds it (buildNetworkPoliciesInfo,
     processEgressRules). Without `to`, the name is resolved on the pods of the policy's own
     namespace and each number found is allowed to every destination; with `to`, it is resolved on
@@ -413,23 +440,23 @@ def _kube_router_named_egress(index, policy, rule, rule_port, dst, port, protoco
         return None if port in numbers else False
     if resolve_port(rule_port, dst) != port:
         return False
-    return _peer_hit(index, policy, rule, dst, ipblocks=False)
+    return _peer_hit(index, policy, rule, dst, ipblocks=False, family=family)
 
 
-def _side(index, direction, subject, peer, dst, port, protocol, every):
+def _side(index, direction, subject, peer, dst, port, protocol, every, family=IPV4):
     if not isinstance(subject, Pod):
         return Side(direction, _key(subject), False)
     policies, keys = index.selecting_with_keys(subject, direction)
     if not policies:
         return Side(direction, subject.key, True)
-    if protocol == ICMP:
-        return Side(direction, subject.key, True, keys, icmp=True)
+    if protocol in (ICMP, ICMPV6):
+        return Side(direction, subject.key, True, keys, icmp=ICMPV6 if protocol == ICMPV6 else True)
     if direction == INGRESS and isinstance(peer, str) and peer in index.local.get(subject.node, ()):
         return Side(direction, subject.key, True, keys, from_node=subject.node)
     found = []
     for policy in policies:
         for rule_direction, i, rule, other in _rules_run(index, policy, direction, subject, peer):
-            hit = _rule_matches(index, policy, rule_direction, rule, other, dst, port, protocol)
+            hit = _rule_matches(index, policy, rule_direction, rule, other, dst, port, protocol, family)
             if hit is not None:
                 found.append(RuleMatch(policy.key, rule_direction, i, hit[0], hit[1], policy, dst))
                 if not every:
@@ -453,18 +480,32 @@ def _rules_run(index, policy, direction, subject, peer):
     return out
 
 
-def evaluate(state, src, dst, port, protocol="TCP", every=False):
+def connection_family(src, dst, protocol="TCP", family=None):
+    """The family of a connection: `family` if given; IPv6 for ICMPv6 or when either end is
+    given as an IPv6 address; else IPv4."""
+    if family is not None:
+        return family
+    if protocol.upper() == ICMPV6.upper():
+        return IPV6
+    ends = [_address(e) for e in (src, dst) if isinstance(e, str)]
+    return IPV6 if any(a is not None and a.version == 6 for a in ends) else IPV4
+
+
+def evaluate(state, src, dst, port, protocol="TCP", every=False, family=None):
     """The Verdict on a connection from `src` to `dst` (each a Pod, or an address: an address
-    a pod holds is that pod) on `port`/`protocol` (TCP, UDP, SCTP, or ICMP with no port).
-    `state` is a ClusterState or a PolicyIndex of one (build the index once for many calls).
-    `every`: list every rule that allows each side, not only the first."""
-    protocol = protocol.upper()
-    if protocol not in PROTOCOLS + (ICMP,):
-        raise NetlabError(f"protocol {protocol!r}: not one of TCP, UDP, SCTP, ICMP")
+    a pod holds, IPv4 or IPv6, is that pod) on `port`/`protocol` (TCP, UDP, SCTP, or ICMP /
+    ICMPv6 with no port). The connection's family is the addresses' (connection_family; pass
+    `family` "IPv6" for pods given as Pods over IPv6). `state` is a ClusterState or a
+    PolicyIndex of one (build the index once for many calls). `every`: list every rule that
+    allows each side, not only the first."""
+    family = connection_family(src, dst, protocol, family)
+    protocol = ICMPV6 if protocol.upper() == ICMPV6.upper() else protocol.upper()
+    if protocol not in PROTOCOLS + (ICMP, ICMPV6):
+        raise NetlabError(f"protocol {protocol!r}: not one of TCP, UDP, SCTP, ICMP, ICMPv6")
     idx = index(state)
     src, dst = idx.endpoint(src), idx.endpoint(dst)
-    egress = _side(idx, EGRESS, src, dst, dst, port, protocol, every)
-    ingress = _side(idx, INGRESS, dst, src, dst, port, protocol, every)
+    egress = _side(idx, EGRESS, src, dst, dst, port, protocol, every, family)
+    ingress = _side(idx, INGRESS, dst, src, dst, port, protocol, every, family)
     return Verdict(_key(src), _key(dst), port, protocol, egress, ingress, egress.allowed and ingress.allowed)
 
 
@@ -561,7 +602,7 @@ def endpoint(state, name):
     name for its address, or any IP address (a pod's IP is that pod)."""
     state = _state(state)
     if _is_ip(name):
-        return next((p for p in state.pods if p.ip == name and schedulable(p)), name)
+        return next((p for p in state.pods if name in (p.ip, p.ip6) and schedulable(p)), name)
     namespace, _, pod_name = name.rpartition("/")
     namespace = namespace or "default"
     pod = next((p for p in state.pods if p.namespace == namespace and p.name == pod_name), None)

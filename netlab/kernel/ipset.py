@@ -6,13 +6,16 @@ them (the kernel refuses to destroy a set a rule still references).
 Only sets whose members differ from what the node has are written: a full sync reads the node's
 sets back (`ipset save`), a partial one compares the last plan with this one and reads nothing.
 An unchanged node gets no ipset call that writes.
+
+A dual-stack node's IPv6 sets ("inet6:" names, `family inet6`) are restored in a call of their
+own after the IPv4 ones, as kube-router's IPv6 ipset handler restores them.
 """
 
 import shutil
 
 from netlab.errors import EnvironmentProblem, NetlabError
 from netlab.kernel import netns as ns
-from netlab.values.ipset import changes, destroy_text, parse_save, restore_text
+from netlab.values.ipset import by_family, changes, destroy_text, parse_save, restore_text
 
 
 def current(netns):
@@ -46,10 +49,10 @@ class IpsetApplier:
         return current(netns)
 
     def write(self, netns, sets):
-        """Write sets whole (created when missing), each swapped in at once."""
-        if sets:
-            self._restore(netns, restore_text(sets), "write")
-            self.log.append((netns, [s.name for s in sets], []))
+        """Write sets whole (created when missing), each swapped in at once; one restore per family."""
+        for family in by_family(sets):
+            self._restore(netns, restore_text(family), "write")
+            self.log.append((netns, [s.name for s in family], []))
 
     def destroy(self, netns, names):
         if names:

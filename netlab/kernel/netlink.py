@@ -26,6 +26,8 @@ NTF_SELF = 0x02
 RTNH_F_ONLINK = 0x04
 RTPROT_KERNEL, RTPROT_BOOT = 2, 3
 MAIN_TABLE = 254
+IFA_F_NODAD = 0x02
+RT_SCOPE_UNIVERSE = 0
 MANAGED_KINDS = ("bridge", "veth", "vxlan")
 
 
@@ -126,8 +128,9 @@ class NetlinkApplier:
             dev = masters.get(v.dev) or (ipr.link_lookup(ifname=v.dev) or [None])[0]
             if dev is None:
                 raise NetlabError(f"{netns}: {link.ifname}: underlay device {v.dev} is missing")
-            kwargs.update(vxlan_id=v.vni, vxlan_port=v.port, vxlan_local=v.local,
-                          vxlan_link=dev, vxlan_learning=int(v.learning))
+            # An IPv6 source is IFLA_VXLAN_LOCAL6, and makes the kernel encapsulate in IPv6.
+            kwargs.update({"vxlan_id": v.vni, "vxlan_port": v.port, ("vxlan_local6" if ":" in v.local else "vxlan_local"): v.local,
+                           "vxlan_link": dev, "vxlan_learning": int(v.learning)})
         self._write(plan, owner, f"add {link.kind} {link.ifname}", ipr.link, "add", **kwargs)
         created = ipr.link("get", ifname=link.ifname)[0]
         masters[link.ifname] = created["index"]
@@ -162,7 +165,8 @@ class NetlinkApplier:
     def _addrs(self, plan, ipr, index, fresh):
         devs = {a.dev for a in plan.addrs}
         have = set() if fresh else {(_name_of(index, a["index"]), f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
-                for a in ipr.addr("dump", family=socket.AF_INET)}
+                for family in _families(plan) for a in ipr.addr("dump", family=family)
+                if family == socket.AF_INET or a["scope"] == RT_SCOPE_UNIVERSE}   # not fe80::, not ::1
         want = {(a.dev, a.cidr) for a in plan.addrs}
         for dev, cidr in sorted(have - want):
             if dev in devs:
@@ -172,13 +176,20 @@ class NetlinkApplier:
         for a in plan.addrs:
             if (a.dev, a.cidr) not in have:
                 ip, plen = a.cidr.split("/")
-                self._write(plan, key(a), f"add addr {a}", ipr.addr, "add",
-                            index=_need(plan.netns, index, a.dev), address=ip, prefixlen=int(plen))
+                kwargs = dict(index=_need(plan.netns, index, a.dev), address=ip, prefixlen=int(plen))
+                if ":" in ip:
+                    # `ip addr add ... nodad`: usable at once, never "tentative". DAD would also
+                    # fail on a pod's eth0: its hairpin port echoes the probe back.
+                    kwargs["flags"] = IFA_F_NODAD
+                self._write(plan, key(a), f"add addr {a}", ipr.addr, "add", **kwargs)
 
     def _neighs(self, plan, ipr, index, fresh):
         devs = {n.dev for n in plan.neighs} | _vxlan_devs(plan)
+        # Both families: flannel-v6.1's entries are IPv6 neighbours (the kernel's own
+        # multicast entries are NUD_NOARP, not permanent, so they are never taken for ours).
         have = set() if fresh else {(n.get("NDA_DST"), n.get("NDA_LLADDR"), _name_of(index, n["ifindex"]))
-                for n in ipr.neigh("dump", family=socket.AF_INET) if n["state"] & NUD_PERMANENT}
+                for family in _neigh_families(plan)
+                for n in ipr.neigh("dump", family=family) if n["state"] & NUD_PERMANENT}
         want = {(n.dst, n.lladdr, n.dev) for n in plan.neighs}
         for dst, mac, dev in sorted(have - want):
             if dev in devs:
@@ -211,22 +222,25 @@ class NetlinkApplier:
 
     def _routes(self, plan, ipr, index, fresh):
         have = {}
-        for r in [] if fresh else ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE):
-            if r["proto"] == RTPROT_KERNEL or r.get("RTA_TABLE", MAIN_TABLE) != MAIN_TABLE:
-                continue
-            dst = f"{r.get('RTA_DST')}/{r['dst_len']}" if r["dst_len"] else "default"
-            have[(dst, r.get("RTA_GATEWAY"), _name_of(index, r.get("RTA_OIF")), bool(r["flags"] & RTNH_F_ONLINK))] = r
+        for family in () if fresh else _families(plan):
+            for r in ipr.route("dump", family=family, table=MAIN_TABLE):
+                if r["proto"] == RTPROT_KERNEL or r.get("RTA_TABLE", MAIN_TABLE) != MAIN_TABLE:
+                    continue
+                dst = f"{r.get('RTA_DST')}/{r['dst_len']}" if r["dst_len"] else "default"
+                have[(dst, r.get("RTA_GATEWAY"), _name_of(index, r.get("RTA_OIF")),
+                      bool(r["flags"] & RTNH_F_ONLINK))] = r
         want = {(r.dst, r.via, r.dev, r.onlink): r for r in plan.routes}
         for stale in sorted(set(have) - set(want), key=str):
-            dst = stale[0]
+            dst, family = stale[0], _route_family(stale[0], stale[1])
             self._write(plan, ("link", stale[2]),
                         f"del route {dst}", ipr.route, "del",
-                        dst="0.0.0.0/0" if dst == "default" else dst, table=MAIN_TABLE)
+                        dst=_route_dst(dst, family), table=MAIN_TABLE, family=family)
         for wanted, r in want.items():
             if wanted in have:
                 continue
-            kwargs = dict(dst="0.0.0.0/0" if r.dst == "default" else r.dst, oif=_need(plan.netns, index, r.dev),
-                          proto=RTPROT_BOOT, table=MAIN_TABLE)
+            family = _route_family(r.dst, r.via)
+            kwargs = dict(dst=_route_dst(r.dst, family), oif=_need(plan.netns, index, r.dev),
+                          proto=RTPROT_BOOT, table=MAIN_TABLE, family=family)
             if r.via:
                 kwargs["gateway"] = r.via
             if r.onlink:
@@ -270,7 +284,8 @@ def _same_device(current, link, have):
         v = link.vxlan
         dev = have.get(v.dev)
         return (data.get("IFLA_VXLAN_ID") == v.vni and data.get("IFLA_VXLAN_PORT") == v.port
-                and data.get("IFLA_VXLAN_LOCAL") == v.local and bool(data.get("IFLA_VXLAN_LEARNING")) == v.learning
+                and data.get(_vxlan_local_attr(v.local)) == v.local
+                and bool(data.get("IFLA_VXLAN_LEARNING")) == v.learning
                 and dev is not None and data.get("IFLA_VXLAN_LINK") == dev["index"])
     return True
 
@@ -284,8 +299,38 @@ def _vxlan_devs(plan):
     return {l.ifname for l in plan.links if l.kind == "vxlan"}
 
 
+def _vxlan_local_attr(local):
+    """The attribute a vxlan device's source address is held in: IPv4's or IPv6's."""
+    return "IFLA_VXLAN_LOCAL6" if ":" in local else "IFLA_VXLAN_LOCAL"
+
+
+def _neigh_families(plan):
+    """AF_INET, and AF_INET6 where the plan has an IPv6 neighbour or a vxlan device over IPv6
+    (so that a remote node's stale IPv6 entry is found and removed)."""
+    v6 = any(":" in n.dst for n in plan.neighs) or any(l.vxlan and ":" in l.vxlan.local for l in plan.links)
+    return (socket.AF_INET, socket.AF_INET6) if v6 else (socket.AF_INET,)
+
+
 def _name_of(index, idx):
     return index.names.get(idx)
+
+
+def _families(plan):
+    """The address families a plan's addresses and routes are in: IPv4, and IPv6 in a
+    dual-stack namespace (an IPv4 lab's namespaces read back only what they always did)."""
+    six = any(":" in a.cidr for a in plan.addrs) or any(":" in r.dst or ":" in (r.via or "") for r in plan.routes)
+    return (socket.AF_INET, socket.AF_INET6) if six else (socket.AF_INET,)
+
+
+def _route_family(dst, via):
+    """A route's family: its destination's, or for `default` its gateway's (IPv4 without one)."""
+    return socket.AF_INET6 if ":" in dst or ":" in (via or "") else socket.AF_INET
+
+
+def _route_dst(dst, family):
+    if dst != "default":
+        return dst
+    return "::/0" if family == socket.AF_INET6 else "0.0.0.0/0"
 
 
 def _need(netns, index, dev):

@@ -51,7 +51,9 @@ def run(netns, lines):
 
 class NftApplier:
     """Writes tables and counts what it wrote: `writes` transactions, `operations` lines in
-    them; `log` holds (netns, (chains written, chains deleted, operations)) for the events."""
+    them; `log` holds (netns, (chains written, chains deleted, operations), table ref) for
+    the events. A dual-stack node has two tables, `ip kube-proxy` and `ip6 kube-proxy`,
+    each written in transactions of its own, as each family's proxier writes its own."""
 
     def __init__(self):
         if not available():
@@ -62,7 +64,7 @@ class NftApplier:
 
     def full(self, netns, table):
         """kube-proxy's full sync: the whole table rebuilt in one transaction."""
-        self._write(netns, nft.script(table), list(table.chains), [])
+        self._write(netns, table, nft.script(table), list(table.chains), [])
 
     def resync(self, netns, table, stale=None):
         """Read the table back and write what differs from the plan; rebuild it when its
@@ -72,11 +74,11 @@ class NftApplier:
         self._delete_stale(netns, table, stale, keep=table.chains)
         text = list_table(netns, table.family, table.name)
         if text is None:
-            return self._write(netns, nft.script(table), list(table.chains), [])
+            return self._write(netns, table, nft.script(table), list(table.chains), [])
         have, want = nft.parse_listing(text), nft.listed_table(table)
         if any(have.sets.get(s) not in (None, spec) for s, spec in want.sets.items() if not _dynamic(table, s)) or any(
                 c in have.chains and have.chains[c][0] != want.chains[c][0] for c in want.chains):
-            return self._write(netns, [f"delete table {table.ref}", *nft.script(table)], list(table.chains), [])
+            return self._write(netns, table, [f"delete table {table.ref}", *nft.script(table)], list(table.chains), [])
         written = [name for name in table.chains if have.chains.get(name, (0, 0, None))[2] != want.chains[name][2]]
         # Adding a set again sets its timeout: an affinity set whose timeout changed is re-added.
         lines = [nft.add_set(table, s) for name, s in table.sets.items() if have.sets.get(name) != want.sets[name]]
@@ -87,7 +89,7 @@ class NftApplier:
         for chain in gone:                       # empty already: deleted by a sync a second from now
             stale.setdefault(chain, time.time())
         lines += [f"delete set {table.ref} {s}" for s in have.sets if s not in table.sets]
-        return self._write(netns, lines, written, [])
+        return self._write(netns, table, lines, written, [])
 
     def partial(self, netns, table, pairs, live_cluster_ips, stale=None):
         """kube-proxy's partial sync from the planner's (before, after) blocks of the ports
@@ -115,7 +117,7 @@ class NftApplier:
         lines += _element_changes(table, had_elements, want_elements)
         lines += self._flush_stale(table, flush, stale)
         lines += [f"delete set {table.ref} {s}" for s in gone_sets]
-        return self._write(netns, lines, list(chains), [])
+        return self._write(netns, table, lines, list(chains), [])
 
     def _flush_stale(self, table, chains, stale):
         """Flush chains no plan wants and remember when, for a later sync to delete them."""
@@ -136,19 +138,19 @@ class NftApplier:
         if not due:
             return
         try:
-            self._write(netns, [f"delete chain {table.ref} {c}" for c in due], [], due)
+            self._write(netns, table, [f"delete chain {table.ref} {c}" for c in due], [], due)
         except NetlabError:
             return
         for chain in due:
             del stale[chain]
 
-    def _write(self, netns, lines, written, deleted):
+    def _write(self, netns, table, lines, written, deleted):
         if not lines:
             return 0
         run(netns, lines)
         self.writes += 1
         self.operations += len(lines)
-        self.log.append((netns, (written, deleted, len(lines))))
+        self.log.append((netns, (written, deleted, len(lines)), table.ref))
         return len(lines)
 
 

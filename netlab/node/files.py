@@ -1,7 +1,9 @@
 """What a real node keeps on its disk, under /var/lib/netlab/<lab>/nodes/<node>/: flanneld's
 /run/flannel/subnet.env (which flannel's CNI plugin reads to configure the bridge) and
 host-local's allocation records in /var/lib/cni/networks/cbr0 (one file per address, holding
-the container ID and interface, and last_reserved_ip.0). Written after every save of the state.
+the container ID and interface, and last_reserved_ip.<range>: .0 for the IPv4 range, .1 for the
+IPv6 one of a dual-stack node; IPv6 files are named by the address, colons kept). Written after
+every save of the state.
 """
 
 from netlab import names
@@ -21,12 +23,19 @@ def _write_node(state, node):
     env.write_text(flanneld.subnet_env(state.cluster, node))
     records = root / "var" / "lib" / "cni" / "networks" / "cbr0"
     records.mkdir(parents=True, exist_ok=True)
-    ipam = state.ipam.get(node.name, HostLocal())
-    wanted = {ip: f"{cid}\r\n{names.POD_IFNAME}" for ip, cid in ipam.allocated.items()}
-    if ipam.last_reserved:
-        wanted["last_reserved_ip.0"] = ipam.last_reserved
+    wanted = host_local_records(state.ipam.get(node.name, HostLocal()))
     for f in records.iterdir():
         if f.name not in wanted and f.name != "lock":
             f.unlink()
     for fname, content in wanted.items():
         (records / fname).write_text(content)
+
+
+def host_local_records(ipam):
+    """host-local's disk store: {file name: content}. An address's file holds the container ID
+    and the interface, CRLF between them; last_reserved_ip.N the last address range N gave."""
+    wanted = {ip: f"{cid}\r\n{names.POD_IFNAME}" for ip, cid in ipam.allocated.items()}
+    for i, last in enumerate((ipam.last_reserved, ipam.last_reserved6)):
+        if last:
+            wanted[f"last_reserved_ip.{i}"] = last
+    return wanted

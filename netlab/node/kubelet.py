@@ -18,6 +18,7 @@ import sys
 import time
 
 from netlab import names
+from netlab.api.objects import Node, Pod
 from netlab.controllers.kubeadm import DOMAIN, dns_ip
 from netlab.errors import NetlabError
 from netlab.kernel import netns as ns
@@ -80,14 +81,21 @@ def write_pod_files(state, pod):
     d = names.NETNS_ETC / pod.netns
     d.mkdir(parents=True, exist_ok=True)
     (d / "resolv.conf").write_text(resolv_conf(state.cluster, pod.namespace))
+    (d / "hosts").write_text(hosts_file(pod))
+
+
+def hosts_file(pod):
+    """kubelet's managedHostsFileContent: the localhost and ip6 lines, then one line per pod IP
+    (status.podIPs: both families in a dual-stack pod, IPv4 first)."""
     t = pod.template
-    me = f"{pod.ip}\t{pod.name}"
     if t.hostname and t.subdomain:
-        me = f"{pod.ip}\t{t.hostname}.{t.subdomain}.{pod.namespace}.svc.{DOMAIN[:-1]}\t{t.hostname}"
-    (d / "hosts").write_text("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"
-                             "::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n"
-                             "fe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n"
-                             f"{me}\n")
+        aliases = f"{t.hostname}.{t.subdomain}.{pod.namespace}.svc.{DOMAIN[:-1]}\t{t.hostname}"
+    else:
+        aliases = pod.name
+    return ("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"
+            "::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n"
+            "fe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n"
+            + "".join(f"{ip}\t{aliases}\n" for ip in pod.ips))
 
 
 def resolv_conf(cluster, namespace):
@@ -131,8 +139,11 @@ class PodServer:
         """The state changed (before sockets are matched to it)."""
 
     async def start(self, netns, ports, target):
-        """Open a target's listening sockets inside its namespace and serve them."""
-        return [await self.serve(target, proto, port, s) for proto, port, s in _open_sockets(netns, ports)]
+        """Open a target's listening sockets inside its namespace and serve them (a dual-stack
+        pod's or node's on both families, as a Go server bound to ":PORT" listens: kube-proxy's
+        :10256 on a node)."""
+        six = isinstance(target, (Pod, Node)) and bool(target.ip6)
+        return [await self.serve(target, proto, port, s) for proto, port, s in _open_sockets(netns, ports, six)]
 
     async def reconcile(self):
         state_mtime = os.stat(self.store.path).st_mtime_ns
@@ -187,16 +198,20 @@ class PodServer:
                 h.close()
 
 
-def _open_sockets(netns, ports):
-    """Listening sockets, opened inside a network namespace."""
+def _open_sockets(netns, ports, six=False):
+    """Listening sockets, opened inside a network namespace; `six`: an IPv6 one (IPV6_V6ONLY,
+    beside the IPv4 one, so an IPv4 client is still seen by its IPv4 address) per port too."""
+    families = ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")) if six else ((socket.AF_INET, "0.0.0.0"),)
     socks = []
     try:
         with ns.entered(netns):
-            for port, proto in ports:
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "TCP" else socket.SOCK_DGRAM)
+            for (port, proto), (family, anywhere) in ((p, f) for p in ports for f in families):
+                s = socket.socket(family, socket.SOCK_STREAM if proto == "TCP" else socket.SOCK_DGRAM)
                 socks.append((proto, port, s))
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind(("0.0.0.0", port))
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.bind((anywhere, port))
                 if proto == "TCP":
                     s.listen(128)
                 s.setblocking(False)

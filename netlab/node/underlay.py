@@ -2,9 +2,13 @@
 
 The LAN namespace holds bridge br0 with the gateway address, one port per node and one for
 the external client. It forwards nothing anywhere else: the lab never reaches the host.
+Dual-stack: the LAN has kind's ULA /64 too (Docker's IPv6 network), gateway ::1 on br0, and
+every host on it the IPv6 twin of its IPv4 address (the same host part), with a default route
+via ::1. IPv6 settings are made per namespace, never on the host's.
 """
 
 import ipaddress
+from dataclasses import replace
 
 from netlab import names
 from netlab.controllers import ipam
@@ -26,11 +30,18 @@ def lan_plan(state, extra=()):
                       peer=Peer(names.UPLINK, state.external_netns())))
     for port, netns in extra:
         links.append(Link(port, "veth", mtu=c.underlay_mtu, master=names.LAN_BRIDGE, peer=Peer(names.UPLINK, netns)))
+    gateway = ipam.lan_gateway(c.lan_cidr)
+    addrs, sysctls = (Addr(names.LAN_BRIDGE, f"{gateway}/{_prefix(c.lan_cidr)}"),), (("net/ipv4/ip_forward", "0"),)
+    if c.dual:
+        addrs += (Addr(names.LAN_BRIDGE, f"{ipam.lan_ip6(c, gateway)}/{_prefix(c.lan_cidr6)}"),)
+        # Forwarding stays off here, so the kernel would take router advertisements on br0.
+        sysctls += (("net/ipv6/conf/all/disable_ipv6", "0"), ("net/ipv6/conf/all/forwarding", "0"),
+                    (f"net/ipv6/conf/{names.LAN_BRIDGE}/accept_ra", "0"))
     return NetnsPlan(
         state.lan_netns(),
         links=tuple(links),
-        addrs=(Addr(names.LAN_BRIDGE, f"{ipam.lan_gateway(c.lan_cidr)}/{_prefix(c.lan_cidr)}"),),
-        sysctls=(("net/ipv4/ip_forward", "0"),),
+        addrs=addrs,
+        sysctls=sysctls,
         owner="lab-network",
     )
 
@@ -46,16 +57,27 @@ def docker_mac(ip):
 
 def uplink(state, netns, ip):
     """A host's eth0 on the LAN, with Docker's MAC and kind's default route through the LAN
-    gateway."""
+    gateway; in a dual-stack lab its IPv6 twin and the IPv6 default route via ::1 too."""
     c = state.cluster
+    gateway = ipam.lan_gateway(c.lan_cidr)
+    addrs = (Addr(names.UPLINK, f"{ip}/{_prefix(c.lan_cidr)}"),)
+    routes = (Route("default", via=gateway, dev=names.UPLINK),)
+    if c.dual:
+        addrs += (Addr(names.UPLINK, f"{ipam.lan_ip6(c, ip)}/{_prefix(c.lan_cidr6)}"),)
+        routes += (Route("default", via=ipam.lan_ip6(c, gateway), dev=names.UPLINK),)
     return NetnsPlan(
         netns,
         links=(Link(names.UPLINK, "peer", mtu=c.underlay_mtu, address=docker_mac(ip)),),
-        addrs=(Addr(names.UPLINK, f"{ip}/{_prefix(c.lan_cidr)}"),),
-        routes=(Route("default", via=ipam.lan_gateway(c.lan_cidr), dev=names.UPLINK),),
+        addrs=addrs,
+        routes=routes,
         owner="lab-network",
     )
 
 
 def external_plan(state):
-    return uplink(state, state.external_netns(), ipam.lan_external_ip(state.cluster.lan_cidr))
+    plan = uplink(state, state.external_netns(), ipam.lan_external_ip(state.cluster.lan_cidr))
+    if not state.cluster.dual:
+        return plan
+    # A laptop on the LAN: no forwarding, so the kernel would take router advertisements.
+    return replace(plan, sysctls=(("net/ipv6/conf/all/disable_ipv6", "0"),
+                                  (f"net/ipv6/conf/{names.UPLINK}/accept_ra", "0")))

@@ -6,6 +6,9 @@ from, the VXLAN tunnels flannel.1's FDB entries point at, and each Service's clu
 the endpoints kube-proxy DNATs it to, read from a node: in iptables mode its KUBE-SEP
 chains (the nat table), in nftables mode its endpoint- chains (the `ip kube-proxy` table).
 The lab's state only says which namespace is which, and which mode kube-proxy runs in.
+In a dual-stack lab every box shows both families' addresses (IPv4 first, link-local ones
+left out), flannel-v6.1 and its tunnels beside flannel.1's, and each Service's IPv6 ClusterIP
+with its IPv6 endpoints, read from ip6tables (or the `ip6 kube-proxy` table).
 """
 
 import re
@@ -35,10 +38,15 @@ def _links(netns):
             master = by_index.get(l.get_attr("IFLA_MASTER"))
             out[name] = {"addrs": [], "master": master.get_attr("IFLA_IFNAME") if master else None,
                          "state": l.get_attr("IFLA_OPERSTATE")}
-        for a in ipr.get_addr(family=2):
-            name = by_index[a["index"]].get_attr("IFLA_IFNAME")
-            out[name]["addrs"].append(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
-        fdb = [(f.get_attr("NDA_LLADDR"), f.get_attr("NDA_DST")) for f in ipr.get_neighbours(family=7)
+        for family in (2, 10):                       # AF_INET, then AF_INET6 (none but link-local in IPv4 labs)
+            for a in ipr.get_addr(family=family):
+                address = a.get_attr("IFA_ADDRESS")
+                if family == 10 and (address.startswith("fe80:") or address == "::1"):
+                    continue
+                name = by_index[a["index"]].get_attr("IFLA_IFNAME")
+                out[name]["addrs"].append(f"{address}/{a['prefixlen']}")
+        fdb = [(f.get_attr("NDA_LLADDR"), f.get_attr("NDA_DST"), by_index[f["ifindex"]].get_attr("IFLA_IFNAME"))
+               for f in ipr.get_neighbours(family=7)
                if f.get_attr("NDA_DST") and by_index.get(f["ifindex"]) is not None
                and by_index[f["ifindex"]].get_attr("IFLA_IFNAME").startswith("flannel")]
     return out, fdb
@@ -58,7 +66,7 @@ def services_from_rules(nat_save):
     """{(service, cluster IP): [endpoint ip:port]} from an `iptables-save -t nat` text."""
     svc_chain, chain_eps, sep_target = {}, {}, {}
     for line in nat_save.splitlines():
-        m = re.match(r'-A KUBE-SERVICES -d (\S+)/32 .*--comment "(\S+) cluster IP".* -j (KUBE-SV[CL]-\S+)', line)
+        m = re.match(r'-A KUBE-SERVICES -d (\S+)/(?:32|128) .*--comment "(\S+) cluster IP".* -j (KUBE-SV[CL]-\S+)', line)
         if m:
             svc_chain[(m.group(2), m.group(1))] = m.group(3)
         m = re.match(r"-A (KUBE-SV[CL]-\S+) .*-j (KUBE-SEP-\S+)$", line)
@@ -96,11 +104,25 @@ def services_from_table(listing):
 
 
 def services(state):
-    """{(service, cluster IP): [endpoint ip:port]}, from the first node's kube-proxy rules."""
+    """{(service, cluster IP): [endpoint ip:port]}, from the first node's kube-proxy rules (of
+    both families in a dual-stack lab)."""
     node = state.nodes[0]
     if state.cluster.kube_proxy_mode == "nftables":
-        return services_from_table(nft.list_table(node.netns, "ip", "kube-proxy") or "")
-    return services_from_rules(iptables.save(node.netns, state.cluster.iptables_applier, "-t", "nat"))
+        out = services_from_table(nft.list_table(node.netns, "ip", "kube-proxy") or "")
+        if state.cluster.dual:
+            out.update(services_from_table(nft.list_table(node.netns, "ip6", "kube-proxy") or ""))
+        return out
+    out = services_from_rules(iptables.save(node.netns, state.cluster.iptables_applier, "-t", "nat"))
+    if state.cluster.dual:
+        out.update(services_from_rules(iptables.save(node.netns, state.cluster.iptables_applier, "-t", "nat",
+                                                     family="IPv6")))
+    return out
+
+
+def _endpoint(ep):
+    """An endpoint ip:port as kube-proxy's rules write it, split: [fd00::5]:80 too."""
+    host, _, port = ep.rpartition(":")
+    return host.strip("[]"), port
 
 
 def dot(lab):
@@ -115,7 +137,7 @@ def dot(lab):
     for node in state.nodes:
         links, fdb = _links(node.netns)
         out.append(f"  subgraph {_id('cluster', node.name)} {{ label={_id(node.name)};")
-        for dev in (names.UPLINK, names.CNI_BRIDGE, names.flannel_device(1)):
+        for dev in (names.UPLINK, names.CNI_BRIDGE, names.flannel_device(1), "flannel-v6.1"):
             if dev in links:
                 out.append(f"    {_id(node.name, dev)} [label={_id(_label(dev, links[dev]))}];")
         for pod in state.pods_on(node.name):
@@ -133,12 +155,13 @@ def dot(lab):
         if lan_links.get(port, {}).get("master") == names.LAN_BRIDGE:
             style = "" if lan_links[port]["state"] == "UP" else ", style=dashed, color=red"
             out.append(f"  {_id(node.name, names.UPLINK)} -> {_id('lan', names.LAN_BRIDGE)} [label={_id(port)}, dir=none{style}];")
-        tunnels += [(node.name, dst) for _, dst in fdb]
-    by_ip = {n.ip: n.name for n in state.nodes}
-    for src, dst in tunnels:
+        tunnels += [(node.name, dst, dev) for _, dst, dev in fdb]
+    by_ip = {ip: n.name for n in state.nodes for ip in n.ips}
+    for src, dst, dev in tunnels:
         if dst in by_ip and src < by_ip[dst]:
-            out.append(f"  {_id(src, 'flannel.1')} -> {_id(by_ip[dst], 'flannel.1')} "
-                       f"[label={_id('vxlan vni 1')}, dir=both, style=dotted, color=blue];")
+            out.append(f"  {_id(src, dev)} -> {_id(by_ip[dst], dev)} "
+                       f"[label={_id('vxlan vni 1' + (' (IPv6)' if ':' in dst else ''))}, dir=both, style=dotted, "
+                       f"color=blue];")
     ext_links, _ = _links(state.external_netns())
     out.append(f"  {_id('external')} [label={_id(_label('external client', ext_links[names.UPLINK]))}, shape=house];")
     out.append(f"  {_id('external')} -> {_id('lan', names.LAN_BRIDGE)} [dir=none];")
@@ -147,12 +170,18 @@ def dot(lab):
             lb_links, _ = _links(n)
             out.append(f"  {_id(n)} [label={_id(_label('load balancer', lb_links[names.UPLINK]))}, shape=cds];")
             out.append(f"  {_id(n)} -> {_id('lan', names.LAN_BRIDGE)} [dir=none];")
+    by_service = {}
     for (svc, ip), endpoints in sorted(services(state).items()):
-        out.append(f"  {_id('svc', svc)} [label={_id(svc + chr(92) + 'n' + ip)}, shape=hexagon, color=darkgreen];")
-        for ep in endpoints:
-            target = pod_by_ip.get(ep.rsplit(":", 1)[0])
-            if target:
-                out.append(f"  {_id('svc', svc)} -> {_id(target)} [label={_id(ep.rsplit(':', 1)[1])}, color=darkgreen];")
+        by_service.setdefault(svc, []).append((ip, endpoints))
+    for svc, families in by_service.items():          # one box a Service, its ClusterIPs IPv4 first
+        ips = (chr(92) + "n").join(ip for ip, _ in sorted(families, key=lambda f: ":" in f[0]))
+        out.append(f"  {_id('svc', svc)} [label={_id(svc + chr(92) + 'n' + ips)}, shape=hexagon, color=darkgreen];")
+        for _, endpoints in families:
+            for ep in endpoints:
+                host, port = _endpoint(ep)
+                target = pod_by_ip.get(host)
+                if target:
+                    out.append(f"  {_id('svc', svc)} -> {_id(target)} [label={_id(port)}, color=darkgreen];")
     out.append("}")
     return "\n".join(out) + "\n"
 

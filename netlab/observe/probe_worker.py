@@ -15,6 +15,18 @@ import time
 from netlab.kernel import netns as ns
 
 IP_MTU_DISCOVER, IP_PMTUDISC_DO, IP_MTU = 10, 2, 14
+IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO, IPV6_MTU = 23, 2, 24     # linux/in6.h
+
+
+def family_of(address):
+    """The socket family of an address literal: AF_INET6 for an IPv6 one (it has colons)."""
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def host_port(sockname):
+    """A socket's address as net.JoinHostPort writes it: 10.244.1.5:80, [fd00:10:244:1::5]:80."""
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def op_http(dst, port, path="/hostname", timeout=2.0, host=None, ca=None, server_name=None):
@@ -24,8 +36,8 @@ def op_http(dst, port, path="/hostname", timeout=2.0, host=None, ca=None, server
         import ssl
         s = ssl.create_default_context(cafile=ca).wrap_socket(s, server_hostname=server_name)
     try:
-        local = "%s:%d" % s.getsockname()
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host or dst}\r\nConnection: close\r\n\r\n".encode())
+        local = host_port(s.getsockname())
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host or (f'[{dst}]' if ':' in dst else dst)}\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while chunk := s.recv(65536):
             data += chunk
@@ -45,11 +57,11 @@ def status_of(head):
 
 
 def op_udp(dst, port, message="hostname", timeout=2.0):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(family_of(dst), socket.SOCK_DGRAM)
     try:
         s.settimeout(timeout)
         s.connect((dst, port))
-        local = "%s:%d" % s.getsockname()
+        local = host_port(s.getsockname())
         s.send(message.encode())
         return {"ok": True, "body": s.recv(65536).decode(errors="replace"), "local": local}
     finally:
@@ -60,23 +72,56 @@ def _source_for(dst):
     """The source address the kernel picks for dst. scapy reads the routes itself and gets
     flannel's `via 10.244.N.0 dev flannel.1 onlink` wrong (source 0.0.0.0: the kernel then
     fills in flannel.1's /32, and the answer to it matches nothing scapy sent); a connected
-    UDP socket asks the kernel, sending nothing."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    UDP socket asks the kernel, sending nothing (for IPv6 too: the pod's address, not a
+    link-local one)."""
+    with socket.socket(family_of(dst), socket.SOCK_DGRAM) as s:
         s.connect((dst, 9))
         return s.getsockname()[0]
 
 
+def _ip(dst, **fields):
+    """scapy's IP or IPv6 header for dst, from the source the kernel would pick."""
+    from scapy.all import IP, IPv6
+    if family_of(dst) == socket.AF_INET6:
+        return IPv6(src=_source_for(dst), dst=dst)
+    return IP(src=_source_for(dst), dst=dst, **fields)
+
+
+def _sr1(pkt, timeout):
+    """scapy's sr1 on the raw socket of the packet's family: sr1 itself sends what it is given
+    on conf.L3socket, an IPv4 one, whatever the packet."""
+    from scapy.all import IPv6, conf, sr1
+    if not isinstance(pkt, IPv6):
+        return sr1(pkt, timeout=timeout, verbose=0)
+    s = conf.L3socket6()
+    try:
+        return s.sr1(pkt, timeout=timeout, verbose=0)
+    finally:
+        s.close()
+
+
+def _icmp6_error(reply):
+    """An ICMPv6 error in a reply (destination unreachable, packet too big, time exceeded,
+    parameter problem: types 1-4), or None."""
+    from scapy.layers.inet6 import _ICMPv6Error
+    layer = reply.payload
+    return layer if isinstance(layer, _ICMPv6Error) else None
+
+
 def op_knock(dst, port, proto="tcp", timeout=2.0):
     """One packet made by scapy (a TCP SYN, or a UDP datagram) and the first answer to it:
-    a SYN-ACK, a RST, a UDP reply, an ICMP error, or nothing."""
-    from scapy.all import ICMP, IP, TCP, UDP, RandShort, sr1
+    a SYN-ACK, a RST, a UDP reply, an ICMP (or ICMPv6: "icmp6") error, or nothing."""
+    from scapy.all import ICMP, TCP, UDP, RandShort
     l4 = TCP(sport=RandShort(), dport=port, flags="S") if proto == "tcp" else UDP(sport=RandShort(), dport=port) / b"hostname"
     start = time.monotonic()
-    reply = sr1(IP(src=_source_for(dst), dst=dst) / l4, timeout=timeout, verbose=0)
+    reply = _sr1(_ip(dst) / l4, timeout)
     out = {"elapsed": round(time.monotonic() - start, 3)}
     if reply is None:
         return {**out, "ok": False, "reply": "none"}
-    out["from"] = reply[IP].src
+    out["from"] = reply.src
+    error6 = _icmp6_error(reply) if family_of(dst) == socket.AF_INET6 else None
+    if error6 is not None:
+        return {**out, "ok": True, "reply": "icmp6", "type": error6.type, "code": error6.code}
     if reply.haslayer(ICMP):
         return {**out, "ok": True, "reply": "icmp", "type": reply[ICMP].type, "code": reply[ICMP].code}
     if reply.haslayer(TCP):
@@ -104,7 +149,7 @@ def _exchange(server, message, tcp, timeout, port=53):
     """One DNS message and its answer: a datagram, or over TCP both with their two-byte
     length (RFC 1035 4.2.2). A peer that closes early is an error, not a wait."""
     if not tcp:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        with socket.socket(family_of(server), socket.SOCK_DGRAM) as s:
             s.settimeout(timeout)
             s.connect((server, port))
             s.send(message)
@@ -121,8 +166,11 @@ def _exchange(server, message, tcp, timeout, port=53):
 
 
 def op_ping(dst, size=84, df=False, timeout=2.0):
-    """One ICMP echo of `size` bytes (the whole IP packet), optionally with DF set."""
+    """One ICMP echo of `size` bytes (the whole IP packet), optionally with DF set; to an
+    IPv6 address an ICMPv6 echo (no router fragments IPv6: DF is how it always goes)."""
     from scapy.all import ICMP, IP, Raw, sr1
+    if family_of(dst) == socket.AF_INET6:
+        return _ping6(dst, size, timeout)
     pkt = IP(src=_source_for(dst), dst=dst, flags="DF" if df else 0) / ICMP(id=0x4E4C, seq=1)
     pkt = pkt / Raw(b"\x00" * max(0, size - 28))
     try:
@@ -139,17 +187,42 @@ def op_ping(dst, size=84, df=False, timeout=2.0):
             "mtu": icmp.nexthopmtu if icmp is not None and icmp.type == 3 and icmp.code == 4 else None}
 
 
+def _ping6(dst, size, timeout):
+    """ICMPv6 echo request (128) of `size` bytes (IPv6 header 40 + ICMPv6 8 + data); the
+    answer: an echo reply (129), or an error (packet too big: 2, with the MTU)."""
+    from scapy.all import ICMPv6EchoRequest
+    pkt = _ip(dst) / ICMPv6EchoRequest(id=0x4E4C, seq=1, data=b"\x00" * max(0, size - 48))
+    try:
+        reply = _sr1(pkt, timeout)
+    except OSError as e:
+        if e.errno == errno.EMSGSIZE:
+            return {"ok": False, "refused": "EMSGSIZE", "mtu": _path_mtu(dst)}
+        raise
+    if reply is None:
+        return {"ok": False, "timeout": True}
+    answer = reply.payload
+    kind = getattr(answer, "type", None)
+    return {"ok": kind == 129, "src": reply.src, "type": kind, "code": getattr(answer, "code", None),
+            "mtu": answer.mtu if kind == 2 else None}
+
+
 def _path_mtu(dst):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    six = family_of(dst) == socket.AF_INET6
+    s = socket.socket(family_of(dst), socket.SOCK_DGRAM)
     try:
         s.connect((dst, 9))
-        return s.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        return s.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU) if six else s.getsockopt(socket.IPPROTO_IP, IP_MTU)
     finally:
         s.close()
 
 
-def op_mtu(dst, size, port=9):
-    """Send one UDP datagram making an IP packet of `size` bytes with DF, as a socket would."""
+def op_mtu(dst, size, port=9, timeout=1.0):
+    """Send one UDP datagram making an IP packet of `size` bytes with DF, as a socket would.
+    IPv4: the kernel refuses it at once where the route's MTU is smaller (EMSGSIZE). IPv6: a
+    router on the way that cannot forward it answers Packet Too Big; the kernel lowers the
+    path MTU and fails the connected socket with EMSGSIZE, so the worker waits for that."""
+    if family_of(dst) == socket.AF_INET6:
+        return _mtu6(dst, size, port, timeout)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
@@ -165,15 +238,41 @@ def op_mtu(dst, size, port=9):
         s.close()
 
 
+def _mtu6(dst, size, port, timeout):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    mtu = lambda: s.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU)  # noqa: E731
+    try:
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO)
+        s.connect((dst, port))
+        payload = b"\x00" * (size - 48)            # IPv6 header 40 + UDP 8
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                s.send(payload)
+                s.settimeout(max(0.01, min(0.2, deadline - time.monotonic())))
+                s.recv(65536)
+            except OSError as e:
+                if e.errno == errno.EMSGSIZE:
+                    return {"ok": False, "refused": "EMSGSIZE", "mtu": mtu()}
+                if e.errno == errno.ECONNREFUSED:        # it arrived: nothing listens there
+                    return {"ok": True, "mtu": mtu()}
+                if not isinstance(e, TimeoutError):
+                    raise
+            if time.monotonic() >= deadline:
+                return {"ok": True, "mtu": mtu()}
+    finally:
+        s.close()
+
+
 _captures = {}
 
 
 _capture_ids = __import__("itertools").count(1)
 
 
-def op_capture_start(iface=None, bpf=None):
+def op_capture_start(iface=None, bpf=None, promisc=True):
     from scapy.all import AsyncSniffer
-    sniffer = AsyncSniffer(iface=iface, filter=bpf, store=True)
+    sniffer = AsyncSniffer(iface=iface, filter=bpf, store=True, promisc=promisc)
     sniffer.start()
     # AsyncSniffer opens its socket in its thread; wait until it listens.
     deadline = time.monotonic() + 3
@@ -192,27 +291,48 @@ def op_capture_stop(id):
     return {"ok": True, "packets": [describe(p) for p in packets]}
 
 
+def _network_layer(pkt):
+    """The first IP or IPv6 header of pkt, or None."""
+    from scapy.all import IP, IPv6
+    return next((layer for layer in pkt.iterpayloads() if isinstance(layer, (IP, IPv6))), None)
+
+
+def _icmp_type(ip):
+    """The ICMP type (ICMPv6's for an IPv6 packet: 128 echo request, 129 reply) or None."""
+    from scapy.all import ICMP, IP
+    if isinstance(ip, IP):
+        return ip[ICMP].type if ip.haslayer(ICMP) else None
+    if ip.nh == 58 and hasattr(ip.payload, "type"):
+        return ip.payload.type
+    return None
+
+
 def describe(pkt):
-    """The fields a person reads off a capture: outer and, for VXLAN, inner headers."""
-    from scapy.all import ICMP, IP, TCP, UDP, VXLAN
+    """The fields a person reads off a capture: outer and, for VXLAN, inner headers (IPv4
+    or IPv6, either of them: flannel-v6.1's packets are IPv6 in IPv6). An IPv6 header's
+    `proto` is its next header, `ip_len` the whole packet's length (payload + 40)."""
+    from scapy.all import IP, TCP, UDP, VXLAN
     out = {"summary": pkt.summary(), "length": len(pkt), "time": float(pkt.time)}
-    ip = pkt.getlayer(IP)
+    ip = _network_layer(pkt)
     if ip is None:
         return out
-    out.update(src=ip.src, dst=ip.dst, proto=ip.proto, ip_len=ip.len)
+    v4 = isinstance(ip, IP)
+    out.update(src=ip.src, dst=ip.dst, proto=ip.proto if v4 else ip.nh, ip_len=ip.len if v4 else ip.plen + 40)
+    if not v4:
+        out["family"] = "IPv6"
     if pkt.haslayer(UDP):
         out.update(sport=pkt[UDP].sport, dport=pkt[UDP].dport)
     elif pkt.haslayer(TCP):
         out.update(sport=pkt[TCP].sport, dport=pkt[TCP].dport, flags=str(pkt[TCP].flags))
-    if pkt.haslayer(ICMP):
-        out.update(icmp_type=pkt[ICMP].type)
+    if _icmp_type(ip) is not None:
+        out.update(icmp_type=_icmp_type(ip))
     if pkt.haslayer(VXLAN):
-        inner = pkt[VXLAN].getlayer(IP)
+        inner = _network_layer(pkt[VXLAN].payload)
         out["vxlan"] = {"vni": pkt[VXLAN].vni}
         if inner is not None:
             l4 = inner[TCP] if inner.haslayer(TCP) else (inner[UDP] if inner.haslayer(UDP) else None)
-            out["inner"] = {"src": inner.src, "dst": inner.dst, "proto": inner.proto,
-                            "icmp_type": inner[ICMP].type if inner.haslayer(ICMP) else None,
+            out["inner"] = {"src": inner.src, "dst": inner.dst, "proto": inner.proto if isinstance(inner, IP) else inner.nh,
+                            "icmp_type": _icmp_type(inner),
                             "sport": l4.sport if l4 is not None else None,
                             "dport": l4.dport if l4 is not None else None}
     return out
@@ -225,8 +345,9 @@ OPS = {"http": op_http, "udp": op_udp, "knock": op_knock, "dns": op_dns, "ping":
 def main():
     ns.enter_for_good(sys.argv[1])
     from scapy.all import UDP, VXLAN, bind_layers, conf
-    from scapy.supersocket import L3RawSocket
+    from scapy.supersocket import L3RawSocket, L3RawSocket6
     conf.L3socket = L3RawSocket              # the kernel routes, ARPs and enforces the MTU
+    conf.L3socket6 = L3RawSocket6            # and for IPv6: routes, neighbour discovery, the MTU
     bind_layers(UDP, VXLAN, dport=8472)      # flannel uses the kernel's default port
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:

@@ -6,6 +6,7 @@ The policy area's hundreds of connections need no worker: their sockets are open
 pods' namespaces from this process, and waited on together (connect_all).
 """
 
+import dataclasses
 import errno
 import json
 import resource
@@ -117,18 +118,18 @@ class Prober:
         worker process is needed, a socket keeps the namespace it was opened in."""
         return connect_all(connections, POLICY_TIMEOUT if timeout is None else timeout)
 
-    def capture(self, target, iface=None, bpf=None):
-        return _Capture(self._worker(target), iface, bpf)
+    def capture(self, target, iface=None, bpf=None, promisc=True):
+        return _Capture(self._worker(target), iface, bpf, promisc)
 
 
 class _Capture:
     """with prober.capture("lan", "br0", "udp port 8472") as cap: ...; cap.packets"""
 
-    def __init__(self, worker, iface, bpf):
-        self.worker, self.iface, self.bpf, self.packets = worker, iface, bpf, []
+    def __init__(self, worker, iface, bpf, promisc=True):
+        self.worker, self.iface, self.bpf, self.promisc, self.packets = worker, iface, bpf, promisc, []
 
     def __enter__(self):
-        self.id = self.worker.call("capture_start", iface=self.iface, bpf=self.bpf)["id"]
+        self.id = self.worker.call("capture_start", iface=self.iface, bpf=self.bpf, promisc=self.promisc)["id"]
         return self
 
     def __exit__(self, *exc):
@@ -149,14 +150,99 @@ class Check:
     ok: bool
     hint: str = ""
     skipped: str = ""
+    # A dual-stack lab's check is of a family, "IPv4" or "IPv6" (its name ends with the tag),
+    # set on the instance; a single-stack lab's has none, so its record (and JSON) is as it was.
+    family = ""
 
     @property
     def result(self):
         return "skipped" if self.skipped else ("pass" if self.ok else "fail")
 
+    def as_json(self):
+        """The check as `probe -o json` prints it (with "family" in a dual-stack lab)."""
+        return {**self.__dict__, "result": self.result}
+
 
 def skip(area, name, expected, why):
     return Check(area, name, expected, "", True, "", why)
+
+
+# --- IP families ----------------------------------------------------------------------
+#
+# A dual-stack lab is checked once per family, by the same checks: as kube-proxy runs one
+# proxier per family over the same code, the IPv6 checks get a view of the state in which
+# every object shows its IPv6 side where the checks read the IPv4 one (a pod's and a node's
+# ip, a node's podCIDR, a Service's ClusterIP, its endpoints' addresses). What differs by
+# family beyond the addresses (ICMPv6, AAAA, flannel-v6.1 and its MTU, ip6tables) asks
+# family(state). An IPv4 lab, and a dual lab's IPv4 checks, see the state itself.
+
+def family(state):
+    """The family a state (or a family's view of it) is checked in."""
+    return getattr(state, "family", "IPv4")
+
+
+def base(state):
+    """The lab's own state behind a family's view (what does not change with the family: the
+    kube-dns Service at its one, IPv4, address)."""
+    return getattr(state, "base", state)
+
+
+def tag(name):
+    """The mark a dual-stack lab's check names end with: " [IPv4]", " [IPv6]"."""
+    return f" [{name}]"
+
+
+def family_view(state, name):
+    """The state as the checks of family `name` read it: the state itself for IPv4 (the
+    primary family: every IPv4 field is what it is in a single-stack lab), for IPv6 a copy
+    whose pods' and nodes' ip are their ip6 (None, "": the object has none), nodes' pod_cidr
+    their pod_cidr6, Services' cluster_ip their IPv6 ClusterIP (None for a single-stack IPv4
+    Service; headless stays "None") and load_balancer_ip its load balancer's IPv6 address
+    (None where it has none), endpoints' addresses their pods' IPv6 addresses."""
+    if name == "IPv4":
+        return state
+    pods = [dataclasses.replace(p, ip=p.ip6 or None) for p in state.pods]
+    by_key = {(p.namespace, p.name): p for p in state.pods}
+    nodes = [dataclasses.replace(n, ip=n.ip6, pod_cidr=n.pod_cidr6) for n in state.nodes]
+    services = [dataclasses.replace(s, cluster_ip=s.cluster_ip if s.headless or s.cluster_ip is None
+                                    else s.cluster_ip_of("IPv6"), load_balancer_ip=s.load_balancer_ip_of("IPv6"))
+                for s in state.services]
+
+    def six(e, addresses):
+        pods_of = [(a, by_key.get((e.namespace, a.pod))) for a in addresses]
+        return tuple(dataclasses.replace(a, ip=p.ip6) for a, p in pods_of if p is not None and p.ip6)
+    endpoints = [dataclasses.replace(e, subsets=tuple(dataclasses.replace(sub, addresses=six(e, sub.addresses),
+                                                                          not_ready=six(e, sub.not_ready))
+                                                      for sub in e.subsets)) for e in state.endpoints]
+    view = dataclasses.replace(state, pods=pods, nodes=nodes, services=services, endpoints=endpoints)
+    view.family, view.base = name, state
+    return view
+
+
+def _single_stack(state, svc):
+    """Why a Service is not checked in the view's family ("" where it is): single-stack in
+    the other one."""
+    if family(state) == "IPv4" or svc.cluster_ip is not None or svc.type == "ExternalName":
+        return ""
+    return (f"it is single-stack {', '.join(svc.families)} (ipFamilyPolicy {svc.ip_family_policy or 'SingleStack'}):"
+            f" it has no IPv6 ClusterIP")
+
+
+def _outside(state):
+    """The external client's address on the LAN, in the view's family."""
+    ip = ipam.lan_external_ip(state.cluster.lan_cidr)
+    return ipam.lan_ip6(state.cluster, ip) if family(state) == "IPv6" else ip
+
+
+def _host(addrport):
+    """The address of an ip:port as agnhost's /clientip writes it (Go's RemoteAddr brackets an
+    IPv6 one: [fd00:10:244:1::5]:80)."""
+    host = addrport.rsplit(":", 1)[0]
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def _overlay_device(state):
+    return flannel.device6() if family(state) == "IPv6" else names.flannel_device(1)
 
 
 # The areas, as --area takes them, and their titles as the table prints them.
@@ -261,7 +347,7 @@ def pod_to_pod(prober, state, a, others, area):
         out.append(skip(area, f"tcp {src} -> {b.key}", expected, _denied(state, a, b, _ports(b, "TCP")[0], "TCP")))
     else:
         r = prober.http(src, b.ip, _ports(b, "TCP")[0], "/clientip")
-        seen = r.get("body", r.get("error", "")).rsplit(":", 1)[0]
+        seen = _host(r.get("body", r.get("error", "")))
         out.append(Check(area, f"tcp {src} -> {b.key}", expected,
                          f"client seen as {seen}" if r["ok"] else r.get("error", f"HTTP {r.get('status')}"),
                          r["ok"] and seen == a.ip, "FLANNEL-POSTRTG must RETURN pod-to-pod traffic"))
@@ -339,12 +425,13 @@ def node_to_pod(prober, state, by_node):
         pods = by_node[others[0].name]
         pod = _destination(pods, "TCP") or _destination(pods)
         out.append(_node_pod(prober, state, node, pod,
-                             f"the route to {pod.node}'s podCIDR via flannel.1 in {node.name}"))
+                             f"the route to {pod.node}'s podCIDR via {_overlay_device(state)} in {node.name}"))
     return out
 
 
 def _node_pod(prober, state, node, pod, hint):
-    # The node's packets leave by cni0 to its own pods, by flannel.1 (the subnet's .0) to others.
+    # The node's packets leave by cni0 to its own pods, by flannel.1 (the subnet's .0) to others
+    # (flannel-v6.1, the IPv6 subnet's network address, in the IPv6 view).
     source = ipam.gateway(node.pod_cidr) if pod.node == node.name else node.pod_cidr.split("/")[0]
     why = _ports(pod, "TCP") and _denied(state, source, pod, _ports(pod, "TCP")[0], "TCP")
     if why:
@@ -399,22 +486,32 @@ def matrix_checks(prober, state, by_node):
     return out
 
 
-def matrix(checks):
-    """The pod matrix checks as rows of ✓, ✗ and - (skipped), for the CLI."""
-    cells = {tuple(c.name.split(" -> ")): ("-" if c.skipped else "✓" if c.ok else "✗")
-             for c in checks if c.area == "pod-matrix" and " -> " in c.name}
+def matrix(checks, family=""):
+    """The pod matrix checks as rows of ✓, ✗ and - (skipped), for the CLI; in a dual-stack
+    lab those of one `family`."""
+    end = tag(family) if family else ""
+    cells = {tuple(c.name.removesuffix(end).split(" -> ")): ("-" if c.skipped else "✓" if c.ok else "✗")
+             for c in checks if c.area == "pod-matrix" and " -> " in c.name and c.family == family}
     pods = sorted({a for a, _ in cells} | {b for _, b in cells})
     rows = [[a] + [("·" if a == b else cells.get((a, b), "✗")) for b in pods] for a in pods]
     return ["from \\ to"] + [p.split("/")[-1] for p in pods], rows
 
 
 def overlay_checks(prober, state, by_node):
-    mtu = flannel.mtu(state.cluster)
+    """flannel's VXLAN between two nodes' pods: the encapsulation seen on the LAN, and the MTU
+    with DF set. IPv4: flannel.1's MTU, a bigger packet refused in the pod (its eth0 has that
+    MTU). IPv6: flannel-v6.1's, which the kernel clamps to the underlay's MTU - 70 (pods stay
+    at the IPv4 overlay's, 1450): a bigger packet leaves the pod, and its node answers Packet
+    Too Big with flannel-v6.1's MTU."""
+    six = family(state) == "IPv6"
+    mtu = flannel.mtu6(state.cluster) if six else flannel.mtu(state.cluster)
+    too_big = f"refused: packet too big, mtu {mtu}" if six else f"refused: fragmentation needed, mtu {mtu}"
+    device = _overlay_device(state)
     why = _cross_node_reason(state, by_node)
     if why:
         return [skip("overlay", "vxlan encapsulation", f"udp/{flannel.PORT} vni {flannel.VNI} between nodes", why),
                 skip("overlay", f"mtu {mtu} DF", "echo reply (fits the overlay)", why),
-                skip("overlay", f"mtu {mtu + 1} DF", f"refused: fragmentation needed, mtu {mtu}", why)]
+                skip("overlay", f"mtu {mtu + 1} DF", too_big, why)]
     na, nb = _with_pods(state, by_node)[:2]
     a, b = by_node[na.name][0], _destination(by_node[nb.name])
     src = a.key
@@ -426,29 +523,36 @@ def overlay_checks(prober, state, by_node):
             f" [{enc[0]['inner']['src']} -> {enc[0]['inner']['dst']}]" if enc else "no VXLAN packet on the LAN")
     expected = f"{na.ip} -> {nb.ip} udp/{flannel.PORT} vni {flannel.VNI} [{a.ip} -> {b.ip}]"
     checks.append(Check("overlay", f"vxlan encapsulation {a.node} -> {b.node}", expected, seen, seen == expected,
-                        f"flannel.1 FDB in {a.node}: bridge fdb show dev flannel.1"))
+                        f"{device} FDB in {a.node}: bridge fdb show dev {device}"))
     r = prober.ping(src, b.ip, size=mtu, df=True)
     checks.append(Check("overlay", f"mtu {mtu} DF {src} -> {b.ip}", "echo reply (fits the overlay)",
-                        "echo reply" if r["ok"] else str(r), r["ok"], "underlay MTU must be flannel MTU + 50"))
+                        "echo reply" if r["ok"] else str(r), r["ok"],
+                        f"underlay MTU must be {device}'s MTU + {flannel.OVERHEAD6 if six else flannel.OVERHEAD}"))
     r = prober.mtu(src, b.ip, mtu + 1)
-    observed = f"refused: fragmentation needed, mtu {r.get('mtu')}" if r.get("refused") else "sent (would be lost)"
-    checks.append(Check("overlay", f"mtu {mtu + 1} DF {src} -> {b.ip}", f"refused: fragmentation needed, mtu {mtu}",
-                        observed, r.get("refused") == "EMSGSIZE" and r.get("mtu") == mtu, "pod eth0 MTU"))
+    refused = too_big.rsplit(" ", 1)[0]
+    observed = f"{refused} {r.get('mtu')}" if r.get("refused") else "sent (would be lost)"
+    checks.append(Check("overlay", f"mtu {mtu + 1} DF {src} -> {b.ip}", too_big,
+                        observed, r.get("refused") == "EMSGSIZE" and r.get("mtu") == mtu,
+                        f"{device}'s MTU in {a.node} and its Packet Too Big" if six
+                        else "pod eth0 MTU"))
     return checks
 
 
 def egress_check(prober, state, client):
-    outside = ipam.lan_external_ip(state.cluster.lan_cidr)
+    outside = _outside(state)
     if client.pod is None:
         return [skip("egress", f"icmp a pod -> external {outside}", "reply; seen outside as the node",
                      "no pod is running to send from")]
     node = state.node(client.node)
-    with prober.capture("external", names.UPLINK, "icmp") as cap:
+    six = family(state) == "IPv6"
+    with prober.capture("external", names.UPLINK, "icmp6" if six else "icmp") as cap:
         r = prober.ping(client.target, outside)
-    sources = sorted({p["src"] for p in cap.packets if p.get("icmp_type") == 8})
+    echo = 128 if six else 8                         # ICMPv6's echo request, ICMP's
+    sources = sorted({p["src"] for p in cap.packets if p.get("icmp_type") == echo})
     return [Check("egress", f"icmp {client.target} -> external {outside}", f"reply; seen outside as node {node.ip}",
                   f"{'reply' if r['ok'] else 'no reply'}; seen as {', '.join(sources) or 'nothing'}",
-                  r["ok"] and sources == [node.ip], "FLANNEL-POSTRTG MASQUERADE in the node's nat table")]
+                  r["ok"] and sources == [node.ip],
+                  f"FLANNEL-POSTRTG MASQUERADE in the node's nat table{' (ip6tables -t nat)' if six else ''}")]
 
 
 def _backends(state, svc, port):
@@ -474,7 +578,9 @@ def _backend_pods(state, svc, port):
 
 
 def _kube_dns(state):
+    """The kube-dns Service, by its one address (IPv4 in a dual-stack lab too, as kubeadm's)."""
     from netlab.addons import coredns
+    state = base(state)
     return next((s for s in state.services if s.cluster_ip == coredns.dns_ip(state.cluster)), None)
 
 
@@ -509,6 +615,10 @@ def service_checks(prober, state, client):
     dns = _kube_dns(state)
     checks = []
     for svc in state.services:
+        if _single_stack(state, svc) and not any(k in svc.labels for k in kube_proxy.NO_PROXY_LABELS):
+            checks += [skip("services", f"{svc.key}:{port.name or port.port}/{port.protocol} cluster IP from "
+                            f"{client.target}", "a backend answers", _single_stack(state, svc)) for port in svc.ports]
+            continue
         if svc.type == "ExternalName" or svc.cluster_ip in (None, "None"):
             continue                                # no cluster IP: the dns area asks for its records
         if not kube_proxy.proxied(svc):
@@ -518,7 +628,7 @@ def service_checks(prober, state, client):
                             f"{client.target}", "a backend answers", why) for port in svc.ports]
             continue
         for port in svc.ports:
-            checks += _service_port_checks(prober, state, client, svc, port, svc is dns)
+            checks += _service_port_checks(prober, state, client, svc, port, dns is not None and svc.key == dns.key)
     return checks
 
 
@@ -553,8 +663,21 @@ HINTS = {
 }
 
 
+# In the IPv6 view, the same rules are kube-proxy's IPv6 proxier's: ip6tables, or the ip6 table.
+COMMANDS6 = {"iptables": ("netlab iptables {node} -t nat", "netlab exec {node} -- ip6tables-save -t nat",
+                          "ip6tables: netlab exec {node} -- ip6tables-save"),
+             "nftables": ("netlab nft {node}", "netlab exec {node} -- nft list table ip6 kube-proxy",
+                          "the ip6 kube-proxy table: netlab exec {node} -- nft list table ip6 kube-proxy")}
+
+
 def _hint(state, what, node=""):
-    return HINTS[state.cluster.kube_proxy_mode][what].format(node=node)
+    mode = state.cluster.kube_proxy_mode
+    text = HINTS[mode][what]
+    if family(state) == "IPv6":
+        four, six, where = COMMANDS6[mode]
+        text = text.replace(four, six) if four in text else f"{text} ({where})"
+        node = node or state.nodes[0].name
+    return text.format(node=node)
 
 
 def _service_port_checks(prober, state, client, svc, port, is_dns):
@@ -629,11 +752,14 @@ def _without_endpoints(prober, state, client, svc, port, name):
         node = state.nodes[0]
         targets.append((f"{name} node port {node.ip}:{port.node_port} without endpoints from external", "external",
                         node.ip, port.node_port, _hint(state, "nodeport-reject", node.name)))
+    # kube-proxy's REJECT: icmp-port-unreachable (3/3); in ip6tables icmp6-port-unreachable (1/4).
+    unreachable = "icmp6 1/4" if family(state) == "IPv6" else "icmp 3/3"
     for check_name, who, ip, number, hint in targets:
         r = prober.knock(who, ip, number, proto)
-        seen = (f"icmp {r.get('type')}/{r.get('code')}" if r.get("reply") == "icmp"
+        seen = (f"{r['reply']} {r.get('type')}/{r.get('code')}" if r.get("reply") in ("icmp", "icmp6")
                 else r.get("reply", r.get("error", "")))
-        out.append(Check("services", check_name, "icmp 3/3 (port unreachable) at once", seen, seen == "icmp 3/3", hint))
+        out.append(Check("services", check_name, f"{unreachable} (port unreachable) at once", seen,
+                         seen == unreachable, hint))
     return out
 
 
@@ -641,7 +767,7 @@ def _node_port_checks(prober, state, svc, port, name, backends):
     """A node port from the external client through every node: SNATed by the node
     (policy Cluster); for policy Local, the client's address kept where a backend runs and
     the packet dropped where none does."""
-    outside = ipam.lan_external_ip(state.cluster.lan_cidr)
+    outside = _outside(state)
     local = svc.external_traffic_policy == "Local"
     out = []
     for node in state.nodes:
@@ -658,7 +784,7 @@ def _node_port_checks(prober, state, svc, port, name, backends):
             r = prober.udp("external", node.ip, port.node_port, "clientip")
         else:
             r = prober.http("external", node.ip, port.node_port, "/clientip")
-        seen = r.get("body", r.get("error", "")).rsplit(":", 1)[0]
+        seen = _host(r.get("body", r.get("error", "")))
         expected = f"client seen as {outside}" if local else f"client not seen as {outside} (SNAT by the node)"
         ok = r["ok"] and bool(r.get("body")) and ((seen == outside) if local else (seen != outside))
         out.append(Check("services", check_name, expected, f"client seen as {seen}" if r["ok"] else seen, ok, chains))
@@ -709,7 +835,7 @@ def _service_tcp_followups(prober, state, client, svc, port, name, backends, hin
             # until another backend answers; any other address is the verdict.
             for _ in range(30 if pod.name in backends else 1):
                 r = prober.http(src, svc.cluster_ip, port.port, "/clientip", timeout=timeout)
-                seen = r.get("body", r.get("error", "")).rsplit(":", 1)[0]
+                seen = _host(r.get("body", r.get("error", "")))
                 if r["ok"] and seen != own_gateway:
                     break
             return seen, r["ok"] and seen == pod.ip
@@ -720,7 +846,7 @@ def _service_tcp_followups(prober, state, client, svc, port, name, backends, hin
     no_dns = _no_dns(state)
 
     def by_name():
-        d = prober.dns(src, coredns.dns_ip(state.cluster), fqdn)
+        d = prober.dns(src, coredns.dns_ip(state.cluster), fqdn, "AAAA" if family(state) == "IPv6" else "A")
         ip = (d.get("answers") or [None])[0]
         r = prober.http(src, ip, port.port) if ip else {"ok": False, "error": f"{fqdn} did not resolve"}
         return r.get("body") or r.get("error", ""), ip == svc.cluster_ip and r["ok"] and r.get("body") in backends
@@ -781,7 +907,7 @@ def _service_tcp_followups(prober, state, client, svc, port, name, backends, hin
 def _no_dns(state):
     """Why the cluster has no DNS to ask, or "" when kube-dns has a ready endpoint."""
     dns = _kube_dns(state)
-    ep = state.endpoints_of(dns) if dns else None
+    ep = base(state).endpoints_of(dns) if dns else None
     if dns is None:
         return "there is no kube-dns Service"
     if not any(s.addresses for s in (ep.subsets if ep else ())):
@@ -792,20 +918,31 @@ def _no_dns(state):
 def dns_checks(prober, state, client):
     """The cluster's DNS from the client, through the kube-dns ClusterIP: kubernetes.default
     over UDP and TCP, every headless Service's ready addresses, every ExternalName's CNAME.
-    Without a kube-dns endpoint each is skipped."""
+    Without a kube-dns endpoint each is skipped. In the IPv6 view the same names are asked
+    for AAAA records, of the same server (kube-dns keeps its one IPv4 address in a dual-stack
+    cluster): a name of a Service without IPv6 addresses has none (NOERROR, no answer: NODATA)."""
     from netlab.addons import coredns
     src = client.target
     server = coredns.dns_ip(state.cluster)
     why = _no_dns(state)
+    six = family(state) == "IPv6"
+    qtype = "AAAA" if six else "A"
+    nodata = "NOERROR, no answer (NODATA)"
     checks = []
     name = f"kubernetes.default.svc.{coredns.DOMAIN}"
     expected = state.service("default", "kubernetes").cluster_ip
     for tcp in (False, True):
-        check_name = f"{name} A over {'tcp' if tcp else 'udp'} from {src}"
+        check_name = f"{name} {qtype} over {'tcp' if tcp else 'udp'} from {src}"
         if why:
-            checks.append(skip("dns", check_name, expected, why))
+            checks.append(skip("dns", check_name, expected or nodata, why))
             continue
-        r = prober.dns(src, server, name, "A", tcp=tcp, retry_tcp=False)
+        r = prober.dns(src, server, name, qtype, tcp=tcp, retry_tcp=False)
+        if expected is None:
+            seen = ", ".join(r.get("answers", [])) or (nodata if r.get("rcode") == "NOERROR" else "") \
+                or r.get("rcode") or r.get("error", "")
+            checks.append(Check("dns", check_name, nodata, seen, r["ok"] and seen == nodata,
+                                "CoreDNS's kubernetes plugin: a single-stack IPv4 Service has no AAAA record"))
+            continue
         seen = ", ".join(r.get("answers", [])) or r.get("rcode") or r.get("error", "")
         checks.append(Check("dns", check_name, expected, seen, r["ok"] and r.get("answers") == [expected],
                             "the coredns pods (netlab get pods -n kube-system) and the kube-dns chains"))
@@ -814,16 +951,22 @@ def dns_checks(prober, state, client):
         if svc.headless:
             ep = state.endpoints_of(svc)
             ready = sorted({a.ip for s in (ep.subsets if ep else ()) for a in s.addresses})
+            # The name exists while any family has a ready address: where this one has none, NODATA.
+            other = base(state).endpoints_of(svc) if six else None
+            none = (nodata if any(s.addresses for s in (other.subsets if other else ())) else "NXDOMAIN")
+            label = f"headless {fqdn}" + (" AAAA" if six else "")
             if why:
-                checks.append(skip("dns", f"headless {fqdn}", _listed(ready) or "NXDOMAIN", why))
+                checks.append(skip("dns", label, _listed(ready) or none, why))
                 continue
-            r = prober.dns(src, server, fqdn)          # a truncated UDP answer is asked again over TCP
+            r = prober.dns(src, server, fqdn, qtype)          # a truncated UDP answer is asked again over TCP
             seen = sorted(r.get("answers", [])) if r.get("rcode") == "NOERROR" else r.get("rcode") or r.get("error")
             observed = _listed(seen) if isinstance(seen, list) else str(seen)
+            if seen == [] and none == nodata:
+                observed = nodata
             if r.get("tc"):
                 observed += " (over TCP: the UDP answer was truncated)"
-            checks.append(Check("dns", f"headless {fqdn}", _listed(ready) or "NXDOMAIN", observed,
-                                seen == ready if ready else seen == "NXDOMAIN",
+            checks.append(Check("dns", label, _listed(ready) or none, observed,
+                                seen == ready if ready else (seen == [] if none == nodata else seen == "NXDOMAIN"),
                                 "the endpoints' readiness, then CoreDNS"))
         elif svc.type == "ExternalName":
             expected = svc.external_name.rstrip(".") + "."
@@ -845,14 +988,21 @@ def _listed(addresses, most=4):
 
 
 def lb_checks(prober, state):
-    """Every LoadBalancer Service's address from outside the cluster."""
+    """Every LoadBalancer Service's address from outside the cluster, in the view's family:
+    in the IPv6 view a dual-stack Service's IPv6 load-balancer address (the cloud's balancer
+    answers on it, MetalLB's speaker answers NDP for it); a single-stack IPv4 one is skipped."""
     area, out = "load-balancers", []
+    six = family(state) == "IPv6"
     for svc in state.services:
         if svc.type != "LoadBalancer":
             continue
         for port in svc.ports:
             name = f"{svc.key}:{port.port} at {svc.load_balancer_ip or '<pending>'} from external"
             backends, server = _backends(state, svc, port)
+            if six and (_single_stack(state, svc) or not svc.load_balancer_ip):
+                out.append(skip(area, name, "a backend answers", _single_stack(state, svc) or (
+                    "its load balancer has no IPv6 address (status.loadBalancer.ingress holds none)")))
+                continue
             why = ("it has no external IP yet (EXTERNAL-IP <pending>)" if not svc.load_balancer_ip
                    else f"{port.protocol}: the probe asks load balancers over TCP only" if port.protocol != "TCP"
                    else "it has no ready endpoint" if not backends
@@ -877,6 +1027,10 @@ def ingress_checks(prober, state):
     if controller is None:
         return [skip("ingress", f"{rule.host or '*'}{p.path} ({p.path_type}) -> {p.service}", "routed",
                      "no ingress controller runs (the Lab document's ingress.enabled is false)")
+                for ing in state.ingresses for rule in ing.rules for p in rule.paths]
+    if _single_stack(state, controller):
+        return [skip("ingress", f"{rule.host or '*'}{p.path} ({p.path_type}) -> {p.service}", "routed",
+                     f"the controller's Service {controller.key}: {_single_stack(state, controller)}")
                 for ing in state.ingresses for rule in ing.rules for p in rule.paths]
     port = next(p.node_port for p in controller.ports if p.name == "http")
     node = state.nodes[0]
@@ -988,7 +1142,8 @@ def _connect_batch(connections, indexes, out, timeout):
             with ns.entered(netns):                  # a socket keeps the namespace it was made in
                 for i in group:
                     kind = socket.SOCK_STREAM if connections[i].protocol == "TCP" else socket.SOCK_DGRAM
-                    sockets[i] = socket.socket(socket.AF_INET, kind)
+                    family = socket.AF_INET6 if ":" in connections[i].ip else socket.AF_INET
+                    sockets[i] = socket.socket(family, kind)
             for i in group:
                 c, s = connections[i], sockets[i]
                 s.setblocking(False)
@@ -1324,9 +1479,30 @@ def suite(lab, areas=None):
     if unknown:
         raise NetlabError(f"no probe area {unknown[0]!r} (areas: {', '.join(AREAS)})")
     state = lab.state()
+    wanted = set(areas or default_areas(state))
+    plans = {name: plan(family_view(state, name)) for name in state.cluster.families}
+    dual = len(plans) > 1
+    with lab.prober() as prober:
+        # Workers import scapy (about a second each): start the ones needed at once.
+        prober.start(*sorted(set().union(*(sources[a] for _, sources in plans.values() for a in wanted))))
+        with ThreadPoolExecutor(max_workers=len(wanted) * len(plans)) as pool:   # they wait on workers, not the CPU
+            results = {(area, name): pool.submit(fn, prober) for name, (groups, _) in plans.items()
+                       for area, fn in groups.items() if area in wanted}
+            out = []
+            for area in AREAS:
+                for name in plans:
+                    for c in results[(area, name)].result() if (area, name) in results else ():
+                        if dual:                    # every check of a dual-stack lab says its family
+                            c.name, c.family = c.name + tag(name), name
+                        out.append(c)
+            return out
+
+
+def plan(state):
+    """The checks of each area on a state (or a family's view of it), as functions of the
+    Prober, and the namespaces each area sends from: ({area: fn}, {area: {target}})."""
     by_node = _running(state)
     client = _client(state, by_node)
-    wanted = set(areas or default_areas(state))
     groups = {
         "pods-same-node": lambda p: same_node_checks(p, state, by_node),
         "pods-across-nodes": lambda p: across_nodes_checks(p, state, by_node),
@@ -1348,9 +1524,4 @@ def suite(lab, areas=None):
                "services": {client.target, "external", state.nodes[0].name}, "dns": {client.target},
                "load-balancers": {"external"}, "ingress": {"external", state.nodes[0].name},
                "policy": set()}                 # its sockets are opened in the pods' namespaces: no worker
-    with lab.prober() as prober:
-        # Workers import scapy (about a second each): start the ones needed at once.
-        prober.start(*sorted(set().union(*(sources[a] for a in wanted))))
-        with ThreadPoolExecutor(max_workers=len(wanted)) as pool:   # they wait on workers, not the CPU
-            results = {area: pool.submit(fn, prober) for area, fn in groups.items() if area in wanted}
-            return [c for area in AREAS if area in results for c in results[area].result()]
+    return groups, sources

@@ -18,6 +18,11 @@ flow's destination; a `nft monitor trace` in each node prints every rule such a 
 matches, in order: services -> the service-ips verdict map -> service-X -> numgen ->
 endpoint-Y -> dnat. A marker datagram sent after the flow tells when a monitor has printed
 everything before it. The tables and the monitors are removed whatever happens.
+
+A flow to an IPv6 address (a dual-stack lab: a pod's, node's or Service's IPv6 address, given
+as is, or NAME/6 for the object's IPv6 one) is traced the same way in kube-proxy's IPv6 rules:
+ip6tables' counters (`ip6tables-save -c`), or in nftables mode the `ip6 kube-proxy` table
+with a trace table of family ip6.
 """
 
 import ctypes
@@ -38,10 +43,12 @@ from netlab.kernel import netns as ns
 from netlab.kernel import nft
 
 
-def counters(netns, backend):
-    """{(table, chain, rule): packets} from `iptables-save -c`, read with the lab's backend."""
+def counters(netns, backend, family="IPv4"):
+    """{(table, chain, rule): packets} from `iptables-save -c` (ip6tables-save -c for IPv6),
+    read with the lab's backend."""
     out, table = {}, None
-    text = iptables.save(netns, backend, "-c")
+    text = iptables.save(netns, backend, "-c") if family == "IPv4" else iptables.save(netns, backend, "-c",
+                                                                                      family=family)
     for line in text.splitlines():
         if line.startswith("*"):
             table = line[1:]
@@ -51,19 +58,44 @@ def counters(netns, backend):
     return out
 
 
-def resolve(state, dst):
-    """DST as an address: an IP, a pod (NAME or NS/NAME), a node, or a Service (NAME or NS/NAME)."""
+def split_destination(dst):
+    """DST[:PORT] as (host, port text): an IPv6 address is written [ADDR]:PORT, or bare
+    without a port (fd00:10:244:1::5), as curl and net.JoinHostPort write them."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(.*))?", dst)
+    if m:
+        return m[1], m[2] or ""
+    if dst.count(":") > 1:
+        return dst, ""
     host, _, port = dst.partition(":")
+    return host, port
+
+
+def resolve(state, dst):
+    """DST as an address: an IP (IPv4, or IPv6 as ADDR or [ADDR]:PORT), a pod (NAME or
+    NS/NAME), a node, or a Service (NAME or NS/NAME); in a dual-stack lab NAME/6 names the
+    object's IPv6 address (a pod's, a node's, a Service's IPv6 ClusterIP)."""
+    host, port = split_destination(dst)
+    six = host.endswith("/6") and state.cluster.dual
+    if six:
+        host = host[:-2]
     namespace, _, name = host.rpartition("/")
     namespace = namespace or "default"
     if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", host):
         ip = host
+    elif ":" in host and re.fullmatch(r"[0-9A-Fa-f:.]+", host):
+        ip = host
     elif state.find_node(host) is not None:
-        ip = state.find_node(host).ip
+        ip = state.find_node(host).ip6 if six else state.find_node(host).ip
     elif any(s.namespace == namespace and s.name == name for s in state.services):
-        ip = state.service(namespace, name).cluster_ip
+        svc = state.service(namespace, name)
+        ip = svc.cluster_ip_of("IPv6") if six else svc.cluster_ip
+        if ip is None and six:
+            raise NetlabError(f"trace: Service {svc.key} has no IPv6 ClusterIP (ipFamilies "
+                              f"{', '.join(svc.families)})")
     elif any(p.namespace == namespace and p.name == name for p in state.pods):
         ip = _pod_ip(state.pod(namespace, name))
+        if six:
+            ip = state.pod(namespace, name).ip6
     else:
         raise NetlabError(f"trace: {host!r} is not an address, node, pod or Service of lab {state.lab}")
     if port and not (port.isdigit() and 1 <= int(port) <= 65535):
@@ -82,14 +114,23 @@ def answered(t):
     return bool(a.get("ok"))
 
 
-def _source_ip(state, src):
+def family_of(ip):
+    return "IPv6" if ":" in ip else "IPv4"
+
+
+def _source_ip(state, src, family="IPv4"):
+    """The source's address in the flow's family."""
+    six = family == "IPv6"
     if src == "external":
         from netlab.controllers import ipam
-        return ipam.lan_external_ip(state.cluster.lan_cidr)
+        ip = ipam.lan_external_ip(state.cluster.lan_cidr)
+        return ipam.lan_ip6(state.cluster, ip) if six else ip
     if state.find_node(src) is not None:
-        return state.find_node(src).ip
+        return state.find_node(src).ip6 if six else state.find_node(src).ip
     namespace, _, name = src.rpartition("/")
-    return _pod_ip(state.pod(namespace or "default", name))
+    pod = state.pod(namespace or "default", name)
+    ip = _pod_ip(pod)
+    return pod.ip6 if six else ip
 
 
 def _pod_ip(pod):
@@ -101,19 +142,31 @@ def _pod_ip(pod):
 def trace(lab, src, dst, udp=False):
     state = lab.state()
     ip, port = resolve(state, dst)
-    src_ip = _source_ip(state, src)
+    family = family_of(ip)
+    six = family == "IPv6"
+    src_ip = _source_ip(state, src, family)
+    if not src_ip:
+        raise NetlabError(f"trace: {src} has no {family} address to send from (the lab is single-stack IPv4)")
     protocol = "icmp" if port is None else ("udp" if udp else "tcp")
     nftables = state.cluster.kube_proxy_mode == "nftables"
-    before = {n.name: counters(n.netns, state.cluster.iptables_applier) for n in state.nodes}
-    where = [("lan", names.LAN_BRIDGE)] + [(n.name, dev) for n in state.nodes
-                                            for dev in (names.CNI_BRIDGE, names.flannel_device(1))]
+    applier = state.cluster.iptables_applier
+    before = {n.name: counters(n.netns, applier, family) for n in state.nodes}
+    overlay = names.flannel_device(1) if not six else _flannel_device6()
+    where = [("lan", names.LAN_BRIDGE)] + [(n.name, dev) for n in state.nodes for dev in (names.CNI_BRIDGE, overlay)]
     where.append((src, names.UPLINK))
     with ExitStack() as tracing:
-        traced = tracing.enter_context(nft_tracing(state, flow_matches(state, ip, port, protocol))) if nftables else None
+        traced = (tracing.enter_context(nft_tracing(state, flow_matches(state, ip, port, protocol), family=family))
+                  if nftables else None)
         with lab.prober() as prober:
             prober.start(src, "lan", *[n.name for n in state.nodes])
             with ExitStack() as stack:
-                caps = [(w, stack.enter_context(prober.capture(w[0], w[1], None))) for w in where]
+                # A bridge in promiscuous mode passes multicast up marked as seen only by the
+                # capture, and this kernel's IPv6 then ignores a pod's neighbour solicitation for
+                # its cni0 gateway (tcpdump -i cni0 does the same to a dual-stack node): an IPv6
+                # trace captures cni0 as tcpdump -p does, which still sees the routed flow.
+                caps = [(w, stack.enter_context(prober.capture(w[0], w[1], None,
+                                                               promisc=not (six and w[1] == names.CNI_BRIDGE))))
+                        for w in where]
                 if port is None:
                     answer = prober.ping(src, ip)
                 elif udp:
@@ -121,15 +174,17 @@ def trace(lab, src, dst, udp=False):
                 else:
                     answer = prober.http(src, ip, port, "/hostname")
         reported = traced.reported() if nftables else {}
-    after = {n.name: counters(n.netns, state.cluster.iptables_applier) for n in state.nodes}
+    after = {n.name: counters(n.netns, applier, family) for n in state.nodes}
     local = answer.get("local", "")
     sport = int(local.rsplit(":", 1)[1]) if ":" in local else None
     rules = [{"node": node, "table": t, "chain": c, "rule": r, "packets": after[node][(t, c, r)] - before[node].get((t, c, r), 0)}
              for node in after for (t, c, r) in after[node]
              if after[node][(t, c, r)] > before[node].get((t, c, r), 0)]
-    rules += [hop for node in state.nodes for hop in nft_hops(node.name, parse_monitor(reported.get(node.name, "")), sport)]
+    table = IP6_KUBE_PROXY_TABLE if six else KUBE_PROXY_TABLE
+    rules += [hop for node in state.nodes
+              for hop in nft_hops(node.name, parse_monitor(reported.get(node.name, "")), sport, table)]
     nat = _conntrack(state, src_ip, ip, port, sport, udp)
-    flow = {src_ip, ip} | {e["to"].rsplit(":", 1)[0] for e in nat} | {e["reply_dst"] for e in nat}
+    flow = {src_ip, ip} | {_host(e["to"]) for e in nat} | {e["reply_dst"] for e in nat}
     hops = []
     for (target, dev), cap in caps:
         for p in cap.packets:
@@ -137,10 +192,31 @@ def trace(lab, src, dst, udp=False):
             if (inner and {inner.get("src"), inner.get("dst")} & flow) or (not inner and {p.get("src"), p.get("dst")} & flow):
                 hops.append({"where": f"{target}:{dev}", **p})
     hops.sort(key=lambda h: h.get("time", 0))
-    return {"source": src, "src_ip": src_ip, "destination": dst, "dst_ip": ip, "port": port,
-            "protocol": protocol, "kube_proxy_mode": state.cluster.kube_proxy_mode, "answer": answer,
-            "rules": rules, "network_policies": len(state.network_policies), "policy": policy_path(rules),
-            "conntrack": nat, "hops": hops}
+    out = {"source": src, "src_ip": src_ip, "destination": dst, "dst_ip": ip, "port": port,
+           "protocol": protocol, "kube_proxy_mode": state.cluster.kube_proxy_mode, "answer": answer,
+           "rules": rules, "network_policies": len(state.network_policies), "policy": policy_path(rules),
+           "conntrack": nat, "hops": hops}
+    if six:                                  # an IPv4 trace's record is as it was
+        out["family"] = family
+    return out
+
+
+def _hop_end(address, port):
+    """One end of a captured packet: ADDR:PORT, [ADDR6]:PORT, or the address alone (no port)."""
+    if port in (None, ""):
+        return str(address)
+    return f"[{address}]:{port}" if ":" in str(address) else f"{address}:{port}"
+
+
+def _flannel_device6():
+    from netlab.node.flannel import flanneld
+    return flanneld.device6()
+
+
+def _host(addrport):
+    """The address of ip:port, [ip6]:port or ip6.port."""
+    host = addrport.rsplit(":", 1)[0]
+    return host[1:-1] if host.startswith("[") else host
 
 
 # --- NetworkPolicy: the chains of kube-router's agent the flow went through ---------------------
@@ -285,6 +361,7 @@ def rejected(t):
 TRACE_TABLE = "netlab-trace"           # + "-<pid>": two traces of one lab never share a table
 TRACE_PRIORITY = -350                  # before raw (-300), conntrack (-200) and kube-proxy's first chain (-110)
 KUBE_PROXY_TABLE = "ip kube-proxy"
+IP6_KUBE_PROXY_TABLE = "ip6 kube-proxy"   # kube-proxy's IPv6 proxier's table
 NETLINK_NETFILTER, NFNLGRP_NFTRACE = 12, 9   # the netlink family and group `nft monitor trace` listens on
 MARKER_PORT = 9                        # the marker datagram goes to 127.0.0.1:9 (discard), from a port of ours
 REPORT_TIMEOUT = 5.0
@@ -295,29 +372,34 @@ def flow_matches(state, ip, port, protocol):
     """The nft matches of the packets to trace: those to the flow's destination and port;
     for a cloud load balancer's IP (ipMode Proxy: it forwards to the NodePort of every node)
     also those to that NodePort on the nodes."""
-    l4 = "ip protocol icmp" if protocol == "icmp" else f"{protocol} dport {port}"
-    out = [f"ip daddr {ip} {l4}"]
+    six = ":" in ip
+    family, word = ("IPv6", "ip6") if six else ("IPv4", "ip")
     if protocol == "icmp":
-        return out
+        return [f"ip6 daddr {ip} meta l4proto ipv6-icmp" if six else f"ip daddr {ip} ip protocol icmp"]
+    out = [f"{word} daddr {ip} {protocol} dport {port}"]
     for svc in balancers(state):
         for p in svc.ports:
-            if svc.load_balancer_ip == ip and p.port == port and p.protocol.lower() == protocol and p.node_port:
-                out.append(f"ip daddr {{ {', '.join(n.ip for n in state.nodes)} }} {protocol} dport {p.node_port}")
+            if svc.load_balancer_ip_of(family) == ip and p.port == port and p.protocol.lower() == protocol \
+                    and p.node_port:
+                nodes = ", ".join(n.ip6 if six else n.ip for n in state.nodes)
+                out.append(f"{word} daddr {{ {nodes} }} {protocol} dport {p.node_port}")
     return out
 
 
-def trace_table(name, matches, marker_port):
+def trace_table(name, matches, marker_port, family="ip"):
     """The `nft -f` lines of the trace's own table in a node: prerouting and output chains
     that come before every other and mark the flow's packets for tracing, and a `done`
-    chain that marks the marker datagram (from 127.0.0.1:marker_port), sent when the flow is
-    over: once a monitor has printed its trace, it has printed everything before it."""
-    ref = f"ip {name}"
+    chain that marks the marker datagram (from 127.0.0.1:marker_port; ::1 in an ip6 table,
+    which sees IPv6 only), sent when the flow is over: once a monitor has printed its trace,
+    it has printed everything before it."""
+    ref = f"{family} {name}"
     lines = [f"add table {ref}"]
     for chain, priority in (("prerouting", TRACE_PRIORITY), ("output", TRACE_PRIORITY), ("done", TRACE_PRIORITY - 1)):
         hook = "prerouting" if chain == "prerouting" else "output"
         lines.append(f"add chain {ref} {chain} {{ type filter hook {hook} priority {priority}; policy accept; }}")
     lines += [f"add rule {ref} {chain} {m} meta nftrace set 1" for chain in ("prerouting", "output") for m in matches]
-    lines.append(f"add rule {ref} done ip saddr 127.0.0.1 ip daddr 127.0.0.1 udp sport {marker_port} "
+    loopback = "ip6 saddr ::1 ip6 daddr ::1" if family == "ip6" else "ip saddr 127.0.0.1 ip daddr 127.0.0.1"
+    lines.append(f"add rule {ref} done {loopback} udp sport {marker_port} "
                  f"udp dport {MARKER_PORT} meta nftrace set 1")
     return lines
 
@@ -377,24 +459,25 @@ def _monitor_child(netns):
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _sweep(netns):
+def _sweep(netns, family="ip"):
     """Remove the tables of traces that were killed before they could (their pid is gone)."""
-    out = ns.run(netns, ["nft", "list", "tables", "ip"], capture_output=True, text=True)
-    for m in re.finditer(rf"^table ip ({TRACE_TABLE}-(\d+))$", out.stdout, re.M):
+    out = ns.run(netns, ["nft", "list", "tables", family], capture_output=True, text=True)
+    for m in re.finditer(rf"^table {family} ({TRACE_TABLE}-(\d+))$", out.stdout, re.M):
         if not os.path.exists(f"/proc/{m[2]}"):
-            nft.delete_table(netns, "ip", m[1])
+            nft.delete_table(netns, family, m[1])
 
 
 class _Tracing:
-    def __init__(self, name, monitors, markers):
-        self.name, self.monitors, self.markers = name, monitors, markers
+    def __init__(self, name, monitors, markers, family="ip"):
+        self.name, self.monitors, self.markers, self.family = name, monitors, markers, family
 
     def reported(self, timeout=REPORT_TIMEOUT):
         """{node: what its monitor printed about the flow}: the marker goes out from every
         node, and each monitor's output is read up to the marker's first line."""
+        loopback = "::1" if self.family == "ip6" else "127.0.0.1"
         for sock in self.markers.values():
-            sock.sendto(b"netlab trace: done", ("127.0.0.1", MARKER_PORT))
-        marker = f" ip {self.name} done "
+            sock.sendto(b"netlab trace: done", (loopback, MARKER_PORT))
+        marker = f" {self.family} {self.name} done "
         out, deadline = {}, time.monotonic() + timeout
         while len(out) < len(self.monitors):
             for node, monitor in self.monitors.items():
@@ -412,21 +495,23 @@ class _Tracing:
 
 
 @contextmanager
-def nft_tracing(state, matches, timeout=REPORT_TIMEOUT):
+def nft_tracing(state, matches, timeout=REPORT_TIMEOUT, family="IPv4"):
     """The trace's table and a monitor in every node, for the body's flow; the tables, the
-    monitors and the marker sockets are removed on the way out, whatever happens."""
+    monitors and the marker sockets are removed on the way out, whatever happens. For an
+    IPv6 flow the table is of family ip6, beside kube-proxy's `ip6 kube-proxy`."""
     name = f"{TRACE_TABLE}-{os.getpid()}"
+    nft_family, loopback = ("ip6", "::1") if family == "IPv6" else ("ip", "127.0.0.1")
     with ExitStack() as stack:
         markers, monitors = {}, {}
         for node in state.nodes:
-            _sweep(node.netns)
+            _sweep(node.netns, nft_family)
             with ns.entered(node.netns):                 # a socket stays in the namespace it was made in
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock = socket.socket(socket.AF_INET6 if family == "IPv6" else socket.AF_INET, socket.SOCK_DGRAM)
             stack.callback(sock.close)
-            sock.bind(("127.0.0.1", 0))
+            sock.bind((loopback, 0))
             markers[node.name] = sock
-            stack.callback(nft.delete_table, node.netns, "ip", name)
-            nft.run(node.netns, trace_table(name, matches, sock.getsockname()[1]))
+            stack.callback(nft.delete_table, node.netns, nft_family, name)
+            nft.run(node.netns, trace_table(name, matches, sock.getsockname()[1], nft_family))
         for node in state.nodes:
             monitors[node.name] = _Monitor(node.netns)
             stack.callback(monitors[node.name].stop)
@@ -435,7 +520,7 @@ def nft_tracing(state, matches, timeout=REPORT_TIMEOUT):
             if time.monotonic() > deadline:
                 raise NetlabError(f"trace: nft monitor trace did not start listening within {timeout:g} s")
             time.sleep(0.005)
-        yield _Tracing(name, monitors, markers)
+        yield _Tracing(name, monitors, markers, nft_family)
 
 
 _TRACE_LINE = re.compile(r"^trace id (?P<id>\S+) (?P<family>\S+) (?P<table>\S+) (?P<chain>\S+) "
@@ -465,8 +550,8 @@ def parse_monitor(text):
 def headers(text):
     """The addresses and ports of a trace's `packet:` text."""
     out = {}
-    for key, pattern in (("src", r"\bip saddr (\S+)"), ("dst", r"\bip daddr (\S+)"),
-                         ("proto", r"\b(tcp|udp|icmp) (?:sport|type)\b"), ("sport", r"\b(?:tcp|udp) sport (\d+)"),
+    for key, pattern in (("src", r"\bip6? saddr (\S+)"), ("dst", r"\bip6? daddr (\S+)"),
+                         ("proto", r"\b(tcp|udp|icmp|icmpv6) (?:sport|type)\b"), ("sport", r"\b(?:tcp|udp) sport (\d+)"),
                          ("dport", r"\b(?:tcp|udp) dport (\d+)")):
         m = re.search(pattern, text)
         if m:
@@ -491,7 +576,8 @@ def nft_hops(node, events, sport, table=KUBE_PROXY_TABLE):
 def _conntrack(state, src_ip, dst_ip, port, sport, udp):
     """The entries of the flow on every node: where it was DNATed and to what."""
     from pyroute2 import Conntrack
-    proto = socket.IPPROTO_ICMP if port is None else (socket.IPPROTO_UDP if udp else socket.IPPROTO_TCP)
+    icmp = socket.IPPROTO_ICMPV6 if ":" in dst_ip else socket.IPPROTO_ICMP
+    proto = icmp if port is None else (socket.IPPROTO_UDP if udp else socket.IPPROTO_TCP)
     out = []
     for node in state.nodes:
         with ns.entered(node.netns), Conntrack() as ct:
@@ -501,10 +587,15 @@ def _conntrack(state, src_ip, dst_ip, port, sport, udp):
                     continue
                 if port is not None and o.dport != port:
                     continue
-                out.append({"node": node.name, "from": f"{o.saddr}:{o.sport}", "to": f"{r.saddr}:{r.sport}",
-                            "orig_dst": f"{o.daddr}:{o.dport}", "reply_dst": r.daddr,
+                out.append({"node": node.name, "from": _join(o.saddr, o.sport), "to": _join(r.saddr, r.sport),
+                            "orig_dst": _join(o.daddr, o.dport), "reply_dst": r.daddr,
                             "dnat": r.saddr != o.daddr, "snat": r.daddr != o.saddr})
     return out
+
+
+def _join(host, port):
+    """net.JoinHostPort: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 def _render_policy(t):
@@ -527,17 +618,19 @@ def _render_policy(t):
 
 def render(t):
     """The trace as a person reads it."""
-    lines = [f"trace {t['source']} ({t['src_ip']}) -> {t['destination']} ({t['dst_ip']}"
-             + (f":{t['port']}" if t["port"] else "") + f") {t['protocol']}",
+    dst = _join(t["dst_ip"], t["port"]) if t["port"] else t["dst_ip"]
+    lines = [f"trace {t['source']} ({t['src_ip']}) -> {t['destination']} ({dst}) {t['protocol']}",
              f"answer: {t['answer'].get('body') or t['answer'].get('error') or ('ok' if t['answer'].get('ok') else 'none')}", ""]
-    lines.append("rules hit (packet counters before and after):")
+    lines.append("rules hit (packet counters before and after" + (", ip6tables-save -c" if t.get("family") == "IPv6"
+                                                                   else "") + "):")
     for r in t["rules"]:
         if "verdict" not in r:
             lines.append(f"  {r['node']:<24} {r['table']:<7} +{r['packets']:<3} -A {r['chain']} {r['rule']}")
     lines.append("")
     if t.get("kube_proxy_mode") == "nftables":
         traced = [r for r in t["rules"] if "verdict" in r]
-        lines.append(f"{KUBE_PROXY_TABLE} rules matched, in order (nft monitor trace):")
+        table = IP6_KUBE_PROXY_TABLE if t.get("family") == "IPv6" else KUBE_PROXY_TABLE
+        lines.append(f"{table} rules matched, in order (nft monitor trace):")
         for r in traced:
             lines.append(f"  {r['node']:<24} +{r['packets']:<3} {r['chain']}: {r['rule']}  (verdict {r['verdict']})")
         if not traced:
@@ -551,10 +644,10 @@ def render(t):
     lines.append("")
     lines.append("hops (captures, in time order):")
     for h in t["hops"]:
-        text = f"{h.get('src')}:{h.get('sport', '')} -> {h.get('dst')}:{h.get('dport', '')}"
+        text = f"{_hop_end(h.get('src'), h.get('sport'))} -> {_hop_end(h.get('dst'), h.get('dport'))}"
         if h.get("inner"):
             i = h["inner"]
             text = (f"VXLAN vni {h['vxlan']['vni']} {h.get('src')} -> {h.get('dst')} udp/{h.get('dport')}"
-                    f"  [{i['src']}:{i.get('sport') or ''} -> {i['dst']}:{i.get('dport') or ''}]")
+                    f"  [{_hop_end(i['src'], i.get('sport'))} -> {_hop_end(i['dst'], i.get('dport'))}]")
         lines.append(f"  {h['where']:<28} {text}  {h.get('flags', '')}")
     return "\n".join(lines)

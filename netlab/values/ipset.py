@@ -7,6 +7,10 @@ kube-router adds them ("10.244.1.2 timeout 0", "10.0.0.0/8 timeout 0 nomatch" fo
 and swapped into place, so a set that iptables rules match on is never seen half-written.
 `changes` compares the plan with a node's sets read back by `parse_save`. Nothing here talks to
 the kernel.
+
+IPv6 sets (a dual-stack node's, kube-router's IPv6 handler's) are named with an "inet6:" prefix
+(utils.IPSetName) and created with `family inet6` after the timeout (RefreshSet); each family is
+restored with a call of its own, as kube-router runs one ipset handler per family.
 """
 
 import base64
@@ -15,8 +19,9 @@ import ipaddress
 from dataclasses import dataclass
 
 # The sets of the agent netlab plays; one with these prefixes that no plan wants is stale.
-OWNED_PREFIXES = ("KUBE-SRC-", "KUBE-DST-")
+OWNED_PREFIXES = ("KUBE-SRC-", "KUBE-DST-", "inet6:KUBE-SRC-", "inet6:KUBE-DST-")
 TMP_PREFIX = "TMP-"            # kube-router's tmpIPSetPrefix: only there during a restore
+INET6_PREFIX = "inet6:"        # utils.IPv6SetPrefix + ":", ipset's way to tell IPv6 sets apart
 
 
 @dataclass(frozen=True)
@@ -24,11 +29,13 @@ class IPSet:
     name: str
     type: str                  # hash:ip | hash:net
     entries: tuple = ()        # "ADDRESS timeout 0" [+ " nomatch"], as `ipset save` prints them
+    family: str = "inet"       # inet | inet6 (the IPv6 handler's sets)
 
     @property
     def options(self):
-        """The create options kube-router gives every set (RefreshSet): entries never expire."""
-        return f"{self.type} timeout 0"
+        """The create options kube-router gives every set (RefreshSet): entries never expire;
+        the IPv6 handler's also `family inet6`."""
+        return f"{self.type} timeout 0" + (" family inet6" if self.family == "inet6" else "")
 
     def members(self):
         """The entries as the kernel stores them: a network by its address and prefix (a /32
@@ -64,22 +71,37 @@ def restore_text(sets):
     return "\n".join(out) + "\n" if out else ""
 
 
+def by_family(sets):
+    """`sets` split per family, inet first: what each of kube-router's handlers restores in a
+    call of its own (a family with no set is left out)."""
+    out = {}
+    for s in sets:
+        out.setdefault(s.family, []).append(s)
+    return [out[f] for f in ("inet", "inet6") if f in out]
+
+
+def family_of(name):
+    """The family of a set by its name (kube-router's sets: inet6 when "inet6:"-prefixed)."""
+    return "inet6" if name.startswith(INET6_PREFIX) else "inet"
+
+
 def destroy_text(names):
     """`ipset restore` input destroying sets (each must be referenced by no rule any more)."""
     return "".join(f"destroy {n}\n" for n in names)
 
 
 def parse_save(text):
-    """{name: IPSet} from `ipset save`: the type and the entries; the header's sizes, family
-    and initval are the kernel's own and not compared."""
+    """{name: IPSet} from `ipset save`: the type, the family and the entries; the header's
+    sizes and initval are the kernel's own and not compared."""
     sets = {}
     for line in text.splitlines():
         words = line.split()
         if len(words) >= 3 and words[0] == "create":
-            sets[words[1]] = IPSet(words[1], words[2])
+            family = words[words.index("family") + 1] if "family" in words[3:-1] else "inet"
+            sets[words[1]] = IPSet(words[1], words[2], family=family)
         elif len(words) >= 3 and words[0] == "add" and words[1] in sets:
             s = sets[words[1]]
-            sets[s.name] = IPSet(s.name, s.type, s.entries + (" ".join(words[2:]),))
+            sets[s.name] = IPSet(s.name, s.type, s.entries + (" ".join(words[2:]),), s.family)
     return sets
 
 
@@ -89,7 +111,7 @@ def changes(planned, have):
     once no rule matches on them. Another program's sets are left alone."""
     wanted = {s.name: s for s in planned}
     # The entries compared as written first: normalizing each (ipaddress) is the cost of a sync.
-    write = [s for s in planned if s.name not in have or have[s.name].type != s.type
+    write = [s for s in planned if s.name not in have or have[s.name].type != s.type or have[s.name].family != s.family
              or (set(have[s.name].entries) != set(s.entries) and have[s.name].members() != s.members())]
     stale = sorted(n for n in have if n.startswith(OWNED_PREFIXES) and n not in wanted)
     return write, stale

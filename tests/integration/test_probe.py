@@ -24,17 +24,23 @@ def probe_json(lab, *areas):
     return r.returncode, json.loads(r.stdout), r.stderr
 
 
-def ran(checks, area=None):
-    return [c for c in checks if not c.get("skipped") and (area is None or c["area"] == area)]
+def ran(checks, area=None, family=None):
+    """The checks that ran (of an area, of a family: a single-stack lab's carry none, IPv4)."""
+    return [c for c in checks if not c.get("skipped") and (area is None or c["area"] == area)
+            and (family is None or c.get("family", "IPv4") == family)]
 
 
 def failed(checks):
     return [f"{c['name']}: expected {c['expected']}, saw {c['observed']}" for c in ran(checks) if not c["ok"]]
 
 
-def areas_the_lab_has(state):
-    """The probe's areas, from the lab's objects alone: what Kubernetes promises of them."""
-    pods = [p for p in state.pods if p.node and p.ip]
+def areas_the_lab_has(state, family="IPv4"):
+    """The probe's areas, from the lab's objects alone: what Kubernetes promises of them, in
+    one IP family. In IPv6 (a dual-stack lab): the pods' and nodes' IPv6 addresses, the
+    Services with an IPv6 ClusterIP, kube-dns asked for AAAA records at its one (IPv4)
+    address, the load balancers of Services with an IPv6 load-balancer address."""
+    six = family == "IPv6"
+    pods = [p for p in state.pods if p.node and (p.ip6 if six else p.ip)]
     per_node = {}
     for p in pods:
         per_node[p.node] = per_node.get(p.node, 0) + 1
@@ -51,13 +57,14 @@ def areas_the_lab_has(state):
         has.add("pod-matrix")
     if pods:
         has |= {"node-to-pod", "pod-to-node", "egress"}
-    if any(s.selector and s.cluster_ip not in (None, "None") for s in state.services):
+    if any(s.selector and s.cluster_ip_of(family) for s in state.services):
         has.add("services")
     if dns_ep and any(s.addresses for s in dns_ep.subsets):
         has.add("dns")
-    if any(s.type == "LoadBalancer" and s.load_balancer_ip for s in state.services):
+    if any(s.type == "LoadBalancer" and s.load_balancer_ip_of(family) for s in state.services):
         has.add("load-balancers")
-    if state.ingresses and any(s.namespace == kubeadm.INGRESS_NAMESPACE for s in state.services):
+    if state.ingresses and any(s.namespace == kubeadm.INGRESS_NAMESPACE and s.cluster_ip_of(family)
+                               for s in state.services):
         has.add("ingress")
     return has
 
@@ -74,14 +81,30 @@ def test_every_topology_is_checked_in_every_area_it_has(probed):
     state, code, checks, err = probed
     assert not failed(checks), failed(checks)
     assert code == 0 and ran(checks), err
-    missing = {a for a in areas_the_lab_has(state) if not ran(checks, a)}
-    assert missing == set(), f"no check ran in {missing}"
-    with_pods = {p.node for p in state.pods if p.node and p.ip}
-    # One pod per node to every other, both ways; every node's kube-proxy from a pod.
-    assert len([c for c in checks if c["area"] == "pod-matrix"]) == len(with_pods) * (len(with_pods) - 1)
-    assert len(ran(checks, "pod-to-node")) == len(state.nodes)
-    if len(with_pods) >= 2:
-        assert [c["name"].split()[0] for c in ran(checks, "overlay")] == ["vxlan", "mtu", "mtu"]
+    dual = state.cluster.dual
+    # A dual-stack lab's checks each say their family, in the name's tag and in "family".
+    assert all(("family" in c) == dual for c in checks)
+    if dual:
+        assert all(c["family"] in ("IPv4", "IPv6") and c["name"].endswith(f" [{c['family']}]") for c in checks)
+    for family in state.cluster.families:
+        missing = {a for a in areas_the_lab_has(state, family) if not ran(checks, a, family)}
+        assert missing == set(), f"no {family} check ran in {missing}"
+        mine = [c for c in checks if c.get("family", "IPv4") == family]
+        with_pods = {p.node for p in state.pods if p.node and (p.ip6 if family == "IPv6" else p.ip)}
+        # One pod per node to every other, both ways; every node's kube-proxy from a pod.
+        assert len([c for c in mine if c["area"] == "pod-matrix"]) == len(with_pods) * (len(with_pods) - 1)
+        assert len(ran(mine, "pod-to-node")) == len(state.nodes)
+        if len(with_pods) >= 2:
+            assert [c["name"].split()[0] for c in ran(mine, "overlay")] == ["vxlan", "mtu", "mtu"]
+    if dual:
+        # flannel-v6.1's MTU is the underlay's - 70 (the kernel's VXLAN6_HEADROOM): 1430 on 1500.
+        mtu6 = state.cluster.underlay_mtu - 70
+        assert [c["name"].split(" DF ")[0] for c in ran(checks, "overlay", "IPv6")][1:] == [f"mtu {mtu6}",
+                                                                                             f"mtu {mtu6 + 1}"]
+        pod6 = {p.ip6 for p in state.pods if p.ip6}
+        vxlan = next(c for c in ran(checks, "overlay", "IPv6") if c["name"].startswith("vxlan"))
+        outer, inner = vxlan["observed"].split(" [")
+        assert set(outer.split()[0:3:2]) <= {n.ip6 for n in state.nodes} and set(inner[:-1].split(" -> ")) <= pod6
 
 
 def test_every_topology_says_why_it_skipped_what_it_skipped(probed):

@@ -499,3 +499,10 @@ def test_ipvs_is_refused_with_the_kernels_reason(tmp_path, monkeypatch):
         monkeypatch.setattr(os.path, "exists", lambda p, real=real, has=has_ipvs: has if p == "/proc/net/ip_vs" else real(p))
         f, e = refused(tmp_path, CLUSTER + "networking: {kubeProxyMode: ipvs}\n")
         assert e == f"{f}: Cluster: networking.kubeProxyMode: 'ipvs': {why}; use iptables or nftables"
+
+
+def test_a_dual_stack_lan_must_leave_flannel_v6_an_ipv6_mtu(tmp_path):
+    f, e = refused(tmp_path, CLUSTER + "networking: {ipFamily: dual}\n---\napiVersion: netlab.io/v1alpha1\nkind: Lab\n"
+                   "lan: {mtu: 1349}\n")
+    assert e == (f"{f}: Lab: lan.mtu: 1349 is too small for a dual-stack lab: flannel-v6.1 takes 70 bytes of it (the "
+                 f"kernel's IPv6 VXLAN overhead), and IPv6 needs 1280 (lan.mtu >= 1350)")

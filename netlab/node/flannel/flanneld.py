@@ -4,8 +4,13 @@ flannel.<VNI> on every node; for each other node a permanent neighbour, an FDB e
 onlink route — in that order, because the route is only useful once the kernel can resolve
 its gateway without ARP (flannel.1 has learning off and answers no ARP). Plus the
 FLANNEL-POSTRTG masquerade and FLANNEL-FWD accept rules flanneld keeps in iptables.
+
+With `EnableIPv6` (a dual-stack lab) flanneld makes a second device, flannel-v6.<VNI>, with
+its own VTEP MAC over the node's IPv6 LAN address, the same per-node entries for the IPv6
+subnets, and the same two chains in ip6tables for the IPv6 network.
 """
 
+import hashlib
 import ipaddress
 import json
 
@@ -16,6 +21,8 @@ from netlab.values.iptables import Table
 VNI = 1
 PORT = 8472            # the Linux kernel's default VXLAN port, not IANA's 4789
 OVERHEAD = 50          # outer Ethernet 14 + IP 20 + UDP 8 + VXLAN 8
+OVERHEAD6 = 70         # the same over IPv6: its header is 40 bytes, not 20
+MCAST, MCAST6 = "224.0.0.0/4", "ff00::/8"
 MASQ = '-m comment --comment "flanneld masq"'
 FWD = '-m comment --comment "flanneld forward"'
 
@@ -24,15 +31,45 @@ def mtu(cluster):
     return cluster.underlay_mtu - OVERHEAD
 
 
+def mtu6(cluster):
+    """What the kernel holds on flannel-v6.1. flanneld asks for MTU - 50 on both devices, but
+    the kernel clamps a vxlan device over an IPv6 underlay to its lower device's MTU - 70
+    (VXLAN6_HEADROOM; 1430 on 1500) and refuses anything above that later (EINVAL), so the
+    plan holds the clamped value and a read-back of the device never tries to change it.
+    Pods and cni0 stay at FLANNEL_MTU (1450): IPv6 packets between 1431 and 1450 bytes get a
+    Packet Too Big from the node."""
+    return cluster.underlay_mtu - OVERHEAD6
+
+
+def device6():
+    """flannel's IPv6 device: fmt.Sprintf("flannel-v6.%d", VNI)."""
+    return f"flannel-v6.{VNI}"
+
+
 def vtep_ip(node):
     """flannel.1's address: the .0 of the node's subnet, as a /32."""
     return str(ipaddress.ip_network(node.pod_cidr).network_address)
 
 
+def vtep_ip6(node):
+    """flannel-v6.1's address: the network address of the node's IPv6 subnet, as a /128."""
+    return str(ipaddress.ip_network(node.pod_cidr6).network_address)
+
+
+def vtep_mac6(node):
+    """flannel-v6.1's MAC. flanneld draws one per device (mac.NewHardwareAddr: random, unicast,
+    locally administered) and keeps it in backend-v6-data, so the two devices of a node differ;
+    netlab derives it from the node's record instead of storing a second one, so that it
+    stays the same on every converge and IPv4 labs' records do not change."""
+    b = bytearray(hashlib.sha256(f"{node.name}/{node.vtep_mac}/{device6()}".encode()).digest()[:6])
+    b[0] = (b[0] & 0xFE) | 0x02
+    return ":".join(f"{x:02x}" for x in b)
+
+
 def node_plan(state, node):
     dev = names.flannel_device(VNI)
     others = [n for n in state.nodes if n.name != node.name]
-    return NetnsPlan(
+    v4 = NetnsPlan(
         node.netns,
         links=(Link(dev, "vxlan", mtu=mtu(state.cluster), address=node.vtep_mac,
                     vxlan=Vxlan(VNI, PORT, node.ip, names.UPLINK, learning=False)),),
@@ -43,10 +80,47 @@ def node_plan(state, node):
         iptables=rules(state.cluster, node),
         owner="flannel",
     )
+    if not state.cluster.dual:
+        return v4
+    v6 = node_plan6(state, node, others)
+    # newVXLANDevice turns accept_ra off on every device it makes, flannel.1 too (an IPv4
+    # lab's node has no IPv6 to speak of, so its plan stays as it was).
+    return NetnsPlan(node.netns, links=v4.links + v6.links, addrs=v4.addrs + v6.addrs, routes=v4.routes + v6.routes,
+                     neighs=v4.neighs + v6.neighs, fdb=v4.fdb + v6.fdb,
+                     sysctls=((f"net/ipv6/conf/{dev}/accept_ra", "0"),) + v6.sysctls,
+                     iptables=v4.iptables, ip6tables=v6.ip6tables, owner="flannel")
+
+
+def node_plan6(state, node, others):
+    """The EnableIPv6 half: flannel-v6.1 over the node's IPv6 LAN address, and per remote node
+    the neighbour, FDB entry and onlink route flannel.1 has for IPv4, in the same order."""
+    dev = device6()
+    return NetnsPlan(
+        node.netns,
+        links=(Link(dev, "vxlan", mtu=mtu6(state.cluster), address=vtep_mac6(node),
+                    vxlan=Vxlan(VNI, PORT, node.ip6, names.UPLINK, learning=False)),),
+        addrs=(Addr(dev, f"{vtep_ip6(node)}/128"),),
+        neighs=tuple(Neigh(vtep_ip6(n), vtep_mac6(n), dev) for n in others),
+        fdb=tuple(Fdb(vtep_mac6(n), dev, n.ip6) for n in others),
+        routes=tuple(Route(n.pod_cidr6, via=vtep_ip6(n), dev=dev, onlink=True) for n in others),
+        # so no router advertisement ever gives the overlay device an address or a route
+        sysctls=((f"net/ipv6/conf/{dev}/accept_ra", "0"),),
+        ip6tables=rules6(state.cluster, node),
+        owner="flannel",
+    )
 
 
 def rules(cluster, node):
-    net, mine = cluster.pod_subnet, node.pod_cidr
+    return _rules(cluster.pod_subnet, node.pod_cidr, MCAST)
+
+
+def rules6(cluster, node):
+    """masqIP6Rules and forwardRules for the IPv6 network: the IPv4 rules with IPv6 CIDRs and
+    the multicast exclusion ff00::/8."""
+    return _rules(cluster.pod_subnet6, node.pod_cidr6, MCAST6)
+
+
+def _rules(net, mine, mcast):
     nat = Table("nat", {
         "POSTROUTING": (f"{MASQ} -j FLANNEL-POSTRTG",),
         "FLANNEL-POSTRTG": (
@@ -54,7 +128,7 @@ def rules(cluster, node):
             f"-s {mine} -d {net} {MASQ} -j RETURN",
             f"-s {net} -d {mine} {MASQ} -j RETURN",
             f"! -s {net} -d {mine} {MASQ} -j RETURN",
-            f"-s {net} ! -d 224.0.0.0/4 {MASQ} -j MASQUERADE --random-fully",
+            f"-s {net} ! -d {mcast} {MASQ} -j MASQUERADE --random-fully",
             f"! -s {net} -d {net} {MASQ} -j MASQUERADE --random-fully",
         ),
     })
@@ -68,18 +142,34 @@ def rules(cluster, node):
 def subnet_env(cluster, node):
     """/run/flannel/subnet.env, which flannel's CNI plugin reads to configure the bridge."""
     gw = ipaddress.ip_network(node.pod_cidr).network_address + 1
+    v6 = ""
+    if cluster.dual:
+        net6 = ipaddress.ip_network(node.pod_cidr6)
+        v6 = (f"FLANNEL_IPV6_NETWORK={cluster.pod_subnet6}\n"
+              f"FLANNEL_IPV6_SUBNET={net6.network_address + 1}/{net6.prefixlen}\n")
+    # FLANNEL_MTU is the network's (flannel.1's) in both cases: the bridge and pods stay at 1450.
     return (f"FLANNEL_NETWORK={cluster.pod_subnet}\n"
             f"FLANNEL_SUBNET={gw}/24\n"
+            + v6 +
             f"FLANNEL_MTU={mtu(cluster)}\n"
             f"FLANNEL_IPMASQ=true\n")
 
 
 def annotations(node):
-    """What flanneld writes on its Node object for the other nodes to read."""
-    return {
+    """What flanneld writes on its Node object for the other nodes to read; with IPv6 (a node
+    with an IPv6 address, in a dual-stack lab) also its v6 device's data and IPv6 address."""
+    out = {
         "flannel.alpha.coreos.com/backend-type": "vxlan",
-        "flannel.alpha.coreos.com/backend-data": json.dumps({"VNI": VNI, "VtepMAC": node.vtep_mac},
-                                                            separators=(",", ":")),
+        "flannel.alpha.coreos.com/backend-data": _backend_data(node.vtep_mac),
         "flannel.alpha.coreos.com/kube-subnet-manager": "true",
         "flannel.alpha.coreos.com/public-ip": node.ip,
     }
+    if node.ip6:
+        out["flannel.alpha.coreos.com/backend-v6-data"] = _backend_data(vtep_mac6(node))
+        out["flannel.alpha.coreos.com/public-ipv6"] = node.ip6
+    return out
+
+
+def _backend_data(mac):
+    """vxlanLeaseAttrs as json.Marshal writes it."""
+    return json.dumps({"VNI": VNI, "VtepMAC": mac}, separators=(",", ":"))

@@ -44,8 +44,16 @@ Where netlab differs from kube-router, and why:
   evaluator and Kubernetes' tests follow).
 - A named-port set is hash:ip wherever it is made (kube-router makes it hash:net when only an
   ipBlock peer needs it; it holds pod addresses either way).
-- netlab is IPv4-only: only the IPv4 family's chains and sets exist (kube-router's IPv6 ones
-  carry "IPv6" in their hashes and an "inet6:" prefix on set names).
+
+A dual-stack lab's nodes run the sync once per family, as kube-router does with one iptables and
+one ipset handler per family: the IPv6 side is the same layout in ip6tables (NetnsPlan.ip6tables)
+with the pods' IPv6 addresses (/128), the IPv6 service subnet in KUBE-ROUTER-INPUT's head, the
+policy chains hashed with "IPv6" (the pod chains' hash has no family: the same names in both),
+ICMPv6's types in KUBE-NWPLCY-COMMON (neighbour discovery and echo-reply besides IPv4's three),
+REJECT with icmp6-port-unreachable; its sets are named "inet6:" + the name hashed with "IPv6",
+created `family inet6`, and hold the pods' IPv6 addresses and the IPv6 ipBlocks (an ipBlock of
+the other family is ignored on each side; an IPv6 /0 is 2000::/3 and fd00::/8, kube-router's
+halves). A pod without an address of a family has nothing of it on that side.
 """
 
 import base64
@@ -62,6 +70,8 @@ from netlab.values.iptables import Table
 
 SYNC_VERSION = "1"             # kube-router's is the sync's UnixNano: see the module's docstring
 FAMILY = "IPv4"                # string(v1.IPv4Protocol), hashed into policy chain and set names
+IPV6 = "IPv6"                  # string(v1.IPv6Protocol), the second family of a dual-stack lab
+INET6_PREFIX = "inet6:"        # utils.IPSetName: an IPv6 set's name
 
 INPUT, FORWARD, OUTPUT = "KUBE-ROUTER-INPUT", "KUBE-ROUTER-FORWARD", "KUBE-ROUTER-OUTPUT"
 TOP_LEVEL = {"INPUT": INPUT, "FORWARD": FORWARD, "OUTPUT": OUTPUT}
@@ -90,17 +100,22 @@ def policy_chain(namespace, name, version=SYNC_VERSION, family=FAMILY):
     return POLICY_PREFIX + _b32(namespace + name + version + family)
 
 
+def set_name(name, family=FAMILY):
+    """ipSetName: an IPv6 set's name carries the "inet6:" prefix."""
+    return INET6_PREFIX + name if family == IPV6 else name
+
+
 def target_set(prefix, namespace, name, family=FAMILY):
     """The pods a policy selects: KUBE-DST- (matched as destinations, for its ingress rules) or
     KUBE-SRC- (as sources, for its egress rules) + the hash of ns + name + family."""
-    return prefix + _b32(namespace + name + family)
+    return set_name(prefix + _b32(namespace + name + family), family)
 
 
 def rule_set(prefix, namespace, name, direction, index, kind, port_index="", family=FAMILY):
     """A rule's set: `direction` "ingress" or "egress", `kind` "pod", "ipblock" or "namedport"
     (with the named port's index after the rule's): prefix + hash of ns + name + direction +
     "rule" + index [+ port index] + family + kind."""
-    return prefix + _b32(f"{namespace}{name}{direction}rule{index}{port_index}{family}{kind}")
+    return set_name(prefix + _b32(f"{namespace}{name}{direction}rule{index}{port_index}{family}{kind}"), family)
 
 
 def rule_uuid(chain, words):
@@ -131,6 +146,11 @@ class PodInfo:
     ip: str
     labels: dict = field(hash=False)
     ports: tuple = ()          # (name, protocol, number) of its containers' ports
+    ip6: str = ""              # a dual-stack lab's pod: its IPv6 address (status.podIPs[1])
+
+    def address(self, family):
+        """getPodIPForFamily: the pod's address of `family` ("" when it has none)."""
+        return self.ip6 if family == IPV6 else self.ip
 
 
 @dataclass(frozen=True)
@@ -141,20 +161,26 @@ class Inputs:
     namespaces: dict = field(hash=False)    # namespace -> labels (those of the pods' namespaces)
     service_cidr: str = "10.96.0.0/12"
     node_ports: str = "30000:32767"
+    families: tuple = (FAMILY,)            # ("IPv4", "IPv6") on a dual-stack lab
+    service_cidr6: str = ""                # the IPv6 service subnet (the second --service-cluster-ip-range)
 
 
 def inputs(state):
     """What the controller's informers hold of a state: policies, pods with an IP, namespaces'
     labels, and its flags (--service-cluster-ip-range, --service-node-port-range)."""
+    dual = state.cluster.dual
     pods = tuple(sorted((PodInfo(p.namespace, p.name, p.node, p.ip, dict(p.labels),
                                  tuple((port.name, port.protocol, port.container_port)
-                                       for c in p.template.containers for port in c.ports))
+                                       for c in p.template.containers for port in c.ports),
+                                 (p.ip6 or "") if dual else "")
                          for p in state.pods if p.node is not None and p.ip), key=lambda p: (p.namespace, p.name)))
     used = {p.namespace for p in pods}
     labels = {n: namespace_labels(n, state.namespaces.get(n, {}).get("labels")) for n in sorted(used)}
+    extra = {"families": (FAMILY, IPV6), "service_cidr6": str(ipaddress.ip_network(
+        state.cluster.service_subnet6, strict=False))} if dual else {}
     return Inputs(tuple(sorted(state.network_policies, key=lambda p: (p.namespace, p.name))), pods, labels,
                   str(ipaddress.ip_network(state.cluster.service_subnet, strict=False)),
-                  f"{NODE_PORT_RANGE[0]}:{NODE_PORT_RANGE[1]}")
+                  f"{NODE_PORT_RANGE[0]}:{NODE_PORT_RANGE[1]}", **extra)
 
 
 # --- the policies, as buildNetworkPoliciesInfo reads them ------------------------------------------
@@ -162,7 +188,7 @@ def inputs(state):
 @dataclass(frozen=True)
 class _Rule:
     match_all_peers: bool      # no from/to: every source (ingress) or destination (egress)
-    pods: tuple                # peer pods' IPs
+    pods: tuple                # peer pods' IPs (of the family)
     ipblocks: tuple            # hash:net entries
     match_all_ports: bool
     ports: tuple               # (protocol, port or "", end port or "")
@@ -177,6 +203,7 @@ class _Policy:
     targets: tuple             # PodInfo the policy selects
     ingress: tuple             # _Rule
     egress: tuple
+    family: str = FAMILY
 
 
 def _kind(policy):
@@ -196,23 +223,28 @@ def _peer_pods(inp, policy, peer):
     return []
 
 
-def _ipblock_entries(block):
+def _ipblock_entries(block, family=FAMILY):
     """evalIPBlockPeer: the CIDR and its excepts (nomatch); a /0, which hash:net cannot hold,
-    as its two halves. Another family's block is ignored on an IPv4 node."""
+    as two halves (IPv6: kube-router's 2000::/3 and fd00::/8). A block of the other family is
+    ignored on this family's side."""
+    zero = ("2000::/3", "fd00::/8") if family == IPV6 else ("0.0.0.0/1", "128.0.0.0/1")
+
     def entries(cidr, flag=""):
-        halves = ("0.0.0.0/1", "128.0.0.0/1") if cidr.endswith("/0") else (cidr,)
+        halves = zero if cidr.endswith("/0") else (cidr,)
         return [f"{c} timeout 0{flag}" for c in halves]
-    if ipaddress.ip_network(block.cidr, strict=False).version != 4:
+    if ipaddress.ip_network(block.cidr, strict=False).version != (6 if family == IPV6 else 4):
         return []
     return entries(block.cidr) + [e for x in block.excepts for e in entries(x, " nomatch")]
 
 
-def _named_ports(pods):
-    """grabNamedPortFromPod over pods: {port name: {protocol: {number: [pod IPs]}}}."""
+def _named_ports(pods, family=FAMILY):
+    """grabNamedPortFromPod over pods: {port name: {protocol: {number: [pod IPs of the family]}}}."""
     out = {}
     for p in pods:
         for name, protocol, number in p.ports:
-            out.setdefault(name, {}).setdefault(protocol, {}).setdefault(number, []).append(p.ip)
+            ips = out.setdefault(name, {}).setdefault(protocol, {}).setdefault(number, [])
+            if p.address(family):
+                ips.append(p.address(family))
     return out
 
 
@@ -232,17 +264,18 @@ def _ports(ports, named_map):
     return tuple(numeric), tuple(named)
 
 
-def _rule(inp, policy, rule, named_map):
+def _rule(inp, policy, rule, named_map, family=FAMILY):
     pods, blocks = [], []
     for peer in rule.peers:
         pods += _peer_pods(inp, policy, peer)
         if peer.ip_block is not None and peer.pod_selector is None and peer.namespace_selector is None:
-            blocks += _ipblock_entries(peer.ip_block)
+            blocks += _ipblock_entries(peer.ip_block, family)
     if named_map is None:                       # egress: the named ports of the destinations
-        named_map = _named_ports(pods if rule.peers else [p for p in inp.pods if p.namespace == policy.namespace])
+        named_map = _named_ports(pods if rule.peers else [p for p in inp.pods if p.namespace == policy.namespace],
+                                 family)
     numeric, named = _ports(rule.ports, named_map) if rule.ports else ((), ())
-    return _Rule(not rule.peers, tuple(dict.fromkeys(p.ip for p in pods)), _last_per_net(blocks),
-                 not rule.ports, numeric, named)
+    return _Rule(not rule.peers, tuple(dict.fromkeys(p.address(family) for p in pods if p.address(family))),
+                 _last_per_net(blocks), not rule.ports, numeric, named)
 
 
 def _last_per_net(entries):
@@ -257,13 +290,13 @@ def _last_per_net(entries):
     return tuple(out.values())
 
 
-def _policy(inp, policy):
+def _policy(inp, policy, family=FAMILY):
     targets = tuple(p for p in inp.pods if p.namespace == policy.namespace and policy.pod_selector.matches(p.labels))
     kind = _kind(policy)
-    ingress_map = _named_ports(targets)          # an ingress named port is the selected pod's own
-    return _Policy(policy.namespace, policy.name, kind, targets,
-                   tuple(_rule(inp, policy, r, ingress_map) for r in policy.ingress) if kind != "egress" else (),
-                   tuple(_rule(inp, policy, r, None) for r in policy.egress) if kind != "ingress" else ())
+    ingress_map = _named_ports(targets, family)          # an ingress named port is the selected pod's own
+    ingress = tuple(_rule(inp, policy, r, ingress_map, family) for r in policy.ingress) if kind != "egress" else ()
+    egress = tuple(_rule(inp, policy, r, None, family) for r in policy.egress) if kind != "ingress" else ()
+    return _Policy(policy.namespace, policy.name, kind, targets, ingress, egress, family)
 
 
 # --- a policy's chain and sets (syncNetworkPolicyChains) -------------------------------------------
@@ -282,8 +315,12 @@ def _allow(text, src="", dst="", protocol="", port="", end=""):
     return [f"{match} -j MARK --set-xmark {MARK_POLICY}", f"{match} -m mark --mark {MARK_POLICY} -j RETURN"]
 
 
+def _hash_set(name, kind, entries, family):
+    return IPSet(name, kind, entries, "inet6" if family == IPV6 else "inet")
+
+
 def _ingress(pol, dst_set, sets):
-    ns, name = pol.namespace, pol.name
+    ns, name, fam = pol.namespace, pol.name, pol.family
     from_pods = f"rule to ACCEPT traffic from source pods to dest pods selected by policy name {name} namespace {ns}"
     from_all = f"rule to ACCEPT traffic from all sources to dest pods selected by policy name: {name} namespace {ns}"
     from_blocks = ("rule to ACCEPT traffic from specified ipBlocks to dest pods selected by policy name: "
@@ -291,14 +328,14 @@ def _ingress(pol, dst_set, sets):
     out = []
 
     def named_set(i, j, ips):
-        s = rule_set(DST_PREFIX, ns, name, "ingress", i, "namedport", j)
-        sets.setdefault(s, IPSet(s, "hash:ip", tuple(f"{ip} timeout 0" for ip in ips)))
+        s = rule_set(DST_PREFIX, ns, name, "ingress", i, "namedport", j, fam)
+        sets.setdefault(s, _hash_set(s, "hash:ip", tuple(f"{ip} timeout 0" for ip in ips), fam))
         return s
 
     for i, rule in enumerate(pol.ingress):
         if rule.pods:
-            src = rule_set(SRC_PREFIX, ns, name, "ingress", i, "pod")
-            sets[src] = IPSet(src, "hash:ip", tuple(f"{ip} timeout 0" for ip in rule.pods))
+            src = rule_set(SRC_PREFIX, ns, name, "ingress", i, "pod", family=fam)
+            sets[src] = _hash_set(src, "hash:ip", tuple(f"{ip} timeout 0" for ip in rule.pods), fam)
             for protocol, port, end in rule.ports:
                 out += _allow(from_pods, src, dst_set, protocol, port, end)
             for j, (protocol, port, ips) in enumerate(rule.named):
@@ -313,8 +350,8 @@ def _ingress(pol, dst_set, sets):
         if rule.match_all_peers and rule.match_all_ports:
             out += _allow(from_all, "", dst_set)
         if rule.ipblocks:
-            src = rule_set(SRC_PREFIX, ns, name, "ingress", i, "ipblock")
-            sets[src] = IPSet(src, "hash:net", rule.ipblocks)
+            src = rule_set(SRC_PREFIX, ns, name, "ingress", i, "ipblock", family=fam)
+            sets[src] = _hash_set(src, "hash:net", rule.ipblocks, fam)
             if not rule.match_all_ports:
                 for protocol, port, end in rule.ports:
                     out += _allow(from_blocks, src, dst_set, protocol, port, end)
@@ -326,7 +363,7 @@ def _ingress(pol, dst_set, sets):
 
 
 def _egress(pol, src_set, sets):
-    ns, name = pol.namespace, pol.name
+    ns, name, fam = pol.namespace, pol.name, pol.family
     to_pods = f"rule to ACCEPT traffic from source pods to dest pods selected by policy name {name} namespace {ns}"
     to_all = ("rule to ACCEPT traffic from source pods to all destinations selected by policy name: "
               f"{name} namespace {ns}")
@@ -335,13 +372,13 @@ def _egress(pol, src_set, sets):
     out = []
     for i, rule in enumerate(pol.egress):
         if rule.pods:
-            dst = rule_set(DST_PREFIX, ns, name, "egress", i, "pod")
-            sets[dst] = IPSet(dst, "hash:ip", tuple(f"{ip} timeout 0" for ip in rule.pods))
+            dst = rule_set(DST_PREFIX, ns, name, "egress", i, "pod", family=fam)
+            sets[dst] = _hash_set(dst, "hash:ip", tuple(f"{ip} timeout 0" for ip in rule.pods), fam)
             for protocol, port, end in rule.ports:
                 out += _allow(to_pods, src_set, dst, protocol, port, end)
             for j, (protocol, port, ips) in enumerate(rule.named):
-                s = rule_set(DST_PREFIX, ns, name, "egress", i, "namedport", j)
-                sets.setdefault(s, IPSet(s, "hash:ip", tuple(f"{ip} timeout 0" for ip in ips)))
+                s = rule_set(DST_PREFIX, ns, name, "egress", i, "namedport", j, fam)
+                sets.setdefault(s, _hash_set(s, "hash:ip", tuple(f"{ip} timeout 0" for ip in ips), fam))
                 out += _allow(to_pods, src_set, s, protocol, port)
             if rule.match_all_ports:
                 out += _allow(to_pods, src_set, dst)
@@ -353,8 +390,8 @@ def _egress(pol, src_set, sets):
         if rule.match_all_peers and rule.match_all_ports:
             out += _allow(to_all, src_set, "")
         if rule.ipblocks:
-            dst = rule_set(DST_PREFIX, ns, name, "egress", i, "ipblock")
-            sets[dst] = IPSet(dst, "hash:net", rule.ipblocks)
+            dst = rule_set(DST_PREFIX, ns, name, "egress", i, "ipblock", family=fam)
+            sets[dst] = _hash_set(dst, "hash:net", rule.ipblocks, fam)
             if not rule.match_all_ports:
                 for protocol, port, end in rule.ports:   # kube-router matches no named port here
                     out += _allow(to_blocks, src_set, dst, protocol, port, end)
@@ -368,24 +405,37 @@ class Policies:
     """What every node has alike: the policies' chains and sets, and which policies select
     each pod (by IP, in the policies' order)."""
     chains: dict               # KUBE-NWPLCY-<hash> -> rules
-    sets: tuple                # IPSet
-    selecting: dict            # pod IP -> [(policy chain, kind, policy name)]
+    sets: tuple                # IPSet (of every family: those of `ipv6` too)
+    selecting: dict            # pod IP (its primary one) -> [(policy chain, kind, policy name)]
+    ipv6: object = None        # a dual-stack lab's IPv6 side: its Policies (chains, sets, selecting)
 
 
-def policies(inp):
+def policies(inp, family=None):
+    """The policies' chains and sets of the IPv4 family, with the IPv6 family's as `ipv6` when
+    the lab is dual-stack (`family`: that family's alone)."""
+    if family is None:
+        v4 = _compile(inp, FAMILY)
+        if IPV6 not in inp.families:
+            return v4
+        v6 = _compile(inp, IPV6)
+        return Policies(v4.chains, v4.sets + v6.sets, v4.selecting, v6)
+    return _compile(inp, family)
+
+
+def _compile(inp, family):
     chains, sets, selecting = {}, {}, {}
     for manifest in inp.policies:
-        pol = _policy(inp, manifest)
-        chain = policy_chain(pol.namespace, pol.name)
-        targets = tuple(f"{p.ip} timeout 0" for p in pol.targets)
+        pol = _policy(inp, manifest, family)
+        chain = policy_chain(pol.namespace, pol.name, family=family)
+        targets = tuple(f"{p.address(family)} timeout 0" for p in pol.targets if p.address(family))
         rules = []
         if pol.kind in ("ingress", "both"):
-            dst = target_set(DST_PREFIX, pol.namespace, pol.name)
-            sets[dst] = IPSet(dst, "hash:ip", targets)
+            dst = target_set(DST_PREFIX, pol.namespace, pol.name, family)
+            sets[dst] = _hash_set(dst, "hash:ip", targets, family)
             rules += _ingress(pol, dst, sets)
         if pol.kind in ("egress", "both"):
-            src = target_set(SRC_PREFIX, pol.namespace, pol.name)
-            sets[src] = IPSet(src, "hash:ip", targets)
+            src = target_set(SRC_PREFIX, pol.namespace, pol.name, family)
+            sets[src] = _hash_set(src, "hash:ip", targets, family)
             rules += _egress(pol, src, sets)
         chains[chain] = tuple(rules)
         for p in pol.targets:
@@ -428,15 +478,25 @@ def input_head(service_cidr, node_ports):
     return out
 
 
-def common_chain():
+# utils.CommonICMPRules, as iptables-save prints them back (the type by number)
+ICMP_RULES = (("allow icmp echo requests", 8), ("allow icmp destination unreachable messages", 3),
+              ("allow icmp time exceeded messages", 11))
+ICMPV6_RULES = (("allow icmp echo requests", 128), ("allow icmp destination unreachable messages", 1),
+                ("allow icmp time exceeded messages", 3), ("allow icmp neighbor solicitation messages", 135),
+                ("allow icmp neighbor advertisement messages", 136), ("allow icmp echo reply messages", 129))
+
+
+def common_chain(family=FAMILY):
     """KUBE-NWPLCY-COMMON. kube-router passes its first two comments to iptables with the double
-    quotes inside the argument (as its restore input needs them), so they are part of the text."""
+    quotes inside the argument (as its restore input needs them), so they are part of the text.
+    IPv6 accepts neighbour discovery and echo-reply too (ipv6-icmp, --icmpv6-type)."""
+    if family == IPV6:
+        icmp = tuple(f"-p ipv6-icmp {comment(text)} -m icmp6 --icmpv6-type {n} -j ACCEPT" for text, n in ICMPV6_RULES)
+    else:
+        icmp = tuple(f"-p icmp {comment(text)} -m icmp --icmp-type {n} -j ACCEPT" for text, n in ICMP_RULES)
     return (f"""{comment('"rule to drop invalid state for pod"')} -m conntrack --ctstate INVALID -j DROP""",
             f"""{comment('"rule for stateful firewall for pod"')} """
-            "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-            f"-p icmp {comment('allow icmp echo requests')} -m icmp --icmp-type 8 -j ACCEPT",
-            f"-p icmp {comment('allow icmp destination unreachable messages')} -m icmp --icmp-type 3 -j ACCEPT",
-            f"-p icmp {comment('allow icmp time exceeded messages')} -m icmp --icmp-type 11 -j ACCEPT")
+            "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT") + icmp
 
 
 def default_chain():
@@ -446,9 +506,9 @@ def default_chain():
 LOCAL_NODE = "rule to permit the traffic traffic to pods when source is the pod's local node"   # sic
 
 
-def pod_rules(pod, chain, selecting):
+def pod_rules(pod, chain, selecting, family=FAMILY):
     """A local pod's chain, in kube-router's order (its first rules are each inserted at 1)."""
-    ip = f"{pod.ip}/32"
+    ip = f"{pod.ip6}/128" if family == IPV6 else f"{pod.ip}/32"
     kinds = {kind for _, kind, _ in selecting}
     jumps = []
     for policy, kind, name in selecting:
@@ -465,20 +525,25 @@ def pod_rules(pod, chain, selecting):
         f"{comment(f'rule to log dropped traffic {who}')} -m mark ! --mark {MARK_POLICY} "
         f"-m limit --limit 10/min --limit-burst 10 -j NFLOG --nflog-group {NFLOG_GROUP}",
         f"{comment(f'rule to REJECT traffic destined for {who}')} -m mark ! --mark {MARK_POLICY} "
-        "-j REJECT --reject-with icmp-port-unreachable",
+        f"-j REJECT --reject-with {'icmp6-port-unreachable' if family == IPV6 else 'icmp-port-unreachable'}",
         "-j MARK --set-xmark 0x0/0x10000",
         f"{comment('set mark to ACCEPT traffic that comply to network policies')} -j MARK --set-xmark {MARK_ACCEPT}",
     ])
 
 
-def node_table(inp, node, compiled=None):
-    """The node's filter table contribution (`node`: its name)."""
+def node_table(inp, node, compiled=None, family=FAMILY):
+    """The node's filter table contribution (`node`: its name) for `family` (IPv6: the
+    ip6tables table of a dual-stack node)."""
     compiled = compiled or policies(inp)
-    top = {INPUT: input_head(inp.service_cidr, inp.node_ports), FORWARD: [], OUTPUT: []}
+    if family == IPV6:
+        compiled = compiled.ipv6 or policies(inp, IPV6)
+    cidr = inp.service_cidr6 if family == IPV6 else inp.service_cidr
+    top = {INPUT: input_head(cidr, inp.node_ports), FORWARD: [], OUTPUT: []}
     pods = {}
-    for pod in (p for p in inp.pods if p.node == node):
+    for pod in (p for p in inp.pods if p.node == node and p.address(family)):
         chain = pod_chain(pod.namespace, pod.name)
-        ip, who = f"{pod.ip}/32", f"POD name:{pod.name} namespace: {pod.namespace}"
+        ip = f"{pod.ip6}/128" if family == IPV6 else f"{pod.ip}/32"
+        who = f"POD name:{pod.name} namespace: {pod.namespace}"
         to = comment(f"rule to jump traffic destined to {who} to chain {chain}")
         frm = comment(f"rule to jump traffic from {who} to chain {chain}")
         bridged = "-m physdev --physdev-is-bridged"
@@ -486,23 +551,28 @@ def node_table(inp, node, compiled=None):
                          f"-s {ip} {frm} -j {chain}", f"-s {ip} {bridged} {frm} -j {chain}"]
         top[OUTPUT] += [f"-d {ip} {to} -j {chain}", f"-s {ip} {frm} -j {chain}"]
         top[INPUT].append(f"-s {ip} {frm} -j {chain}")
-        pods[chain] = pod_rules(pod, chain, compiled.selecting.get(pod.ip, []))
+        pods[chain] = pod_rules(pod, chain, compiled.selecting.get(pod.ip, []), family)
     chains = {**hooks(), **{c: tuple(rules) for c, rules in top.items()},
-              COMMON: common_chain(), DEFAULT: default_chain(), **compiled.chains, **pods}
+              COMMON: common_chain(family), DEFAULT: default_chain(), **compiled.chains, **pods}
     return Table("filter", chains)
 
 
 def node_plan(state, node, inp=None, compiled=None):
-    """kube-router's part of a node's plan: its filter chains (its ipsets: `ipsets`)."""
+    """kube-router's part of a node's plan: its filter chains, and on a dual-stack lab its
+    IPv6 family's in ip6tables (its ipsets: `ipsets`)."""
     inp = inp or inputs(state)
-    return NetnsPlan(node.netns, iptables={"filter": node_table(inp, node.name, compiled)}, owner="kube-router")
+    compiled = compiled or policies(inp)
+    ip6 = {"ip6tables": {"filter": node_table(inp, node.name, compiled, IPV6)}} if IPV6 in inp.families else {}
+    return NetnsPlan(node.netns, iptables={"filter": node_table(inp, node.name, compiled)}, owner="kube-router", **ip6)
 
 
-def accept_plan(node):
+def accept_plan(node, dual=False):
     """k3s's explicit ACCEPT in each built-in chain: merged after kube-proxy's plan, so it
-    lands right after kube-proxy's jumps (the last KUBE- rules) and before flanneld's."""
+    lands right after kube-proxy's jumps (the last KUBE- rules) and before flanneld's; `dual`:
+    in ip6tables too, where it follows kube-proxy's IPv6 jumps alike."""
     rules = {builtin: (EXPLICIT_ACCEPT,) for builtin in TOP_LEVEL}
-    return NetnsPlan(node.netns, iptables={"filter": Table("filter", rules)}, owner="kube-router")
+    ip6 = {"ip6tables": {"filter": Table("filter", dict(rules))}} if dual else {}
+    return NetnsPlan(node.netns, iptables={"filter": Table("filter", rules)}, owner="kube-router", **ip6)
 
 
 def owned(chain):

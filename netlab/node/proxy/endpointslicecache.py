@@ -1,8 +1,17 @@
 """What kube-proxy's proxiers share (pkg/proxy): which Services it proxies
 (ServiceChangeTracker), the endpoints it takes from their EndpointSlices
 (EndpointSliceCache), and the UDP flows it clears after a sync (conntrack cleanup).
-Pure functions of the Services and slices, whatever the mode."""
+Pure functions of the Services and slices, whatever the mode.
 
+In a dual-stack cluster kube-proxy runs one proxier per IP family (the MetaProxier): each
+sees a Service through its own family (ServiceChangeTracker's per-family view: that
+family's ClusterIP, external IPs, load balancer IPs and source ranges) and only the
+EndpointSlices of its address type. `family` ("IPv4", "IPv6") selects the proxier; IPv4
+is the default and reads the Services as a single-stack IPv4 cluster always has.
+"""
+
+import dataclasses
+import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -16,10 +25,42 @@ def port_name(service, port):
     return f"{service.namespace}/{service.name}" + (f":{port.name}" if port.name else "")
 
 
-def proxied(service):
-    """Whether kube-proxy writes rules for a Service at all."""
+def proxied(service, family="IPv4"):
+    """Whether the `family` proxier writes rules for a Service at all (a Service without a
+    ClusterIP of the family has none in that family)."""
     return (service.type != "ExternalName" and service.cluster_ip not in (None, "None")
+            and service.cluster_ip_of(family) is not None
             and not any(label in service.labels for label in NO_PROXY_LABELS))
+
+
+def _of_family(ip, family):
+    return (ipaddress.ip_network(ip, strict=False).version == 6) == (family == "IPv6")
+
+
+def family_view(service, family="IPv4"):
+    """The Service as the `family` proxier sees it: its ClusterIP of that family, and only
+    the external IPs, load balancer IP and source ranges of that family (kube-proxy's
+    ServiceChangeTracker drops the others, logging them). An IPv4 view of a Service with
+    IPv4 fields only is the Service itself."""
+    cluster_ip = service.cluster_ip_of(family)
+    external_ips = tuple(ip for ip in service.external_ips if _of_family(ip, family))
+    lb_ip = service.load_balancer_ip_of(family)       # a dual-stack Service's load balancer has one per family
+    ranges = tuple(c for c in service.load_balancer_source_ranges if _of_family(c, family))
+    if (cluster_ip, external_ips, lb_ip, ranges) == (service.cluster_ip, service.external_ips,
+                                                     service.load_balancer_ip, service.load_balancer_source_ranges):
+        return service
+    return dataclasses.replace(service, cluster_ip=cluster_ip, external_ips=external_ips, load_balancer_ip=lb_ip,
+                               load_balancer_source_ranges=ranges)
+
+
+def join_host_port(ip, port):
+    """Go's net.JoinHostPort: "ip:port", an IPv6 address in brackets ("[fd00::5]:80")."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def endpoint_ip(endpoint):
+    """The address of an "ip:port" or "[ip6]:port" endpoint string."""
+    return endpoint.rpartition(":")[0].strip("[]")
 
 
 def slices_by_service(slices):
@@ -33,9 +74,10 @@ def slices_by_service(slices):
     return out
 
 
-def ready_endpoints(slices, service_port):
+def ready_endpoints(slices, service_port, family="IPv4"):
     """What kube-proxy takes from a Service's slices for one service port: ("ip:port", node)
-    of its ready endpoints, sorted by the "ip:port" string.
+    of its ready endpoints, sorted by the "ip:port" string. The IPv6 proxier reads the
+    slices of addressType IPv6 and writes its endpoints as "[ip]:port".
 
     EndpointSliceCache merges the slices' endpoints of the port (same name and protocol, a
     port number set), skipping endpoints without an address or of the other IP family, and
@@ -43,41 +85,45 @@ def ready_endpoints(slices, service_port):
     in two slices; kube-proxy would prefer a local duplicate). The proxier then routes to the
     ready ones: an unset ready condition counts as ready. (Serving-terminating endpoints, the
     fallback when none is ready, come with terminating pods.)"""
-    merged = {}
+    merged, v6 = {}, family == "IPv6"
     for s in sorted(slices or (), key=lambda s: s.name):
+        if v6 and s.address_type != "IPv6":
+            continue                    # the MetaProxier hands each proxier its family's slices
         for port in s.ports:
             if port.name != service_port.name or port.protocol != service_port.protocol or not port.port:
                 continue
             for e in s.endpoints:
-                if not e.addresses or ":" in e.addresses[0]:
+                if not e.addresses or (":" in e.addresses[0]) != v6:
                     continue
-                merged.setdefault(f"{e.addresses[0]}:{port.port}", e)
+                merged.setdefault(join_host_port(e.addresses[0], port.port), e)
     return sorted((ep, e.node or "") for ep, e in merged.items() if e.ready is not False)
 
 
-def port_inputs(services, slices):
+def port_inputs(services, slices, family="IPv4"):
     """What each proxied service port's rules depend on, by ("<ns>/<name>[:<port>]", protocol):
-    (service, port, its ready endpoints). A sync plans again the ports whose inputs changed."""
+    (the Service's `family` view, port, its ready endpoints). A sync plans again the ports
+    whose inputs changed."""
     by_key = slices_by_service(slices)
-    return {(port_name(s, p), p.protocol): (s, p, tuple(ready_endpoints(by_key.get(s.key), p)))
-            for s in services if proxied(s) for p in s.ports}
+    return {(port_name(s, p), p.protocol): (family_view(s, family), p,
+                                            tuple(ready_endpoints(by_key.get(s.key), p, family)))
+            for s in services if proxied(s, family) for p in s.ports}
 
 
-def stale_udp_flows(old_services, old_slices, services, slices):
+def stale_udp_flows(old_services, old_slices, services, slices, family="IPv4"):
     """The conntrack entries kube-proxy deletes after a sync: UDP flows DNATed to an endpoint
     that is no longer ready for that service port (UDP has no connection to break, so a
     client would keep sending into the void). (destination IP or None, destination port,
     endpoint IP) triples: the cluster IP and port, each external IP, a load balancer's IP (a
     VIP the node answers, MetalLB's) and the NodePort."""
-    old, new = port_inputs(old_services, old_slices), port_inputs(services, slices)
+    old, new = port_inputs(old_services, old_slices, family), port_inputs(services, slices, family)
     flows = []
     for key, (svc, port, eps) in old.items():
         if port.protocol != "UDP":
             continue
         live = {e for e, _ in new[key][2]} if key in new else set()
         for endpoint in sorted({e for e, _ in eps} - live):
-            ip = endpoint.rsplit(":", 1)[0]
-            flows.append((svc.cluster_ip, port.port, ip))
+            ip = endpoint_ip(endpoint)
+            flows.append((svc.cluster_ip_of(family), port.port, ip))
             flows += [(external, port.port, ip) for external in svc.external_ips]
             if svc.load_balancer_ip:
                 flows.append((svc.load_balancer_ip, port.port, ip))

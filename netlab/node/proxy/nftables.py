@@ -10,13 +10,18 @@ endpoint an `endpoint-` chain, named `<hash>-<base>` (see `chain_name`).
 `sync(...)` is the partial sync: only the ports whose Service or endpoints changed are
 written again (every chain of such a port, add + flush + rules), map elements are diffed,
 the chains of a port that went away are flushed at once and deleted by a later sync.
+
+A dual-stack node runs a second proxier with its own table, `ip6 kube-proxy` (`family`
+"IPv6"): the same chains and names, `ip6 daddr`/`ip6 saddr`, ipv6_addr sets and maps,
+the IPv6 pod and service networks, the node's IPv6 address in nodeport-ips; its `reject`
+answers ICMPv6 port unreachable (the family's default, printed as plain `reject`).
 """
 
 import base64
 import hashlib
 import ipaddress
 
-from netlab.node.proxy.endpointslicecache import categorize, port_inputs, port_name, proxied
+from netlab.node.proxy.endpointslicecache import categorize, endpoint_ip, port_inputs, port_name, proxied
 from netlab.values.desired import NetnsPlan
 from netlab.values.nftables import Chain, Element, Hook, Set, Table
 
@@ -38,17 +43,27 @@ BASE_CHAINS = {
 SERVICE_IPS, SERVICE_NODEPORTS = "service-ips", "service-nodeports"
 NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS = "no-endpoint-services", "no-endpoint-nodeports"
 FIREWALL_IPS, CLUSTER_IPS, NODEPORT_IPS = "firewall-ips", "cluster-ips", "nodeport-ips"
-_ADDR_PROTO_PORT = "ipv4_addr . inet_proto . inet_service : verdict"
-SETS = (
-    Set(CLUSTER_IPS, "ipv4_addr", "Active ClusterIPs"),
-    Set(NODEPORT_IPS, "ipv4_addr", "IPs that accept NodePort traffic"),
-    Set(FIREWALL_IPS, _ADDR_PROTO_PORT, "destinations that are subject to LoadBalancerSourceRanges"),
-    Set(NO_ENDPOINT_NODEPORTS, "inet_proto . inet_service : verdict",
-        "vmap to drop or reject packets to service nodeports with no endpoints"),
-    Set(NO_ENDPOINT_SERVICES, _ADDR_PROTO_PORT, "vmap to drop or reject packets to services with no endpoints"),
-    Set(SERVICE_IPS, _ADDR_PROTO_PORT, "ClusterIP, ExternalIP and LoadBalancer IP traffic"),
-    Set(SERVICE_NODEPORTS, "inet_proto . inet_service : verdict", "NodePort traffic"),
-)
+# Per family: the table's family, the rules' address expression (ipX) and the address type.
+FAMILIES = {"IPv4": ("ip", "ipv4_addr"), "IPv6": ("ip6", "ipv6_addr")}
+
+
+def family_sets(family="IPv4"):
+    """The sets and maps every node's table has, typed for the family."""
+    addr = FAMILIES[family][1]
+    addr_proto_port = f"{addr} . inet_proto . inet_service : verdict"
+    return (
+        Set(CLUSTER_IPS, addr, "Active ClusterIPs"),
+        Set(NODEPORT_IPS, addr, "IPs that accept NodePort traffic"),
+        Set(FIREWALL_IPS, addr_proto_port, "destinations that are subject to LoadBalancerSourceRanges"),
+        Set(NO_ENDPOINT_NODEPORTS, "inet_proto . inet_service : verdict",
+            "vmap to drop or reject packets to service nodeports with no endpoints"),
+        Set(NO_ENDPOINT_SERVICES, addr_proto_port, "vmap to drop or reject packets to services with no endpoints"),
+        Set(SERVICE_IPS, addr_proto_port, "ClusterIP, ExternalIP and LoadBalancer IP traffic"),
+        Set(SERVICE_NODEPORTS, "inet_proto . inet_service : verdict", "NodePort traffic"),
+    )
+
+
+SETS = family_sets("IPv4")
 # Chains that belong to no service port; every other chain of the table belongs to one.
 FIXED_CHAINS = (*BASE_CHAINS, "cluster-ips-check", "firewall-check", MARK_FOR_MASQUERADE, "masquerading",
                 "nodeport-endpoints-check", REJECT_CHAIN, "services", "service-endpoints-check")
@@ -74,47 +89,59 @@ def endpoint_base(service, port, endpoint):
     return f"{port_base(service, port)}__{ip.strip('[]').replace(':', '.')}/{number}"
 
 
-def base_chains(node, service_cidr):
+def base_chains(node, service_cidr, family="IPv4"):
     """The chains and jumps every node has, whatever its Services."""
+    ip = FAMILIES[family][0]
     rules = {
         "cluster-ips-check": (
-            f'ip daddr @{CLUSTER_IPS} reject comment "Reject traffic to invalid ports of ClusterIPs"',
-            f'ip daddr {{ {service_cidr} }} drop comment "Drop traffic to unallocated ClusterIPs"'),
+            f'{ip} daddr @{CLUSTER_IPS} reject comment "Reject traffic to invalid ports of ClusterIPs"',
+            f'{ip} daddr {{ {service_cidr} }} drop comment "Drop traffic to unallocated ClusterIPs"'),
         "filter-prerouting": ("ct state new jump firewall-check",),
         "filter-forward": ("ct state new jump service-endpoints-check", "ct state new jump cluster-ips-check"),
         "filter-input": ("ct state new jump nodeport-endpoints-check", "ct state new jump service-endpoints-check"),
         "filter-output": ("ct state new jump service-endpoints-check", "ct state new jump firewall-check"),
         "filter-output-post-dnat": ("ct state new jump cluster-ips-check",),
-        "firewall-check": (f"ip daddr . meta l4proto . th dport vmap @{FIREWALL_IPS}",),
+        "firewall-check": (f"{ip} daddr . meta l4proto . th dport vmap @{FIREWALL_IPS}",),
         MARK_FOR_MASQUERADE: (f"mark set mark or {MASQ_MARK}",),
         "masquerading": (f"mark and {MASQ_MARK} == 0 return", f"mark set mark xor {MASQ_MARK}",
                          "masquerade fully-random"),
         "nat-output": ("jump services",),
         "nat-postrouting": ("jump masquerading",),
         "nat-prerouting": ("jump services",),
-        "nodeport-endpoints-check": (f"ip daddr @{NODEPORT_IPS} meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}",),
+        "nodeport-endpoints-check": (
+            f"{ip} daddr @{NODEPORT_IPS} meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}",),
         REJECT_CHAIN: ("reject",),
-        "services": (f"ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}",
-                     f"ip daddr @{NODEPORT_IPS} meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"),
-        "service-endpoints-check": (f"ip daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}",),
+        "services": (f"{ip} daddr . meta l4proto . th dport vmap @{SERVICE_IPS}",
+                     f"{ip} daddr @{NODEPORT_IPS} meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"),
+        "service-endpoints-check": (f"{ip} daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}",),
     }
     comments = {REJECT_CHAIN: "helper for @no-endpoint-services / @no-endpoint-nodeports"}
     return {name: Chain(name, rules[name], BASE_CHAINS.get(name), comments.get(name)) for name in FIXED_CHAINS}
 
 
-def node_table(services, slices, node, cluster):
-    """The whole `ip kube-proxy` table of one node. `node` needs .name and .ip; `cluster`
-    .pod_subnet (the local-traffic detector's CIDR) and .service_subnet."""
-    chains = base_chains(node, cluster.service_subnet)
-    sets = {s.name: s for s in SETS}
-    elements = [Element(NODEPORT_IPS, node.ip)]
-    for key, inputs in sorted(port_inputs(services, slices).items()):
-        block = port_block(*inputs, node, cluster.pod_subnet)
+def _networks(cluster, family):
+    """(pod network, service network) of the family: the local-traffic detector's CIDR and
+    the ClusterIP range."""
+    if family == "IPv6":
+        return cluster.pod_subnet6, cluster.service_subnet6
+    return cluster.pod_subnet, cluster.service_subnet
+
+
+def node_table(services, slices, node, cluster, family="IPv4"):
+    """The whole `ip kube-proxy` (IPv6: `ip6 kube-proxy`) table of one node. `node` needs
+    .name and .ip (IPv6: .ip6); `cluster` .pod_subnet (the local-traffic detector's CIDR)
+    and .service_subnet (IPv6: .pod_subnet6 and .service_subnet6)."""
+    pod_cidr, service_cidr = _networks(cluster, family)
+    chains = base_chains(node, service_cidr, family)
+    sets = {s.name: s for s in family_sets(family)}
+    elements = [Element(NODEPORT_IPS, node.ip6 if family == "IPv6" else node.ip)]
+    for key, inputs in sorted(port_inputs(services, slices, family).items()):
+        block = port_block(*inputs, node, pod_cidr, family)
         chains.update(block.chains)
         sets.update(block.sets)
         elements += block.elements
     # dict.fromkeys: a ClusterIP is one element of cluster-ips for all of its Service's ports.
-    return Table("ip", TABLE, "rules for kube-proxy", chains, sets, tuple(dict.fromkeys(elements)))
+    return Table(FAMILIES[family][0], TABLE, "rules for kube-proxy", chains, sets, tuple(dict.fromkeys(elements)))
 
 
 class Block:
@@ -131,9 +158,10 @@ class Block:
         self.chains.setdefault(name, Chain(name))
 
 
-def port_block(svc, port, eps, node, pod_cidr):
-    """syncProxyRules' loop body for one service port. `eps`: ("ip:port", node name) of its
-    ready endpoints, sorted."""
+def port_block(svc, port, eps, node, pod_cidr, family="IPv4"):
+    """syncProxyRules' loop body for one service port (`svc` as the family's proxier sees
+    it). `eps`: ("ip:port", node name) of its ready endpoints, sorted."""
+    ipx, addr_type = FAMILIES[family]
     b = Block()
     name = port_name(svc, port)
     base = port_base(svc, port)
@@ -190,14 +218,14 @@ def port_block(svc, port, eps, node, pod_cidr):
             b.elements.append(Element(NO_ENDPOINT_NODEPORTS, key, external_verdict, name))
 
     if has_internal:
-        b.rule(internal_chain, f"ip daddr {svc.cluster_ip} {proto} dport {port.port} ip saddr != {pod_cidr} "
+        b.rule(internal_chain, f"{ipx} daddr {svc.cluster_ip} {proto} dport {port.port} {ipx} saddr != {pod_cidr} "
                                f"jump {MARK_FOR_MASQUERADE}")
 
     if uses_external_chain:
         if not external_local:
             b.rule(external_chain, f"jump {MARK_FOR_MASQUERADE}")
         else:
-            b.rule(external_chain, f'ip saddr {pod_cidr} goto {cluster_chain} comment "short-circuit pod traffic"')
+            b.rule(external_chain, f'{ipx} saddr {pod_cidr} goto {cluster_chain} comment "short-circuit pod traffic"')
             b.rule(external_chain, f'fib saddr type local jump {MARK_FOR_MASQUERADE} comment "masquerade local traffic"')
             b.rule(external_chain, f'fib saddr type local goto {cluster_chain} comment "short-circuit local traffic"')
         if has_external:
@@ -205,64 +233,65 @@ def port_block(svc, port, eps, node, pod_cidr):
 
     if uses_fw:
         sources = list(svc.load_balancer_source_ranges)
-        node_ip = ipaddress.ip_address(node.ip)
+        node_ip = ipaddress.ip_address(node.ip6 if family == "IPv6" else node.ip)
         if any(node_ip in ipaddress.ip_network(c, strict=False) for c in sources):
             sources += lb_vips                      # the node reaching its own VIP comes from the VIP
-        b.rule(fw_chain, f"ip saddr != {{ {' , '.join(sources)} }} drop")
+        b.rule(fw_chain, f"{ipx} saddr != {{ {' , '.join(sources)} }} drop")
 
     affinity = svc.session_affinity == "ClientIP"
     for chain, chain_eps in ((cluster_chain, cluster_eps), (local_chain, local_eps)):
         if chain_eps:
-            _to_endpoints(b, chain, svc, port, chain_eps, affinity)
+            _to_endpoints(b, chain, svc, port, chain_eps, affinity, ipx)
 
     for endpoint in dict.fromkeys(e[0] for e in cluster_eps + local_eps):
         ep_base = endpoint_base(svc, port, endpoint)
         chain = chain_name("endpoint-", ep_base)
         b.chain(chain)
-        b.rule(chain, f"ip saddr {endpoint.rpartition(':')[0]} jump {MARK_FOR_MASQUERADE}")
+        b.rule(chain, f"{ipx} saddr {endpoint_ip(endpoint)} jump {MARK_FOR_MASQUERADE}")
         if affinity:
             affinity_set = chain_name("affinity-", ep_base)
-            b.sets[affinity_set] = Set(affinity_set, "ipv4_addr", flags=("dynamic", "timeout"),
+            b.sets[affinity_set] = Set(affinity_set, addr_type, flags=("dynamic", "timeout"),
                                        timeout=svc.affinity_timeout)
-            b.rule(chain, f"update @{affinity_set} {{ ip saddr }}")
+            b.rule(chain, f"update @{affinity_set} {{ {ipx} saddr }}")
         b.rule(chain, f"meta l4proto {proto} dnat to {endpoint}")
     return b
 
 
-def _to_endpoints(b, chain, svc, port, eps, affinity):
+def _to_endpoints(b, chain, svc, port, eps, affinity, ipx="ip"):
     """writeServiceToEndpointRules: with affinity, a source seen before goes back to its
     endpoint; then one random pick among all of them, by a numgen verdict map."""
     names = [chain_name("endpoint-", endpoint_base(svc, port, ep)) for ep, _ in eps]
     if affinity:
         for (ep, _), target in zip(eps, names):
-            b.rule(chain, f"ip saddr @{chain_name('affinity-', endpoint_base(svc, port, ep))} goto {target}")
+            b.rule(chain, f"{ipx} saddr @{chain_name('affinity-', endpoint_base(svc, port, ep))} goto {target}")
     picks = " , ".join(f"{i} : goto {target}" for i, target in enumerate(names))
     b.rule(chain, f"numgen random mod {len(names)} vmap {{ {picks} }}")
 
 
-def sync(old_services, old_slices, services, slices, node, cluster):
+def sync(old_services, old_slices, services, slices, node, cluster, family="IPv4"):
     """kube-proxy's partial sync on one node, as (changed ports' blocks before and after):
     [(Block | None, Block | None)] for every port whose Service or endpoints changed."""
-    old, new = port_inputs(old_services, old_slices), port_inputs(services, slices)
+    old, new = port_inputs(old_services, old_slices, family), port_inputs(services, slices, family)
+    pod_cidr = _networks(cluster, family)[0]
     out = []
     for k in sorted(old.keys() | new.keys()):
         if old.get(k) == new.get(k):
             continue
-        before = port_block(*old[k], node, cluster.pod_subnet) if k in old else None
-        after = port_block(*new[k], node, cluster.pod_subnet) if k in new else None
+        before = port_block(*old[k], node, pod_cidr, family) if k in old else None
+        after = port_block(*new[k], node, pod_cidr, family) if k in new else None
         out.append((before, after))
     return out
 
 
-def live_cluster_ips(services):
+def live_cluster_ips(services, family="IPv4"):
     """The ClusterIPs kube-proxy proxies: what cluster-ips holds (a Service left to another
     proxy, or headless, is not in it)."""
-    return {s.cluster_ip for s in services if proxied(s)}
+    return {s.cluster_ip_of(family) for s in services if proxied(s, family)}
 
 
-def empty_table():
+def empty_table(family="IPv4"):
     """The table's name and family alone: what a partial sync's transaction writes into."""
-    return Table("ip", TABLE)
+    return Table(FAMILIES[family][0], TABLE)
 
 
 def uses_nftables(cluster):
@@ -270,7 +299,9 @@ def uses_nftables(cluster):
 
 
 def node_plan(state, node, rules=True):
-    """kube-proxy's part of a node in nftables mode: its table (unless `rules` is False).
-    No sysctl: nftables mode never accepts NodePorts on 127.0.0.1, so no route_localnet."""
-    table = node_table(state.services, state.endpoint_slices, node, state.cluster) if rules else None
-    return NetnsPlan(node.netns, nftables={table.ref: table} if table else {}, owner="kube-proxy")
+    """kube-proxy's part of a node in nftables mode: its table, and in a dual-stack cluster
+    the IPv6 proxier's `ip6 kube-proxy` beside it (unless `rules` is False). No sysctl:
+    nftables mode never accepts NodePorts on 127.0.0.1, so no route_localnet."""
+    families = state.cluster.families if rules else ()
+    tables = [node_table(state.services, state.endpoint_slices, node, state.cluster, f) for f in families]
+    return NetnsPlan(node.netns, nftables={t.ref: t for t in tables}, owner="kube-proxy")
