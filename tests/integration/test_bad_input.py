@@ -150,11 +150,12 @@ STRICT_CASES = {
                       "Cluster: networking.podSubnet: 127.0.0.0/16 lies in 127.0.0.0/8"),
     "multicast services": ("networking: {serviceSubnet: 224.0.0.0/12}\n", None,
                            "Cluster: networking.serviceSubnet: 224.0.0.0/12 lies in 224.0.0.0/4"),
+    # kind's validateSubnets: a pair needs ipFamily: dual, an IPv6 CIDR ipFamily: dual or ipv6
     "dual-stack pods": ("networking: {podSubnet: '10.244.0.0/16,fd00:10:244::/56'}\n", None,
-                        "Cluster: networking.podSubnet: '10.244.0.0/16,fd00:10:244::/56' is a dual-stack pair: "
-                        "netlab is IPv4 only for now"),
+                        "Cluster: networking.podSubnet: '10.244.0.0/16,fd00:10:244::/56': only one CIDR allowed "
+                        "for single-stack networking"),
     "ipv6 pods": ("networking: {podSubnet: 'fd00:10:244::/56'}\n", None,
-                  "Cluster: networking.podSubnet: 'fd00:10:244::/56' is an IPv6 CIDR: netlab is IPv4 only for now"),
+                  "Cluster: networking.podSubnet: 'fd00:10:244::/56': expected IPv4 CIDR for IPv4 family"),
     "service default/kubernetes": (SVC.format(svc="kubernetes", ns="default"), None,
                                    "Service default/kubernetes: metadata.name: the Service default/kubernetes is "
                                    "managed by the API server"),
