@@ -44,8 +44,9 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.scratch import Namespaces, ip_batch  # noqa: E402
 from netlab.api.objects import SERVICE_NAME_LABEL, EndpointSlice, Port, SliceEndpoint  # noqa: E402
-from netlab.api.spec import ServiceManifest, ServicePort  # noqa: E402
+from netlab.api.spec import ClusterConfig, ServiceManifest, ServicePort  # noqa: E402
 from netlab.errors import NetlabError  # noqa: E402
 from netlab.kernel import netns as ns  # noqa: E402
 from netlab.kernel.iptables_restore import RestoreApplier, render  # noqa: E402
@@ -190,7 +191,7 @@ def measure_partial(n):
 # --- the two modes side by side ------------------------------------------------------------
 
 NODE = SimpleNamespace(name=NODES[0].name, ip="172.18.0.2")     # the node the mode rows plan for
-CLUSTER = SimpleNamespace(pod_subnet=POD_CIDR, service_subnet="10.96.0.0/12")
+CLUSTER = ClusterConfig(pod_subnet=POD_CIDR, service_subnet="10.96.0.0/12")
 CLIENT_NET, CLIENT_GW = "10.244.3.2/24", "10.244.3.1"     # no endpoint of cluster() is in 10.244.3.0/24
 SERVER_LINK, SERVER_GW = "10.244.200.2", "10.244.200.1"
 SERVICE_PORT, TARGET_PORT = 80, 8080
@@ -273,43 +274,6 @@ class NftablesMode:
         done = time.perf_counter()
         assert applier.writes == 1
         return applier.operations, planned - start, done - planned
-
-
-class Namespaces:
-    """Every namespace and process the mode measurements create, removed in reverse order
-    (processes first: a process inside keeps its namespace alive), whatever happens."""
-
-    def __init__(self):
-        self.names, self.processes = [], []
-
-    def create(self, tag):
-        name = f"netlab.bench.{os.getpid()}.{tag}"
-        self.names.append(name)
-        ns.create(name)
-        return name
-
-    def start(self, netns, argv):
-        proc = subprocess.Popen(["ip", "netns", "exec", netns, *argv], stdout=subprocess.PIPE, text=True)
-        self.processes.append(proc)
-        return proc
-
-    def close(self):
-        for proc in reversed(self.processes):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
-        for name in reversed(self.names):
-            ns.delete(name)
-
-
-def ip_batch(netns, commands):
-    ns.run(netns, ["ip", "-batch", "-"], input="\n".join(commands) + "\n", text=True, check=True)
 
 
 def wire(scratch, node, tag, target, slices):

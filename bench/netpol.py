@@ -50,7 +50,6 @@ import signal
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -59,9 +58,10 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.scratch import Namespaces, ip_batch  # noqa: E402
 from netlab.api.objects import Pod  # noqa: E402
-from netlab.api.spec import (Container, ContainerPort, IPBlock, LabelSelector, NetworkPolicyManifest,  # noqa: E402
-                             PodTemplate, PolicyPeer, PolicyPort, PolicyRule)
+from netlab.api.spec import (ClusterConfig, Container, ContainerPort, IPBlock, LabelSelector,  # noqa: E402
+                             NetworkPolicyManifest, PodTemplate, PolicyPeer, PolicyPort, PolicyRule)
 from netlab.errors import NetlabError  # noqa: E402
 from netlab.kernel import netns as ns  # noqa: E402
 from netlab.kernel.ipset import IpsetApplier  # noqa: E402
@@ -182,7 +182,7 @@ def cluster(n_policies, n_pods):
     namespaces = {namespace(i): {"labels": {"team": f"team-{i % 3}", "env": "prod" if i < 6 else "dev"}}
                   for i in range(NAMESPACES)}
     return SimpleNamespace(pods=pods, namespaces=namespaces, network_policies=policies,
-                           cluster=SimpleNamespace(service_subnet="10.96.0.0/12"))
+                           cluster=ClusterConfig(service_subnet="10.96.0.0/12"))
 
 
 def client_and_server(state):
@@ -287,47 +287,6 @@ def node_content(netns):
     return parse_iptables_save(out.stdout), {n: (s.type, s.members()) for n, s in current_sets(netns).items()}
 
 
-# --- scratch namespaces and processes -----------------------------------------------------------
-
-class Scratch:
-    """Every namespace and process the bench creates, removed in reverse order (processes first:
-    a process inside keeps its namespace alive), whatever happens."""
-
-    def __init__(self):
-        self.names, self.processes = [], []
-
-    def create(self, tag):
-        name = f"netlab.bench.{os.getpid()}.np.{tag}"
-        ns.create(name)
-        self.names.append(name)
-        return name
-
-    def drop(self, name):
-        ns.delete(name)
-        self.names.remove(name)
-
-    def start(self, netns, argv):
-        proc = subprocess.Popen(["ip", "netns", "exec", netns, *argv], stdout=subprocess.PIPE, text=True)
-        self.processes.append(proc)
-        return proc
-
-    def close(self):
-        for proc in reversed(self.processes):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
-        self.processes = []
-        for name in reversed(self.names):
-            ns.delete(name)
-        self.names = []
-
-
 # --- the syncs -----------------------------------------------------------------------------------
 
 def measure_sync(scratch, n, n_pods, repeat, n_changes):
@@ -407,10 +366,6 @@ def relabel_pod(state, i):
 
 
 # --- the connection ------------------------------------------------------------------------------
-
-def ip_batch(netns, commands):
-    ns.run(netns, ["ip", "-batch", "-"], input="\n".join(commands) + "\n", text=True, check=True)
-
 
 def wire(scratch, node, tag, client, server):
     """The two pods' namespaces on the node's bridge cni0, their veths named as the CNI names
@@ -633,7 +588,7 @@ def main():
     if os.geteuid() != 0:
         raise SystemExit("bench/netpol.py makes network namespaces: run it as root")
     signal.signal(signal.SIGTERM, _terminated)
-    scratch = Scratch()
+    scratch = Namespaces("np.")
     try:
         if args.policies:
             rows = []
