@@ -368,7 +368,7 @@ def _node(args):
     lab = Lab.find(args.lab)
     if args.action == "add":
         node = lab.add_node(args.name)
-        print(f"node/{node.name} joined: {node.ip}, podCIDR {node.pod_cidr}")
+        print(f"node/{node.name} joined: {node.internal_ip}, podCIDR {node.pod_cidrs[0]}")
     else:
         node, gone = lab.remove_node(args.name)
         print(f"node/{node.name} removed ({plural(len(gone), 'pod')} went with it)")

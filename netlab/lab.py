@@ -452,11 +452,11 @@ class Lab:
                 for family in state.cluster.families:       # iptables mode's cleanup of nftables mode's
                     nft.delete_table(node.netns, kube_proxy_nft.FAMILIES[family][0], kube_proxy_nft.TABLE)
             if converged:
-                work = {"nat": ({}, []), "filter": ({}, [])} if nft_mode else kube_proxy.sync_changes(
-                    old.services, old.endpoint_slices, state.services, state.endpoint_slices, node,
-                    state.cluster.pod_subnet)
+                work = {"nat": ({}, []), "filter": ({}, [])} if nft_mode or not state.cluster.ipv4 else \
+                    kube_proxy.sync_changes(old.services, old.endpoint_slices, state.services,
+                                            state.endpoint_slices, node, state.cluster.pod_subnet)
                 owner = {c: "kube-proxy" for write, stale in work.values() for c in [*write, *stale]}
-                if netpol_moved:
+                if netpol_moved and state.cluster.ipv4:
                     (before, old_policies), policies = old_netpol, netpol()[1]
                     write, stale = kube_router.sync_changes(before, netpol_inputs, node.name, old_policies, policies)
                     work["filter"] = ({**work["filter"][0], **write}, work["filter"][1] + stale)
@@ -472,7 +472,7 @@ class Lab:
                 iptables.apply(node.netns, node_plan.iptables, fresh=node.netns in fresh)
                 destroy_sets(node.netns, stale_sets)
                 chain_owner[node.netns] = {k[2]: o for k, o in node_plan.owners.items() if k[0] == "chain"}
-        if state.cluster.dual:
+        if state.cluster.ipv6:
             self._sync_ip6tables(state, plans, partial, fresh, netpol, changes)
         for netns, stale_names in stale6:
             ipsets.destroy(netns, stale_names)
@@ -551,19 +551,9 @@ class Lab:
         back and only what differs written. A dual-stack node's IPv6 proxier has its own
         table, `ip6 kube-proxy`: written whole into a fresh namespace, else read back and
         only what differs written, on every converge (no partial sync for IPv6 yet)."""
-        stale = state.stale_chains.setdefault(node.netns, {})
-        if partial and node.name in old.nodes and not fresh:
-            pairs = kube_proxy_nft.sync(old.services, old.endpoint_slices, state.services, state.endpoint_slices,
-                                        node, state.cluster)
-            if pairs or stale:
-                nftables.partial(node.netns, kube_proxy_nft.empty_table(), pairs,
-                                 kube_proxy_nft.live_cluster_ips(state.services), stale)
-        else:
-            table = kube_proxy_nft.node_table(state.services, state.endpoint_slices, node, state.cluster)
-            nftables.full(node.netns, table) if fresh else nftables.resync(node.netns, table, stale)
-        if not stale:
-            state.stale_chains.pop(node.netns, None)
-        if getattr(state.cluster, "dual", False):        # (a test's stand-in cluster may not say)
+        if getattr(state.cluster, "ipv4", True):         # (a test's stand-in cluster may not say)
+            _sync_nftables4(nftables, state, old, node, partial, fresh)
+        if getattr(state.cluster, "ipv6", False):
             table6 = kube_proxy_nft.node_table(state.services, state.endpoint_slices, node, state.cluster, "IPv6")
             stale6 = state.stale_chains.setdefault(f"{node.netns} ip6", {})
             nftables.full(node.netns, table6) if fresh else nftables.resync(node.netns, table6, stale6)
@@ -731,9 +721,9 @@ class Lab:
         them, read with the lab's own backend; `family` IPv6: ip6tables-save's (a dual-stack lab)."""
         state = self.state()
         netns = state.node(node).netns
-        if family == "IPv6" and not state.cluster.dual:
-            raise NetlabError(f"lab {self.name} is single-stack IPv4: its nodes hold no IPv6 rules of its agents "
-                              f"(networking.ipFamily: dual makes a dual-stack lab)")
+        if family not in state.cluster.families:
+            raise NetlabError(f"lab {self.name} is single-stack {state.cluster.primary}: its nodes hold no {family} "
+                              f"rules of its agents ({'netlab iptables -6' if family == 'IPv4' else 'networking.ipFamily: dual makes a dual-stack lab'})")
         return iptables_backend.save(netns, state.cluster.iptables_applier, *(["-t", table] if table else []),
                                      family=family)
 
@@ -746,7 +736,7 @@ class Lab:
             raise NetlabError(f"lab {self.name} runs kube-proxy in {state.cluster.kube_proxy_mode} mode, which writes "
                               f"no nftables table: its rules are iptables chains (netlab iptables {node})")
         out = []
-        for family in ("ip", "ip6") if state.cluster.dual else ("ip",):
+        for family in (kube_proxy_nft.FAMILIES[f][0] for f in state.cluster.families):
             text = nft.list_table(n.netns, family, kube_proxy_nft.TABLE)
             if text is None:
                 raise NetlabError(f"node {n.name} has no {family} kube-proxy table (netlab reconcile writes it again)")
@@ -849,3 +839,19 @@ def remove_node(state, name, log):
     log += [("FaultCleared", f"fault/{f['kind']}", "", " ".join(f["targets"])) for f in gone_faults]
     state.faults = [f for f in state.faults if f not in gone_faults]
     return node, gone
+
+
+def _sync_nftables4(nftables, state, old, node, partial, fresh):
+    """kube-proxy's IPv4 proxier in nftables mode on one node (Lab._sync_nftables)."""
+    stale = state.stale_chains.setdefault(node.netns, {})
+    if partial and node.name in old.nodes and not fresh:
+        pairs = kube_proxy_nft.sync(old.services, old.endpoint_slices, state.services, state.endpoint_slices,
+                                    node, state.cluster)
+        if pairs or stale:
+            nftables.partial(node.netns, kube_proxy_nft.empty_table(), pairs,
+                             kube_proxy_nft.live_cluster_ips(state.services), stale)
+    else:
+        table = kube_proxy_nft.node_table(state.services, state.endpoint_slices, node, state.cluster)
+        nftables.full(node.netns, table) if fresh else nftables.resync(node.netns, table, stale)
+    if not stale:
+        state.stale_chains.pop(node.netns, None)

@@ -33,7 +33,7 @@ NODE_SYSCTLS6 = (
 def node_plan(state, node, rules=True, netpol=None):
     """`rules` False leaves kube-proxy's and kube-router's chains out; `netpol`: kube-router's
     inputs and compiled policies (kube_router.read), when the caller plans several nodes."""
-    kubelet = NetnsPlan(node.netns, sysctls=NODE_SYSCTLS + (NODE_SYSCTLS6 if state.cluster.dual else ()),
+    kubelet = NetnsPlan(node.netns, sysctls=NODE_SYSCTLS + (NODE_SYSCTLS6 if state.cluster.ipv6 else ()),
                         owner="kubelet")
     veths = NetnsPlan(node.netns, links=tuple(cni.host_veth(state, p) for p in state.pods_on(node.name)), owner="cni")
     # kube-router, then kube-proxy, then kube-router's ACCEPT, then flannel: the order their
@@ -42,7 +42,7 @@ def node_plan(state, node, rules=True, netpol=None):
     # rule, flanneld appends).
     proxy = kube_proxy_nft if kube_proxy_nft.uses_nftables(state.cluster) else kube_proxy
     policy = (kube_router.node_plan(state, node, *(netpol or kube_router.read(state))),) if rules else ()
-    accept = (kube_router.accept_plan(node, state.cluster.dual),) if rules else ()
+    accept = (kube_router.accept_plan(node, state.cluster),) if rules else ()
     return merge(node.netns, underlay.uplink(state, node.netns, node.ip), kubelet, cni.node_plan(state, node),
                  *policy, proxy.node_plan(state, node, rules), *accept, flannel.node_plan(state, node), veths)
 

@@ -45,20 +45,21 @@ def lb_plan(state, svc, healthy):
     NodePorts of the healthy nodes (all ready nodes until the first check). A dual-stack
     Service's balancer answers on its IPv6 address too (the container's second address on
     Docker's network) and proxies to the nodes' IPv6 addresses, with the same chains in
-    ip6tables' nat table."""
+    ip6tables' nat table. An IPv6 lab's balancer keeps its container's IPv4 address, but the
+    nodes have no IPv4 NodePorts to proxy to: its rules are IPv6's alone."""
     netns = names.lb_netns(state.lab, svc.key)
     targets = [n for n in state.nodes if n.name in healthy]
-    nat = _nat(svc, svc.load_balancer_ip, "/32", [n.ip for n in targets])
+    nat = {"nat": _nat(svc, svc.load_balancer_ip, "/32", [n.ip for n in targets])} if state.cluster.ipv4 else {}
     link = underlay.uplink(state, netns, svc.load_balancer_ip)
     ip6 = svc.load_balancer_ip_of("IPv6")
     if ip6 is None:
         return NetnsPlan(netns, links=link.links, addrs=link.addrs, routes=link.routes,
-                         sysctls=(("net/ipv4/ip_forward", "1"),), iptables={"nat": nat}, owner="cloud")
+                         sysctls=(("net/ipv4/ip_forward", "1"),), iptables=nat, owner="cloud")
     nat6 = _nat(svc, ip6, "/128", [f"[{n.ip6}]" for n in targets])
     return NetnsPlan(netns, links=link.links, addrs=link.addrs, routes=link.routes,
                      sysctls=(("net/ipv4/ip_forward", "1"), ("net/ipv6/conf/all/disable_ipv6", "0"),
                               ("net/ipv6/conf/all/forwarding", "1"), (f"net/ipv6/conf/{names.UPLINK}/accept_ra", "0")),
-                     iptables={"nat": nat}, ip6tables={"nat": nat6}, owner="cloud")
+                     iptables=nat, ip6tables={"nat": nat6}, owner="cloud")
 
 
 def _nat(svc, address, host_mask, node_addresses):
@@ -97,12 +98,14 @@ def check(lb, svc, node):
     port = svc.health_check_node_port if svc.external_traffic_policy == "Local" else HEALTHZ_PORT
     path = "/" if svc.external_traffic_policy == "Local" else "/healthz"
     try:
+        ip = node.internal_ip                        # cloud-provider-kind checks the node's InternalIP
         with ns.entered(lb):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
         with s:
             s.settimeout(CHECK_TIMEOUT)
-            s.connect((node.ip, port))
-            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {node.ip}\r\nConnection: close\r\n\r\n".encode())
+            s.connect((ip, port))
+            host = f"[{ip}]" if ":" in ip else ip
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
             return s.recv(64).startswith(b"HTTP/1.1 200")
     except OSError:
         return False
@@ -150,7 +153,7 @@ class Controller:
         health = read_health(self.lab)
         new = {}
         applier = iptables.applier(state.cluster.iptables_applier)
-        applier6 = iptables.applier(state.cluster.iptables_applier, "IPv6") if state.cluster.dual else None
+        applier6 = iptables.applier(state.cluster.iptables_applier, "IPv6") if state.cluster.ipv6 else None
         for svc in balancers(state):
             lb = names.lb_netns(self.lab, svc.key)
             if not ns.exists(lb):

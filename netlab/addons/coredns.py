@@ -58,7 +58,7 @@ class Zone:
     ttl: int
     records: dict = field(default_factory=dict)      # name -> [Record]
     soa: Record | None = None
-    dual: bool = False        # a dual-stack lab's: AAAA records, and pod names of IPv6 addresses
+    ipv6: bool = False        # a dual-stack or IPv6 lab's: AAAA records, and pod names of IPv6 addresses
 
     def add(self, name, rtype, data, ttl=None):
         self.records.setdefault(name, []).append(Record(name, rtype, self.ttl if ttl is None else ttl, data))
@@ -101,15 +101,15 @@ def srv_weight(count):
 def zone(state, ttl=30, serial=1):
     """Every record of the cluster domain and the reverse zones (in-addr.arpa; ip6.arpa in a
     dual-stack lab), from the cluster state."""
-    z = Zone(ttl, dual=state.cluster.dual)
+    z = Zone(ttl, ipv6=state.cluster.ipv6)
     z.soa = Record(DOMAIN, "SOA", ttl, (f"ns.dns.{DOMAIN}", f"hostmaster.{DOMAIN}", serial, 7200, 1800, 86400, ttl))
     z.records[DOMAIN] = [z.soa, Record(DOMAIN, "NS", ttl, f"ns.dns.{DOMAIN}")]
-    z.add(f"ns.dns.{DOMAIN}", "A", dns_ip(state.cluster))
+    z.add(f"ns.dns.{DOMAIN}", _address_type(dns_ip(state.cluster)), dns_ip(state.cluster))
     z.add(f"dns-version.{DOMAIN}", "TXT", SPEC_VERSION, ttl=VERSION_TTL)
     for svc in state.services:
         # IPv6 endpoints are only in the IPv6 EndpointSlices (a dual lab's v1 Endpoints hold
         # the primary family, IPv4); CoreDNS reads both families' slices.
-        slices6 = [s for s in state.slices_of(svc) if s.address_type == "IPv6"] if z.dual and svc.headless else ()
+        slices6 = [s for s in state.slices_of(svc) if s.address_type == "IPv6"] if z.ipv6 and svc.headless else ()
         _service_records(z, svc, state.endpoints_of(svc), slices6)
     return z
 
@@ -223,7 +223,7 @@ def lookup(z, name, qtype):
         return "NOERROR", [Record(name, "A", z.ttl, ".".join(map(str, octets)))] if qtype in ("A", "ANY") else [], []
     records = z.records.get(name, [])
     if not records:
-        pod6 = _pod6(name, qtype, z.ttl) if z.dual else None
+        pod6 = _pod6(name, qtype, z.ttl) if z.ipv6 else None
         if pod6 is not None:
             return pod6[0], pod6[1], []
         return ("NOERROR" if z.exists(name) else "NXDOMAIN"), [], []

@@ -54,7 +54,7 @@ def _upstream(state, namespace, backend):
     if port is None:
         return []
     ep = state.endpoints_of(svc)
-    return sorted(f"{a.ip}:{q.port}" for s in (ep.subsets if ep else ()) for q in s.ports
+    return sorted(f"{f'[{a.ip}]' if ':' in a.ip else a.ip}:{q.port}" for s in (ep.subsets if ep else ()) for q in s.ports
                   if q.name == port.name and q.protocol == "TCP" for a in s.addresses)
 
 
@@ -94,7 +94,7 @@ def config(state, directory):
             out += [f"  upstream {name} {{"] + [f"    server {s};" for s in servers] + ["  }"]
     # A dual-stack lab's controller listens on IPv6 too, as the real one's template does
     # (`listen [::]:80` beside `listen 80` when the pod has IPv6).
-    addresses = ("80", "[::]:80") if state.cluster.dual else ("80",)
+    addresses = ("80", "[::]:80") if state.cluster.ipv6 else ("80",)
     for host in sorted(hosts, key=lambda h: h != "_"):
         flag = " default_server" if host == "_" else ""
         out += ["  server {", *(f"    listen {a}{flag};" for a in addresses), f"    server_name {host};"]

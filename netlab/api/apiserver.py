@@ -33,7 +33,7 @@ def node_object(state, node, annotations=()):
         },
         # kube-controller-manager's podCIDRs and kubelet's --node-ip=<v4>,<v6>: one per family,
         # IPv4 first (podCIDR is the first), then the Hostname.
-        "spec": {"podCIDR": node.pod_cidr, "podCIDRs": list(node.pod_cidrs), "taints": list(node.taints)},
+        "spec": {"podCIDR": node.pod_cidrs[0], "podCIDRs": list(node.pod_cidrs), "taints": list(node.taints)},
         "status": {
             "addresses": [*({"type": "InternalIP", "address": ip} for ip in node.ips),
                           {"type": "Hostname", "address": node.name}],
@@ -104,9 +104,9 @@ def pod_object(state, pod, running=True):
         "spec": spec,
         "status": {
             "phase": "Running" if running else "Failed",
-            "hostIP": node.ip,
+            "hostIP": node.internal_ip,
             "hostIPs": [{"ip": ip} for ip in node.ips],
-            "podIP": pod.ip,
+            "podIP": pod.pod_ip,
             "podIPs": [{"ip": ip} for ip in pod.ips],
             "conditions": [
                 {"type": "PodScheduled", "status": "True"},
@@ -322,7 +322,7 @@ def ingress_object(state, ing):
     status = {"loadBalancer": {}}
     if controller is not None and ing.ingress_class in NGINX_CLASSES:
         address = controller.load_balancer_ip if controller.type == "LoadBalancer" else \
-            next((n.ip for n in state.nodes for p in state.pods if p.namespace == "ingress-nginx" and p.node == n.name), None)
+            next((n.internal_ip for n in state.nodes for p in state.pods if p.namespace == "ingress-nginx" and p.node == n.name), None)
         if controller.type == "LoadBalancer" and controller.load_balancer_ips:   # the controller's, each family
             status["loadBalancer"]["ingress"] = [{"ip": ip} for ip in controller.load_balancer_ips]
         elif address:
@@ -491,7 +491,7 @@ def kube_proxy_config(cluster):
             "  contentType: \"\"\n"
             "  kubeconfig: /var/lib/kube-proxy/kubeconfig.conf\n"
             "  qps: 0\n"
-            f"clusterCIDR: {cluster.pod_subnet}\n"
+            f"clusterCIDR: {','.join(cluster.pod_subnets)}\n"
             "configSyncPeriod: 0s\n"
             "conntrack:\n"
             "  maxPerCore: 0\n"
@@ -576,9 +576,11 @@ def kube_proxy_kubeconfig(server):
 
 def flannel_net_conf(cluster, backend):
     """net-conf.json of kube-flannel/kube-flannel-cfg (kube-flannel.yml): the pod network and
-    the backend flanneld runs (its VNI and port are the backend's defaults, so not written)."""
-    return ("{\n"
-            f"  \"Network\": \"{cluster.pod_subnet}\",\n"
+    the backend flanneld runs (its VNI and port are the backend's defaults, so not written).
+    With IPv6, flannel's dual-stack keys; an IPv6 lab turns IPv4 off (EnableIPv4 false)."""
+    four = f"  \"Network\": \"{cluster.pod_subnet}\",\n" if cluster.ipv4 else "  \"EnableIPv4\": false,\n"
+    six = f"  \"EnableIPv6\": true,\n  \"IPv6Network\": \"{cluster.pod_subnet6}\",\n" if cluster.ipv6 else ""
+    return ("{\n" + four + six +
             "  \"EnableNFTables\": false,\n"
             "  \"Backend\": {\n"
             f"    \"Type\": \"{backend}\"\n"

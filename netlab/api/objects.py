@@ -103,13 +103,20 @@ class Node:
     labels: dict
     taints: list
     created: str = ""             # when it joined; "" for the lab's own nodes (the lab's creation)
-    ip6: str = ""                 # dual-stack: its IPv6 address on the LAN
-    pod_cidr6: str = ""           # dual-stack: its IPv6 podCIDR (spec.podCIDRs[1], a /64)
+    ip6: str = ""                 # dual-stack and IPv6: its IPv6 address on the LAN
+    pod_cidr6: str = ""           # dual-stack and IPv6: its IPv6 podCIDR (a /64); pod_cidr is "" in IPv6
 
     @property
     def ips(self):
-        """status.addresses' InternalIPs, the primary family first."""
-        return tuple(a for a in (self.ip, self.ip6) if a)
+        """status.addresses' InternalIPs (kubelet's node-ip): its LAN address of each family the
+        cluster has, which are those it has a podCIDR of, the primary first. An IPv6 lab's
+        nodes keep the IPv4 address Docker gives kind's containers, unused by Kubernetes."""
+        return tuple(a for a, cidr in ((self.ip, self.pod_cidr), (self.ip6, self.pod_cidr6)) if a and cidr)
+
+    @property
+    def internal_ip(self):
+        """status.addresses' first InternalIP: where the node's agents listen (6443, 10256)."""
+        return self.ips[0]
 
     @property
     def pod_cidrs(self):
@@ -147,6 +154,11 @@ class Pod:
     def ips(self):
         """status.podIPs: kubelet's order, the node's primary family (IPv4) first."""
         return tuple(a for a in (self.ip, self.ip6) if a)
+
+    @property
+    def pod_ip(self):
+        """status.podIP: the first of podIPs (an IPv6 lab's pods have no IPv4 `ip`)."""
+        return self.ip or self.ip6
 
     @property
     def labels(self):

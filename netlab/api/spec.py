@@ -312,32 +312,47 @@ class ClusterConfig:
     lb_pool6: str = ""             # dual, MetalLB: the pool's IPv6 "first-last"; "": the IPv4 pool's twins
     ingress: str = ""              # "", "NodePort" or "LoadBalancer": how ingress-nginx is exposed
     ingress_ip_family_policy: str = ""   # its Service's ipFamilyPolicy; "": deploy.yaml's SingleStack (IPv4)
-    ip_family: str = "ipv4"        # kind's networking.ipFamily: ipv4, or dual (IPv4 first)
-    pod_subnet6: str = ""          # dual: the IPv6 pod subnet (kind's fd00:10:244::/56)
-    service_subnet6: str = ""      # dual: the IPv6 service subnet (kind's fd00:10:96::/112)
-    lan_cidr6: str = ""            # dual: the LAN's IPv6 range (Docker's ULA /64 for kind)
+    ip_family: str = "ipv4"        # kind's networking.ipFamily: ipv4, ipv6, or dual (IPv4 first)
+    pod_subnet6: str = ""          # dual, ipv6: the IPv6 pod subnet (kind's fd00:10:244::/56)
+    service_subnet6: str = ""      # dual, ipv6: the IPv6 service subnet (kind's fd00:10:96::/112)
+    lan_cidr6: str = ""            # dual, ipv6: the LAN's IPv6 range (Docker's ULA /64 for kind)
 
     @property
     def node_names(self):
         return names.node_names(self.name, self.roles)
 
     @property
+    def ipv4(self):
+        """The cluster has IPv4 (kind's ipv4 and dual): pods, Services and nodes' InternalIPs."""
+        return bool(self.pod_subnet)
+
+    @property
+    def ipv6(self):
+        """The cluster has IPv6 (kind's ipv6 and dual)."""
+        return bool(self.pod_subnet6)
+
+    @property
     def dual(self):
         """A dual-stack cluster: IPv4 the primary family, IPv6 the secondary."""
-        return bool(self.pod_subnet6)
+        return self.ipv4 and self.ipv6
 
     @property
     def families(self):
         """The cluster's IP families, primary first, as Services' ipFamilies name them."""
-        return ("IPv4", "IPv6") if self.dual else ("IPv4",)
+        return tuple(f for f, on in (("IPv4", self.ipv4), ("IPv6", self.ipv6)) if on)
+
+    @property
+    def primary(self):
+        """The primary family: the first of the service subnets (IPv6 in kind's ipv6 labs)."""
+        return self.families[0]
 
     @property
     def pod_subnets(self):
-        return (self.pod_subnet, self.pod_subnet6) if self.dual else (self.pod_subnet,)
+        return tuple(s for s in (self.pod_subnet, self.pod_subnet6) if s)
 
     @property
     def service_subnets(self):
-        return (self.service_subnet, self.service_subnet6) if self.dual else (self.service_subnet,)
+        return tuple(s for s in (self.service_subnet, self.service_subnet6) if s)
 
 
 @dataclass(frozen=True)
@@ -765,10 +780,6 @@ def _cluster(cluster_doc, lab_doc):
         family = net.child("ipFamily").string("ipv4")
         if family not in IP_FAMILIES:
             raise net.child("ipFamily").error(f"invalid ipFamily: {family} (kind takes {', '.join(IP_FAMILIES)})")
-        if family == "ipv6":
-            raise net.child("ipFamily").error(f"'ipv6': netlab builds IPv4 and dual-stack labs; an IPv6-only lab "
-                                              f"is not built yet (ipFamily: dual gives every pod and Service IPv6 "
-                                              f"beside IPv4)")
         values["ip_family"] = family
         for key, field_, default, default6 in (("podSubnet", "pod_subnet", c.pod_subnet, POD_SUBNET6),
                                                ("serviceSubnet", "service_subnet", c.service_subnet, SERVICE_SUBNET6)):
@@ -784,9 +795,9 @@ def _cluster(cluster_doc, lab_doc):
         _refuse_unknown(lan, lan.mapping(), {"cidr", "ipv6Cidr", "mtu"})
         values["lan_cidr"] = lan.child("cidr").network(c.lan_cidr, assigned=True)
         if lan.child("ipv6Cidr").value is not None:
-            if values.get("ip_family", "ipv4") != "dual":
-                raise lan.child("ipv6Cidr").error("the LAN's IPv6 range is for a dual-stack lab (the Cluster's "
-                                                  "networking.ipFamily: dual)")
+            if values.get("ip_family", "ipv4") == "ipv4":
+                raise lan.child("ipv6Cidr").error("the LAN's IPv6 range is for a dual-stack or IPv6 lab (the "
+                                                  "Cluster's networking.ipFamily: dual or ipv6)")
             values["lan_cidr6"] = lan.child("ipv6Cidr").network6(LAN_CIDR6)
         values["underlay_mtu"] = lan.child("mtu").integer(c.underlay_mtu, lo=1280, hi=9000)
         ipt = at.child("iptables")
@@ -805,20 +816,24 @@ def _cluster(cluster_doc, lab_doc):
         if ing.child("enabled").value:
             values["ingress"] = ing.child("service").choice(("NodePort", "LoadBalancer"), "NodePort")
             values["ingress_ip_family_policy"] = _ingress_policy(ing.child("ipFamilyPolicy"), values)
-    if values.get("ip_family") == "dual" and not values.get("lan_cidr6"):
+    if values.get("ip_family", "ipv4") != "ipv4" and not values.get("lan_cidr6"):
         values["lan_cidr6"] = LAN_CIDR6
     c = ClusterConfig(**{**c.__dict__, **values})
     _check_address_plan(c, cluster_doc, lab_doc)
-    if c.dual:
+    if c.ipv6:
+        what = "a dual-stack" if c.dual else "an IPv6"
         _check_address_plan6(c, cluster_doc, lab_doc)
         if c.underlay_mtu < DUAL_MIN_MTU:
             raise SpecError(lab_doc[0] if lab_doc else None, "Lab", "lan.mtu",
-                            f"{c.underlay_mtu} is too small for a dual-stack lab: flannel-v6.1 takes 70 bytes of "
+                            f"{c.underlay_mtu} is too small for {what} lab: flannel-v6.1 takes 70 bytes of "
                             f"it (the kernel's IPv6 VXLAN overhead), and IPv6 needs 1280 (lan.mtu >= {DUAL_MIN_MTU})")
         if c.iptables_applier == "python-iptables":
-            raise SpecError(lab_doc[0], "Lab", "iptables.applier", "python-iptables writes IPv4's tables only; a "
-                            "dual-stack lab's IPv6 rules go through ip6tables-restore (applier: iptables-restore)")
+            raise SpecError(lab_doc[0], "Lab", "iptables.applier", f"python-iptables writes IPv4's tables only; "
+                            f"{what} lab's IPv6 rules go through ip6tables-restore (applier: iptables-restore)")
     if c.lb_pool:
+        if not c.ipv4 and c.lb_mode == "metallb":
+            raise pool_at.error(f"{c.lb_pool!r}: an IPv4 range is for an IPv4 or dual-stack lab; an IPv6 lab's "
+                                f"Services are IPv6 alone, and MetalLB gives them addresses of its IPv6 range")
         _check_pool(pool_at, c)
     if c.lb_pool6:
         _check_pool6(pool6_at, c)
@@ -939,9 +954,9 @@ def _check_pool6(at, c):
     containers hold the IPv6 address Docker numbers beside their IPv4 one, which is the IPv4
     address's twin), inside the LAN's IPv6 range and clear of its gateway, the external client
     and the nodes (their IPv6 twins), as the IPv4 range is of theirs."""
-    if not c.dual:
-        raise at.error(f"{c.lb_pool6!r}: an IPv6 range is for a dual-stack lab (the Cluster's networking.ipFamily: "
-                       f"dual)")
+    if not c.ipv6:
+        raise at.error(f"{c.lb_pool6!r}: an IPv6 range is for a dual-stack or IPv6 lab (the Cluster's "
+                       f"networking.ipFamily: dual or ipv6)")
     if c.lb_mode != "metallb":
         raise at.error(f"{c.lb_pool6!r}: an IPv6 range is MetalLB's (loadBalancer.mode: metallb); the cloud's load "
                        f"balancers take the IPv6 twin of their IPv4 address, as Docker numbers both families alike")
@@ -989,14 +1004,17 @@ SINGLE = "only one CIDR allowed for single-stack networking"
 
 
 def _subnets(at, family, default, default6):
-    """kind's podSubnet or serviceSubnet for `family`: one CIDR, or for dual a comma-separated
-    pair, one of each family (kind's defaults when unset). netlab's dual-stack labs are
-    IPv4-primary: the IPv4 CIDR comes first. (primary, IPv6 CIDR or "")."""
-    text = at.string(default if family == "ipv4" else f"{default},{default6}")
+    """kind's podSubnet or serviceSubnet for `family`: one CIDR of the family, or for dual a
+    comma-separated pair, one of each family (kind's defaults when unset). netlab's dual-stack
+    labs are IPv4-primary: the IPv4 CIDR comes first. (IPv4 CIDR or "", IPv6 CIDR or "")."""
+    text = {"ipv4": default, "ipv6": default6}.get(family, f"{default},{default6}")
+    text = at.string(text)
     parts = [p.strip() for p in text.split(",")]
-    if family == "ipv4":
+    if family != "dual":
         if len(parts) > 1:
-            raise at.error(f"{text!r}: {SINGLE} (ipFamily: ipv4; ipFamily: dual takes a pair)")
+            raise at.error(f"{text!r}: {SINGLE} (ipFamily: {family}; ipFamily: dual takes a pair)")
+        if family == "ipv6":
+            return "", _At(at.file, at.obj, parts[0], at.path).network6(default6)
         return at.network(default, assigned=True), ""
     if len(parts) > 2:
         raise at.error(f"{text!r}: {DUAL_PAIR}")
@@ -1005,9 +1023,10 @@ def _subnets(at, family, default, default6):
         raise at.error(f"{text!r}: {DUAL_PAIR}")
     if len(parts) == 1:
         raise at.error(f"{text!r}: netlab's dual-stack lab takes a CIDR of each family, IPv4 first (kind accepts "
-                       f"one, and its cluster then has that family alone: use ipFamily: ipv4 for that)")
+                       f"one, and its cluster then has that family alone: use ipFamily: ipv4 or ipv6 for that)")
     if versions[0] != 4:
-        raise at.error(f"{text!r}: netlab's dual-stack labs are IPv4-primary: give the IPv4 CIDR first")
+        raise at.error(f"{text!r}: netlab's dual-stack labs are IPv4-primary: give the IPv4 CIDR first (an IPv6 "
+                       f"primary: ipFamily: ipv6)")
     four = _At(at.file, at.obj, parts[0], at.path).network(default, assigned=True)
     six = _At(at.file, at.obj, parts[1], at.path).network6(default6)
     return four, six
@@ -1061,8 +1080,18 @@ def _refuse_unknown(at, mapping, known, document="netlab's Lab"):
 
 
 def _check_address_plan(c, cluster_doc, lab_doc):
-    pod, svc, lan = (ipaddress.ip_network(n) for n in (c.pod_subnet, c.service_subnet, c.lan_cidr))
+    """The IPv4 family's ranges; an IPv6 lab has the LAN's alone (kind's node network keeps its
+    IPv4 range beside the ULA one, though the cluster uses IPv6)."""
     file_of = lambda d: d[0] if d else None  # noqa: E731
+    lan = ipaddress.ip_network(c.lan_cidr)
+    hosts = max(lan.num_addresses - 2, 0)         # less the network and broadcast addresses
+    if hosts < len(c.roles) + 2:
+        raise SpecError(file_of(lab_doc), "Lab", "lan.cidr",
+                        f"{lan} is too small for {len(c.roles)} nodes: it has {hosts} host addresses, and the "
+                        f"gateway, the external client and each node take one")
+    if not c.ipv4:
+        return
+    pod, svc = (ipaddress.ip_network(n) for n in (c.pod_subnet, c.service_subnet))
     cluster_at = _At(file_of(cluster_doc), "Cluster", None, "networking")
     if pod.overlaps(svc):
         raise SpecError(file_of(cluster_doc), "Cluster", "networking.serviceSubnet",
@@ -1075,11 +1104,6 @@ def _check_address_plan(c, cluster_doc, lab_doc):
         raise cluster_at.child("podSubnet").error(f"{pod} is too small: each node takes a /24")
     if 2 ** (24 - pod.prefixlen) < len(c.roles):
         raise cluster_at.child("podSubnet").error(f"{pod} has fewer /24s than the {len(c.roles)} nodes")
-    hosts = max(lan.num_addresses - 2, 0)         # less the network and broadcast addresses
-    if hosts < len(c.roles) + 2:
-        raise SpecError(file_of(lab_doc), "Lab", "lan.cidr",
-                        f"{lan} is too small for {len(c.roles)} nodes: it has {hosts} host addresses, and the "
-                        f"gateway, the external client and each node take one")
     if svc.num_addresses < 16:
         raise cluster_at.child("serviceSubnet").error(f"{svc} is too small")
 

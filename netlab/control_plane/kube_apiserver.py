@@ -725,7 +725,7 @@ class ApiServer:
 
 def _listen(address, port, netns=None):
     def make():
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((address, port))
         s.listen(512)
@@ -746,7 +746,7 @@ async def serve(lab):
     tls = pki.server_context(server.pki)
     runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
     await runner.setup()
-    sockets = [_listen("127.0.0.1", state.api_port), _listen(control_plane.ip, 6443, control_plane.netns)]
+    sockets = [_listen("127.0.0.1", state.api_port), _listen(control_plane.internal_ip, 6443, control_plane.netns)]
     for s in sockets:
         await web.SockSite(runner, s, ssl_context=tls, shutdown_timeout=1.0).start()
     stop = asyncio.Event()

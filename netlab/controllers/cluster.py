@@ -39,14 +39,14 @@ def new_state(spec, rng=None, log=None):
     c = spec.cluster
     state = ClusterState(lab=c.name, cluster=c)
     node_names = c.node_names
-    cidrs = ipam.node_pod_cidrs(c.pod_subnet, set(), len(node_names))
-    cidrs6 = ipam.node_pod_cidrs6(c.pod_subnet6, set(), len(node_names)) if c.dual else [""] * len(node_names)
+    cidrs = ipam.node_pod_cidrs(c.pod_subnet, set(), len(node_names)) if c.ipv4 else [""] * len(node_names)
+    cidrs6 = ipam.node_pod_cidrs6(c.pod_subnet6, set(), len(node_names)) if c.ipv6 else [""] * len(node_names)
     ips = ipam.node_ips(c, ipam.lan_holders(c), node_names)
     has_workers = "worker" in c.roles
     for name, role, cidr, cidr6, ip in zip(node_names, c.roles, cidrs, cidrs6, ips):
         state.nodes.append(Node(name, role, ip, cidr, random_mac(rng),
                                 scheduler.node_labels(name, role), scheduler.node_taints(role, has_workers),
-                                ip6=ipam.lan_ip6(c, ip) if c.dual else "", pod_cidr6=cidr6))
+                                ip6=ipam.lan_ip6(c, ip) if c.ipv6 else "", pod_cidr6=cidr6))
         state.ipam[name] = HostLocal()
     dns_deployment, dns_service = kubeadm.coredns_addon(c)    # kubeadm's addon, before any workload
     add_deployment(state, dns_deployment, rng, log)
@@ -415,18 +415,18 @@ def add_node(state, name, rng=None, log=None):
         raise NetlabError(f'node "{full}" already exists')
     _check_node_name(state, full)
     c = state.cluster
-    cidr = ipam.node_pod_cidrs(c.pod_subnet, {n.pod_cidr for n in state.nodes}, 1)[0]
-    cidr6 = ipam.node_pod_cidrs6(c.pod_subnet6, {n.pod_cidr6 for n in state.nodes}, 1)[0] if c.dual else ""
+    cidr = ipam.node_pod_cidrs(c.pod_subnet, {n.pod_cidr for n in state.nodes}, 1)[0] if c.ipv4 else ""
+    cidr6 = ipam.node_pod_cidrs6(c.pod_subnet6, {n.pod_cidr6 for n in state.nodes}, 1)[0] if c.ipv6 else ""
     ip, = ipam.node_ips(c, ipam.lan_holders(c, state.nodes, state.services), [full])   # skips the balancers'
     node = Node(full, "worker", ip, cidr, random_mac(rng), scheduler.node_labels(full, "worker"), [],
-                ip6=ipam.lan_ip6(c, ip) if c.dual else "", pod_cidr6=cidr6)
+                ip6=ipam.lan_ip6(c, ip) if c.ipv6 else "", pod_cidr6=cidr6)
     state.nodes.append(node)
     state.ipam[full] = HostLocal()
     last_node = max(state.netns.index(n.netns) for n in state.nodes[:-1])
     state.netns.insert(last_node + 1, node.netns)
     if log is not None:
         log.append(("RegisteredNode", f"node/{full}", "", f"Node {full} event: Registered Node {full} in Controller"))
-        log.append(("CIDRAssignmentSucceeded", f"node/{full}", "", f"Node {full} assigned podCIDR {cidr}"))
+        log.append(("CIDRAssignmentSucceeded", f"node/{full}", "", f"Node {full} assigned podCIDR {node.pod_cidrs[0]}"))
     schedule_pending(state, rng, log)
     sync_endpoints(state, rng)
     return node
@@ -485,10 +485,11 @@ def _bind(state, pod, node, rng):
     """The pod is bound to `node`; then what the CNI ADD will do with it: its veth name and
     host-local's next IP in the node's range."""
     pool = state.ipam.setdefault(node, HostLocal())
-    ip = ipam.host_local_next(state.node(node).pod_cidr, pool.last_reserved, pool.allocated)
-    pool.allocated[ip] = pod.container_id
-    pool.last_reserved = ip
-    pod.node, pod.ip, pod.unschedulable = node, ip, ""
+    pod.node, pod.unschedulable = node, ""
+    if state.node(node).pod_cidr:      # an IPv6 lab's nodes have the IPv6 range alone
+        pod.ip = ipam.host_local_next(state.node(node).pod_cidr, pool.last_reserved, pool.allocated)
+        pool.allocated[pod.ip] = pod.container_id
+        pool.last_reserved = pod.ip
     cidr6 = state.node(node).pod_cidr6
     if cidr6:                          # the second range of host-local's ranges: [[v4], [v6]]
         pod.ip6 = ipam.host_local_next6(cidr6, pool.last_reserved6, pool.allocated)
@@ -514,8 +515,9 @@ def schedule_pending(state, rng=None, log=None):
 
 
 def kubernetes_service(cluster):
-    """default/kubernetes, which the API server creates at the first address of the range."""
-    ip = str(ipaddress.ip_network(cluster.service_subnet).network_address + 1)
+    """default/kubernetes, which the API server creates at the first address of the primary
+    family's range."""
+    ip = str(ipaddress.ip_network(cluster.service_subnets[0]).network_address + 1)
     return ServiceManifest("default", "kubernetes", {"component": "apiserver", "provider": "kubernetes"},
                            cluster_ip=ip, ports=(ServicePort(443, "TCP", "https", 6443),))
 
@@ -536,7 +538,7 @@ def add_service(state, manifest, rng, reserved_ports=frozenset(), old=None):
     ports = {p.node_port for s in state.services for p in s.ports if p.node_port} | _health_ports(state)
     families = _cluster_ip_fields(state, manifest, old, ips, rng)
     ip = families["cluster_ips"][0] if families["cluster_ips"] else None
-    if not state.cluster.dual and (_asks_no_family(manifest) or (
+    if not state.cluster.ipv6 and (_asks_no_family(manifest) or (
             families["ip_family_policy"], families["ip_families"], families["cluster_ips"]) in (
             ("SingleStack", ("IPv4",), (ip,)), (None, (), ()))):
         # An IPv4 cluster's Services keep the record they always had (the API shows its defaults).
@@ -566,7 +568,7 @@ def add_service(state, manifest, rng, reserved_ports=frozenset(), old=None):
               # A cloud load balancer proxies to the NodePorts (kube-proxy leaves its IP
               # alone); MetalLB announces the IP and kube-proxy captures it.
               "load_balancer_ip_mode": "VIP" if state.cluster.lb_mode == "metallb" else "Proxy"}
-        if state.cluster.dual:
+        if state.cluster.ipv6:
             lb.update(_load_balancer_ips(state, manifest, families["ip_families"] or ("IPv4",), lb["load_balancer_ip"]))
     service = dataclasses.replace(manifest, cluster_ip=ip, ports=tuple(allocated),
                                   created=manifest.created or state.created, **lb, **families)
@@ -718,10 +720,8 @@ def _cluster_ip_fields(state, m, old, taken, rng):
     out = []
     for family, ip in zip(families, ips):
         if ip == "":
-            if family == "IPv6":
-                ip = ipam.allocate_service_ip(state.cluster.service_subnet6, taken, rng)
-            else:
-                ip = ipam.allocate_service_ip(state.cluster.service_subnet, taken | _reserved_ips(state.cluster), rng)
+            subnet = state.cluster.service_subnet6 if family == "IPv6" else state.cluster.service_subnet
+            ip = ipam.allocate_service_ip(subnet, taken | _reserved_ips(state.cluster), rng)
         elif ip != "None" and ip in taken:
             raise NetlabError(f"Service {m.key}: clusterIP {ip} is already allocated")
         out.append(ip)
@@ -735,7 +735,8 @@ def _health_ports(state):
 
 
 def _reserved_ips(cluster):
-    base = ipaddress.ip_network(cluster.service_subnet).network_address
+    """default/kubernetes' and kube-dns's addresses (.1 and .10) of the primary range."""
+    base = ipaddress.ip_network(cluster.service_subnets[0]).network_address
     return {str(base + 1), str(base + 10)}
 
 
@@ -745,7 +746,7 @@ def sync_endpoints(state, rng=None, now=""):
     EndpointSlice controller's, which keeps the slices it can (and their names). `rng`
     names new slices; `now` stamps them."""
     control_plane = next(n for n in state.nodes if n.role == "control-plane")
-    out = [endpoints.kubernetes(control_plane.ip)]
+    out = [endpoints.kubernetes(control_plane.internal_ip)]
     for s in state.services:
         if s.selector is not None:
             out.append(endpoints.for_service(s, state.pods))

@@ -37,7 +37,7 @@ def for_service(service, pods):
     offers = {}        # (address, ready) -> set of Port
     for pod in pods:
         ip = pod.ip6 if v6 else pod.ip
-        if not selects(service, pod) or not pod.ip or not ip:
+        if not selects(service, pod) or not ip:
             continue
         hostname = pod.template.hostname if pod.template.subdomain == service.name else None
         address = Address(ip, pod.node, pod.name, pod.uid, hostname)

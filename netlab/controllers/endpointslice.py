@@ -31,7 +31,7 @@ HEADLESS_LABEL = "service.kubernetes.io/headless"
 RESERVED_LABELS = (SERVICE_NAME_LABEL, MANAGED_BY_LABEL, HEADLESS_LABEL)
 ZONE_LABEL = "topology.kubernetes.io/zone"
 MAX_ENDPOINTS_PER_SLICE = 100      # kube-controller-manager --max-endpoints-per-slice
-ADDRESS_TYPE = "IPv4"              # the cluster's primary family (netlab's dual-stack is IPv4-primary)
+ADDRESS_TYPE = "IPv4"              # an IPv4 or dual-stack cluster's primary family
 
 
 def service_uid(service):
@@ -112,7 +112,7 @@ def _ports_key(ports):
 
 def _by_address(pod, address_type=ADDRESS_TYPE):
     """Pods in address order (the order netlab takes for Go's map iteration)."""
-    return (int(ipaddress.ip_address(pod_address(pod, address_type) or pod.ip)), pod.name)
+    return (int(ipaddress.ip_address(pod_address(pod, address_type) or pod.pod_ip)), pod.name)
 
 
 @dataclasses.dataclass
@@ -235,7 +235,7 @@ def _reconcile_by_address_type(service, pods, nodes, existing, taken, rng, now, 
         existing_by_ports[_ports_key(s.ports)].append(s)
 
     desired, ports_of = {}, {}
-    wanted = sorted((p for p in pods if selects(service, p) and p.ip), key=lambda p: _by_address(p, address_type))
+    wanted = sorted((p for p in pods if selects(service, p) and p.ips), key=lambda p: _by_address(p, address_type))
     for pod in wanted:                                  # ShouldPodBeInEndpoints: has an IP, not terminal
         ports = endpoint_ports(service, pod)
         key = _ports_key(ports)
@@ -301,7 +301,8 @@ def kubernetes(control_plane_ip):
     """default/kubernetes's slice, as the API server's endpoint reconciler writes it
     (EndpointsAdapter): named "kubernetes", labelled only with the service name (no
     managed-by, no owner), one endpoint per API server with only its ready condition."""
-    return EndpointSlice("default", "kubernetes", {SERVICE_NAME_LABEL: "kubernetes"}, ADDRESS_TYPE,
+    address_type = "IPv6" if ":" in control_plane_ip else "IPv4"
+    return EndpointSlice("default", "kubernetes", {SERVICE_NAME_LABEL: "kubernetes"}, address_type,
                          (SliceEndpoint((control_plane_ip,), ready=True),), (Port("https", 6443, "TCP"),))
 
 
@@ -322,7 +323,7 @@ def sync(state, rng=None, now=""):
     taken = defaultdict(set)
     for s in state.endpoint_slices:
         taken[s.namespace].add(s.name)
-    out = [kubernetes(control_plane.ip)]
+    out = [kubernetes(control_plane.internal_ip)]
     managed = defaultdict(list)
     for s in state.endpoint_slices:
         if (s.namespace, s.name) == ("default", "kubernetes"):

@@ -23,8 +23,8 @@ INGRESS_LABELS = {"app.kubernetes.io/name": "ingress-nginx", "app.kubernetes.io/
 
 
 def dns_ip(cluster):
-    """kubeadm's clusterDNS: the tenth address of the service range."""
-    return str(ipaddress.ip_network(cluster.service_subnet).network_address + 10)
+    """kubeadm's clusterDNS: the tenth address of the (primary) service range."""
+    return str(ipaddress.ip_network(cluster.service_subnets[0]).network_address + 10)
 
 
 def coredns_addon(cluster):

@@ -74,7 +74,7 @@ def _state(state):
 def schedulable(pod):
     """A pod policies can see: bound to a node and given an IP (kube-router skips the others:
     they have no address to put in an ipset)."""
-    return pod.node is not None and bool(pod.ip)
+    return pod.node is not None and bool(pod.ips)
 
 
 def namespace_labels_of(state, name):
@@ -191,7 +191,7 @@ class PolicyIndex:
         self.state = state
         self.kube_router = kube_router     # the policies read as kube-router's rules read them
         self.pods = [p for p in state.pods if schedulable(p)]
-        self.by_ip = {p.ip: p for p in self.pods}
+        self.by_ip = {p.ip: p for p in self.pods if p.ip}
         self.by_ip.update({p.ip6: p for p in self.pods if p.ip6})     # a dual-stack lab's pods' IPv6 addresses
         self.by_key = {p.key: p for p in self.pods}
         self._ns_labels = {}
@@ -480,15 +480,18 @@ def _rules_run(index, policy, direction, subject, peer):
     return out
 
 
-def connection_family(src, dst, protocol="TCP", family=None):
+def connection_family(src, dst, protocol="TCP", family=None, primary=IPV4):
     """The family of a connection: `family` if given; IPv6 for ICMPv6 or when either end is
-    given as an IPv6 address; else IPv4."""
+    given as an IPv6 address; IPv4 when one is an IPv4 address; else the cluster's `primary`
+    (pods given as pods talk over status.podIP: IPv6 in an IPv6 lab)."""
     if family is not None:
         return family
     if protocol.upper() == ICMPV6.upper():
         return IPV6
-    ends = [_address(e) for e in (src, dst) if isinstance(e, str)]
-    return IPV6 if any(a is not None and a.version == 6 for a in ends) else IPV4
+    ends = [a for a in (_address(e) for e in (src, dst) if isinstance(e, str)) if a is not None]
+    if any(a.version == 6 for a in ends):
+        return IPV6
+    return IPV4 if ends or protocol.upper() == ICMP.upper() else primary
 
 
 def evaluate(state, src, dst, port, protocol="TCP", every=False, family=None):
@@ -498,7 +501,7 @@ def evaluate(state, src, dst, port, protocol="TCP", every=False, family=None):
     `family` "IPv6" for pods given as Pods over IPv6). `state` is a ClusterState or a
     PolicyIndex of one (build the index once for many calls). `every`: list every rule that
     allows each side, not only the first."""
-    family = connection_family(src, dst, protocol, family)
+    family = connection_family(src, dst, protocol, family, getattr(_state(state).cluster, "primary", IPV4))
     protocol = ICMPV6 if protocol.upper() == ICMPV6.upper() else protocol.upper()
     if protocol not in PROTOCOLS + (ICMP, ICMPV6):
         raise NetlabError(f"protocol {protocol!r}: not one of TCP, UDP, SCTP, ICMP, ICMPv6")
@@ -608,7 +611,7 @@ def endpoint(state, name):
     pod = next((p for p in state.pods if p.namespace == namespace and p.name == pod_name), None)
     if pod is None:
         if "/" not in name and (node := state.find_node(name)) is not None:
-            return node.ip
+            return node.internal_ip
         pods = ", ".join(p.key for p in state.pods) or "none"
         raise NetlabError(f"lab {state.lab}: no pod {namespace}/{pod_name} (pods: {pods})")
     if not schedulable(pod):

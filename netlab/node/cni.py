@@ -5,7 +5,8 @@ Per pod: a veth pair, eth0 in the pod and veth<8 hex> on cni0 with hairpin on; i
 pod, arp_notify, the address from host-local and the routes the plugin writes.
 Dual-stack: host-local's second range gives each pod an IPv6 address too, the bridge the
 gateway <podCIDR6>::1/64 beside the IPv4 one, and the plugin adds a default route per family
-(isDefaultGateway) after the ipam routes (the cluster network of each family).
+(isDefaultGateway) after the ipam routes (the cluster network of each family). An IPv6 lab's
+ranges hold the IPv6 one alone: the IPv6 half of all this, and no IPv4 address in the pod.
 """
 
 import ipaddress
@@ -20,8 +21,8 @@ NETWORK_NAME = "cbr0"
 
 def node_plan(state, node):
     mtu = flannel.mtu(state.cluster)
-    gw = ipam.gateway(node.pod_cidr)
-    addrs, sysctls = (Addr(names.CNI_BRIDGE, f"{gw}/24"),), ()
+    addrs = (Addr(names.CNI_BRIDGE, f"{ipam.gateway(node.pod_cidr)}/24"),) if node.pod_cidr else ()
+    sysctls = ()
     if node.pod_cidr6:
         addrs += (Addr(names.CNI_BRIDGE, f"{gateway6(node.pod_cidr6)}/{_prefix(node.pod_cidr6)}"),)
         # ensureBridge: "we want to own the routes for this interface".
@@ -52,13 +53,14 @@ def host_veth(state, pod):
 
 def pod_plan(state, pod):
     node = state.node(pod.node)
-    gw = ipam.gateway(node.pod_cidr)
-    prefix = _prefix(node.pod_cidr)
-    addrs = (Addr(names.POD_IFNAME, f"{pod.ip}/{prefix}"),)
-    # isDefaultGateway gives the default route; host-local's routes give the cluster /16.
-    routes = (Route("default", via=gw, dev=names.POD_IFNAME),
-              Route(state.cluster.pod_subnet, via=gw, dev=names.POD_IFNAME))
-    sysctls = ((f"net/ipv4/conf/{names.POD_IFNAME}/arp_notify", "1"),)
+    addrs, routes, sysctls = (), (), ()
+    if pod.ip and node.pod_cidr:
+        gw = ipam.gateway(node.pod_cidr)
+        addrs = (Addr(names.POD_IFNAME, f"{pod.ip}/{_prefix(node.pod_cidr)}"),)
+        # isDefaultGateway gives the default route; host-local's routes give the cluster /16.
+        routes = (Route("default", via=gw, dev=names.POD_IFNAME),
+                  Route(state.cluster.pod_subnet, via=gw, dev=names.POD_IFNAME))
+        sysctls = ((f"net/ipv4/conf/{names.POD_IFNAME}/arp_notify", "1"),)
     if pod.ip6 and node.pod_cidr6:
         gw6 = gateway6(node.pod_cidr6)
         addrs += (Addr(names.POD_IFNAME, f"{pod.ip6}/{_prefix(node.pod_cidr6)}"),)

@@ -2,7 +2,7 @@
 /run/flannel/subnet.env (which flannel's CNI plugin reads to configure the bridge) and
 host-local's allocation records in /var/lib/cni/networks/cbr0 (one file per address, holding
 the container ID and interface, and last_reserved_ip.<range>: .0 for the IPv4 range, .1 for the
-IPv6 one of a dual-stack node; IPv6 files are named by the address, colons kept). Written after
+IPv6 one of a dual-stack node (.0 for an IPv6 lab's one range); IPv6 files are named by the address, colons kept). Written after
 every save of the state.
 """
 
@@ -35,7 +35,6 @@ def host_local_records(ipam):
     """host-local's disk store: {file name: content}. An address's file holds the container ID
     and the interface, CRLF between them; last_reserved_ip.N the last address range N gave."""
     wanted = {ip: f"{cid}\r\n{names.POD_IFNAME}" for ip, cid in ipam.allocated.items()}
-    for i, last in enumerate((ipam.last_reserved, ipam.last_reserved6)):
-        if last:
-            wanted[f"last_reserved_ip.{i}"] = last
+    for i, last in enumerate(last for last in (ipam.last_reserved, ipam.last_reserved6) if last):
+        wanted[f"last_reserved_ip.{i}"] = last
     return wanted

@@ -4,7 +4,8 @@ The LAN namespace holds bridge br0 with the gateway address, one port per node a
 the external client. It forwards nothing anywhere else: the lab never reaches the host.
 Dual-stack: the LAN has kind's ULA /64 too (Docker's IPv6 network), gateway ::1 on br0, and
 every host on it the IPv6 twin of its IPv4 address (the same host part), with a default route
-via ::1. IPv6 settings are made per namespace, never on the host's.
+via ::1. IPv6 settings are made per namespace, never on the host's. An IPv6 lab's LAN is the
+same: Docker's network keeps its IPv4 range beside the ULA one, and the cluster uses IPv6.
 """
 
 import ipaddress
@@ -32,7 +33,7 @@ def lan_plan(state, extra=()):
         links.append(Link(port, "veth", mtu=c.underlay_mtu, master=names.LAN_BRIDGE, peer=Peer(names.UPLINK, netns)))
     gateway = ipam.lan_gateway(c.lan_cidr)
     addrs, sysctls = (Addr(names.LAN_BRIDGE, f"{gateway}/{_prefix(c.lan_cidr)}"),), (("net/ipv4/ip_forward", "0"),)
-    if c.dual:
+    if c.ipv6:
         addrs += (Addr(names.LAN_BRIDGE, f"{ipam.lan_ip6(c, gateway)}/{_prefix(c.lan_cidr6)}"),)
         # Forwarding stays off here, so the kernel would take router advertisements on br0.
         sysctls += (("net/ipv6/conf/all/disable_ipv6", "0"), ("net/ipv6/conf/all/forwarding", "0"),
@@ -62,7 +63,7 @@ def uplink(state, netns, ip):
     gateway = ipam.lan_gateway(c.lan_cidr)
     addrs = (Addr(names.UPLINK, f"{ip}/{_prefix(c.lan_cidr)}"),)
     routes = (Route("default", via=gateway, dev=names.UPLINK),)
-    if c.dual:
+    if c.ipv6:
         addrs += (Addr(names.UPLINK, f"{ipam.lan_ip6(c, ip)}/{_prefix(c.lan_cidr6)}"),)
         routes += (Route("default", via=ipam.lan_ip6(c, gateway), dev=names.UPLINK),)
     return NetnsPlan(
@@ -76,7 +77,7 @@ def uplink(state, netns, ip):
 
 def external_plan(state):
     plan = uplink(state, state.external_netns(), ipam.lan_external_ip(state.cluster.lan_cidr))
-    if not state.cluster.dual:
+    if not state.cluster.ipv6:
         return plan
     # A laptop on the LAN: no forwarding, so the kernel would take router advertisements.
     return replace(plan, sysctls=(("net/ipv6/conf/all/disable_ipv6", "0"),

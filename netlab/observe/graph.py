@@ -107,15 +107,14 @@ def services(state):
     """{(service, cluster IP): [endpoint ip:port]}, from the first node's kube-proxy rules (of
     both families in a dual-stack lab)."""
     node = state.nodes[0]
-    if state.cluster.kube_proxy_mode == "nftables":
-        out = services_from_table(nft.list_table(node.netns, "ip", "kube-proxy") or "")
-        if state.cluster.dual:
-            out.update(services_from_table(nft.list_table(node.netns, "ip6", "kube-proxy") or ""))
-        return out
-    out = services_from_rules(iptables.save(node.netns, state.cluster.iptables_applier, "-t", "nat"))
-    if state.cluster.dual:
-        out.update(services_from_rules(iptables.save(node.netns, state.cluster.iptables_applier, "-t", "nat",
-                                                     family="IPv6")))
+    out = {}
+    for family in state.cluster.families:
+        if state.cluster.kube_proxy_mode == "nftables":
+            table = nft.list_table(node.netns, "ip6" if family == "IPv6" else "ip", "kube-proxy")
+            out.update(services_from_table(table or ""))
+        else:
+            out.update(services_from_rules(iptables.save(node.netns, state.cluster.iptables_applier, "-t", "nat",
+                                                         family=family)))
     return out
 
 

@@ -621,7 +621,7 @@ def service_checks(prober, state, client):
             continue
         if svc.type == "ExternalName" or svc.cluster_ip in (None, "None"):
             continue                                # no cluster IP: the dns area asks for its records
-        if not kube_proxy.proxied(svc):
+        if not kube_proxy.proxied(svc, family(state)):
             label = next(k for k in kube_proxy.NO_PROXY_LABELS if k in svc.labels)
             why = f"its {label} label leaves it to another proxy than kube-proxy"
             checks += [skip("services", f"{svc.key}:{port.name or port.port}/{port.protocol} cluster IP from "
@@ -1230,7 +1230,8 @@ def policy_checks(prober, state, by_node):
     for port, protocol in sorted({k for ports in served.values() for k in ports}):
         tos = [p for p in pods if (port, protocol) in served[p.key]]
         cells = [(s, d) for s in pods for d in tos]
-        expected = {(s.key, d.key): s is d or np.evaluate(index, s, d, port, protocol).allowed for s, d in cells}
+        expected = {(s.key, d.key): s is d or np.evaluate(index, s, d, port, protocol, family=family(state)).allowed
+                    for s, d in cells}
         tables.append((port, protocol, tos, cells, expected))
     wanted = [(Connection(s.netns, d.ip, port, protocol), expected[(s.key, d.key)], s is d)
               for port, protocol, _, cells, expected in tables for s, d in cells]

@@ -73,11 +73,13 @@ def split_destination(dst):
 def resolve(state, dst):
     """DST as an address: an IP (IPv4, or IPv6 as ADDR or [ADDR]:PORT), a pod (NAME or
     NS/NAME), a node, or a Service (NAME or NS/NAME); in a dual-stack lab NAME/6 names the
-    object's IPv6 address (a pod's, a node's, a Service's IPv6 ClusterIP)."""
+    object's IPv6 address (a pod's, a node's, a Service's IPv6 ClusterIP); an IPv6 lab's
+    objects have no other."""
     host, port = split_destination(dst)
-    six = host.endswith("/6") and state.cluster.dual
+    six = host.endswith("/6") and state.cluster.ipv6
     if six:
         host = host[:-2]
+    six = six or not state.cluster.ipv4
     namespace, _, name = host.rpartition("/")
     namespace = namespace or "default"
     if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", host):
@@ -136,7 +138,7 @@ def _source_ip(state, src, family="IPv4"):
 def _pod_ip(pod):
     if pod.node is None:
         raise NetlabError(f"trace: pod {pod.key} is Pending (no address): {pod.unschedulable}")
-    return pod.ip
+    return pod.pod_ip
 
 
 def trace(lab, src, dst, udp=False):

@@ -214,7 +214,7 @@ def test_ipv6_partial_sync_writes_the_changed_chains():
 
 
 def state(mode="iptables", dual=True, services=(), slices=()):
-    cluster = SimpleNamespace(**{**vars(CLUSTER), "kube_proxy_mode": mode, "dual": dual,
+    cluster = SimpleNamespace(**{**vars(CLUSTER), "kube_proxy_mode": mode, "dual": dual, "ipv4": True, "ipv6": dual,
                                  "families": ("IPv4", "IPv6") if dual else ("IPv4",)})
     return SimpleNamespace(cluster=cluster, services=list(services), endpoint_slices=list(slices))
 

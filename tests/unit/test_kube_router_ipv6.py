@@ -150,8 +150,8 @@ def test_k3s_explicit_accept_is_in_ip6tables_builtin_chains_on_a_dual_node_only(
               "-m mark --mark 0x20000/0x20000 -j ACCEPT")
     node = s.find_node("t-worker")
     builtins = ("INPUT", "FORWARD", "OUTPUT")
-    assert kr.accept_plan(node, True).ip6tables["filter"].chains == {b: (accept,) for b in builtins}
-    assert kr.accept_plan(node).ip6tables == {}
+    assert kr.accept_plan(node, s.cluster).ip6tables["filter"].chains == {b: (accept,) for b in builtins}
+    assert kr.accept_plan(node, dual_lab(dual=False).cluster).ip6tables == {}
 
 
 def test_an_ipv4_lab_has_no_ipv6_side():

@@ -113,7 +113,8 @@ def test_an_update_keeps_both_addresses(tmp_path):
 
 @pytest.mark.parametrize("cluster_doc,mode,pool,message", [
     (CLUSTER, "metallb", f"['{NET6}1:0-{NET6}1:ff']",
-     f"'{NET6}1:0-{NET6}1:ff': an IPv6 range is for a dual-stack lab (the Cluster's networking.ipFamily: dual)"),
+     f"'{NET6}1:0-{NET6}1:ff': an IPv6 range is for a dual-stack or IPv6 lab (the Cluster's "
+     f"networking.ipFamily: dual or ipv6)"),
     (DUAL, "cloud", f"['{NET6}1:0-{NET6}1:ff']",
      f"'{NET6}1:0-{NET6}1:ff': an IPv6 range is MetalLB's (loadBalancer.mode: metallb); the cloud's load "
      f"balancers take the IPv6 twin of their IPv4 address, as Docker numbers both families alike"),

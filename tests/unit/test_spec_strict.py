@@ -288,10 +288,11 @@ def test_a_source_range_may_still_be_anything(tmp_path):
      "networking.serviceSubnet", "'10.96.0.0/16,fd00:10:96::/112,fd00:10:97::/112': expected one (IPv4 or IPv6) "
      "CIDR or two CIDRs from each family for dual-stack networking"),
     ("networking: {ipFamily: dual, podSubnet: 'fd00:10:244::/56,10.244.0.0/16'}", "networking.podSubnet",
-     "'fd00:10:244::/56,10.244.0.0/16': netlab's dual-stack labs are IPv4-primary: give the IPv4 CIDR first"),
+     "'fd00:10:244::/56,10.244.0.0/16': netlab's dual-stack labs are IPv4-primary: give the IPv4 CIDR first (an "
+     "IPv6 primary: ipFamily: ipv6)"),
     ("networking: {ipFamily: dual, podSubnet: '10.244.0.0/16'}", "networking.podSubnet",
      "'10.244.0.0/16': netlab's dual-stack lab takes a CIDR of each family, IPv4 first (kind accepts one, and its "
-     "cluster then has that family alone: use ipFamily: ipv4 for that)"),
+     "cluster then has that family alone: use ipFamily: ipv4 or ipv6 for that)"),
     ("networking: {ipFamily: dual, podSubnet: '10.244.0.0/16,fd00:11::/40'}", "networking.podSubnet",
      "fd00:11::/40 is too large: kube-controller-manager allows at most 16 bits between the cluster CIDR's "
      "mask and a node's /64"),
@@ -302,9 +303,16 @@ def test_a_source_range_may_still_be_anything(tmp_path):
     ("networking: {ipFamily: dual, podSubnet: '10.244.0.0/16,fe80::/56'}", "networking.podSubnet",
      "fe80::/56 lies in fe80::/10, IPv6's link-local range (routers never forward it): the lab's addresses must "
      "be ordinary unicast ones"),
-    ("networking: {ipFamily: ipv6}", "networking.ipFamily",
-     "'ipv6': netlab builds IPv4 and dual-stack labs; an IPv6-only lab is not built yet (ipFamily: dual gives "
-     "every pod and Service IPv6 beside IPv4)"),
+    # an IPv6 lab takes one IPv6 CIDR of each
+    ("networking: {ipFamily: ipv6, podSubnet: '10.244.0.0/16'}", "networking.podSubnet",
+     "'10.244.0.0/16': expected IPv6 CIDR for IPv6 family"),
+    ("networking: {ipFamily: ipv6, serviceSubnet: 'fd00:10:96::/112,10.96.0.0/16'}", "networking.serviceSubnet",
+     "'fd00:10:96::/112,10.96.0.0/16': only one CIDR allowed for single-stack networking (ipFamily: ipv6; "
+     "ipFamily: dual takes a pair)"),
+    ("networking: {ipFamily: ipv6, serviceSubnet: 'fd00:10:96::/100'}", "networking.serviceSubnet",
+     "fd00:10:96::/100 is too large; for 128-bit addresses, the mask must be >= 108 (kube-apiserver)"),
+    ("networking: {ipFamily: ipv6, podSubnet: 'fd00:10:244::/65'}", "networking.podSubnet",
+     "fd00:10:244::/65 is too small: each node takes a /64"),
 ])
 def test_ip_families_and_subnets_are_checked_as_kind_checks_them(tmp_path, snippet, field, message):
     f, e = refused(tmp_path, CLUSTER + snippet + "\n")
@@ -320,8 +328,21 @@ def test_dual_takes_kinds_default_pairs_and_the_lans_ula():
     assert c.service_subnets == ("10.96.0.0/12", "fd00:10:96::/112")
     assert c.lan_cidr6 == "fc00:f853:ccd:e793::/64"
     single = spec.build([("t.yaml", 0, {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4"})]).cluster
+    assert (single.ipv4, single.ipv6, single.primary) == (True, False, "IPv4")
     assert (single.dual, single.families, single.pod_subnets, single.lan_cidr6) == (False, ("IPv4",),
                                                                                    ("10.244.0.0/16",), "")
+
+
+def test_ipv6_takes_kinds_ipv6_defaults_and_keeps_the_lans_ipv4_range():
+    """kind's ipv6 defaults: podSubnet fd00:10:244::/56, serviceSubnet fd00:10:96::/112; its
+    node network is Docker's, with an IPv4 range beside the ULA one."""
+    c = spec.build([("t.yaml", 0, {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4",
+                                   "networking": {"ipFamily": "ipv6"}})]).cluster
+    assert (c.ip_family, c.ipv4, c.ipv6, c.dual, c.families, c.primary) == (
+        "ipv6", False, True, False, ("IPv6",), "IPv6")
+    assert (c.pod_subnet, c.service_subnet) == ("", "")
+    assert (c.pod_subnets, c.service_subnets) == (("fd00:10:244::/56",), ("fd00:10:96::/112",))
+    assert (c.lan_cidr, c.lan_cidr6) == ("172.18.0.0/16", "fc00:f853:ccd:e793::/64")
 
 
 # --- 4. the cluster's own Services --------------------------------------------------------------

@@ -7,7 +7,8 @@ FLANNEL-POSTRTG masquerade and FLANNEL-FWD accept rules flanneld keeps in iptabl
 
 With `EnableIPv6` (a dual-stack lab) flanneld makes a second device, flannel-v6.<VNI>, with
 its own VTEP MAC over the node's IPv6 LAN address, the same per-node entries for the IPv6
-subnets, and the same two chains in ip6tables for the IPv6 network.
+subnets, and the same two chains in ip6tables for the IPv6 network. An IPv6 lab's flanneld
+runs with EnableIPv4 false: flannel-v6.1 and the ip6tables chains alone.
 """
 
 import hashlib
@@ -28,7 +29,9 @@ FWD = '-m comment --comment "flanneld forward"'
 
 
 def mtu(cluster):
-    return cluster.underlay_mtu - OVERHEAD
+    """FLANNEL_MTU, the network's: flannel.1's, or in an IPv6 lab (no flannel.1) the MTU the
+    kernel gave flannel-v6.1, which flanneld reads back from the device."""
+    return cluster.underlay_mtu - (OVERHEAD if cluster.ipv4 else OVERHEAD6)
 
 
 def mtu6(cluster):
@@ -69,6 +72,8 @@ def vtep_mac6(node):
 def node_plan(state, node):
     dev = names.flannel_device(VNI)
     others = [n for n in state.nodes if n.name != node.name]
+    if not state.cluster.ipv4:                 # EnableIPv4 false: flannel-v6.1 alone
+        return node_plan6(state, node, others)
     v4 = NetnsPlan(
         node.netns,
         links=(Link(dev, "vxlan", mtu=mtu(state.cluster), address=node.vtep_mac,
@@ -141,30 +146,30 @@ def _rules(net, mine, mcast):
 
 def subnet_env(cluster, node):
     """/run/flannel/subnet.env, which flannel's CNI plugin reads to configure the bridge."""
-    gw = ipaddress.ip_network(node.pod_cidr).network_address + 1
-    v6 = ""
-    if cluster.dual:
+    v4 = v6 = ""
+    if cluster.ipv4:
+        gw = ipaddress.ip_network(node.pod_cidr).network_address + 1
+        v4 = f"FLANNEL_NETWORK={cluster.pod_subnet}\nFLANNEL_SUBNET={gw}/24\n"
+    if cluster.ipv6:
         net6 = ipaddress.ip_network(node.pod_cidr6)
         v6 = (f"FLANNEL_IPV6_NETWORK={cluster.pod_subnet6}\n"
               f"FLANNEL_IPV6_SUBNET={net6.network_address + 1}/{net6.prefixlen}\n")
-    # FLANNEL_MTU is the network's (flannel.1's) in both cases: the bridge and pods stay at 1450.
-    return (f"FLANNEL_NETWORK={cluster.pod_subnet}\n"
-            f"FLANNEL_SUBNET={gw}/24\n"
-            + v6 +
+    # FLANNEL_MTU is the network's (flannel.1's in a dual-stack lab: the bridge and pods stay at 1450).
+    return (v4 + v6 +
             f"FLANNEL_MTU={mtu(cluster)}\n"
             f"FLANNEL_IPMASQ=true\n")
 
 
 def annotations(node):
-    """What flanneld writes on its Node object for the other nodes to read; with IPv6 (a node
-    with an IPv6 address, in a dual-stack lab) also its v6 device's data and IPv6 address."""
-    out = {
-        "flannel.alpha.coreos.com/backend-type": "vxlan",
-        "flannel.alpha.coreos.com/backend-data": _backend_data(node.vtep_mac),
-        "flannel.alpha.coreos.com/kube-subnet-manager": "true",
-        "flannel.alpha.coreos.com/public-ip": node.ip,
-    }
-    if node.ip6:
+    """What flanneld writes on its Node object for the other nodes to read: per family it
+    runs (the families of the node's podCIDRs), its device's data and its address."""
+    out = {"flannel.alpha.coreos.com/backend-type": "vxlan"}
+    if node.pod_cidr:
+        out["flannel.alpha.coreos.com/backend-data"] = _backend_data(node.vtep_mac)
+    out["flannel.alpha.coreos.com/kube-subnet-manager"] = "true"
+    if node.pod_cidr:
+        out["flannel.alpha.coreos.com/public-ip"] = node.ip
+    if node.pod_cidr6:
         out["flannel.alpha.coreos.com/backend-v6-data"] = _backend_data(vtep_mac6(node))
         out["flannel.alpha.coreos.com/public-ipv6"] = node.ip6
     return out

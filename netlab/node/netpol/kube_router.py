@@ -60,7 +60,7 @@ import base64
 import hashlib
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from netlab.api.apiserver import namespace_labels
 from netlab.api.spec import NODE_PORT_RANGE
@@ -152,6 +152,11 @@ class PodInfo:
         """getPodIPForFamily: the pod's address of `family` ("" when it has none)."""
         return self.ip6 if family == IPV6 else self.ip
 
+    @property
+    def primary(self):
+        """status.podIP: the first family's address (IPv6 in an IPv6 lab)."""
+        return self.ip or self.ip6
+
 
 @dataclass(frozen=True)
 class Inputs:
@@ -168,19 +173,18 @@ class Inputs:
 def inputs(state):
     """What the controller's informers hold of a state: policies, pods with an IP, namespaces'
     labels, and its flags (--service-cluster-ip-range, --service-node-port-range)."""
-    dual = state.cluster.dual
-    pods = tuple(sorted((PodInfo(p.namespace, p.name, p.node, p.ip, dict(p.labels),
+    c = state.cluster
+    pods = tuple(sorted((PodInfo(p.namespace, p.name, p.node, p.ip or "", dict(p.labels),
                                  tuple((port.name, port.protocol, port.container_port)
                                        for c in p.template.containers for port in c.ports),
-                                 (p.ip6 or "") if dual else "")
-                         for p in state.pods if p.node is not None and p.ip), key=lambda p: (p.namespace, p.name)))
+                                 (p.ip6 or "") if c.ipv6 else "")
+                         for p in state.pods if p.node is not None and p.ips), key=lambda p: (p.namespace, p.name)))
     used = {p.namespace for p in pods}
     labels = {n: namespace_labels(n, state.namespaces.get(n, {}).get("labels")) for n in sorted(used)}
-    extra = {"families": (FAMILY, IPV6), "service_cidr6": str(ipaddress.ip_network(
-        state.cluster.service_subnet6, strict=False))} if dual else {}
+    cidr = lambda subnet: str(ipaddress.ip_network(subnet, strict=False)) if subnet else ""  # noqa: E731
     return Inputs(tuple(sorted(state.network_policies, key=lambda p: (p.namespace, p.name))), pods, labels,
-                  str(ipaddress.ip_network(state.cluster.service_subnet, strict=False)),
-                  f"{NODE_PORT_RANGE[0]}:{NODE_PORT_RANGE[1]}", **extra)
+                  cidr(c.service_subnet), f"{NODE_PORT_RANGE[0]}:{NODE_PORT_RANGE[1]}", c.families,
+                  cidr(c.service_subnet6))
 
 
 # --- the policies, as buildNetworkPoliciesInfo reads them ------------------------------------------
@@ -407,19 +411,22 @@ class Policies:
     chains: dict               # KUBE-NWPLCY-<hash> -> rules
     sets: tuple                # IPSet (of every family: those of `ipv6` too)
     selecting: dict            # pod IP (its primary one) -> [(policy chain, kind, policy name)]
-    ipv6: object = None        # a dual-stack lab's IPv6 side: its Policies (chains, sets, selecting)
+    ipv6: object = None        # the IPv6 family's Policies (chains, sets, selecting), if the lab has IPv6
 
 
 def policies(inp, family=None):
-    """The policies' chains and sets of the IPv4 family, with the IPv6 family's as `ipv6` when
-    the lab is dual-stack (`family`: that family's alone)."""
-    if family is None:
-        v4 = _compile(inp, FAMILY)
-        if IPV6 not in inp.families:
-            return v4
+    """The policies' chains and sets of the lab's first family, with the IPv6 family's as
+    `ipv6` when the lab has IPv6 (an IPv6 lab's are both; `family`: that family's alone)."""
+    if family is not None:
+        return _compile(inp, family)
+    if inp.families == (IPV6,):
         v6 = _compile(inp, IPV6)
-        return Policies(v4.chains, v4.sets + v6.sets, v4.selecting, v6)
-    return _compile(inp, family)
+        return replace(v6, ipv6=v6)
+    v4 = _compile(inp, FAMILY)
+    if IPV6 not in inp.families:
+        return v4
+    v6 = _compile(inp, IPV6)
+    return Policies(v4.chains, v4.sets + v6.sets, v4.selecting, v6)
 
 
 def _compile(inp, family):
@@ -439,7 +446,7 @@ def _compile(inp, family):
             rules += _egress(pol, src, sets)
         chains[chain] = tuple(rules)
         for p in pol.targets:
-            selecting.setdefault(p.ip, []).append((chain, pol.kind, pol.name))
+            selecting.setdefault(p.primary, []).append((chain, pol.kind, pol.name))
     return Policies(chains, tuple(sets.values()), selecting)
 
 
@@ -551,7 +558,7 @@ def node_table(inp, node, compiled=None, family=FAMILY):
                          f"-s {ip} {frm} -j {chain}", f"-s {ip} {bridged} {frm} -j {chain}"]
         top[OUTPUT] += [f"-d {ip} {to} -j {chain}", f"-s {ip} {frm} -j {chain}"]
         top[INPUT].append(f"-s {ip} {frm} -j {chain}")
-        pods[chain] = pod_rules(pod, chain, compiled.selecting.get(pod.ip, []), family)
+        pods[chain] = pod_rules(pod, chain, compiled.selecting.get(pod.primary, []), family)
     chains = {**hooks(), **{c: tuple(rules) for c, rules in top.items()},
               COMMON: common_chain(family), DEFAULT: default_chain(), **compiled.chains, **pods}
     return Table("filter", chains)
@@ -562,17 +569,19 @@ def node_plan(state, node, inp=None, compiled=None):
     IPv6 family's in ip6tables (its ipsets: `ipsets`)."""
     inp = inp or inputs(state)
     compiled = compiled or policies(inp)
-    ip6 = {"ip6tables": {"filter": node_table(inp, node.name, compiled, IPV6)}} if IPV6 in inp.families else {}
-    return NetnsPlan(node.netns, iptables={"filter": node_table(inp, node.name, compiled)}, owner="kube-router", **ip6)
+    four = {"iptables": {"filter": node_table(inp, node.name, compiled)}} if FAMILY in inp.families else {}
+    six = {"ip6tables": {"filter": node_table(inp, node.name, compiled, IPV6)}} if IPV6 in inp.families else {}
+    return NetnsPlan(node.netns, owner="kube-router", **four, **six)
 
 
-def accept_plan(node, dual=False):
-    """k3s's explicit ACCEPT in each built-in chain: merged after kube-proxy's plan, so it
-    lands right after kube-proxy's jumps (the last KUBE- rules) and before flanneld's; `dual`:
-    in ip6tables too, where it follows kube-proxy's IPv6 jumps alike."""
+def accept_plan(node, cluster):
+    """k3s's explicit ACCEPT in each built-in chain of each family the cluster has: merged
+    after kube-proxy's plan, so it lands right after kube-proxy's jumps (the last KUBE- rules)
+    and before flanneld's, in ip6tables as in iptables."""
     rules = {builtin: (EXPLICIT_ACCEPT,) for builtin in TOP_LEVEL}
-    ip6 = {"ip6tables": {"filter": Table("filter", dict(rules))}} if dual else {}
-    return NetnsPlan(node.netns, iptables={"filter": Table("filter", rules)}, owner="kube-router", **ip6)
+    four = {"iptables": {"filter": Table("filter", rules)}} if cluster.ipv4 else {}
+    six = {"ip6tables": {"filter": Table("filter", dict(rules))}} if cluster.ipv6 else {}
+    return NetnsPlan(node.netns, owner="kube-router", **four, **six)
 
 
 def owned(chain):

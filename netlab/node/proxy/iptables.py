@@ -342,9 +342,11 @@ def node_plan(state, node, rules=True):
     """kube-proxy's part of a node: its sysctl and (unless `rules` is False) its two tables;
     in a dual-stack cluster the IPv6 proxier's two ip6tables tables too (kube-proxy's
     --cluster-cidr holds both pod networks: each proxier's local-traffic detector has its
-    own). route_localnet is IPv4's alone: IPv6 has no localhost NodePorts."""
-    tables = node_tables(state.services, state.endpoint_slices, node, state.cluster.pod_subnet) if rules else {}
-    tables6 = node_tables(state.services, state.endpoint_slices, node, state.cluster.pod_subnet6, "IPv6") \
-        if rules and state.cluster.dual else {}
-    return NetnsPlan(node.netns, sysctls=(("net/ipv4/conf/all/route_localnet", "1"),), iptables=tables,
-                     ip6tables=tables6, owner="kube-proxy")
+    own). route_localnet is IPv4's alone: IPv6 has no localhost NodePorts. An IPv6 lab's
+    kube-proxy has the IPv6 proxier alone."""
+    c = state.cluster
+    tables = node_tables(state.services, state.endpoint_slices, node, c.pod_subnet) if rules and c.ipv4 else {}
+    tables6 = node_tables(state.services, state.endpoint_slices, node, c.pod_subnet6, "IPv6") \
+        if rules and c.ipv6 else {}
+    sysctls = (("net/ipv4/conf/all/route_localnet", "1"),) if c.ipv4 else ()
+    return NetnsPlan(node.netns, sysctls=sysctls, iptables=tables, ip6tables=tables6, owner="kube-proxy")
