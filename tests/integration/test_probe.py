@@ -24,10 +24,11 @@ def probe_json(lab, *areas):
     return r.returncode, json.loads(r.stdout), r.stderr
 
 
-def ran(checks, area=None, family=None):
-    """The checks that ran (of an area, of a family: a single-stack lab's carry none, IPv4)."""
+def ran(checks, area=None, family=None, primary="IPv4"):
+    """The checks that ran (of an area, of a family: a single-stack lab's carry none, its
+    `primary` family's)."""
     return [c for c in checks if not c.get("skipped") and (area is None or c["area"] == area)
-            and (family is None or c.get("family", "IPv4") == family)]
+            and (family is None or c.get("family", primary) == family)]
 
 
 def failed(checks):
@@ -86,23 +87,24 @@ def test_every_topology_is_checked_in_every_area_it_has(probed):
     assert all(("family" in c) == dual for c in checks)
     if dual:
         assert all(c["family"] in ("IPv4", "IPv6") and c["name"].endswith(f" [{c['family']}]") for c in checks)
+    primary = state.cluster.primary
     for family in state.cluster.families:
-        missing = {a for a in areas_the_lab_has(state, family) if not ran(checks, a, family)}
+        missing = {a for a in areas_the_lab_has(state, family) if not ran(checks, a, family, primary)}
         assert missing == set(), f"no {family} check ran in {missing}"
-        mine = [c for c in checks if c.get("family", "IPv4") == family]
+        mine = [c for c in checks if c.get("family", primary) == family]
         with_pods = {p.node for p in state.pods if p.node and (p.ip6 if family == "IPv6" else p.ip)}
         # One pod per node to every other, both ways; every node's kube-proxy from a pod.
         assert len([c for c in mine if c["area"] == "pod-matrix"]) == len(with_pods) * (len(with_pods) - 1)
         assert len(ran(mine, "pod-to-node")) == len(state.nodes)
         if len(with_pods) >= 2:
             assert [c["name"].split()[0] for c in ran(mine, "overlay")] == ["vxlan", "mtu", "mtu"]
-    if dual:
+    if state.cluster.ipv6:
         # flannel-v6.1's MTU is the underlay's - 70 (the kernel's VXLAN6_HEADROOM): 1430 on 1500.
         mtu6 = state.cluster.underlay_mtu - 70
-        assert [c["name"].split(" DF ")[0] for c in ran(checks, "overlay", "IPv6")][1:] == [f"mtu {mtu6}",
-                                                                                             f"mtu {mtu6 + 1}"]
+        overlay6 = ran(checks, "overlay", "IPv6", primary)
+        assert [c["name"].split(" DF ")[0] for c in overlay6][1:] == [f"mtu {mtu6}", f"mtu {mtu6 + 1}"]
         pod6 = {p.ip6 for p in state.pods if p.ip6}
-        vxlan = next(c for c in ran(checks, "overlay", "IPv6") if c["name"].startswith("vxlan"))
+        vxlan = next(c for c in overlay6 if c["name"].startswith("vxlan"))
         outer, inner = vxlan["observed"].split(" [")
         assert set(outer.split()[0:3:2]) <= {n.ip6 for n in state.nodes} and set(inner[:-1].split(" -> ")) <= pod6
 

@@ -12,6 +12,7 @@ import pytest
 
 from netlab import cli
 from netlab.api.events import Changes
+from netlab.api.spec import ClusterConfig
 from netlab.errors import NetlabError
 from netlab.observe import probes, trace
 
@@ -147,7 +148,7 @@ def test_an_unknown_area_is_refused_by_the_suite_too():
         probes.suite(None, ["pods, same node"])
 
 
-STATE = SimpleNamespace(lab="x", nodes=[], services=[], pods=[])
+STATE = SimpleNamespace(lab="x", nodes=[], services=[], pods=[], cluster=ClusterConfig())
 
 
 @pytest.mark.parametrize("dst", ["10.96.0.1:99999", "10.96.0.1:0", "10.96.0.1:65536", "10.96.0.1:http", "10.96.0.1:"])
