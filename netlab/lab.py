@@ -473,7 +473,7 @@ class Lab:
                 destroy_sets(node.netns, stale_sets)
                 chain_owner[node.netns] = {k[2]: o for k, o in node_plan.owners.items() if k[0] == "chain"}
         if state.cluster.ipv6:
-            self._sync_ip6tables(state, plans, partial, fresh, netpol, changes)
+            self._sync_ip6tables(state, old, plans, partial, fresh, netpol, changes, old_netpol, netpol_inputs)
         for netns, stale_names in stale6:
             ipsets.destroy(netns, stale_names)
         lan = next(p for p in plans if p.netns == state.lan_netns())
@@ -523,14 +523,31 @@ class Lab:
         self._wait_served(state, changes, full)
         return changes
 
-    def _sync_ip6tables(self, state, plans, partial, fresh, netpol, changes):
-        """A dual-stack lab's IPv6 rules (kube-proxy's, flanneld's and kube-router's IPv6
-        side, each family with its own tables as each agent runs a proxier or a sync per
-        family): every node's tables read back with ip6tables-save and what differs from
-        the plan written with one ip6tables-restore."""
+    def _sync_ip6tables(self, state, old, plans, partial, fresh, netpol, changes, old_netpol, netpol_inputs):
+        """The IPv6 rules of a dual-stack or IPv6 lab (kube-proxy's, flanneld's and
+        kube-router's IPv6 side, each family with its own tables as each agent runs a proxier
+        or a sync per family), as the IPv4 ones: after a converged command only the chains of
+        what changed (kube-proxy's changed ports, kube-router's changed policies), else every
+        node's tables read back with ip6tables-save and what differs from the plan written,
+        with one ip6tables-restore per node."""
         ip6 = iptables_backend.applier(state.cluster.iptables_applier, "IPv6")
+        nft_mode = kube_proxy_nft.uses_nftables(state.cluster)
         owners = {}
         for node in state.nodes:
+            if partial and node.name in old.nodes and node.netns not in fresh:
+                work = {"nat": ({}, []), "filter": ({}, [])} if nft_mode else kube_proxy.sync_changes(
+                    old.services, old.endpoint_slices, state.services, state.endpoint_slices, node,
+                    state.cluster.pod_subnet6, "IPv6")
+                owner = {c: "kube-proxy" for write, stale in work.values() for c in [*write, *stale]}
+                if old_netpol is not None:
+                    (before, old_policies), policies = old_netpol, netpol()[1]
+                    write, stale = kube_router.sync_changes(before, netpol_inputs, node.name, old_policies, policies,
+                                                            kube_router.IPV6)
+                    work["filter"] = ({**work["filter"][0], **write}, work["filter"][1] + stale)
+                    owner.update({c: "kube-router" for c in [*write, *stale]})
+                ip6.apply_changes(node.netns, {t: w for t, w in work.items() if w[0] or w[1]})
+                owners[node.netns] = owner
+                continue
             node_plan = plan.node_plan(state, node, netpol=netpol()) if partial else \
                 next(p for p in plans if p.netns == node.netns)
             ip6.apply(node.netns, node_plan.ip6tables, fresh=node.netns in fresh)
@@ -546,19 +563,12 @@ class Lab:
         changes.iptables_writes += ip6.writes
 
     def _sync_nftables(self, nftables, state, old, node, partial, fresh):
-        """kube-proxy's nftables sync of one node: the full transaction into a fresh
+        """kube-proxy's nftables sync of one node, per family (the IPv4 proxier's `ip
+        kube-proxy`, the IPv6 one's `ip6 kube-proxy`): the full transaction into a fresh
         namespace, the changed ports only after a converged command, else the table read
-        back and only what differs written. A dual-stack node's IPv6 proxier has its own
-        table, `ip6 kube-proxy`: written whole into a fresh namespace, else read back and
-        only what differs written, on every converge (no partial sync for IPv6 yet)."""
-        if getattr(state.cluster, "ipv4", True):         # (a test's stand-in cluster may not say)
-            _sync_nftables4(nftables, state, old, node, partial, fresh)
-        if getattr(state.cluster, "ipv6", False):
-            table6 = kube_proxy_nft.node_table(state.services, state.endpoint_slices, node, state.cluster, "IPv6")
-            stale6 = state.stale_chains.setdefault(f"{node.netns} ip6", {})
-            nftables.full(node.netns, table6) if fresh else nftables.resync(node.netns, table6, stale6)
-            if not stale6:
-                state.stale_chains.pop(f"{node.netns} ip6", None)
+        back and only what differs written."""
+        for family in getattr(state.cluster, "families", ("IPv4",)):    # (a test's stand-in cluster may not say)
+            _sync_nftables_family(nftables, state, old, node, partial, fresh, family)
 
     def _wait_served(self, state, changes, full=False):
         """Wait for the pod servers to follow the saved state; one found dead meanwhile (a
@@ -841,17 +851,19 @@ def remove_node(state, name, log):
     return node, gone
 
 
-def _sync_nftables4(nftables, state, old, node, partial, fresh):
-    """kube-proxy's IPv4 proxier in nftables mode on one node (Lab._sync_nftables)."""
-    stale = state.stale_chains.setdefault(node.netns, {})
+def _sync_nftables_family(nftables, state, old, node, partial, fresh, family="IPv4"):
+    """kube-proxy's proxier of one family in nftables mode on one node (Lab._sync_nftables):
+    its table's stale chains kept under "<netns>" (IPv4) or "<netns> ip6"."""
+    key = node.netns if family == "IPv4" else f"{node.netns} ip6"
+    stale = state.stale_chains.setdefault(key, {})
     if partial and node.name in old.nodes and not fresh:
         pairs = kube_proxy_nft.sync(old.services, old.endpoint_slices, state.services, state.endpoint_slices,
-                                    node, state.cluster)
+                                    node, state.cluster, family)
         if pairs or stale:
-            nftables.partial(node.netns, kube_proxy_nft.empty_table(), pairs,
-                             kube_proxy_nft.live_cluster_ips(state.services), stale)
+            nftables.partial(node.netns, kube_proxy_nft.empty_table(family), pairs,
+                             kube_proxy_nft.live_cluster_ips(state.services, family), stale)
     else:
-        table = kube_proxy_nft.node_table(state.services, state.endpoint_slices, node, state.cluster)
+        table = kube_proxy_nft.node_table(state.services, state.endpoint_slices, node, state.cluster, family)
         nftables.full(node.netns, table) if fresh else nftables.resync(node.netns, table, stale)
     if not stale:
-        state.stale_chains.pop(node.netns, None)
+        state.stale_chains.pop(key, None)

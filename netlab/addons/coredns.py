@@ -109,12 +109,13 @@ def zone(state, ttl=30, serial=1):
     for svc in state.services:
         # IPv6 endpoints are only in the IPv6 EndpointSlices (a dual lab's v1 Endpoints hold
         # the primary family, IPv4); CoreDNS reads both families' slices.
-        slices6 = [s for s in state.slices_of(svc) if s.address_type == "IPv6"] if z.ipv6 and svc.headless else ()
-        _service_records(z, svc, state.endpoints_of(svc), slices6)
+        slices = state.slices_of(svc)
+        slices6 = [s for s in slices if s.address_type == "IPv6"] if z.ipv6 and svc.headless else ()
+        _service_records(z, svc, state.endpoints_of(svc), slices6, slices)
     return z
 
 
-def _service_records(z, svc, endpoints, slices6=()):
+def _service_records(z, svc, endpoints, slices6=(), slices=()):
     fqdn = f"{svc.name}.{svc.namespace}.svc.{DOMAIN}"
     named = [p for p in svc.ports if p.name]
     if svc.type == "ExternalName":
@@ -127,6 +128,7 @@ def _service_records(z, svc, endpoints, slices6=()):
             for p in named:
                 z.add(f"_{p.name}._{p.protocol.lower()}.{fqdn}", "SRV", (0, srv_weight(1), p.port, fqdn))
             z.add(_reverse(svc.cluster_ip), "PTR", fqdn)
+            _endpoint_ptrs(z, fqdn, slices)
             return
         # findServices makes one entry per port and ClusterIP, so a dual-stack Service's SRV
         # weighs 100/2 (its two entries share a target: one record); A/AAAA pick their family.
@@ -136,6 +138,7 @@ def _service_records(z, svc, endpoints, slices6=()):
             z.add(f"_{p.name}._{p.protocol.lower()}.{fqdn}", "SRV", (0, srv_weight(len(ips)), p.port, fqdn))
         for ip in ips:
             z.add(_reverse6(ip) if ":" in ip else _reverse(ip), "PTR", fqdn)
+        _endpoint_ptrs(z, fqdn, slices)
         return
     ready = {}                                # endpoint name -> ip, and its ports
     ports = {}
@@ -158,6 +161,21 @@ def _service_records(z, svc, endpoints, slices6=()):
         for host in sorted(targets):
             port = next(q.port for q in ports[host] if q.name == p.name and q.protocol == p.protocol)
             z.add(f"_{p.name}._{p.protocol.lower()}.{fqdn}", "SRV", (0, srv_weight(len(targets)), port, host))
+
+
+def _endpoint_ptrs(z, fqdn, slices):
+    """serviceRecordForIP's second half: an address no ClusterIP has is looked up in the
+    endpoints, so a Service with a ClusterIP gives its ready endpoints a PTR record too,
+    `<hostname or dashed address>.<service>.<namespace>.svc`, one per Service that has the
+    address (CoreDNS's endpoints are its EndpointSlices, one subset each)."""
+    for s in slices:
+        for e in s.endpoints:
+            if e.ready is False:
+                continue
+            for a in e.addresses:
+                six = ":" in a
+                host = f"{(e.hostname or (_dashed6(a) if six else _dashed(a))).lower()}.{fqdn}"
+                z.add(_reverse6(a) if six else _reverse(a), "PTR", host)
 
 
 def _headless6(z, fqdn, named, ready, ports, slices6):

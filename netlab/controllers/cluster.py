@@ -538,10 +538,12 @@ def add_service(state, manifest, rng, reserved_ports=frozenset(), old=None):
     ports = {p.node_port for s in state.services for p in s.ports if p.node_port} | _health_ports(state)
     families = _cluster_ip_fields(state, manifest, old, ips, rng)
     ip = families["cluster_ips"][0] if families["cluster_ips"] else None
-    if not state.cluster.ipv6 and (_asks_no_family(manifest) or (
+    selectorless_headless = families["cluster_ips"] == ("None",) and manifest.selector is None
+    if not state.cluster.ipv6 and not selectorless_headless and (_asks_no_family(manifest) or (
             families["ip_family_policy"], families["ip_families"], families["cluster_ips"]) in (
             ("SingleStack", ("IPv4",), (ip,)), (None, (), ()))):
-        # An IPv4 cluster's Services keep the record they always had (the API shows its defaults).
+        # An IPv4 cluster's Services keep the record they always had (the API shows its
+        # defaults); a headless Service without selector is RequireDualStack even there.
         families = {"ip_family_policy": None, "ip_families": (), "cluster_ips": ()}
     allocated, by_port = [], {}
     for p in manifest.ports:

@@ -8,6 +8,7 @@ with an IPv6 ipBlock, no IPv4 rule of any agent, and the probe suite in the one 
 import json
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -204,6 +205,10 @@ def test_coredns_answers_aaaa_nodata_ptr_and_headless_sets(lab):
     headless = _dig(lab, "+short", "AAAA", "pods.default.svc.cluster.local").split()
     assert sorted(headless) == sorted(p.ip6 for p in pods.values())
     assert _in(pods["a"].netns, ["cat", "/etc/resolv.conf"]).stdout.splitlines()[1] == "nameserver fd00:10:96::a"
+    # a pod's address: one PTR per Service that has it as an endpoint (CoreDNS's reverse.go)
+    dashed = pods["b"].ip6.replace(":", "-") + ("0" if pods["b"].ip6.endswith(":") else "")
+    assert sorted(_dig(lab, "+short", "-x", pods["b"].ip6).split()) == sorted(
+        f"{dashed}.{svc}.default.svc.cluster.local." for svc in ("pods", "single6", "web"))
 
 
 def test_a_networkpolicy_with_an_ipv6_ipblock_is_enforced(lab, kc):
@@ -249,6 +254,26 @@ def test_no_agent_writes_an_ipv4_rule_and_the_files_are_ipv6s(lab):
     assert not (records / "last_reserved_ip.1").exists()
 
 
+def _changes_then_reconcile(lab, kc):
+    """A Service created and deleted, an endpoint leaving and coming back: each converged by a
+    partial sync of the IPv6 proxier (only the changed ports' chains); a reconcile then finds
+    nothing to write, as after a full sync."""
+    body = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "extra"},
+            "spec": {"selector": {"app": "a"}, "ports": [{"port": 81, "targetPort": 8080}]}}
+    kc("apply", "-f", "-", stdin=json.dumps(body))
+    kc("label", "pod", "c", "tier-")
+    kc("label", "pod", "c", "tier=pods")
+    kc("delete", "service", "extra")
+    r = subprocess.run([sys.executable, "-m", "netlab.cli", "--lab", lab.name, "reconcile"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_partial_syncs_of_ip6tables_leave_what_a_full_sync_writes(lab, kc):
+    assert _changes_then_reconcile(lab, kc) == "reconcile: nothing to do (0 netlink writes, 0 iptables writes)\n"
+
+
 def test_the_probe_suite_passes_in_the_one_family(lab):
     checks = probes.suite(lab)
     failed = [(c.name, c.observed) for c in checks if c.ok is False]
@@ -284,3 +309,8 @@ def test_nftables_mode_has_the_ip6_table_alone_and_services_answer(nft_lab):
     assert _curl(state.external_netns(), f"http://[{node.ip6}]:{port}/hostname") in {"a", "b", "c"}
     checks = probes.suite(nft_lab, ["services", "dns"])
     assert [(c.name, c.observed) for c in checks if c.ok is False] == []
+
+
+def test_partial_syncs_of_the_ip6_table_leave_what_a_full_sync_writes(nft_lab, tmp_path):
+    out = _changes_then_reconcile(nft_lab, kubectl_for(nft_lab, tmp_path))
+    assert out == "reconcile: nothing to do (0 netlink writes, 0 iptables writes, 0 nftables transactions)\n"

@@ -126,10 +126,14 @@ def test_headless_srv_per_endpoint_named_after_it(state, z):
     assert data(r, "A", "ar") == sorted(ips)
 
 
-def test_headless_ptr_per_endpoint(state, z):
+def test_an_endpoint_has_a_ptr_per_service_that_has_it(state, z):
+    """CoreDNS's serviceRecordForIP: an address no ClusterIP has is looked up among every
+    Service's endpoints (reverse.go), headless or not: the pod behind web (a ClusterIP) and
+    web-headless (where its hostname names it) has two PTRs."""
     named = state.pod("default", "named")
     reverse = ".".join(reversed(named.ip.split("."))) + ".in-addr.arpa."
-    assert data(ask(z, reverse, "PTR"), "PTR") == [f"alpha.web-headless.default.svc.{D}"]
+    assert sorted(data(ask(z, reverse, "PTR"), "PTR")) == [f"{named.ip.replace('.', '-')}.web.default.svc.{D}",
+                                                           f"alpha.web-headless.default.svc.{D}"]
 
 
 # --- other records -----------------------------------------------------------------------

@@ -146,7 +146,7 @@ def test_allocation_of_every_policy_and_family_order(tmp_path, lab, policy, fami
 def test_an_ipv4_clusters_services_keep_their_record_and_json(tmp_path):
     """Where the manifest asks for no family, an IPv4 cluster's Service is stored as before and
     served as before: ipFamilies [IPv4], SingleStack, clusterIPs [clusterIP]."""
-    state = state_of(tmp_path, SINGLE, svc(""), svc("clusterIP: None", name="hl", selector=None, ports=None),
+    state = state_of(tmp_path, SINGLE, svc(""), svc("clusterIP: None", name="hl"),
                      svc("ipFamilies: [IPv4]\nipFamilyPolicy: SingleStack", name="asked"))
     for name in ("s", "hl", "asked"):
         s = state.service("default", name)
@@ -164,6 +164,13 @@ def test_headless_without_selector_defaults_to_require_dual_stack(tmp_path):
     assert shown(state) == ("RequireDualStack", ["IPv4", "IPv6"], ["None"], "None")
     assert shown(state, "six") == ("RequireDualStack", ["IPv6", "IPv4"], ["None"], "None")
     assert shown(state, "one") == ("SingleStack", ["IPv4"], ["None"], "None")
+
+
+def test_headless_without_selector_defaults_to_require_dual_stack_on_an_ipv4_cluster_too(tmp_path):
+    """The documented default (concepts/services-networking/dual-stack: "For Headless Services
+    without selectors ... defaults to RequireDualStack"), whatever the cluster's families."""
+    state = state_of(tmp_path, SINGLE, svc("clusterIP: None", selector=None, ports=None))
+    assert shown(state) == ("RequireDualStack", ["IPv4", "IPv6"], ["None"], "None")
 
 
 def test_headless_without_selector_may_name_both_families_on_an_ipv4_cluster(tmp_path):

@@ -589,11 +589,12 @@ def owned(chain):
     return chain in TOP_LEVEL.values() or chain.startswith((POD_FW_PREFIX, POLICY_PREFIX))
 
 
-def sync_changes(old, new, node, old_compiled=None, new_compiled=None):
-    """A partial sync on one node: the chains whose rules differ between the plans of the last
-    inputs and these (written whole; a built-in chain's jump never changes), and the chains no
-    longer planned (flushed and deleted): ({chain: rules}, [chains])."""
-    before, after = node_table(old, node, old_compiled).chains, node_table(new, node, new_compiled).chains
+def sync_changes(old, new, node, old_compiled=None, new_compiled=None, family=FAMILY):
+    """A partial sync of one family's handler on one node: the chains whose rules differ
+    between the plans of the last inputs and these (written whole; a built-in chain's jump
+    never changes), and the chains no longer planned (flushed and deleted): ({chain: rules}, [chains])."""
+    before = node_table(old, node, old_compiled, family).chains
+    after = node_table(new, node, new_compiled, family).chains
     return {c: r for c, r in after.items() if before.get(c) != r}, [c for c in before if c not in after]
 
 
