@@ -208,7 +208,11 @@ def family_view(state, name):
                                     else s.cluster_ip_of("IPv6"), load_balancer_ip=s.load_balancer_ip_of("IPv6"))
                 for s in state.services]
 
+    families = {s.key: s.families for s in state.services}
+
     def six(e, addresses):
+        if "IPv6" not in families.get(f"{e.namespace}/{e.name}", ("IPv6",)):
+            return ()                       # a single-stack IPv4 Service has IPv4 EndpointSlices alone
         pods_of = [(a, by_key.get((e.namespace, a.pod))) for a in addresses]
         return tuple(dataclasses.replace(a, ip=p.ip6) for a, p in pods_of if p is not None and p.ip6)
     endpoints = [dataclasses.replace(e, subsets=tuple(dataclasses.replace(sub, addresses=six(e, sub.addresses),

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from netlab.addons import agnhost
 from netlab.controllers import kubeadm
@@ -70,12 +71,60 @@ def areas_the_lab_has(state, family="IPv4"):
     return has
 
 
-@pytest.fixture(scope="module", params=sorted(p.name for p in TOPOLOGIES.glob("*.yaml")))
+# The IPv4 topologies whose objects go beyond the default lab's, built again as their dual-stack
+# twins: every IPv4 check they pass single-stack must pass beside the IPv6 ones.
+TWINS = ("ingress.yaml", "loadbalancer.yaml", "netpol-e2e.yaml", "services.yaml")
+
+
+def dual_twin(topology, directory):
+    """The topology with `networking.ipFamily: dual` in its Cluster document (a file of its own)."""
+    docs = list(yaml.safe_load_all((TOPOLOGIES / topology).read_text()))
+    cluster = next(d for d in docs if d and d.get("kind") == "Cluster")
+    assert cluster.get("networking", {}).get("ipFamily", "ipv4") == "ipv4", topology
+    cluster.setdefault("networking", {})["ipFamily"] = "dual"
+    path = directory / f"dual-{topology}"
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module", params=sorted(p.name for p in TOPOLOGIES.glob("*.yaml")) + [f"dual twin of {t}"
+                                                                                            for t in TWINS])
 def probed(request, tmp_path_factory):
-    """Each shipped topology, up once, probed once: (state, exit code, checks, stderr)."""
-    with lab_for_module(TOPOLOGIES / request.param, tmp_path_factory) as lab:
+    """Each shipped topology (and the dual-stack twins), up once, probed once: (state, exit
+    code, checks, stderr)."""
+    path = TOPOLOGIES / request.param
+    if request.param.startswith("dual twin of "):
+        path = dual_twin(request.param.removeprefix("dual twin of "), tmp_path_factory.mktemp("twin"))
+    with lab_for_module(path, tmp_path_factory) as lab:
         code, checks, err = probe_json(lab)
+        PROBED[request.param] = checks
         yield lab.state(), code, checks, err
+
+
+PROBED = {}          # topology (or "dual twin of" it) -> its checks, as the module's labs are probed
+
+
+def _tally(checks, family):
+    """How many checks of each area ran and were skipped in a family (pod names are random:
+    the checks of two labs of one topology compare by count)."""
+    out = {}
+    for c in checks:
+        if c.get("family", "IPv4") == family:
+            key = (c["area"], "skipped" if c.get("skipped") else c["result"])
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def test_a_dual_twin_checks_in_ipv4_what_its_topology_checks(probed, request):
+    """The dual-stack twin of an IPv4 topology: its IPv4 checks are the IPv4 lab's, as many
+    in each area and as many passed (the IPv6 family adds its own beside them)."""
+    name = request.node.callspec.params["probed"]
+    if not name.startswith("dual twin of "):
+        assert not probed[0].cluster.dual or name == "dual-stack.yaml"
+        return
+    original = PROBED.get(name.removeprefix("dual twin of "))
+    assert original is not None, "the IPv4 topology is probed first (the params' order)"
+    assert _tally(probed[2], "IPv4") == _tally(original, "IPv4")
 
 
 def test_every_topology_is_checked_in_every_area_it_has(probed):
