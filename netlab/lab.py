@@ -808,7 +808,7 @@ def objects(state, kind):
     `netlab get` prints and kube-apiserver serves."""
     by_name = lambda obj: (obj.namespace, obj.name)                     # noqa: E731  kubectl's order
     if kind == "nodes":
-        return [apiserver.node_object(state, n, flanneld.annotations(n)) for n in state.nodes]
+        return [apiserver.node_object(state, n, flanneld.annotations(n, state.cluster)) for n in state.nodes]
     if kind == "pods":
         return [apiserver.pod_object(state, p, kubelet.pod_running(p)) for p in sorted(state.pods, key=by_name)]
     if kind == "deployments":
@@ -833,8 +833,7 @@ def objects(state, kind):
         ready = {p.key for p in state.scheduled_pods() if p.ready and kubelet.pod_running(p)}
         return apiserver.replicaset_objects(state, ready)
     if kind == "configmaps":
-        backend = flanneld.annotations(state.nodes[0])["flannel.alpha.coreos.com/backend-type"] if state.nodes else "vxlan"
-        return apiserver.configmap_objects(state, DOMAIN.rstrip("."), backend)
+        return apiserver.configmap_objects(state, DOMAIN.rstrip("."))
     if kind == "ingressclasses":
         return apiserver.ingressclass_objects(state, kubeadm.INGRESS_IMAGE.rpartition(":v")[2])
     if kind == "events":

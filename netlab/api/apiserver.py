@@ -8,6 +8,7 @@ status) is handed in by the caller, which knows the agents.
 import platform
 import uuid
 
+from netlab.api import netconf
 from netlab.api.objects import service_uid
 
 NETNS_ANNOTATION = "netlab.io/netns"
@@ -574,20 +575,6 @@ def kube_proxy_kubeconfig(server):
             "    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
-def flannel_net_conf(cluster, backend):
-    """net-conf.json of kube-flannel/kube-flannel-cfg (kube-flannel.yml): the pod network and
-    the backend flanneld runs (its VNI and port are the backend's defaults, so not written).
-    With IPv6, flannel's dual-stack keys; an IPv6 lab turns IPv4 off (EnableIPv4 false)."""
-    four = f"  \"Network\": \"{cluster.pod_subnet}\",\n" if cluster.ipv4 else "  \"EnableIPv4\": false,\n"
-    six = f"  \"EnableIPv6\": true,\n  \"IPv6Network\": \"{cluster.pod_subnet6}\",\n" if cluster.ipv6 else ""
-    return ("{\n" + four + six +
-            "  \"EnableNFTables\": false,\n"
-            "  \"Backend\": {\n"
-            f"    \"Type\": \"{backend}\"\n"
-            "  }\n"
-            "}\n")
-
-
 # cni-conf.json of kube-flannel-cfg: what flannel's install-cni container copies to
 # /etc/cni/net.d/10-flannel.conflist (the bridge plugin, cbr0, hairpin mode, and portmap).
 FLANNEL_CNI_CONF = ("{\n"
@@ -611,7 +598,7 @@ FLANNEL_CNI_CONF = ("{\n"
                     "}\n")
 
 
-def configmap_objects(state, dns_domain, flannel_backend):
+def configmap_objects(state, dns_domain):
     """The ConfigMaps of a kind cluster with flannel that describe what netlab runs:
     kube-system/kube-proxy, kube-system/coredns (the Corefile for `dns_domain`, without its
     trailing dot) and kube-flannel/kube-flannel-cfg, in the API's order."""
@@ -619,7 +606,7 @@ def configmap_objects(state, dns_domain, flannel_backend):
     return [
         configmap_object(state, "kube-flannel", "kube-flannel-cfg",
                          {"cni-conf.json": FLANNEL_CNI_CONF,
-                          "net-conf.json": flannel_net_conf(state.cluster, flannel_backend)},
+                          "net-conf.json": netconf.net_conf(state.cluster)},
                          {"app": "flannel", "k8s-app": "flannel", "tier": "node"}),
         configmap_object(state, "kube-system", "coredns", {"Corefile": corefile(dns_domain, state.cluster.dns_ttl)}),
         configmap_object(state, "kube-system", "kube-proxy",

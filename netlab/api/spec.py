@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from netlab import names
+from netlab.api import netconf
 from netlab.errors import SpecError
 
 KIND_API = "kind.x-k8s.io/v1alpha4"
@@ -316,6 +317,17 @@ class ClusterConfig:
     pod_subnet6: str = ""          # dual, ipv6: the IPv6 pod subnet (kind's fd00:10:244::/56)
     service_subnet6: str = ""      # dual, ipv6: the IPv6 service subnet (kind's fd00:10:96::/112)
     lan_cidr6: str = ""            # dual, ipv6: the LAN's IPv6 range (Docker's ULA /64 for kind)
+    # flanneld's backend (net-conf.json's Backend): vxlan, host-gw or wireguard, and its options
+    flannel_backend: str = "vxlan"
+    vxlan_vni: int = 1
+    vxlan_port: int = 0            # 0: the kernel's default port, 8472
+    direct_routing: bool = False   # vxlan: plain routes to nodes on the node's own subnet
+    backend_mtu: int = 0           # vxlan, wireguard: the packets' MTU (0: the uplink's)
+    wg_listen_port: int = 51820
+    wg_listen_port6: int = 51821
+    wg_psk: str = ""
+    wg_keepalive: int = 0          # PersistentKeepaliveInterval, seconds (0: off)
+    wg_mode: str = "separate"      # one tunnel per family, or one for both (auto, ipv4, ipv6)
 
     @property
     def node_names(self):
@@ -393,8 +405,13 @@ def build(docs, cluster=None, nodes=None):
         if len(found) > 1:
             f, i, _ = found[1]
             raise SpecError(f, f"document {i + 1}", "kind", f"a second {kind} document; a lab has one")
+    flannel_docs = [d for d in docs if netconf.is_configmap(d[2])]
+    if len(flannel_docs) > 1:
+        f, i, _ = flannel_docs[1]
+        raise SpecError(f, f"document {i + 1}", "metadata.name", "a second kube-flannel-cfg; flannel reads one")
     if cluster is None:
-        cluster = _cluster(cluster_docs[0] if cluster_docs else None, lab_docs[0] if lab_docs else None)
+        cluster = _cluster(cluster_docs[0] if cluster_docs else None, lab_docs[0] if lab_docs else None,
+                           flannel_docs[0] if flannel_docs else None)
     pods, deployments, services, ingresses, policies, namespaces, seen = [], [], [], [], [], [], {}
     for f, i, doc in docs:
         kind = doc.get("kind")
@@ -759,7 +776,7 @@ def _check_shape(at, schema, document):
         raise at.error(f"must be a string, not a {'mapping' if isinstance(v, dict) else 'list'}")
 
 
-def _cluster(cluster_doc, lab_doc):
+def _cluster(cluster_doc, lab_doc, flannel_doc=None):
     c = ClusterConfig()
     values, pool_at, pool6_at = {}, None, None
     if cluster_doc:
@@ -790,7 +807,7 @@ def _cluster(cluster_doc, lab_doc):
         at = _At(f, "Lab", doc)
         _expect_api(at, NETLAB_API)
         _refuse_unknown(at, doc, {"apiVersion", "kind", "metadata", "lan", "iptables", "dns", "loadBalancer",
-                                  "ingress"})
+                                  "ingress", "flannel"})
         lan = at.child("lan")
         _refuse_unknown(lan, lan.mapping(), {"cidr", "ipv6Cidr", "mtu"})
         values["lan_cidr"] = lan.child("cidr").network(c.lan_cidr, assigned=True)
@@ -819,6 +836,7 @@ def _cluster(cluster_doc, lab_doc):
     if values.get("ip_family", "ipv4") != "ipv4" and not values.get("lan_cidr6"):
         values["lan_cidr6"] = LAN_CIDR6
     c = ClusterConfig(**{**c.__dict__, **values})
+    c = _flannel(c, lab_doc, flannel_doc)
     _check_address_plan(c, cluster_doc, lab_doc)
     if c.ipv6:
         what = "a dual-stack" if c.dual else "an IPv6"
@@ -1001,6 +1019,24 @@ def _pool_hint(c):
 # kind's validateSubnets messages (pkg/internal/apis/config/validate.go)
 DUAL_PAIR = "expected one (IPv4 or IPv6) CIDR or two CIDRs from each family for dual-stack networking"
 SINGLE = "only one CIDR allowed for single-stack networking"
+
+
+def _flannel(c, lab_doc, flannel_doc):
+    """The backend flanneld runs: the Lab document's flannel.backend, or kube-flannel-cfg's
+    net-conf.json (not both); vxlan when neither says."""
+    at = _At(lab_doc[0], "Lab", lab_doc[2]).child("flannel") if lab_doc else None
+    if at is not None and at.value is not None:
+        _refuse_unknown(at, at.mapping(), {"backend"})
+        if flannel_doc is not None:
+            raise at.child("backend").error(f"the backend is given twice: here and in kube-flannel-cfg "
+                                            f"({flannel_doc[0]}); keep one")
+        return ClusterConfig(**{**c.__dict__, **netconf.backend(at.child("backend"), c.underlay_mtu,
+                                                                 _refuse_unknown)})
+    if flannel_doc is not None:
+        f, _, doc = flannel_doc
+        cm = _At(f, f"ConfigMap {netconf.CONFIGMAP[0]}/{netconf.CONFIGMAP[1]}", doc)
+        return ClusterConfig(**{**c.__dict__, **netconf.from_configmap(cm, c, _refuse_unknown)})
+    return c
 
 
 def _subnets(at, family, default, default6):

@@ -20,6 +20,7 @@ from netlab.errors import EnvironmentProblem, NetlabError
 from netlab.kernel import iptables
 from netlab.kernel import netns as ns
 from netlab.kernel import nft
+from netlab.node.flannel import flanneld
 from netlab.values.nftables import parse_listing
 
 FORMATS = ("dot", "svg", "png")
@@ -136,7 +137,7 @@ def dot(lab):
     for node in state.nodes:
         links, fdb = _links(node.netns)
         out.append(f"  subgraph {_id('cluster', node.name)} {{ label={_id(node.name)};")
-        for dev in (names.UPLINK, names.CNI_BRIDGE, names.flannel_device(1), "flannel-v6.1"):
+        for dev in (names.UPLINK, names.CNI_BRIDGE, flanneld.device(state.cluster), flanneld.device6(state.cluster)):
             if dev in links:
                 out.append(f"    {_id(node.name, dev)} [label={_id(_label(dev, links[dev]))}];")
         for pod in state.pods_on(node.name):
@@ -159,7 +160,7 @@ def dot(lab):
     for src, dst, dev in tunnels:
         if dst in by_ip and src < by_ip[dst]:
             out.append(f"  {_id(src, dev)} -> {_id(by_ip[dst], dev)} "
-                       f"[label={_id('vxlan vni 1' + (' (IPv6)' if ':' in dst else ''))}, dir=both, style=dotted, "
+                       f"[label={_id(f'vxlan vni {flanneld.vni(state.cluster)}' + (' (IPv6)' if ':' in dst else ''))}, dir=both, style=dotted, "
                        f"color=blue];")
     ext_links, _ = _links(state.external_netns())
     out.append(f"  {_id('external')} [label={_id(_label('external client', ext_links[names.UPLINK]))}, shape=house];")

@@ -270,8 +270,11 @@ _captures = {}
 _capture_ids = __import__("itertools").count(1)
 
 
-def op_capture_start(iface=None, bpf=None, promisc=True):
-    from scapy.all import AsyncSniffer
+def op_capture_start(iface=None, bpf=None, promisc=True, vxlan_port=None):
+    """`vxlan_port`: decode UDP to that port as VXLAN too (a Backend's own Port)."""
+    from scapy.all import UDP, VXLAN, AsyncSniffer, bind_layers
+    if vxlan_port:
+        bind_layers(UDP, VXLAN, dport=vxlan_port)
     sniffer = AsyncSniffer(iface=iface, filter=bpf, store=True, promisc=promisc)
     sniffer.start()
     # AsyncSniffer opens its socket in its thread; wait until it listens.

@@ -118,18 +118,21 @@ class Prober:
         worker process is needed, a socket keeps the namespace it was opened in."""
         return connect_all(connections, POLICY_TIMEOUT if timeout is None else timeout)
 
-    def capture(self, target, iface=None, bpf=None, promisc=True):
-        return _Capture(self._worker(target), iface, bpf, promisc)
+    def capture(self, target, iface=None, bpf=None, promisc=True, vxlan_port=None):
+        return _Capture(self._worker(target), iface, bpf, promisc, vxlan_port)
 
 
 class _Capture:
     """with prober.capture("lan", "br0", "udp port 8472") as cap: ...; cap.packets"""
 
-    def __init__(self, worker, iface, bpf, promisc=True):
+    def __init__(self, worker, iface, bpf, promisc=True, vxlan_port=None):
         self.worker, self.iface, self.bpf, self.promisc, self.packets = worker, iface, bpf, promisc, []
+        self.vxlan_port = vxlan_port
 
     def __enter__(self):
-        self.id = self.worker.call("capture_start", iface=self.iface, bpf=self.bpf, promisc=self.promisc)["id"]
+        extra = {"vxlan_port": self.vxlan_port} if self.vxlan_port else {}
+        self.id = self.worker.call("capture_start", iface=self.iface, bpf=self.bpf, promisc=self.promisc,
+                                   **extra)["id"]
         return self
 
     def __exit__(self, *exc):
@@ -246,7 +249,12 @@ def _host(addrport):
 
 
 def _overlay_device(state):
-    return flannel.device6() if family(state) == "IPv6" else names.flannel_device(1)
+    """The device a packet to another node's pods leaves by: flannel's VXLAN device of the
+    family, or eth0 where the backend routes it plainly (host-gw, DirectRouting)."""
+    c = state.cluster
+    if flannel.backend_of(c) == "host-gw" or getattr(c, "direct_routing", False):
+        return names.UPLINK
+    return flannel.device6(c) if family(state) == "IPv6" else flannel.device(c)
 
 
 # The areas, as --area takes them, and their titles as the table prints them.
@@ -502,44 +510,71 @@ def matrix(checks, family=""):
 
 
 def overlay_checks(prober, state, by_node):
-    """flannel's VXLAN between two nodes' pods: the encapsulation seen on the LAN, and the MTU
-    with DF set. IPv4: flannel.1's MTU, a bigger packet refused in the pod (its eth0 has that
-    MTU). IPv6: flannel-v6.1's, which the kernel clamps to the underlay's MTU - 70 (pods stay
-    at the IPv4 overlay's, 1450): a bigger packet leaves the pod, and its node answers Packet
-    Too Big with flannel-v6.1's MTU."""
+    """flannel's backend between two nodes' pods: what the LAN carries (VXLAN, or with host-gw
+    and DirectRouting the pod's own packet), and the MTU with DF set. IPv4: the network's MTU
+    (FLANNEL_MTU), a bigger packet refused in the pod (its eth0 has that MTU). IPv6 over
+    vxlan: flannel-v6.1's, which the kernel clamps to the underlay's MTU - 70 (a dual lab's
+    pods stay at the IPv4 overlay's, 1450): a bigger packet leaves the pod, and its node
+    answers Packet Too Big with flannel-v6.1's MTU."""
     six = family(state) == "IPv6"
-    mtu = flannel.mtu6(state.cluster) if six else flannel.mtu(state.cluster)
+    c = state.cluster
+    mtu = flannel.mtu6(c) if six else flannel.mtu(c)
     too_big = f"refused: packet too big, mtu {mtu}" if six else f"refused: fragmentation needed, mtu {mtu}"
     device = _overlay_device(state)
+    plain = device == names.UPLINK
+    what = "plain routing" if plain else "vxlan encapsulation"
     why = _cross_node_reason(state, by_node)
     if why:
-        return [skip("overlay", "vxlan encapsulation", f"udp/{flannel.PORT} vni {flannel.VNI} between nodes", why),
+        expected = "the pod's packet on the LAN, not encapsulated" if plain else \
+            f"udp/{flannel.port(c)} vni {flannel.vni(c)} between nodes"
+        return [skip("overlay", what, expected, why),
                 skip("overlay", f"mtu {mtu} DF", "echo reply (fits the overlay)", why),
                 skip("overlay", f"mtu {mtu + 1} DF", too_big, why)]
     na, nb = _with_pods(state, by_node)[:2]
     a, b = by_node[na.name][0], _destination(by_node[nb.name])
     src = a.key
-    checks = []
-    with prober.capture("lan", names.LAN_BRIDGE, f"udp port {flannel.PORT}") as cap:
-        prober.ping(src, b.ip)
-    enc = [p for p in cap.packets if p.get("inner", {}).get("src") == a.ip and p["inner"]["dst"] == b.ip]
-    seen = (f"{enc[0]['src']} -> {enc[0]['dst']} udp/{enc[0]['dport']} vni {enc[0]['vxlan']['vni']}"
-            f" [{enc[0]['inner']['src']} -> {enc[0]['inner']['dst']}]" if enc else "no VXLAN packet on the LAN")
-    expected = f"{na.ip} -> {nb.ip} udp/{flannel.PORT} vni {flannel.VNI} [{a.ip} -> {b.ip}]"
-    checks.append(Check("overlay", f"vxlan encapsulation {a.node} -> {b.node}", expected, seen, seen == expected,
-                        f"{device} FDB in {a.node}: bridge fdb show dev {device}"))
+    checks = [_plain_check(prober, state, a, b) if plain else _vxlan_check(prober, state, na, nb, a, b, device)]
     r = prober.ping(src, b.ip, size=mtu, df=True)
+    overhead = 0 if plain else (flannel.OVERHEAD6 if six else flannel.OVERHEAD)
     checks.append(Check("overlay", f"mtu {mtu} DF {src} -> {b.ip}", "echo reply (fits the overlay)",
                         "echo reply" if r["ok"] else str(r), r["ok"],
-                        f"underlay MTU must be {device}'s MTU + {flannel.OVERHEAD6 if six else flannel.OVERHEAD}"))
+                        f"underlay MTU must be {device}'s MTU + {overhead}"))
     r = prober.mtu(src, b.ip, mtu + 1)
     refused = too_big.rsplit(" ", 1)[0]
     observed = f"{refused} {r.get('mtu')}" if r.get("refused") else "sent (would be lost)"
     checks.append(Check("overlay", f"mtu {mtu + 1} DF {src} -> {b.ip}", too_big,
                         observed, r.get("refused") == "EMSGSIZE" and r.get("mtu") == mtu,
-                        f"{device}'s MTU in {a.node} and its Packet Too Big" if six
+                        f"{device}'s MTU in {a.node} and its Packet Too Big" if six and not plain
                         else "pod eth0 MTU"))
     return checks
+
+
+def _vxlan_check(prober, state, na, nb, a, b, device):
+    c = state.cluster
+    port, vni = flannel.port(c), flannel.vni(c)
+    with prober.capture("lan", names.LAN_BRIDGE, f"udp port {port}", vxlan_port=port) as cap:
+        prober.ping(a.key, b.ip)
+    enc = [p for p in cap.packets if p.get("inner", {}).get("src") == a.ip and p["inner"]["dst"] == b.ip]
+    seen = (f"{enc[0]['src']} -> {enc[0]['dst']} udp/{enc[0]['dport']} vni {enc[0]['vxlan']['vni']}"
+            f" [{enc[0]['inner']['src']} -> {enc[0]['inner']['dst']}]" if enc else "no VXLAN packet on the LAN")
+    expected = f"{na.ip} -> {nb.ip} udp/{port} vni {vni} [{a.ip} -> {b.ip}]"
+    return Check("overlay", f"vxlan encapsulation {a.node} -> {b.node}", expected, seen, seen == expected,
+                 f"{device} FDB in {a.node}: bridge fdb show dev {device}")
+
+
+def _plain_check(prober, state, a, b):
+    """host-gw, and vxlan's DirectRouting on one segment: the pods' own packet crosses the LAN
+    (its addresses are the pods', no UDP around it), routed via the remote node's address."""
+    six = family(state) == "IPv6"
+    with prober.capture("lan", names.LAN_BRIDGE, f"{'icmp6' if six else 'icmp'} and host {b.ip}") as cap:
+        prober.ping(a.key, b.ip)
+    echo = 128 if six else 8
+    seen_echo = [p for p in cap.packets if p.get("src") == a.ip and p.get("dst") == b.ip
+                 and p.get("icmp_type") == echo]
+    seen = f"{a.ip} -> {b.ip} echo request, not encapsulated" if seen_echo else "no such packet on the LAN"
+    node = state.node(b.node)
+    return Check("overlay", f"plain routing {a.node} -> {b.node}", f"{a.ip} -> {b.ip} echo request, not encapsulated",
+                 seen, bool(seen_echo), f"the route to {node.pod_cidr} via {node.ip} in {a.node}: ip route")
 
 
 def egress_check(prober, state, client):

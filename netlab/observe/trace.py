@@ -153,8 +153,9 @@ def trace(lab, src, dst, udp=False):
     nftables = state.cluster.kube_proxy_mode == "nftables"
     applier = state.cluster.iptables_applier
     before = {n.name: counters(n.netns, applier, family) for n in state.nodes}
-    overlay = names.flannel_device(1) if not six else _flannel_device6()
-    where = [("lan", names.LAN_BRIDGE)] + [(n.name, dev) for n in state.nodes for dev in (names.CNI_BRIDGE, overlay)]
+    overlay = _overlay_device(state.cluster, six)
+    where = [("lan", names.LAN_BRIDGE)] + [(n.name, dev) for n in state.nodes
+                                           for dev in (names.CNI_BRIDGE, overlay) if dev]
     where.append((src, names.UPLINK))
     with ExitStack() as tracing:
         traced = (tracing.enter_context(nft_tracing(state, flow_matches(state, ip, port, protocol), family=family))
@@ -210,9 +211,13 @@ def _hop_end(address, port):
     return f"[{address}]:{port}" if ":" in str(address) else f"{address}:{port}"
 
 
-def _flannel_device6():
+def _overlay_device(cluster, six):
+    """flannel's VXLAN device of the family, or None where its backend routes pods' packets
+    plainly out of eth0 (host-gw, DirectRouting), which the trace captures anyway."""
     from netlab.node.flannel import flanneld
-    return flanneld.device6()
+    if flanneld.backend_of(cluster) == "host-gw" or getattr(cluster, "direct_routing", False):
+        return None
+    return flanneld.device6(cluster) if six else flanneld.device(cluster)
 
 
 def _host(addrport):

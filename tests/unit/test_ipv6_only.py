@@ -11,7 +11,7 @@ import random
 import pytest
 
 from netlab.addons import coredns
-from netlab.api import apiserver, spec
+from netlab.api import apiserver, netconf, spec
 from netlab.errors import SpecError
 from netlab.api.spec import (ClusterConfig, IPBlock, LabelSelector, LabSpec, NetworkPolicyManifest, PolicyPeer,
                              PolicyRule, ServiceManifest, ServicePort)
@@ -182,7 +182,7 @@ def test_the_api_shows_ipv6_node_and_pod_addresses_and_the_ipv6_configmaps():
     assert (status["podIP"], status["podIPs"]) == (dns.ip6, [{"ip": dns.ip6}])
     assert status["hostIP"] == state.node(dns.node).ip6
     assert "clusterCIDR: fd00:10:244::/56\n" in apiserver.kube_proxy_config(state.cluster)
-    assert apiserver.flannel_net_conf(state.cluster, "vxlan").startswith(
+    assert netconf.net_conf(state.cluster).startswith(
         '{\n  "EnableIPv4": false,\n  "EnableIPv6": true,\n  "IPv6Network": "fd00:10:244::/56",\n')
 
 

@@ -574,7 +574,7 @@ KUBEADM_COREFILE = """\
 def test_the_configmaps_of_a_kind_cluster_with_flannel():
     s = ingress_state()
     found = {(c["metadata"]["namespace"], c["metadata"]["name"]): c for c in apiserver.configmap_objects(
-        s, "cluster.local", "vxlan")}
+        s, "cluster.local")}
     assert list(found) == [("kube-flannel", "kube-flannel-cfg"), ("kube-system", "coredns"),
                            ("kube-system", "kube-proxy")]
     assert found[("kube-system", "coredns")]["data"] == {"Corefile": KUBEADM_COREFILE}

@@ -127,7 +127,7 @@ class Recorder:
         return [(True, "connected") for _ in connections]
 
     @contextmanager
-    def capture(self, target, iface=None, bpf=None):
+    def capture(self, target, iface=None, bpf=None, vxlan_port=None):
         self.calls.append(("capture", target, iface, bpf))
         yield type("Capture", (), {"packets": []})()
 

@@ -14,8 +14,11 @@ runs with EnableIPv4 false: flannel-v6.1 and the ip6tables chains alone.
 import hashlib
 import ipaddress
 import json
+from dataclasses import replace
 
 from netlab import names
+from netlab.api import netconf
+from netlab.node.flannel import hostgw
 from netlab.values.desired import Addr, Fdb, Link, Neigh, NetnsPlan, Route, Vxlan
 from netlab.values.iptables import Table
 
@@ -28,25 +31,56 @@ MASQ = '-m comment --comment "flanneld masq"'
 FWD = '-m comment --comment "flanneld forward"'
 
 
+def vni(cluster):
+    return getattr(cluster, "vxlan_vni", VNI)
+
+
+def port(cluster):
+    """flannel.<VNI>'s UDP port: the Backend's Port, or the kernel's default (0 asks for it)."""
+    return getattr(cluster, "vxlan_port", 0) or PORT
+
+
+def backend_of(cluster):
+    return getattr(cluster, "flannel_backend", "vxlan")
+
+
+def outer_mtu(cluster):
+    """The MTU of the packets a backend sends: its MTU option, or the uplink's."""
+    return getattr(cluster, "backend_mtu", 0) or cluster.underlay_mtu
+
+
 def mtu(cluster):
-    """FLANNEL_MTU, the network's: flannel.1's, or in an IPv6 lab (no flannel.1) the MTU the
-    kernel gave flannel-v6.1, which flanneld reads back from the device."""
-    return cluster.underlay_mtu - (OVERHEAD if cluster.ipv4 else OVERHEAD6)
+    """FLANNEL_MTU, the network's (the CNI gives it to cni0 and the pods): the uplink's for
+    host-gw, less WireGuard's 80 bytes, or flannel.<VNI>'s; an IPv6 lab's vxlan network has no
+    flannel.1 and takes the MTU the kernel gave flannel-v6.<VNI>, which flanneld reads back."""
+    kind = backend_of(cluster)
+    if kind == "host-gw":
+        return cluster.underlay_mtu
+    if kind == "wireguard":
+        return outer_mtu(cluster) - netconf.OVERHEAD["wireguard"]
+    return outer_mtu(cluster) - OVERHEAD if cluster.ipv4 else mtu6(cluster)
 
 
 def mtu6(cluster):
-    """What the kernel holds on flannel-v6.1. flanneld asks for MTU - 50 on both devices, but
-    the kernel clamps a vxlan device over an IPv6 underlay to its lower device's MTU - 70
-    (VXLAN6_HEADROOM; 1430 on 1500) and refuses anything above that later (EINVAL), so the
-    plan holds the clamped value and a read-back of the device never tries to change it.
-    Pods and cni0 stay at FLANNEL_MTU (1450): IPv6 packets between 1431 and 1450 bytes get a
-    Packet Too Big from the node."""
-    return cluster.underlay_mtu - OVERHEAD6
+    """The IPv6 overlay's MTU. vxlan: what the kernel holds on flannel-v6.1. flanneld asks for
+    MTU - 50 on both devices, but the kernel clamps a vxlan device over an IPv6 underlay to
+    its lower device's MTU - 70 (VXLAN6_HEADROOM; 1430 on 1500) and refuses anything above
+    that later (EINVAL), so the plan holds the clamped value and a read-back of the device
+    never tries to change it. Pods and cni0 stay at FLANNEL_MTU (1450): IPv6 packets between
+    1431 and 1450 bytes get a Packet Too Big from the node. host-gw and wireguard: as IPv4."""
+    if backend_of(cluster) != "vxlan":
+        return mtu(cluster)
+    return min(outer_mtu(cluster) - OVERHEAD, cluster.underlay_mtu - OVERHEAD6)
 
 
-def device6():
+def device(cluster):
+    """flannel's IPv4 VXLAN device: fmt.Sprintf("flannel.%v", VNI)."""
+    return names.flannel_device(vni(cluster))
+
+
+def device6(cluster=None):
     """flannel's IPv6 device: fmt.Sprintf("flannel-v6.%d", VNI)."""
-    return f"flannel-v6.{VNI}"
+    return f"flannel-v6.{vni(cluster) if cluster is not None else VNI}"
 
 
 def vtep_ip(node):
@@ -70,49 +104,75 @@ def vtep_mac6(node):
 
 
 def node_plan(state, node):
-    dev = names.flannel_device(VNI)
+    """flanneld's part of a node: its backend's devices, addresses, routes, neighbours and FDB
+    entries, and its masquerade and forward chains in each family's tables (the same for
+    every backend: flanneld's ip-masq, not the backend's)."""
+    c = state.cluster
     others = [n for n in state.nodes if n.name != node.name]
-    if not state.cluster.ipv4:                 # EnableIPv4 false: flannel-v6.1 alone
-        return node_plan6(state, node, others)
-    v4 = NetnsPlan(
-        node.netns,
-        links=(Link(dev, "vxlan", mtu=mtu(state.cluster), address=node.vtep_mac,
-                    vxlan=Vxlan(VNI, PORT, node.ip, names.UPLINK, learning=False)),),
-        addrs=(Addr(dev, f"{vtep_ip(node)}/32"),),
-        neighs=tuple(Neigh(vtep_ip(n), n.vtep_mac, dev) for n in others),
-        fdb=tuple(Fdb(n.vtep_mac, dev, n.ip) for n in others),
-        routes=tuple(Route(n.pod_cidr, via=vtep_ip(n), dev=dev, onlink=True) for n in others),
-        iptables=rules(state.cluster, node),
-        owner="flannel",
-    )
-    if not state.cluster.dual:
-        return v4
-    v6 = node_plan6(state, node, others)
-    # newVXLANDevice turns accept_ra off on every device it makes, flannel.1 too (an IPv4
-    # lab's node has no IPv6 to speak of, so its plan stays as it was).
-    return NetnsPlan(node.netns, links=v4.links + v6.links, addrs=v4.addrs + v6.addrs, routes=v4.routes + v6.routes,
-                     neighs=v4.neighs + v6.neighs, fdb=v4.fdb + v6.fdb,
-                     sysctls=((f"net/ipv6/conf/{dev}/accept_ra", "0"),) + v6.sysctls,
-                     iptables=v4.iptables, ip6tables=v6.ip6tables, owner="flannel")
+    kind = backend_of(c)
+    plan = hostgw.node_plan(state, node, others) if kind == "host-gw" else vxlan_plan(state, node, others)
+    return replace(plan, iptables=rules(c, node) if c.ipv4 else {}, ip6tables=rules6(c, node) if c.ipv6 else {})
 
 
-def node_plan6(state, node, others):
-    """The EnableIPv6 half: flannel-v6.1 over the node's IPv6 LAN address, and per remote node
-    the neighbour, FDB entry and onlink route flannel.1 has for IPv4, in the same order."""
-    dev = device6()
+def direct(node, other):
+    """ip.DirectRouting: the remote node's public IP is on a subnet of the node's own uplink
+    (one route to it, no gateway): every node of the lab's one LAN segment."""
+    return True
+
+
+def vxlan_plan(state, node, others):
+    """The vxlan backend: flannel.<VNI> and, per remote node, a permanent neighbour, an FDB
+    entry and an onlink route; with DirectRouting, a plain route via the node's IP instead
+    for a node on the same subnet. IPv6 (EnableIPv6): flannel-v6.<VNI> alike."""
+    c = state.cluster
+    parts = []
+    if c.ipv4:
+        dev = device(c)
+        tunnelled = [n for n in others if not (c.direct_routing and direct(node, n))]
+        parts.append(NetnsPlan(
+            node.netns,
+            links=(Link(dev, "vxlan", mtu=outer_mtu(c) - OVERHEAD, address=node.vtep_mac,
+                        vxlan=Vxlan(vni(c), port(c), node.ip, names.UPLINK, learning=False)),),
+            addrs=(Addr(dev, f"{vtep_ip(node)}/32"),),
+            neighs=tuple(Neigh(vtep_ip(n), n.vtep_mac, dev) for n in tunnelled),
+            fdb=tuple(Fdb(n.vtep_mac, dev, n.ip) for n in tunnelled),
+            routes=tuple(Route(n.pod_cidr, via=n.ip, dev=names.UPLINK) if n not in tunnelled
+                         else Route(n.pod_cidr, via=vtep_ip(n), dev=dev, onlink=True) for n in others),
+            # newVXLANDevice turns accept_ra off on every device it makes (an IPv4 lab's node
+            # has no IPv6 to speak of, so its plan leaves it).
+            sysctls=((f"net/ipv6/conf/{dev}/accept_ra", "0"),) if c.ipv6 else (),
+            owner="flannel"))
+    if c.ipv6:
+        parts.append(vxlan_plan6(state, node, others))
+    return merge_parts(node.netns, parts)
+
+
+def vxlan_plan6(state, node, others):
+    """The EnableIPv6 half: flannel-v6.<VNI> over the node's IPv6 LAN address, and per remote
+    node the neighbour, FDB entry and onlink route flannel.1 has for IPv4, in the same order
+    (or with DirectRouting the direct route via its IPv6 address)."""
+    c = state.cluster
+    dev = device6(c)
+    tunnelled = [n for n in others if not (c.direct_routing and direct(node, n))]
     return NetnsPlan(
         node.netns,
-        links=(Link(dev, "vxlan", mtu=mtu6(state.cluster), address=vtep_mac6(node),
-                    vxlan=Vxlan(VNI, PORT, node.ip6, names.UPLINK, learning=False)),),
+        links=(Link(dev, "vxlan", mtu=mtu6(c), address=vtep_mac6(node),
+                    vxlan=Vxlan(vni(c), port(c), node.ip6, names.UPLINK, learning=False)),),
         addrs=(Addr(dev, f"{vtep_ip6(node)}/128"),),
-        neighs=tuple(Neigh(vtep_ip6(n), vtep_mac6(n), dev) for n in others),
-        fdb=tuple(Fdb(vtep_mac6(n), dev, n.ip6) for n in others),
-        routes=tuple(Route(n.pod_cidr6, via=vtep_ip6(n), dev=dev, onlink=True) for n in others),
+        neighs=tuple(Neigh(vtep_ip6(n), vtep_mac6(n), dev) for n in tunnelled),
+        fdb=tuple(Fdb(vtep_mac6(n), dev, n.ip6) for n in tunnelled),
+        routes=tuple(Route(n.pod_cidr6, via=n.ip6, dev=names.UPLINK) if n not in tunnelled
+                     else Route(n.pod_cidr6, via=vtep_ip6(n), dev=dev, onlink=True) for n in others),
         # so no router advertisement ever gives the overlay device an address or a route
         sysctls=((f"net/ipv6/conf/{dev}/accept_ra", "0"),),
-        ip6tables=rules6(state.cluster, node),
         owner="flannel",
     )
+
+
+def merge_parts(netns, parts):
+    """One NetnsPlan of a backend's families, in order (IPv4's items first)."""
+    return NetnsPlan(netns, **{f: tuple(x for p in parts for x in getattr(p, f))
+                               for f in ("links", "addrs", "routes", "neighs", "fdb", "sysctls")}, owner="flannel")
 
 
 def rules(cluster, node):
@@ -154,27 +214,30 @@ def subnet_env(cluster, node):
         net6 = ipaddress.ip_network(node.pod_cidr6)
         v6 = (f"FLANNEL_IPV6_NETWORK={cluster.pod_subnet6}\n"
               f"FLANNEL_IPV6_SUBNET={net6.network_address + 1}/{net6.prefixlen}\n")
-    # FLANNEL_MTU is the network's (flannel.1's in a dual-stack lab: the bridge and pods stay at 1450).
+    # FLANNEL_MTU is the network's (flannel.1's in a dual-stack vxlan lab: the bridge and pods stay at 1450).
     return (v4 + v6 +
             f"FLANNEL_MTU={mtu(cluster)}\n"
             f"FLANNEL_IPMASQ=true\n")
 
 
-def annotations(node):
-    """What flanneld writes on its Node object for the other nodes to read: per family it
-    runs (the families of the node's podCIDRs), its device's data and its address."""
-    out = {"flannel.alpha.coreos.com/backend-type": "vxlan"}
+def annotations(node, cluster=None):
+    """What flanneld writes on its Node object for the other nodes to read: its backend, and
+    per family it runs (the families of the node's podCIDRs) the backend's data and its
+    address (host-gw has no data: json.RawMessage(nil) marshals to null)."""
+    kind = backend_of(cluster) if cluster is not None else "vxlan"
+    data = (lambda mac: "null") if kind == "host-gw" else (lambda mac: _backend_data(mac, vni(cluster)))
+    out = {"flannel.alpha.coreos.com/backend-type": kind}
     if node.pod_cidr:
-        out["flannel.alpha.coreos.com/backend-data"] = _backend_data(node.vtep_mac)
+        out["flannel.alpha.coreos.com/backend-data"] = data(node.vtep_mac)
     out["flannel.alpha.coreos.com/kube-subnet-manager"] = "true"
     if node.pod_cidr:
         out["flannel.alpha.coreos.com/public-ip"] = node.ip
     if node.pod_cidr6:
-        out["flannel.alpha.coreos.com/backend-v6-data"] = _backend_data(vtep_mac6(node))
+        out["flannel.alpha.coreos.com/backend-v6-data"] = data(vtep_mac6(node))
         out["flannel.alpha.coreos.com/public-ipv6"] = node.ip6
     return out
 
 
-def _backend_data(mac):
+def _backend_data(mac, vni_=VNI):
     """vxlanLeaseAttrs as json.Marshal writes it."""
-    return json.dumps({"VNI": VNI, "VtepMAC": mac}, separators=(",", ":"))
+    return json.dumps({"VNI": vni_, "VtepMAC": mac}, separators=(",", ":"))
