@@ -40,6 +40,9 @@ def backend(at, underlay_mtu, refuse_unknown):
     if kind not in BACKEND_KEYS:
         raise at.child("Type").error(f"{kind!r} is not a flannel backend (netlab builds vxlan, host-gw, wireguard)")
     refuse_unknown(at, b, set(BACKEND_KEYS[kind]), f"flannel's {kind} backend")
+    if kind == "wireguard":
+        raise at.child("Type").error("'wireguard': netlab does not build flannel's wireguard backend yet (vxlan, "
+                                     "host-gw)")
     out = {"flannel_backend": kind}
     if kind == "vxlan":
         for key in ("GBP", "Learning"):

@@ -14,7 +14,7 @@ import time
 
 from netlab.kernel import netns as ns
 
-IP_MTU_DISCOVER, IP_PMTUDISC_DO, IP_MTU = 10, 2, 14
+IP_MTU_DISCOVER, IP_PMTUDISC_DONT, IP_PMTUDISC_DO, IP_MTU = 10, 0, 2, 14
 IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO, IPV6_MTU = 23, 2, 24     # linux/in6.h
 
 
@@ -165,45 +165,83 @@ def _exchange(server, message, tcp, timeout, port=53):
         return data[2:2 + int.from_bytes(data[:2], "big")]
 
 
+PING_ID, PING_SEQ = 0x4E4C, 1
+
+
 def op_ping(dst, size=84, df=False, timeout=2.0):
     """One ICMP echo of `size` bytes (the whole IP packet), optionally with DF set; to an
-    IPv6 address an ICMPv6 echo (no router fragments IPv6: DF is how it always goes)."""
-    from scapy.all import ICMP, IP, Raw, sr1
-    if family_of(dst) == socket.AF_INET6:
-        return _ping6(dst, size, timeout)
-    pkt = IP(src=_source_for(dst), dst=dst, flags="DF" if df else 0) / ICMP(id=0x4E4C, seq=1)
-    pkt = pkt / Raw(b"\x00" * max(0, size - 28))
+    IPv6 address an ICMPv6 echo (no router fragments IPv6: DF is how it always goes). It goes
+    out of a raw ICMP socket of the kernel's and its answer is read from one, as ping does:
+    the node's netfilter sees both, so an echo flanneld's rules masquerade (a node's to a pod
+    behind host-gw: its id remapped by --random-fully) comes back as it was sent."""
+    six = family_of(dst) == socket.AF_INET6
+    s = socket.socket(socket.AF_INET6 if six else socket.AF_INET, socket.SOCK_RAW,
+                      socket.IPPROTO_ICMPV6 if six else socket.IPPROTO_ICMP)
     try:
-        reply = sr1(pkt, timeout=timeout, verbose=0)
-    except OSError as e:
-        if e.errno == errno.EMSGSIZE:
-            return {"ok": False, "refused": "EMSGSIZE", "mtu": _path_mtu(dst)}
-        raise
-    if reply is None:
-        return {"ok": False, "timeout": True}
-    icmp = reply.getlayer(ICMP)
-    return {"ok": icmp is not None and icmp.type == 0, "src": reply.src,
-            "type": icmp.type if icmp else None, "code": icmp.code if icmp else None,
-            "mtu": icmp.nexthopmtu if icmp is not None and icmp.type == 3 and icmp.code == 4 else None}
+        if six:
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO)
+        else:
+            s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO if df else IP_PMTUDISC_DONT)
+        data = b"\x00" * max(0, size - (48 if six else 28))
+        echo = _icmp(128 if six else 8, data, checksum=not six)      # the kernel sums ICMPv6
+        try:
+            s.sendto(echo, (dst, 0))
+        except OSError as e:
+            if e.errno == errno.EMSGSIZE:
+                return {"ok": False, "refused": "EMSGSIZE", "mtu": _path_mtu(dst)}
+            raise
+        return _echo_answer(s, six, timeout)
+    finally:
+        s.close()
 
 
-def _ping6(dst, size, timeout):
-    """ICMPv6 echo request (128) of `size` bytes (IPv6 header 40 + ICMPv6 8 + data); the
-    answer: an echo reply (129), or an error (packet too big: 2, with the MTU)."""
-    from scapy.all import ICMPv6EchoRequest
-    pkt = _ip(dst) / ICMPv6EchoRequest(id=0x4E4C, seq=1, data=b"\x00" * max(0, size - 48))
-    try:
-        reply = _sr1(pkt, timeout)
-    except OSError as e:
-        if e.errno == errno.EMSGSIZE:
-            return {"ok": False, "refused": "EMSGSIZE", "mtu": _path_mtu(dst)}
-        raise
-    if reply is None:
-        return {"ok": False, "timeout": True}
-    answer = reply.payload
-    kind = getattr(answer, "type", None)
-    return {"ok": kind == 129, "src": reply.src, "type": kind, "code": getattr(answer, "code", None),
-            "mtu": answer.mtu if kind == 2 else None}
+def _icmp(kind, data, checksum=True):
+    header = bytes([kind, 0, 0, 0]) + PING_ID.to_bytes(2, "big") + PING_SEQ.to_bytes(2, "big")
+    if not checksum:
+        return header + data
+    total = sum(int.from_bytes((header + data + b"\x00")[i:i + 2], "big") for i in range(0, len(header + data), 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return header[:2] + (~total & 0xFFFF).to_bytes(2, "big") + header[4:] + data
+
+
+def _echo_answer(s, six, timeout):
+    """The reply to our echo, or the ICMP error about it (frag needed / packet too big with
+    the MTU, unreachable, time exceeded): what a raw socket reads until `timeout`. An IPv4
+    raw socket's reads start at the IP header, an IPv6 one's at the ICMPv6 header."""
+    reply_type, mine = (129, _ours6) if six else (0, _ours4)
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        s.settimeout(left)
+        try:
+            packet, (src, *_) = s.recvfrom(65535)
+        except TimeoutError:
+            break
+        icmp = packet if six else packet[(packet[0] & 0x0F) * 4:]
+        kind, code = icmp[0], icmp[1]
+        if kind == reply_type and icmp[4:8] == PING_ID.to_bytes(2, "big") + PING_SEQ.to_bytes(2, "big"):
+            return {"ok": True, "src": src, "type": kind, "code": code, "mtu": None}
+        if kind != reply_type and mine(icmp):
+            too_big = (kind, code) == (2, 0) if six else (kind, code) == (3, 4)
+            mtu = int.from_bytes(icmp[4:8] if six else icmp[6:8], "big") if too_big else None
+            return {"ok": False, "src": src, "type": kind, "code": code, "mtu": mtu}
+    return {"ok": False, "timeout": True}
+
+
+def _ours4(icmp):
+    """An ICMP error quoting our echo: the quoted IP header, then our echo's id and sequence."""
+    quoted = icmp[8:]
+    if len(quoted) < 28 or quoted[9] != socket.IPPROTO_ICMP:
+        return False
+    inner = quoted[(quoted[0] & 0x0F) * 4:]
+    return inner[:1] == b"\x08" and inner[4:8] == PING_ID.to_bytes(2, "big") + PING_SEQ.to_bytes(2, "big")
+
+
+def _ours6(icmp):
+    """An ICMPv6 error (types 1-4) quoting our echo request: the 40-byte IPv6 header, then it."""
+    inner = icmp[8 + 40:]
+    return icmp[0] < 128 and inner[:1] == b"\x80" and inner[4:8] == PING_ID.to_bytes(2, "big") + \
+        PING_SEQ.to_bytes(2, "big")
 
 
 def _path_mtu(dst):
