@@ -377,6 +377,7 @@ class LabSpec:
     sources: tuple = ()
     network_policies: tuple = ()
     namespaces: tuple = ()             # NamespaceManifest
+    flannel: dict | None = None        # applied to a running lab: kube-flannel-cfg's backend (ClusterConfig fields)
 
 
 def load(labfile=None, manifest_paths=(), cluster=None, nodes=None):
@@ -409,9 +410,14 @@ def build(docs, cluster=None, nodes=None):
     if len(flannel_docs) > 1:
         f, i, _ = flannel_docs[1]
         raise SpecError(f, f"document {i + 1}", "metadata.name", "a second kube-flannel-cfg; flannel reads one")
+    flannel = None
     if cluster is None:
         cluster = _cluster(cluster_docs[0] if cluster_docs else None, lab_docs[0] if lab_docs else None,
                            flannel_docs[0] if flannel_docs else None)
+    elif flannel_docs:                 # a running lab's flanneld reads its new net-conf.json
+        f, _, doc = flannel_docs[0]
+        flannel = netconf.from_configmap(_At(f, f"ConfigMap {netconf.CONFIGMAP[0]}/{netconf.CONFIGMAP[1]}", doc),
+                                         cluster, _refuse_unknown)
     pods, deployments, services, ingresses, policies, namespaces, seen = [], [], [], [], [], [], {}
     for f, i, doc in docs:
         kind = doc.get("kind")
@@ -447,7 +453,7 @@ def build(docs, cluster=None, nodes=None):
     _check_service_addresses(services)
     return LabSpec(cluster, tuple(pods), tuple(deployments), tuple(s for _, s in services), tuple(ingresses),
                    tuple(sorted({str(d[0]) for d in docs})), network_policies=tuple(policies),
-                   namespaces=tuple(namespaces))
+                   namespaces=tuple(namespaces), flannel=flannel)
 
 
 def _check_lab_file(path, docs):

@@ -189,6 +189,8 @@ def apply(state, lab_spec, rng=None, log=None, now="", namespaces=()):
     log = [] if log is None else log
     lab_spec = dataclasses.replace(lab_spec, services=tuple(dataclasses.replace(s, created=now)
                                                             for s in lab_spec.services))
+    if lab_spec.flannel is not None:
+        apply_flannel_backend(state, lab_spec.flannel, log)
     for n in lab_spec.namespaces:
         apply_namespace(state, n.name, n.labels, state.created if n.name in namespaces else now)
     for m in lab_spec.pods:
@@ -222,6 +224,17 @@ def apply(state, lab_spec, rng=None, log=None, now="", namespaces=()):
         apply_network_policy(state, m, now)
     schedule_pending(state, rng, log)                # slots an update freed
     sync_endpoints(state, rng, now)
+
+
+def apply_flannel_backend(state, fields, log):
+    """kube-flannel-cfg changed: every node's flanneld restarts on the new net-conf.json (the
+    DaemonSet rolled), and each node converges from the old backend's layout to the new
+    one's (the lab's converge removes the devices and routes no plan has any more)."""
+    old = state.cluster
+    state.cluster = dataclasses.replace(old, **fields)
+    if state.cluster != old:
+        log.append(("BackendChanged", "configmap/kube-flannel-cfg", "kube-flannel",
+                    f"flanneld runs the {state.cluster.flannel_backend} backend (was {old.flannel_backend})"))
 
 
 def apply_namespace(state, name, labels, created=""):

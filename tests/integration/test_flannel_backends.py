@@ -183,3 +183,30 @@ def test_the_configmaps_vni_and_port_make_flannel_4096_on_udp_4789(vni_port):
     ran = _probe_passes(vni_port)
     vxlan = next(c for c in ran if c.area == "overlay" and c.name.startswith("vxlan"))
     assert " udp/4789 vni 4096 " in vxlan.observed
+
+
+def _configmap_of(lab_text, backend):
+    """kube-flannel-cfg as VNI_PORT pastes it, with another Backend."""
+    cm = lab_text[lab_text.index("kind: ConfigMap"):lab_text.index("---\napiVersion: apps/v1")]
+    return cm.replace('"Type": "vxlan",\n        "VNI": 4096,\n        "Port": 4789', backend)
+
+
+def test_applying_the_configmap_switches_a_running_lab_from_one_layout_to_the_other(vni_port, tmp_path):
+    state = vni_port.state()
+    node = state.node(f"{state.lab}-worker")
+    for backend, device in (('"Type": "host-gw"', None), ('"Type": "vxlan"', "flannel.1")):
+        f = tmp_path / "kube-flannel-cfg.yaml"
+        f.write_text(_configmap_of(VNI_PORT, backend))
+        vni_port.apply([f])
+        links = _in(node.netns, ["ip", "-o", "link"]).stdout
+        assert "flannel.4096" not in links                       # the old layout's device is gone
+        others = [n for n in state.nodes if n.name != node.name]
+        if device is None:
+            assert "flannel" not in links and re.search(r" cni0: .* mtu 1500 ", links)
+            assert _routes(node.netns) == sorted(f"{n.pod_cidr} via {n.ip} dev eth0" for n in others)
+        else:
+            assert re.search(r" flannel\.1: .* mtu 1450 ", links) and re.search(r" cni0: .* mtu 1450 ", links)
+            assert _routes(node.netns) == sorted(f"{n.pod_cidr} via {n.pod_cidr.split('/')[0]} dev flannel.1"
+                                                 for n in others)
+            assert len(_in(node.netns, ["bridge", "fdb", "show", "dev", "flannel.1"]).stdout.splitlines()) == 2
+        _probe_passes(vni_port)

@@ -161,3 +161,17 @@ def test_the_configmap_of_an_ipv6_lab_turns_ipv4_off(tmp_path):
     assert json.loads(netconf.net_conf(c)) == {"EnableIPv4": False, "EnableIPv6": True,
                                                "IPv6Network": "fd00:10:244::/56", "EnableNFTables": False,
                                                "Backend": {"Type": "host-gw"}}
+
+
+def test_a_configmap_applied_to_a_running_lab_asks_its_new_backend(tmp_path):
+    running = lab().cluster
+    f = tmp_path / "cm.yaml"
+    f.write_text(configmap('{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": true}}'))
+    applied = spec.load(None, [f], cluster=running)
+    assert applied.flannel["direct_routing"] is True and applied.flannel["flannel_backend"] == "vxlan"
+    state = lab()
+    log = []
+    cluster.apply(state, applied, log=log)
+    assert state.cluster.direct_routing and log[-1][:3] == ("BackendChanged", "configmap/kube-flannel-cfg",
+                                                            "kube-flannel")
+    assert spec.load(None, [f], cluster=state.cluster).flannel == applied.flannel
