@@ -42,6 +42,7 @@ bench: setup
 	$(PY) bench/kube_proxy.py
 	$(PY) bench/netpol.py
 	$(PY) bench/dns.py
+	$(PY) bench/datapath.py
 
 clean:
 	-$(NETLAB) cleanup --all

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from netlab import Lab  # noqa: E402
 from netlab.api.etcd import all_labs  # noqa: E402
 from netlab.kernel import netns as ns  # noqa: E402
+from bench.scratch import plan_batch, run_batch  # noqa: E402
 
 
 def labfile(path, name, nodes, per_node):
@@ -48,43 +49,12 @@ spec:
     return path
 
 
-def ip_batch(plan):
-    """The `ip` and `bridge` batch lines that build one namespace's plan."""
-    ip, bridge = ["link set lo up"], []
-    for l in plan.links:
-        mtu = f" mtu {l.mtu}" if l.mtu else ""
-        if l.kind == "bridge":
-            ip.append(f"link add {l.ifname}{mtu} type bridge")
-        elif l.kind == "veth":
-            ip.append(f"link add {l.ifname}{mtu} type veth peer name {l.peer.ifname} netns {l.peer.netns}")
-        elif l.kind == "vxlan":
-            v = l.vxlan
-            ip.append(f"link add {l.ifname} address {l.address}{mtu} type vxlan id {v.vni} local {v.local} "
-                      f"dev {v.dev} dstport {v.port} nolearning")
-        elif l.kind == "peer" and mtu:
-            ip.append(f"link set {l.ifname}{mtu}")
-        if l.master:
-            ip.append(f"link set {l.ifname} master {l.master}")
-        if l.hairpin:
-            ip.append(f"link set {l.ifname} type bridge_slave hairpin on")
-        ip.append(f"link set {l.ifname} up")
-    ip += [f"addr add {a}" for a in plan.addrs]
-    ip += [f"neigh replace {n}" for n in plan.neighs]
-    bridge += [f"fdb append {f}" for f in plan.fdb]
-    ip += [f"route add {r}" for r in plan.routes]
-    return ip, bridge
-
-
-def run_batch(tool, netns, lines):
-    subprocess.run([tool, "-n", netns, "-batch", "-"], input="\n".join(lines) + "\n", text=True, check=True)
-
-
 def baseline(plans):
     names = [p.netns for p in plans]
     t0 = time.perf_counter()
     subprocess.run(["ip", "-batch", "-"], input="".join(f"netns add {n}\n" for n in names), text=True, check=True)
     for p in plans:
-        ip, bridge = ip_batch(p)
+        ip, bridge = plan_batch(p)
         run_batch("ip", p.netns, ip)
         if bridge:
             run_batch("bridge", p.netns, bridge)

@@ -48,3 +48,35 @@ class Namespaces:
 
 def ip_batch(netns, commands):
     ns.run(netns, ["ip", "-batch", "-"], input="\n".join(commands) + "\n", text=True, check=True)
+
+
+def plan_batch(plan):
+    """The `ip` and `bridge` batch lines that build one namespace's plan: its links, addresses,
+    neighbours, FDB entries and routes as netlab plans them, and nothing else."""
+    ip, bridge = ["link set lo up"], []
+    for l in plan.links:
+        mtu = f" mtu {l.mtu}" if l.mtu else ""
+        if l.kind == "bridge":
+            ip.append(f"link add {l.ifname}{mtu} type bridge")
+        elif l.kind == "veth":
+            ip.append(f"link add {l.ifname}{mtu} type veth peer name {l.peer.ifname} netns {l.peer.netns}")
+        elif l.kind == "vxlan":
+            v = l.vxlan
+            ip.append(f"link add {l.ifname} address {l.address}{mtu} type vxlan id {v.vni} local {v.local} "
+                      f"dev {v.dev} dstport {v.port} nolearning")
+        elif l.kind == "peer" and mtu:
+            ip.append(f"link set {l.ifname}{mtu}")
+        if l.master:
+            ip.append(f"link set {l.ifname} master {l.master}")
+        if l.hairpin:
+            ip.append(f"link set {l.ifname} type bridge_slave hairpin on")
+        ip.append(f"link set {l.ifname} up")
+    ip += [f"addr add {a}" for a in plan.addrs]
+    ip += [f"neigh replace {n}" for n in plan.neighs]
+    bridge += [f"fdb append {f}" for f in plan.fdb]
+    ip += [f"route add {r}" for r in plan.routes]
+    return ip, bridge
+
+
+def run_batch(tool, netns, lines):
+    subprocess.run([tool, "-n", netns, "-batch", "-"], input="\n".join(lines) + "\n", text=True, check=True)
