@@ -54,7 +54,8 @@ def _upstream(state, namespace, backend):
     if port is None:
         return []
     ep = state.endpoints_of(svc)
-    return sorted(f"{f'[{a.ip}]' if ':' in a.ip else a.ip}:{q.port}" for s in (ep.subsets if ep else ()) for q in s.ports
+    host = lambda ip: f"[{ip}]" if ":" in ip else ip  # noqa: E731  (an IPv6 lab's endpoints)
+    return sorted(f"{host(a.ip)}:{q.port}" for s in (ep.subsets if ep else ()) for q in s.ports
                   if q.name == port.name and q.protocol == "TCP" for a in s.addresses)
 
 

@@ -211,7 +211,8 @@ def _endpoint_slice(d, where):
 
 def _cluster(d, where):
     _mapping(d, where)
-    return _make(ClusterConfig, d, where, roles=_tuple(d, "roles", where))
+    segments = tuple((cidr, cidr6, tuple(nodes)) for cidr, cidr6, nodes in d.get("lan_segments", ()))
+    return _make(ClusterConfig, d, where, roles=_tuple(d, "roles", where), lan_segments=segments)
 
 
 def _state(d):

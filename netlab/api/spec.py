@@ -317,6 +317,9 @@ class ClusterConfig:
     pod_subnet6: str = ""          # dual, ipv6: the IPv6 pod subnet (kind's fd00:10:244::/56)
     service_subnet6: str = ""      # dual, ipv6: the IPv6 service subnet (kind's fd00:10:96::/112)
     lan_cidr6: str = ""            # dual, ipv6: the LAN's IPv6 range (Docker's ULA /64 for kind)
+    # More L2 segments beside the LAN's own, routed to it by the LAN's namespace: ((IPv4 CIDR,
+    # IPv6 CIDR or "", (node names, without the lab's prefix)), ...)
+    lan_segments: tuple = ()
     # flanneld's backend (net-conf.json's Backend): vxlan, host-gw or wireguard, and its options
     flannel_backend: str = "vxlan"
     vxlan_vni: int = 1
@@ -815,7 +818,7 @@ def _cluster(cluster_doc, lab_doc, flannel_doc=None):
         _refuse_unknown(at, doc, {"apiVersion", "kind", "metadata", "lan", "iptables", "dns", "loadBalancer",
                                   "ingress", "flannel"})
         lan = at.child("lan")
-        _refuse_unknown(lan, lan.mapping(), {"cidr", "ipv6Cidr", "mtu"})
+        _refuse_unknown(lan, lan.mapping(), {"cidr", "ipv6Cidr", "mtu", "segments"})
         values["lan_cidr"] = lan.child("cidr").network(c.lan_cidr, assigned=True)
         if lan.child("ipv6Cidr").value is not None:
             if values.get("ip_family", "ipv4") == "ipv4":
@@ -823,6 +826,8 @@ def _cluster(cluster_doc, lab_doc, flannel_doc=None):
                                                   "Cluster's networking.ipFamily: dual or ipv6)")
             values["lan_cidr6"] = lan.child("ipv6Cidr").network6(LAN_CIDR6)
         values["underlay_mtu"] = lan.child("mtu").integer(c.underlay_mtu, lo=1280, hi=9000)
+        segments_at = lan.child("segments")
+        values["lan_segments"] = _segments(segments_at, values)
         ipt = at.child("iptables")
         _refuse_unknown(ipt, ipt.mapping(), {"applier"})
         values["iptables_applier"] = ipt.child("applier").choice(APPLIERS, c.iptables_applier)
@@ -844,6 +849,8 @@ def _cluster(cluster_doc, lab_doc, flannel_doc=None):
     c = ClusterConfig(**{**c.__dict__, **values})
     c = _flannel(c, lab_doc, flannel_doc)
     _check_address_plan(c, cluster_doc, lab_doc)
+    if c.lan_segments:
+        _check_segments(c, _At(lab_doc[0], "Lab", lab_doc[2]).child("lan").child("segments"))
     if c.ipv6:
         what = "a dual-stack" if c.dual else "an IPv6"
         _check_address_plan6(c, cluster_doc, lab_doc)
@@ -870,6 +877,20 @@ def _cluster(cluster_doc, lab_doc, flannel_doc=None):
 # address; load balancers take theirs from a pool (MetalLB's IPAddressPool, or the range
 # cloud-provider-kind's containers land in). IPAM allocates from this one plan, and the lab
 # file is checked against it, so no two of them are ever given the same address.
+
+def segment_of(cluster, node_name):
+    """The index of a node's segment: 0 for the LAN's own, i + 1 for lan.segments[i]."""
+    short = node_name.removeprefix(f"{cluster.name}-")
+    return next((i + 1 for i, (_, _, nodes) in enumerate(getattr(cluster, "lan_segments", ())) if short in nodes), 0)
+
+
+def segment_cidrs(cluster, index):
+    """(IPv4 CIDR, IPv6 CIDR or "") of segment `index` (0: the LAN's own)."""
+    if index == 0:
+        return cluster.lan_cidr, cluster.lan_cidr6
+    cidr, cidr6, _ = cluster.lan_segments[index - 1]
+    return cidr, cidr6
+
 
 def lan_gateway(lan_cidr):
     """The LAN's first address, as Docker gives kind's network its gateway (172.18.0.1)."""
@@ -1025,6 +1046,68 @@ def _pool_hint(c):
 # kind's validateSubnets messages (pkg/internal/apis/config/validate.go)
 DUAL_PAIR = "expected one (IPv4 or IPv6) CIDR or two CIDRs from each family for dual-stack networking"
 SINGLE = "only one CIDR allowed for single-stack networking"
+
+
+def _segments(at, values):
+    """lan.segments: more L2 segments, each a Docker network of its own (an IPv4 CIDR, and in
+    a dual-stack or IPv6 lab an IPv6 one) and the nodes plugged into it (names without the
+    lab's prefix); the LAN's namespace routes between them, so nodes on two segments reach
+    each other through a router, not on one L2."""
+    out = []
+    for item in at.items():
+        _refuse_unknown(item, item.mapping(required=True), {"cidr", "ipv6Cidr", "nodes"})
+        cidr = item.child("cidr").network(None, assigned=True) if item.child("cidr").value is not None else None
+        if cidr is None:
+            raise item.child("cidr").error("required: the segment's IPv4 range (a Docker network's subnet)")
+        cidr6 = ""
+        if values.get("ip_family", "ipv4") != "ipv4":
+            cidr6 = item.child("ipv6Cidr").network6(None) if item.child("ipv6Cidr").value is not None else ""
+            if not cidr6:
+                raise item.child("ipv6Cidr").error("required in a dual-stack or IPv6 lab: the segment's IPv6 range")
+        elif item.child("ipv6Cidr").value is not None:
+            raise item.child("ipv6Cidr").error("a segment's IPv6 range is for a dual-stack or IPv6 lab")
+        nodes = tuple(n.string(required=True) for n in item.child("nodes").items())
+        if not nodes:
+            raise item.child("nodes").error("required: the nodes plugged into this segment")
+        out.append((cidr, cidr6, nodes))
+    return tuple(out)
+
+
+def _check_segments(c, at):
+    """Each segment's range apart from every other range of the lab, its nodes the lab's (each
+    on one segment, the control plane's among them or not), and a backend that works across a
+    router: host-gw needs every node on one L2 segment; MetalLB's layer 2 mode answers ARP on
+    the LAN's own segment alone."""
+    names_ = {n.removeprefix(f"{c.name}-") for n in c.node_names}
+    ranges = [("the LAN", c.lan_cidr), *(("podSubnet", s) for s in c.pod_subnets),
+              *(("serviceSubnet", s) for s in c.service_subnets)] + ([("the LAN's IPv6 range", c.lan_cidr6)]
+                                                                     if c.lan_cidr6 else [])
+    seen = {}
+    for i, (cidr, cidr6, nodes) in enumerate(c.lan_segments):
+        item = at.child(i)
+        for key, net in (("cidr", cidr), ("ipv6Cidr", cidr6)):
+            if not net:
+                continue
+            for what, other in ranges:
+                if ipaddress.ip_network(net).version == ipaddress.ip_network(other).version and \
+                        ipaddress.ip_network(net).overlaps(ipaddress.ip_network(other)):
+                    raise item.child(key).error(f"{net} overlaps {what} {other}")
+            ranges.append((f"segment {i}", net))
+        for j, n in enumerate(nodes):
+            if n not in names_:
+                raise item.child("nodes").child(j).error(f"{n!r} is not a node of the lab ({', '.join(sorted(names_))})")
+            if n in seen:
+                raise item.child("nodes").child(j).error(f"{n!r} is on segment {seen[n]} already")
+            seen[n] = i
+        if len(nodes) + 2 > ipaddress.ip_network(cidr).num_addresses - 2:
+            raise item.child("cidr").error(f"{cidr} is too small for its router and {len(nodes)} nodes")
+    if c.flannel_backend == "host-gw":
+        raise at.error("flannel's host-gw backend needs every node on one L2 segment: its route <podCIDR> via "
+                       "<node IP> dev eth0 to a node behind the router fails (network is unreachable); vxlan with "
+                       "DirectRouting routes plainly inside a segment and tunnels across")
+    if c.lb_mode == "metallb":
+        raise at.error("MetalLB's layer 2 mode answers ARP for its addresses on one segment; a routed LAN's "
+                       "load balancers are the cloud's (loadBalancer.mode: cloud)")
 
 
 def _flannel(c, lab_doc, flannel_doc):

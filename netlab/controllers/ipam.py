@@ -39,8 +39,11 @@ def node_pod_cidrs6(pod_subnet6, taken, count):
 def lan_ip6(cluster, ip):
     """A LAN host's IPv6 address: Docker numbers a network's IPv6 hosts as it numbers its IPv4
     ones (gateway ::1, the first container ::2), so the host part is the IPv4 address's."""
-    net4, net6 = ipaddress.ip_network(cluster.lan_cidr), ipaddress.ip_network(cluster.lan_cidr6)
-    return str(net6.network_address + (int(ipaddress.ip_address(ip)) - int(net4.network_address)))
+    address = ipaddress.ip_address(ip)
+    cidr, cidr6 = next(((c4, c6) for c4, c6, _ in getattr(cluster, "lan_segments", ())
+                        if address in ipaddress.ip_network(c4)), (cluster.lan_cidr, cluster.lan_cidr6))
+    net4, net6 = ipaddress.ip_network(cidr), ipaddress.ip_network(cidr6)
+    return str(net6.network_address + (int(address) - int(net4.network_address)))
 
 
 lan_gateway = spec.lan_gateway            # the LAN's plan is the lab file's: one definition
@@ -52,6 +55,8 @@ def lan_holders(cluster, nodes=(), services=()):
     load balancer. Nodes and load balancers are both allocated against this one view, so a
     pool address never equals a node's, and a new node skips the load balancers'."""
     held = {lan_gateway(cluster.lan_cidr): "the LAN gateway", lan_external_ip(cluster.lan_cidr): "the external client"}
+    held.update((lan_gateway(cidr), f"segment {i + 1}'s router") for i, (cidr, _, _) in
+                enumerate(getattr(cluster, "lan_segments", ())))
     held.update((n.ip, f"node {n.name}") for n in nodes)
     held.update((s.load_balancer_ip, f"Service {s.key}") for s in services
                 if s.type == "LoadBalancer" and s.load_balancer_ip)
@@ -70,6 +75,15 @@ def node_ips(cluster, held, node_names):
     free = (ip for group in (outside, inside) for ip in group if ip not in held)
     out = []
     for name in node_names:
+        segment = spec.segment_of(cluster, name)
+        if segment:                     # a node of another segment: that network's next address
+            cidr = spec.segment_cidrs(cluster, segment)[0]
+            ip = next((str(h) for h in ipaddress.ip_network(cidr).hosts() if str(h) not in held and str(h) not in out),
+                      None)
+            if ip is None:
+                raise NetlabError(f"node {name} gets no address: segment {cidr} is full")
+            out.append(ip)
+            continue
         ip = next(free, None)
         if ip is None:
             raise NetlabError(f"node {name} gets no address: every address of the LAN {net} is held by its gateway, "

@@ -12,6 +12,7 @@ import ipaddress
 from dataclasses import replace
 
 from netlab import names
+from netlab.api import spec
 from netlab.controllers import ipam
 from netlab.values.desired import Addr, Link, NetnsPlan, Peer, Route
 
@@ -21,30 +22,44 @@ def _prefix(cidr):
 
 
 def lan_plan(state, extra=()):
-    """extra: (port name, netns) of more hosts on the LAN (the cloud's load balancers)."""
+    """extra: (port name, netns) of more hosts on the LAN (the cloud's load balancers). A lab
+    with lan.segments has a bridge per segment here (br1, br2, ...), each node's port on its
+    own, and this namespace routes between them (forwarding on): the segments' router."""
     c = state.cluster
+    segments = getattr(c, "lan_segments", ())
     links = [Link(names.LAN_BRIDGE, "bridge", mtu=c.underlay_mtu)]
+    links += [Link(segment_bridge(i + 1), "bridge", mtu=c.underlay_mtu) for i in range(len(segments))]
     for node in state.nodes:
         links.append(Link(names.lan_port(state.lab, node.name), "veth", mtu=c.underlay_mtu,
-                          master=names.LAN_BRIDGE, peer=Peer(names.UPLINK, node.netns)))
+                          master=segment_bridge(spec.segment_of(c, node.name)), peer=Peer(names.UPLINK, node.netns)))
     links.append(Link("external", "veth", mtu=c.underlay_mtu, master=names.LAN_BRIDGE,
                       peer=Peer(names.UPLINK, state.external_netns())))
     for port, netns in extra:
         links.append(Link(port, "veth", mtu=c.underlay_mtu, master=names.LAN_BRIDGE, peer=Peer(names.UPLINK, netns)))
-    gateway = ipam.lan_gateway(c.lan_cidr)
-    addrs, sysctls = (Addr(names.LAN_BRIDGE, f"{gateway}/{_prefix(c.lan_cidr)}"),), (("net/ipv4/ip_forward", "0"),)
+    routed = "1" if segments else "0"
+    addrs, sysctls = [], [("net/ipv4/ip_forward", routed)]
+    for i in range(len(segments) + 1):
+        cidr, cidr6 = spec.segment_cidrs(c, i)
+        gateway = ipam.lan_gateway(cidr)
+        addrs.append(Addr(segment_bridge(i), f"{gateway}/{_prefix(cidr)}"))
+        if c.ipv6:
+            addrs.append(Addr(segment_bridge(i), f"{ipam.lan_ip6(c, gateway)}/{_prefix(cidr6)}"))
     if c.ipv6:
-        addrs += (Addr(names.LAN_BRIDGE, f"{ipam.lan_ip6(c, gateway)}/{_prefix(c.lan_cidr6)}"),)
-        # Forwarding stays off here, so the kernel would take router advertisements on br0.
-        sysctls += (("net/ipv6/conf/all/disable_ipv6", "0"), ("net/ipv6/conf/all/forwarding", "0"),
-                    (f"net/ipv6/conf/{names.LAN_BRIDGE}/accept_ra", "0"))
+        # Without forwarding the kernel would take router advertisements on br0.
+        sysctls += [("net/ipv6/conf/all/disable_ipv6", "0"), ("net/ipv6/conf/all/forwarding", routed),
+                    (f"net/ipv6/conf/{names.LAN_BRIDGE}/accept_ra", "0")]
     return NetnsPlan(
         state.lan_netns(),
         links=tuple(links),
-        addrs=addrs,
-        sysctls=sysctls,
+        addrs=tuple(addrs),
+        sysctls=tuple(sysctls),
         owner="lab-network",
     )
+
+
+def segment_bridge(index):
+    """The LAN namespace's bridge of segment `index`: br0 is the LAN's own."""
+    return names.LAN_BRIDGE if index == 0 else f"br{index}"
 
 
 def docker_mac(ip):
@@ -60,11 +75,13 @@ def uplink(state, netns, ip):
     """A host's eth0 on the LAN, with Docker's MAC and kind's default route through the LAN
     gateway; in a dual-stack lab its IPv6 twin and the IPv6 default route via ::1 too."""
     c = state.cluster
-    gateway = ipam.lan_gateway(c.lan_cidr)
-    addrs = (Addr(names.UPLINK, f"{ip}/{_prefix(c.lan_cidr)}"),)
+    cidr, cidr6 = next(((c4, c6) for c4, c6, _ in getattr(c, "lan_segments", ())
+                        if ipaddress.ip_address(ip) in ipaddress.ip_network(c4)), (c.lan_cidr, c.lan_cidr6))
+    gateway = ipam.lan_gateway(cidr)
+    addrs = (Addr(names.UPLINK, f"{ip}/{_prefix(cidr)}"),)
     routes = (Route("default", via=gateway, dev=names.UPLINK),)
     if c.ipv6:
-        addrs += (Addr(names.UPLINK, f"{ipam.lan_ip6(c, ip)}/{_prefix(c.lan_cidr6)}"),)
+        addrs += (Addr(names.UPLINK, f"{ipam.lan_ip6(c, ip)}/{_prefix(cidr6)}"),)
         routes += (Route("default", via=ipam.lan_ip6(c, gateway), dev=names.UPLINK),)
     return NetnsPlan(
         netns,

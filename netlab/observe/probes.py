@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 
 from netlab import names
 from netlab.addons import agnhost
+from netlab.api import spec
 from netlab.api.spec import ServiceManifest
 from netlab.controllers import ipam
 from netlab.errors import NetlabError
 from netlab.kernel import netns as ns
+from netlab.node import underlay
 from netlab.node.flannel import flanneld as flannel
 
 
@@ -248,13 +250,20 @@ def _host(addrport):
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
-def _overlay_device(state):
-    """The device a packet to another node's pods leaves by: flannel's VXLAN device of the
-    family, or eth0 where the backend routes it plainly (host-gw, DirectRouting)."""
+def _overlay_device(state, a=None, b=None):
+    """The device a packet from node `a` to node `b`'s pods leaves by: flannel's VXLAN device
+    of the family, or eth0 where the backend routes it plainly (host-gw; DirectRouting between
+    two nodes of one segment)."""
     c = state.cluster
-    if flannel.backend_of(c) == "host-gw" or getattr(c, "direct_routing", False):
+    direct = getattr(c, "direct_routing", False) and (a is None or b is None or flannel.direct(c, a, b))
+    if flannel.backend_of(c) == "host-gw" or direct:
         return names.UPLINK
     return flannel.device6(c) if family(state) == "IPv6" else flannel.device(c)
+
+
+def _lan_bridge(state, node):
+    """The LAN namespace's bridge the node is plugged into (its segment's)."""
+    return underlay.segment_bridge(spec.segment_of(state.cluster, node.name))
 
 
 # The areas, as --area takes them, and their titles as the table prints them.
@@ -518,19 +527,20 @@ def overlay_checks(prober, state, by_node):
     answers Packet Too Big with flannel-v6.1's MTU."""
     six = family(state) == "IPv6"
     c = state.cluster
-    mtu = flannel.mtu6(c) if six else flannel.mtu(c)
-    too_big = f"refused: packet too big, mtu {mtu}" if six else f"refused: fragmentation needed, mtu {mtu}"
-    device = _overlay_device(state)
-    plain = device == names.UPLINK
-    what = "plain routing" if plain else "vxlan encapsulation"
     why = _cross_node_reason(state, by_node)
+    na, nb = _with_pods(state, by_node)[:2] if not why else (None, None)
+    device = _overlay_device(state, na, nb)
+    plain = device == names.UPLINK
+    # a plainly routed packet meets no flannel-v6.1: the pod's own MTU (FLANNEL_MTU) is the limit
+    mtu = flannel.mtu6(c) if six and not plain else flannel.mtu(c)
+    too_big = f"refused: packet too big, mtu {mtu}" if six else f"refused: fragmentation needed, mtu {mtu}"
+    what = "plain routing" if plain else "vxlan encapsulation"
     if why:
         expected = "the pod's packet on the LAN, not encapsulated" if plain else \
             f"udp/{flannel.port(c)} vni {flannel.vni(c)} between nodes"
         return [skip("overlay", what, expected, why),
                 skip("overlay", f"mtu {mtu} DF", "echo reply (fits the overlay)", why),
                 skip("overlay", f"mtu {mtu + 1} DF", too_big, why)]
-    na, nb = _with_pods(state, by_node)[:2]
     a, b = by_node[na.name][0], _destination(by_node[nb.name])
     src = a.key
     checks = [_plain_check(prober, state, a, b) if plain else _vxlan_check(prober, state, na, nb, a, b, device)]
@@ -552,7 +562,7 @@ def overlay_checks(prober, state, by_node):
 def _vxlan_check(prober, state, na, nb, a, b, device):
     c = state.cluster
     port, vni = flannel.port(c), flannel.vni(c)
-    with prober.capture("lan", names.LAN_BRIDGE, f"udp port {port}", vxlan_port=port) as cap:
+    with prober.capture("lan", _lan_bridge(state, na), f"udp port {port}", vxlan_port=port) as cap:
         prober.ping(a.key, b.ip)
     enc = [p for p in cap.packets if p.get("inner", {}).get("src") == a.ip and p["inner"]["dst"] == b.ip]
     seen = (f"{enc[0]['src']} -> {enc[0]['dst']} udp/{enc[0]['dport']} vni {enc[0]['vxlan']['vni']}"
@@ -566,7 +576,8 @@ def _plain_check(prober, state, a, b):
     """host-gw, and vxlan's DirectRouting on one segment: the pods' own packet crosses the LAN
     (its addresses are the pods', no UDP around it), routed via the remote node's address."""
     six = family(state) == "IPv6"
-    with prober.capture("lan", names.LAN_BRIDGE, f"{'icmp6' if six else 'icmp'} and host {b.ip}") as cap:
+    bpf = f"{'icmp6' if six else 'icmp'} and host {b.ip}"
+    with prober.capture("lan", _lan_bridge(state, state.node(a.node)), bpf) as cap:
         prober.ping(a.key, b.ip)
     echo = 128 if six else 8
     seen_echo = [p for p in cap.packets if p.get("src") == a.ip and p.get("dst") == b.ip
@@ -1099,7 +1110,9 @@ def _first_line(text):
 
 def _backend_answers(prober, state, namespace, backend, node, most=8):
     """What the ready pods of the backend Service answer for the path, asked from a node; or
-    a sentence saying why there is no such pod."""
+    a sentence saying why there is no such pod. nginx proxies to the backend's Endpoints (its
+    primary family) whatever the family the Ingress was asked over: the lab's own state's."""
+    state = base(state)
     svc = next((s for s in state.services if (s.namespace, s.name) == (namespace, backend.service)), None)
     if svc is None:
         return f"Service {namespace}/{backend.service} does not exist"

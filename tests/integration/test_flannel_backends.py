@@ -15,6 +15,7 @@ from netlab import lab as lab_module
 from netlab.observe import probes
 
 from .conftest import lab_for_module
+from .test_observe import wait_until_listening
 
 CLUSTER = """\
 kind: Cluster
@@ -83,6 +84,17 @@ data:
 """ + WORKLOAD.replace("  ipFamilyPolicy: PreferDualStack\n", "")
 
 
+# A routed LAN: worker2 on a second Docker network, behind the LAN namespace's router.
+SEGMENTS = CLUSTER.format(name="seg", family="dual") + """---
+apiVersion: netlab.io/v1alpha1
+kind: Lab
+lan:
+  segments:
+    - {cidr: 172.19.0.0/16, ipv6Cidr: "fc00:f853:ccd:e794::/64", nodes: [worker2]}
+flannel: {backend: {Type: vxlan, DirectRouting: true}}
+""" + WORKLOAD
+
+
 def _lab(text, tmp_path_factory, name):
     path = tmp_path_factory.mktemp(name) / f"{name}.yaml"
     path.write_text(text)
@@ -98,6 +110,12 @@ def host_gw(tmp_path_factory):
 @pytest.fixture(scope="module")
 def direct(tmp_path_factory):
     with _lab(DIRECT, tmp_path_factory, "drt") as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def segments(tmp_path_factory):
+    with _lab(SEGMENTS, tmp_path_factory, "seg") as lab:
         yield lab
 
 
@@ -168,6 +186,49 @@ def test_direct_routing_keeps_flannel_1_and_routes_every_node_plainly(direct):
     ran = _probe_passes(direct)
     assert [c.name.split()[0] for c in ran if c.area == "overlay"] == ["plain", "mtu", "mtu"]
     assert any(c.name.startswith("mtu 1450 DF") for c in ran)
+
+
+# --- DirectRouting on a routed LAN: plain inside a segment, VXLAN across it --------------------
+
+def test_direct_routing_tunnels_only_to_the_node_behind_the_router(segments):
+    state = segments.state()
+    cp, worker, worker2 = (state.node(f"{state.lab}-{n}") for n in ("control-plane", "worker", "worker2"))
+    assert worker2.ip == "172.19.0.2" and worker2.ip6 == "fc00:f853:ccd:e794::2"
+    assert _routes(cp.netns) == sorted([f"{worker.pod_cidr} via {worker.ip} dev eth0",
+                                        f"{worker2.pod_cidr} via {worker2.pod_cidr.split('/')[0]} dev flannel.1"])
+    assert _routes(worker2.netns) == sorted(f"{n.pod_cidr} via {n.pod_cidr.split('/')[0]} dev flannel.1"
+                                            for n in (cp, worker))
+    fdb = _in(cp.netns, ["bridge", "fdb", "show", "dev", "flannel.1"]).stdout.split()
+    assert fdb[:3] == [flanneld_mac(worker2), "dst", worker2.ip] and len(fdb) == 5     # the one tunnelled node
+    lan = _in(state.lan_netns(), ["ip", "-br", "addr", "show", "br1"]).stdout.split()
+    assert lan[2:4] == ["172.19.0.1/16", "fc00:f853:ccd:e794::1/64"]
+    assert _in(state.lan_netns(), ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "1"
+    assert _in(worker2.netns, ["ip", "route", "show", "default"]).stdout.startswith("default via 172.19.0.1 ")
+
+
+def flanneld_mac(node):
+    return node.vtep_mac
+
+
+def test_across_the_router_the_pods_packet_is_in_vxlan_and_inside_a_segment_it_is_not(segments):
+    state = segments.state()
+    pods = {p.node: p for p in state.pods if p.namespace == "default"}
+    worker, worker2 = (state.node(f"{state.lab}-{n}") for n in ("worker", "worker2"))
+    a, b = pods[worker.name], pods[worker2.name]
+    cap = subprocess.Popen(["ip", "netns", "exec", state.lan_netns(), "tcpdump", "-nn", "-l", "-i", "br1", "-T",
+                            "vxlan", "-c", "1", f"udp dst port 8472 and dst host {worker2.ip}"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until_listening(cap)
+        assert _in(a.netns, ["ping", "-c", "1", "-W", "5", b.ip]).returncode == 0
+        out, _ = cap.communicate(timeout=10)
+    finally:
+        if cap.poll() is None:
+            cap.kill()
+            cap.wait()
+    assert re.search(rf"{re.escape(worker.ip)}\.\d+ > {re.escape(worker2.ip)}\.8472: .*VXLAN.*vni 1.*"
+                     rf"{re.escape(a.ip)} > {re.escape(b.ip)}: ICMP echo request", out.decode(), re.S), out.decode()
+    _probe_passes(segments)
 
 
 # --- vxlan on its own VNI and port, from the ConfigMap ------------------------------------------

@@ -175,3 +175,62 @@ def test_a_configmap_applied_to_a_running_lab_asks_its_new_backend(tmp_path):
     assert state.cluster.direct_routing and log[-1][:3] == ("BackendChanged", "configmap/kube-flannel-cfg",
                                                             "kube-flannel")
     assert spec.load(None, [f], cluster=state.cluster).flannel == applied.flannel
+
+
+SEGMENTED = CLUSTER + "nodes: [{role: control-plane}, {role: worker}, {role: worker}]\n"
+
+
+def segments_doc(segments, extra=""):
+    return f"---\napiVersion: netlab.io/v1alpha1\nkind: Lab\nlan: {{segments: {segments}}}\n{extra}"
+
+
+def test_a_node_of_a_second_segment_takes_its_networks_addresses_and_routes_through_its_router(tmp_path):
+    f = tmp_path / "lab.yaml"
+    f.write_text(SEGMENTED + "networking: {ipFamily: dual}\n" + segments_doc(
+        '[{cidr: 172.19.0.0/16, ipv6Cidr: "fc00:f853:ccd:e794::/64", nodes: [worker2]}]',
+        "flannel: {backend: {Type: vxlan, DirectRouting: true}}\n"))
+    state = cluster.new_state(spec.load(f))
+    cp, worker, worker2 = state.nodes
+    assert (cp.ip, worker.ip, worker2.ip, worker2.ip6) == ("172.18.0.2", "172.18.0.3", "172.19.0.2",
+                                                           "fc00:f853:ccd:e794::2")
+    p = flanneld.node_plan(state, cp)
+    assert p.routes[:2] == (Route(worker.pod_cidr, via=worker.ip, dev="eth0"),
+                            Route(worker2.pod_cidr, via=flanneld.vtep_ip(worker2), dev="flannel.1", onlink=True))
+    assert [f.dst for f in p.fdb] == [worker2.ip, worker2.ip6]
+    from netlab.node import underlay
+    lan = underlay.lan_plan(state)
+    assert [(l.ifname, l.master) for l in lan.links if l.ifname.endswith("worker2") or l.kind == "bridge"] == [
+        ("br0", None), ("br1", None), ("worker2", "br1")]
+    assert [a.cidr for a in lan.addrs if a.dev == "br1"] == ["172.19.0.1/16", "fc00:f853:ccd:e794::1/64"]
+    assert ("net/ipv4/ip_forward", "1") in lan.sysctls and ("net/ipv6/conf/all/forwarding", "1") in lan.sysctls
+    up = underlay.uplink(state, worker2.netns, worker2.ip)
+    assert [str(r) for r in up.routes] == ["default via 172.19.0.1 dev eth0",
+                                           "default via fc00:f853:ccd:e794::1 dev eth0"]
+
+
+@pytest.mark.parametrize("segments, extra, message", [
+    ("[{cidr: 172.19.0.0/16, nodes: [worker2]}]", "flannel: {backend: {Type: host-gw}}\n",
+     "Lab: lan.segments: flannel's host-gw backend needs every node on one L2 segment: its route <podCIDR> via "
+     "<node IP> dev eth0 to a node behind the router fails (network is unreachable); vxlan with DirectRouting "
+     "routes plainly inside a segment and tunnels across"),
+    ("[{cidr: 172.19.0.0/16, nodes: [worker2]}]", "loadBalancer: {mode: metallb}\n",
+     "Lab: lan.segments: MetalLB's layer 2 mode answers ARP for its addresses on one segment; a routed LAN's load "
+     "balancers are the cloud's (loadBalancer.mode: cloud)"),
+    ("[{cidr: 172.18.128.0/17, nodes: [worker2]}]", "", "Lab: lan.segments[0].cidr: 172.18.128.0/17 overlaps "
+     "the LAN 172.18.0.0/16"),
+    ("[{cidr: 172.19.0.0/16, nodes: [worker3]}]", "", "Lab: lan.segments[0].nodes[0]: 'worker3' is not a node of "
+     "the lab (control-plane, worker, worker2)"),
+    ("[{cidr: 172.19.0.0/16, nodes: [worker2]}, {cidr: 172.20.0.0/16, nodes: [worker2]}]", "",
+     "Lab: lan.segments[1].nodes[0]: 'worker2' is on segment 0 already"),
+    ("[{cidr: 172.19.0.0/16}]", "", "Lab: lan.segments[0].nodes: required: the nodes plugged into this segment"),
+    ("[{nodes: [worker2]}]", "", "Lab: lan.segments[0].cidr: required: the segment's IPv4 range (a Docker "
+     "network's subnet)"),
+])
+def test_a_wrong_segment_names_its_field(tmp_path, segments, extra, message):
+    assert refused(tmp_path, SEGMENTED + segments_doc(segments, extra)) == message
+
+
+def test_a_dual_stack_segment_needs_its_ipv6_range(tmp_path):
+    assert refused(tmp_path, SEGMENTED + "networking: {ipFamily: dual}\n" + segments_doc(
+        "[{cidr: 172.19.0.0/16, nodes: [worker2]}]")) == (
+        "Lab: lan.segments[0].ipv6Cidr: required in a dual-stack or IPv6 lab: the segment's IPv6 range")

@@ -17,7 +17,7 @@ import json
 from dataclasses import replace
 
 from netlab import names
-from netlab.api import netconf
+from netlab.api import netconf, spec
 from netlab.node.flannel import hostgw
 from netlab.values.desired import Addr, Fdb, Link, Neigh, NetnsPlan, Route, Vxlan
 from netlab.values.iptables import Table
@@ -114,10 +114,10 @@ def node_plan(state, node):
     return replace(plan, iptables=rules(c, node) if c.ipv4 else {}, ip6tables=rules6(c, node) if c.ipv6 else {})
 
 
-def direct(node, other):
+def direct(cluster, node, other):
     """ip.DirectRouting: the remote node's public IP is on a subnet of the node's own uplink
-    (one route to it, no gateway): every node of the lab's one LAN segment."""
-    return True
+    (one route to it, no gateway): a node of the same LAN segment (lan.segments)."""
+    return spec.segment_of(cluster, node.name) == spec.segment_of(cluster, other.name)
 
 
 def vxlan_plan(state, node, others):
@@ -128,7 +128,7 @@ def vxlan_plan(state, node, others):
     parts = []
     if c.ipv4:
         dev = device(c)
-        tunnelled = [n for n in others if not (c.direct_routing and direct(node, n))]
+        tunnelled = [n for n in others if not (c.direct_routing and direct(c, node, n))]
         parts.append(NetnsPlan(
             node.netns,
             links=(Link(dev, "vxlan", mtu=outer_mtu(c) - OVERHEAD, address=node.vtep_mac,
@@ -153,7 +153,7 @@ def vxlan_plan6(state, node, others):
     (or with DirectRouting the direct route via its IPv6 address)."""
     c = state.cluster
     dev = device6(c)
-    tunnelled = [n for n in others if not (c.direct_routing and direct(node, n))]
+    tunnelled = [n for n in others if not (c.direct_routing and direct(c, node, n))]
     return NetnsPlan(
         node.netns,
         links=(Link(dev, "vxlan", mtu=mtu6(c), address=vtep_mac6(node),
