@@ -48,6 +48,7 @@ def start_pod_server(lab, name):
     with _log(lab, name) as log:
         proc = subprocess.Popen([sys.executable, "-m", runtime.PROCESSES[name].module, lab], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=log, start_new_session=True, close_fds=True)
+    announce(lab, name, proc.pid)
     return record(proc)
 
 
@@ -245,13 +246,16 @@ def poll(store, step, name, seconds=POLL_SECONDS, every_pass=False):
         time.sleep(seconds)
 
 
-def announce(lab, name):
-    """A lab process writes its own pid and start time where teardown looks: a command killed
-    between starting it and recording it still leaves a way to end it (by that pid only)."""
+def announce(lab, name, pid=None):
+    """A lab process's pid and start time, where teardown looks: a command killed between
+    starting it and recording it still leaves a way to end it (by that pid only). The command
+    that starts it writes it at once (`pid`), and the process itself again when it runs: a
+    command killed before the process got that far (its imports take a while on a loaded
+    machine) leaves no process that cleanup cannot find."""
     import json
     d = names.state_dir(lab)
     if d.is_dir():
-        pid = os.getpid()       # one file per process: a second one of the same name hides none
+        pid = pid or os.getpid()       # one file per process: a second one of the same name hides none
         (d / f"{name}.{pid}.pid").write_text(json.dumps({"pid": pid, "start": start_time(pid), "name": name}))
 
 

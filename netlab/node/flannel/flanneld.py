@@ -1,4 +1,6 @@
-"""flanneld with the vxlan backend and the kube subnet manager.
+"""flanneld with the kube subnet manager: its backend's layout (vxlan here, host-gw in
+hostgw.py; which one, and its options, from net-conf.json's Backend), subnet.env, the Node
+annotations, and the masquerade and forward chains every backend shares.
 
 flannel.<VNI> on every node; for each other node a permanent neighbour, an FDB entry and an
 onlink route — in that order, because the route is only useful once the kernel can resolve
