@@ -892,6 +892,13 @@ def segment_cidrs(cluster, index):
     return cidr, cidr6
 
 
+def segment_cidrs_of(cluster, ip):
+    """(IPv4 CIDR, IPv6 CIDR or "") of the segment an IPv4 LAN address lies in."""
+    address = ipaddress.ip_address(ip)
+    return next(((c4, c6) for c4, c6, _ in getattr(cluster, "lan_segments", ())
+                 if address in ipaddress.ip_network(c4)), (cluster.lan_cidr, cluster.lan_cidr6))
+
+
 def lan_gateway(lan_cidr):
     """The LAN's first address, as Docker gives kind's network its gateway (172.18.0.1)."""
     return str(ipaddress.ip_network(lan_cidr).network_address + 1)

@@ -39,11 +39,8 @@ def node_pod_cidrs6(pod_subnet6, taken, count):
 def lan_ip6(cluster, ip):
     """A LAN host's IPv6 address: Docker numbers a network's IPv6 hosts as it numbers its IPv4
     ones (gateway ::1, the first container ::2), so the host part is the IPv4 address's."""
-    address = ipaddress.ip_address(ip)
-    cidr, cidr6 = next(((c4, c6) for c4, c6, _ in getattr(cluster, "lan_segments", ())
-                        if address in ipaddress.ip_network(c4)), (cluster.lan_cidr, cluster.lan_cidr6))
-    net4, net6 = ipaddress.ip_network(cidr), ipaddress.ip_network(cidr6)
-    return str(net6.network_address + (int(address) - int(net4.network_address)))
+    net4, net6 = (ipaddress.ip_network(n) for n in spec.segment_cidrs_of(cluster, ip))
+    return str(net6.network_address + (int(ipaddress.ip_address(ip)) - int(net4.network_address)))
 
 
 lan_gateway = spec.lan_gateway            # the LAN's plan is the lab file's: one definition

@@ -75,8 +75,7 @@ def uplink(state, netns, ip):
     """A host's eth0 on the LAN, with Docker's MAC and kind's default route through the LAN
     gateway; in a dual-stack lab its IPv6 twin and the IPv6 default route via ::1 too."""
     c = state.cluster
-    cidr, cidr6 = next(((c4, c6) for c4, c6, _ in getattr(c, "lan_segments", ())
-                        if ipaddress.ip_address(ip) in ipaddress.ip_network(c4)), (c.lan_cidr, c.lan_cidr6))
+    cidr, cidr6 = spec.segment_cidrs_of(c, ip)
     gateway = ipam.lan_gateway(cidr)
     addrs = (Addr(names.UPLINK, f"{ip}/{_prefix(cidr)}"),)
     routes = (Route("default", via=gateway, dev=names.UPLINK),)

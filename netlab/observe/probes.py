@@ -255,8 +255,7 @@ def _overlay_device(state, a=None, b=None):
     of the family, or eth0 where the backend routes it plainly (host-gw; DirectRouting between
     two nodes of one segment)."""
     c = state.cluster
-    direct = getattr(c, "direct_routing", False) and (a is None or b is None or flannel.direct(c, a, b))
-    if flannel.backend_of(c) == "host-gw" or direct:
+    if not flannel.tunnelled(c, a, b):
         return names.UPLINK
     return flannel.device6(c) if family(state) == "IPv6" else flannel.device(c)
 

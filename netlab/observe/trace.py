@@ -212,10 +212,10 @@ def _hop_end(address, port):
 
 
 def _overlay_device(cluster, six):
-    """flannel's VXLAN device of the family, or None where its backend routes pods' packets
-    plainly out of eth0 (host-gw, DirectRouting), which the trace captures anyway."""
+    """flannel's VXLAN device of the family, or None where the backend has none (host-gw);
+    a plainly routed flow (DirectRouting within a segment) is seen on eth0 anyway."""
     from netlab.node.flannel import flanneld
-    if flanneld.backend_of(cluster) == "host-gw" or getattr(cluster, "direct_routing", False):
+    if flanneld.backend_of(cluster) == "host-gw":
         return None
     return flanneld.device6(cluster) if six else flanneld.device(cluster)
 

@@ -16,7 +16,7 @@ from netlab.kernel.iptables_restore import RestoreApplier
 from netlab.kernel.netlink import apply_all
 
 from .conftest import lab_for_module
-from .test_observe import wait_until_listening
+from .test_observe import vxlan_capture
 
 # 1 control plane + 2 workers, one netexec pod pinned on each node.
 LAB = """\
@@ -144,26 +144,19 @@ def test_a_pod_reaches_pods_on_other_nodes_over_ipv6_and_is_seen_by_its_own_addr
         assert out.stdout.strip().rsplit(":", 1)[0] == client.ip                    # IPv4 as before
 
 
+def _ping6(a, b):
+    ping = _in(a.netns, ["ping", "-6", "-c", "1", "-W", "5", b.ip6])
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+
+
 def test_the_lan_carries_the_pods_ipv6_packet_in_vxlan_over_ipv6(lab):
     state = lab.state()
     pods = _pods(state)
     a, b = pods["a"], pods["b"]
     src, dst = state.node(a.node), state.node(b.node)
     port = names.lan_port(state.lab, src.name)
-    # -T vxlan: tcpdump reads UDP 8472 as OTV (IANA's port for it) unless told otherwise.
-    cap = subprocess.Popen(["ip", "netns", "exec", state.lan_netns(), "tcpdump", "-nn", "-l", "-v", "-i", port,
-                            "-T", "vxlan", "-c", "1", f"ip6 and udp dst port 8472 and src host {src.ip6}"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_until_listening(cap)
-        ping = _in(a.netns, ["ping", "-6", "-c", "1", "-W", "5", b.ip6])
-        assert ping.returncode == 0, ping.stdout + ping.stderr
-        out, _ = cap.communicate(timeout=10)
-    finally:
-        if cap.poll() is None:
-            cap.kill()
-            cap.wait()
-    text = out.decode()
+    text = vxlan_capture(state.lan_netns(), port, f"ip6 and udp dst port 8472 and src host {src.ip6}",
+                         lambda: _ping6(a, b))
     # outer: IPv6 between the nodes' LAN addresses, UDP to 8472, VNI 1; inner: the pods' IPv6
     assert re.search(rf"{re.escape(src.ip6)}\.\d+ > {re.escape(dst.ip6)}\.8472: .*VXLAN.*vni 1", text, re.S), text
     assert re.search(rf"{re.escape(a.ip6)} > {re.escape(b.ip6)}: .*ICMP6, echo request", text, re.S), text

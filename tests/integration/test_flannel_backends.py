@@ -15,7 +15,7 @@ from netlab import lab as lab_module
 from netlab.observe import probes
 
 from .conftest import lab_for_module
-from .test_observe import wait_until_listening
+from .test_observe import vxlan_capture
 
 CLUSTER = """\
 kind: Cluster
@@ -215,19 +215,10 @@ def test_across_the_router_the_pods_packet_is_in_vxlan_and_inside_a_segment_it_i
     pods = {p.node: p for p in state.pods if p.namespace == "default"}
     worker, worker2 = (state.node(f"{state.lab}-{n}") for n in ("worker", "worker2"))
     a, b = pods[worker.name], pods[worker2.name]
-    cap = subprocess.Popen(["ip", "netns", "exec", state.lan_netns(), "tcpdump", "-nn", "-l", "-i", "br1", "-T",
-                            "vxlan", "-c", "1", f"udp dst port 8472 and dst host {worker2.ip}"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_until_listening(cap)
-        assert _in(a.netns, ["ping", "-c", "1", "-W", "5", b.ip]).returncode == 0
-        out, _ = cap.communicate(timeout=10)
-    finally:
-        if cap.poll() is None:
-            cap.kill()
-            cap.wait()
+    text = vxlan_capture(state.lan_netns(), "br1", f"udp dst port 8472 and dst host {worker2.ip}",
+                         lambda: _in(a.netns, ["ping", "-c", "1", "-W", "5", b.ip]).check_returncode())
     assert re.search(rf"{re.escape(worker.ip)}\.\d+ > {re.escape(worker2.ip)}\.8472: .*VXLAN.*vni 1.*"
-                     rf"{re.escape(a.ip)} > {re.escape(b.ip)}: ICMP echo request", out.decode(), re.S), out.decode()
+                     rf"{re.escape(a.ip)} > {re.escape(b.ip)}: ICMP echo request", text, re.S), text
     _probe_passes(segments)
 
 

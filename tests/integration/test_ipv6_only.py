@@ -17,7 +17,7 @@ from netlab.observe import probes
 
 from .conftest import lab_for_module, wait_for
 from .test_dual_stack_api import kubectl_for
-from .test_observe import wait_until_listening
+from .test_observe import vxlan_capture
 
 # 1 control plane + 2 workers: a netexec pod pinned on each node, a Deployment of two behind a
 # NodePort Service that asks nothing of families, a headless Service and an explicit
@@ -122,25 +122,19 @@ def test_a_pod_reaches_pods_on_other_nodes_over_ipv6_and_is_seen_by_its_own_addr
         assert seen.rsplit(":", 1)[0] == f"[{client.ip6}]"          # no NAT on the way
 
 
+def _ping(netns, *args):
+    ping = _in(netns, ["ping", "-c", "1", "-W", "5", *args])
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+
+
 def test_the_lan_carries_the_pods_packet_in_vxlan_over_ipv6(lab):
     state = lab.state()
     pods = _pods(state)
     a, b = pods["a"], pods["b"]
     src, dst = state.node(a.node), state.node(b.node)
     port = names.lan_port(state.lab, src.name)
-    cap = subprocess.Popen(["ip", "netns", "exec", state.lan_netns(), "tcpdump", "-nn", "-l", "-v", "-i", port,
-                            "-T", "vxlan", "-c", "1", f"ip6 and udp dst port 8472 and src host {src.ip6}"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_until_listening(cap)
-        ping = _in(a.netns, ["ping", "-6", "-c", "1", "-W", "5", b.ip6])
-        assert ping.returncode == 0, ping.stdout + ping.stderr
-        out, _ = cap.communicate(timeout=10)
-    finally:
-        if cap.poll() is None:
-            cap.kill()
-            cap.wait()
-    text = out.decode()
+    text = vxlan_capture(state.lan_netns(), port, f"ip6 and udp dst port 8472 and src host {src.ip6}",
+                         lambda: _ping(a.netns, "-6", b.ip6))
     assert re.search(rf"{re.escape(src.ip6)}\.\d+ > {re.escape(dst.ip6)}\.8472: .*VXLAN.*vni 1", text, re.S), text
     assert re.search(rf"{re.escape(a.ip6)} > {re.escape(b.ip6)}: .*ICMP6, echo request", text, re.S), text
 

@@ -85,6 +85,22 @@ def wait_until_listening(proc, timeout=10.0):
     return seen.decode()
 
 
+def vxlan_capture(netns, iface, bpf, send):
+    """tcpdump's text of the first packet matching `bpf` on `iface` while `send()` runs, VXLAN
+    decoded (-T vxlan: tcpdump reads UDP 8472 as OTV, IANA's port for it, unless told otherwise)."""
+    cap = subprocess.Popen(["ip", "netns", "exec", netns, "tcpdump", "-nn", "-l", "-v", "-i", iface, "-T", "vxlan",
+                            "-c", "1", bpf], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until_listening(cap)
+        send()
+        out, _ = cap.communicate(timeout=10)
+    finally:
+        if cap.poll() is None:
+            cap.kill()
+            cap.wait()
+    return out.decode()
+
+
 def failed(checks, area=None):
     return {c.name for c in checks if not c.ok and (area is None or c.area == area)}
 

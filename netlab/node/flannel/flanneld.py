@@ -116,6 +116,17 @@ def node_plan(state, node):
     return replace(plan, iptables=rules(c, node) if c.ipv4 else {}, ip6tables=rules6(c, node) if c.ipv6 else {})
 
 
+def tunnelled(cluster, node=None, other=None):
+    """Whether a pod's packet from `node` to `other`'s pods goes into flannel's VXLAN device:
+    never with host-gw, always with plain vxlan, with DirectRouting only to a node of another
+    segment (a pair not given: not)."""
+    if backend_of(cluster) == "host-gw":
+        return False
+    if not getattr(cluster, "direct_routing", False):
+        return True
+    return node is not None and other is not None and not direct(cluster, node, other)
+
+
 def direct(cluster, node, other):
     """ip.DirectRouting: the remote node's public IP is on a subnet of the node's own uplink
     (one route to it, no gateway): a node of the same LAN segment (lan.segments)."""
@@ -130,15 +141,15 @@ def vxlan_plan(state, node, others):
     parts = []
     if c.ipv4:
         dev = device(c)
-        tunnelled = [n for n in others if not (c.direct_routing and direct(c, node, n))]
+        tunnels = [n for n in others if tunnelled(c, node, n)]
         parts.append(NetnsPlan(
             node.netns,
             links=(Link(dev, "vxlan", mtu=outer_mtu(c) - OVERHEAD, address=node.vtep_mac,
                         vxlan=Vxlan(vni(c), port(c), node.ip, names.UPLINK, learning=False)),),
             addrs=(Addr(dev, f"{vtep_ip(node)}/32"),),
-            neighs=tuple(Neigh(vtep_ip(n), n.vtep_mac, dev) for n in tunnelled),
-            fdb=tuple(Fdb(n.vtep_mac, dev, n.ip) for n in tunnelled),
-            routes=tuple(Route(n.pod_cidr, via=n.ip, dev=names.UPLINK) if n not in tunnelled
+            neighs=tuple(Neigh(vtep_ip(n), n.vtep_mac, dev) for n in tunnels),
+            fdb=tuple(Fdb(n.vtep_mac, dev, n.ip) for n in tunnels),
+            routes=tuple(Route(n.pod_cidr, via=n.ip, dev=names.UPLINK) if n not in tunnels
                          else Route(n.pod_cidr, via=vtep_ip(n), dev=dev, onlink=True) for n in others),
             # newVXLANDevice turns accept_ra off on every device it makes (an IPv4 lab's node
             # has no IPv6 to speak of, so its plan leaves it).
@@ -155,15 +166,15 @@ def vxlan_plan6(state, node, others):
     (or with DirectRouting the direct route via its IPv6 address)."""
     c = state.cluster
     dev = device6(c)
-    tunnelled = [n for n in others if not (c.direct_routing and direct(c, node, n))]
+    tunnels = [n for n in others if tunnelled(c, node, n)]
     return NetnsPlan(
         node.netns,
         links=(Link(dev, "vxlan", mtu=mtu6(c), address=vtep_mac6(node),
                     vxlan=Vxlan(vni(c), port(c), node.ip6, names.UPLINK, learning=False)),),
         addrs=(Addr(dev, f"{vtep_ip6(node)}/128"),),
-        neighs=tuple(Neigh(vtep_ip6(n), vtep_mac6(n), dev) for n in tunnelled),
-        fdb=tuple(Fdb(vtep_mac6(n), dev, n.ip6) for n in tunnelled),
-        routes=tuple(Route(n.pod_cidr6, via=n.ip6, dev=names.UPLINK) if n not in tunnelled
+        neighs=tuple(Neigh(vtep_ip6(n), vtep_mac6(n), dev) for n in tunnels),
+        fdb=tuple(Fdb(vtep_mac6(n), dev, n.ip6) for n in tunnels),
+        routes=tuple(Route(n.pod_cidr6, via=n.ip6, dev=names.UPLINK) if n not in tunnels
                      else Route(n.pod_cidr6, via=vtep_ip6(n), dev=dev, onlink=True) for n in others),
         # so no router advertisement ever gives the overlay device an address or a route
         sysctls=((f"net/ipv6/conf/{dev}/accept_ra", "0"),),
