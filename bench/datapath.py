@@ -2,11 +2,12 @@
 """Pod-to-pod across nodes, per flannel backend: TCP throughput (iperf3) and round-trip time
 (ICMP echo), on a netlab lab against the same kernel objects built by hand in the same run.
 
-For each backend (vxlan, vxlan with DirectRouting, host-gw) a lab of two nodes with a pod on
-each comes up, and beside it its baseline: the namespaces, veth pairs, bridges, vxlan devices,
-addresses, neighbours, FDB entries, routes and forwarding sysctls of the same plan, made with
-`ip -batch` and nothing else (no iptables: no kube-proxy, flannel or kube-router rules, no
-conntrack). iperf3 runs from the pod on the control plane to the pod on the worker in both,
+For each backend (vxlan, vxlan with DirectRouting, host-gw, wireguard) a lab of two nodes with
+a pod on each comes up, and beside it its baseline: the namespaces, veth pairs, bridges, vxlan
+and wireguard devices, addresses, neighbours, FDB entries, routes and forwarding sysctls of the
+same plan, made with `ip -batch` (WireGuard's keys and peers with `wg set`, its devices served by
+wireguard-go where the kernel has no module, as netlab serves them) and nothing else (no
+iptables: no kube-proxy, flannel or kube-router rules, no conntrack). iperf3 runs from the pod on the control plane to the pod on the worker in both,
 in turns (the median of each side kept); the ratio netlab ÷ by hand is what the lab's agents cost the data path
 (goal ≥ 0.95), and the backends are compared with each other.
 
@@ -28,10 +29,13 @@ from netlab import Lab  # noqa: E402
 from netlab.api.etcd import all_labs  # noqa: E402
 from netlab.api.netconf import OVERHEAD  # noqa: E402
 from netlab.kernel import netns as ns  # noqa: E402
+from netlab.kernel import wireguard  # noqa: E402
 from netlab.node.flannel import flanneld  # noqa: E402
+from netlab.observe import preflight  # noqa: E402
+from netlab.plan import lab_plans  # noqa: E402
 
 BACKENDS = (("vxlan", "{Type: vxlan}"), ("vxlan DirectRouting", "{Type: vxlan, DirectRouting: true}"),
-            ("host-gw", "{Type: host-gw}"))
+            ("host-gw", "{Type: host-gw}"), ("wireguard", "{Type: wireguard}"))
 
 
 def labfile(path, name, backend):
@@ -81,19 +85,47 @@ def measure(client_netns, server_netns, server_ip, seconds, pings):
     return gbits, rtt
 
 
-def by_hand(plans):
-    """The plans' kernel objects and forwarding sysctls with `ip`, nothing else; the namespaces."""
+def by_hand(plans, keys, tmp, servers):
+    """The plans' kernel objects and forwarding sysctls with `ip` (and WireGuard's with `wg set`,
+    wireguard-go started first where the kernel has no module), nothing else; the namespaces."""
     names = [p.netns for p in plans]
     subprocess.run(["ip", "-batch", "-"], input="".join(f"netns add {n}\n" for n in names), text=True, check=True)
+    userspace = any(l.kind == "wireguard" for p in plans for l in p.links) and \
+        preflight.wireguard_implementation() == wireguard.USERSPACE
     for p in plans:
-        ip, bridge = plan_batch(p)
+        tunnels = [l for l in p.links if l.kind == "wireguard"]
+        sockets = Path(tmp) / f"{p.netns}-run-wireguard"
+        if tunnels and userspace:
+            with open(Path(tmp) / f"{p.netns}.log", "ab") as log:
+                servers += [wireguard.start(p.netns, l.ifname, sockets, log, Path(tmp)) for l in tunnels]
+            for l in tunnels:
+                wireguard.wait_ready(p.netns, l.ifname, sockets, lambda: True)
+        ip, bridge = plan_batch(p, made=[l.ifname for l in tunnels] if userspace else ())
         run_batch("ip", p.netns, ip)
         if bridge:
             run_batch("bridge", p.netns, bridge)
+        for l in tunnels:
+            key = Path(tmp) / f"{p.netns}.key"
+            key.write_text(keys[p.netns][0])
+            argv = ["wg", "set", l.ifname, "private-key", str(key), "listen-port", str(l.wireguard.listen_port)]
+            for peer in l.wireguard.peers:
+                argv += ["peer", peer.public_key, "endpoint", peer.endpoint, "allowed-ips", ",".join(peer.allowed_ips)]
+            subprocess.run(wireguard.in_node(p.netns, sockets if userspace else None, argv), check=True)
         for key, value in p.sysctls:
             if key.endswith(("ip_forward", "/forwarding")):
                 ns.write_sysctl(p.netns, key, value)
     return names
+
+
+def wireguard_keys(state):
+    """A key pair per node of a plan's state (`wg genkey`, `wg pubkey`), the public one on its Node."""
+    keys = {}
+    for node in state.nodes:
+        private = subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True).stdout.strip()
+        node.wg_public_key = subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True,
+                                            check=True).stdout.strip()
+        keys[node.netns] = (private, node.wg_public_key)
+    return keys
 
 
 def run(backend_name, backend, seconds, pings, rounds, tmp):
@@ -102,10 +134,12 @@ def run(backend_name, backend, seconds, pings, rounds, tmp):
     tag = secrets.token_hex(2)
     ours, theirs = f"dp{tag}", f"dq{tag}"
     state, plans = Lab.plan(labfile(Path(tmp) / f"{theirs}.yaml", theirs, backend))
-    made = []
+    keys = wireguard_keys(state) if state.cluster.flannel_backend == "wireguard" else {}
+    plans = lab_plans(state) if keys else plans
+    made, servers = [], []
     try:
         lab = Lab.up(labfile(Path(tmp) / f"{ours}.yaml", ours, backend))
-        made = by_hand(plans)
+        made = by_hand(plans, keys, tmp, servers)
         live = lab.state()
         pairs = {"netlab": [live.pod("default", n) for n in ("client", "server")],
                  "hand": [state.pod("default", n) for n in ("client", "server")]}
@@ -117,8 +151,12 @@ def run(backend_name, backend, seconds, pings, rounds, tmp):
     finally:
         if ours in all_labs():
             Lab.cleanup(ours)
+        for server in servers:
+            server.terminate()
+            server.wait()
         for name in reversed(made):
             ns.delete(name)
+        wireguard.release_socket_dir(Path(tmp))
     median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     return {"backend": backend_name, "mtu": flanneld.mtu(state.cluster),
             "overhead": OVERHEAD[state.cluster.flannel_backend] if not state.cluster.direct_routing else 0,
@@ -130,9 +168,12 @@ def main():
     ap.add_argument("--seconds", type=int, default=5, help="iperf3's -t")
     ap.add_argument("--pings", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=5, help="measurements of each side, in turns (the median kept)")
+    ap.add_argument("--backend", action="append", choices=[name for name, _ in BACKENDS],
+                    help="only this backend (again for more; vxlan is always measured: the others are compared to it)")
     args = ap.parse_args()
+    chosen = [(n, b) for n, b in BACKENDS if not args.backend or n in args.backend or n == "vxlan"]
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [run(name, backend, args.seconds, args.pings, args.rounds, tmp) for name, backend in BACKENDS]
+        rows = [run(name, backend, args.seconds, args.pings, args.rounds, tmp) for name, backend in chosen]
     print("pod to pod across two nodes, one TCP stream (iperf3) and ICMP echo round trips")
     print(f"{'backend':22}{'MTU':>6}{'overhead':>10}{'netlab Gbit/s':>15}{'by hand':>9}{'ratio':>7}"
           f"{'netlab RTT µs':>15}{'by hand':>9}{'ratio':>7}{'vs vxlan':>10}")

@@ -50,9 +50,10 @@ def ip_batch(netns, commands):
     ns.run(netns, ["ip", "-batch", "-"], input="\n".join(commands) + "\n", text=True, check=True)
 
 
-def plan_batch(plan):
+def plan_batch(plan, made=()):
     """The `ip` and `bridge` batch lines that build one namespace's plan: its links, addresses,
-    neighbours, FDB entries and routes as netlab plans them, and nothing else."""
+    neighbours, FDB entries and routes as netlab plans them, and nothing else. `made`: devices
+    that exist already (a WireGuard device wireguard-go made)."""
     ip, bridge = ["link set lo up"], []
     for l in plan.links:
         mtu = f" mtu {l.mtu}" if l.mtu else ""
@@ -66,6 +67,10 @@ def plan_batch(plan):
                       f"dev {v.dev} dstport {v.port} nolearning")
         elif l.kind == "peer" and mtu:
             ip.append(f"link set {l.ifname}{mtu}")
+        elif l.kind == "wireguard" and l.ifname not in made:
+            ip.append(f"link add {l.ifname}{mtu} type wireguard")
+        elif l.kind == "wireguard" and mtu:
+            ip.append(f"link set {l.ifname}{mtu}")     # wireguard-go made it
         if l.master:
             ip.append(f"link set {l.ifname} master {l.master}")
         if l.hairpin:

@@ -241,6 +241,8 @@ def _up(args):
         return 0
     print(f"lab {lab.name} is up: {plural(len(state.nodes), 'node')}, {plural(len(state.pods), 'pod')}. "
           f"Try: netlab get pods -A -o wide; netlab exec {state.nodes[0].name} -- ip route")
+    if state.wireguard:
+        print(f"flannel's wireguard backend: {_wireguard_served(state)}")
     return 0
 
 
@@ -256,6 +258,18 @@ def _kubeconfig(args):
     sys.stdout.write(Lab.find(args.name or args.lab).kubeconfig())
 
 
+def _wireguard_served(state):
+    if state.wireguard == "kernel":
+        return "the kernel's wireguard devices"
+    return "wireguard-go, one per device (this kernel makes no wireguard devices)"
+
+
+def _backend(state):
+    """The flannel backend a lab runs, and for wireguard what serves its devices."""
+    kind = state.cluster.flannel_backend
+    return f"{kind} ({state.wireguard})" if kind == "wireguard" and state.wireguard else kind
+
+
 def _status(args):
     from netlab.api.etcd import Store, all_labs
     from netlab.api.printers import age, render
@@ -265,14 +279,16 @@ def _status(args):
         try:
             s = Store(name).load()
         except StateUnreadable as e:                   # one lab's bad record hides no other lab
-            rows.append([name, "Unreadable", "-", "-", "-", "-", "-", "-", "-"])
+            rows.append([name, "Unreadable", "-", "-", "-", "-", "-", "-", "-", "-"])
             print(f"netlab: {e}", file=sys.stderr)
             continue
         lbs = sum(1 for svc in s.services if svc.type == "LoadBalancer")
         api = f"https://127.0.0.1:{s.api_port}" if s.api_port else "-"
-        rows.append([name, s.phase, len(s.nodes), len(s.pods), len(s.services), lbs, len(s.netns), api, age(s.created)])
+        rows.append([name, s.phase, len(s.nodes), len(s.pods), len(s.services), lbs, _backend(s), len(s.netns), api,
+                     age(s.created)])
     # LOAD-BALANCERS: what the cloud bills, one per LoadBalancer Service. API: kube-apiserver, for kubectl.
-    print(render(["LAB", "PHASE", "NODES", "PODS", "SERVICES", "LOAD-BALANCERS", "NETNS", "API", "AGE"], rows)
+    # BACKEND: flannel's, and for wireguard what serves its devices (the kernel, or wireguard-go).
+    print(render(["LAB", "PHASE", "NODES", "PODS", "SERVICES", "LOAD-BALANCERS", "BACKEND", "NETNS", "API", "AGE"], rows)
           if rows else "no lab is up")
 
 

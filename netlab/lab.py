@@ -28,12 +28,13 @@ from netlab.errors import LabNotFound, NetlabError, StateUnreadable
 from netlab.kernel import conntrack
 from netlab.kernel import iptables as iptables_backend
 from netlab.kernel import netns as ns
-from netlab.kernel import nft, processes
+from netlab.kernel import nft, processes, wireguard
 from netlab.kernel.ipset import IpsetApplier
 from netlab.kernel.netlink import NetlinkApplier
 from netlab.node import files as node_files
 from netlab.node import kubelet
 from netlab.node.flannel import flanneld
+from netlab.node.flannel import wireguard as flannel_wg
 from netlab.node.netpol import kube_router
 from netlab.node.proxy import healthcheck  # noqa: F401  (kube-proxy's health servers register with the runtime)
 from netlab.node.proxy import iptables as kube_proxy
@@ -56,6 +57,9 @@ def _sets_message(written, destroyed):
         return ", ".join(sets[:4]) + (", ..." if len(sets) > 4 else "")
     return "ipsets: " + "; ".join([f"wrote {len(written)} ({names(written)})"] * bool(written)
                                   + [f"destroyed {len(destroyed)} ({names(destroyed)})"] * bool(destroyed))
+
+
+WG_PROCESS = "wireguard-go."          # lab processes serving a node's WireGuard device: wireguard-go.<device>.<node>
 
 
 def _now():
@@ -219,6 +223,8 @@ class Lab:
         preflight.check(lab_spec.cluster.iptables_applier)
         if kube_proxy_nft.uses_nftables(lab_spec.cluster):
             preflight.check_nftables()
+        serves_wireguard = preflight.wireguard_implementation() if lab_spec.cluster.flannel_backend == "wireguard" \
+            else ""
         lab = cls(lab_spec.cluster.name)
         if lab.store.exists() and lab._restart_kube_proxy(lab_spec.cluster):
             lab.kube_proxy_restarted = lab_spec.cluster.kube_proxy_mode
@@ -237,6 +243,7 @@ class Lab:
                 state.created = _now()
                 state.synced = False
                 state.api_port = _free_loopback_port()
+                state.wireguard = serves_wireguard
                 lab._save(state)                     # the record comes before any kernel object
                 _record(lab.name, log, "up")         # the pods left Pending, and why
             try:
@@ -405,6 +412,7 @@ class Lab:
         # A mode switch is kube-proxy restarted in the other mode: a full sync, after the
         # other mode's --cleanup (its chains are in no plan now, so the full sync removes them).
         partial = not full and old is not None and old.synced and old.kube_proxy_mode == state.cluster.kube_proxy_mode
+        self._run_wireguard(state, changes)
         netpol_inputs = kube_router.inputs(state)      # what kube-router reads; its policies compiled once, if needed
         compiled = []
 
@@ -599,27 +607,8 @@ class Lab:
                 kubelet.write_pod_files(state, pod)
                 pod.created = pod.created or now
         wanted = kubelet.pod_servers(state)
-        # A server a killed command started after its last save is running but unrecorded:
-        # adopt it (as a runtime lists its containers) rather than start a second one.
-        for rec in kubelet.announced(self.name):
-            name = rec.get("name")
-            if not processes.alive(rec) or (state.processes.get(name) or {}).get("pid") == rec["pid"]:
-                continue
-            if name in wanted and not processes.alive(state.processes.get(name)):
-                state.processes[name] = {"pid": rec["pid"], "start": rec["start"]}
-                changes.add("kubelet", [(state.lab, f"adopted {name}, started by an interrupted command")])
-            else:
-                processes.stop(rec)
-                changes.add("kubelet", [(state.lab, f"stopped a second {name}")])
-        started = [s for s in wanted if not processes.alive(state.processes.get(s))]
-        for server in started:
-            state.processes[server] = kubelet.start_pod_server(state.lab, server)
-            changes.add("kubelet", [(state.lab, f"started {server}, which serves the pods")])
-        if started:
-            self._save(state)                        # their records, before anything else
-        for server in [s for s in state.processes if s not in wanted]:
-            processes.stop(state.processes.pop(server))
-            changes.add("kubelet", [(state.lab, f"stopped {server}: nothing needs it any more")])
+        self._keep_running(state, wanted, lambda name: not name.startswith(WG_PROCESS),
+                           lambda name: kubelet.start_pod_server(state.lab, name), "which serves the pods", changes)
         for pod in pods:
             progress.advance()
             running = {r["container"] for r in pod.pids if processes.alive(r)}
@@ -629,6 +618,67 @@ class Lab:
                 pod.pids = [r for r in pod.pids if r["container"] in running]
                 pod.pids += kubelet.start_commands(state, pod, only={c.name for c in missing})
                 changes.add("kubelet", [(pod.netns, f"started container {', '.join(c.name for c in missing)}")])
+
+    def _keep_running(self, state, wanted, mine, start, what, changes):
+        """Lab processes, level-triggered: of those `mine` says are this kind's, the `wanted`
+        names run (started, their records saved before anything else), others end. A process
+        a killed command started after its last save is running but unrecorded: it is adopted
+        (as a runtime lists its containers) rather than started a second time."""
+        for rec in kubelet.announced(self.name):
+            name = rec.get("name") or ""
+            if not mine(name) or not processes.alive(rec) or (state.processes.get(name) or {}).get("pid") == rec["pid"]:
+                continue
+            if name in wanted and not processes.alive(state.processes.get(name)):
+                state.processes[name] = {"pid": rec["pid"], "start": rec["start"]}
+                changes.add("kubelet", [(state.lab, f"adopted {name}, started by an interrupted command")])
+            else:
+                processes.stop(rec)
+                changes.add("kubelet", [(state.lab, f"stopped a second {name}")])
+        started = [s for s in wanted if not processes.alive(state.processes.get(s))]
+        for name in started:
+            state.processes[name] = start(name)
+            changes.add("kubelet", [(state.lab, f"started {name}, {what}")])
+        if started:
+            self._save(state)                        # their records, before anything else
+        for name in [s for s in state.processes if mine(s) and s not in wanted]:
+            processes.stop(state.processes.pop(name))
+            changes.add("kubelet", [(state.lab, f"stopped {name}: nothing needs it any more")])
+        return started
+
+    def _run_wireguard(self, state, changes):
+        """flanneld's wireguard backend, before its devices are configured: every node's key
+        (/run/flannel/wgkey, made when missing; its public key on the Node for the others), and
+        where the kernel makes no wireguard devices one wireguard-go per device, a lab process
+        in the node's namespace with the node's own /run/wireguard."""
+        c = state.cluster
+        on = c.flannel_backend == "wireguard"
+        state.wireguard = (state.wireguard or preflight.wireguard_implementation()) if on else ""
+        for node in state.nodes if on else ():
+            node.wg_public_key, made = node_files.wireguard_key(state.lab, node.name)
+            if made:
+                changes.add("flannel", [(node.netns, "wrote a new private key to /run/flannel/wgkey")])
+        serving = {f"{WG_PROCESS}{dev}.{node.name}": (node, dev) for node in state.nodes
+                   for dev, _ in flannel_wg.devices(c)} if on and state.wireguard == wireguard.USERSPACE else {}
+
+        def start(name):
+            node, dev = serving[name]
+            with kubelet.process_log(state.lab, name) as log:
+                proc = wireguard.start(node.netns, dev, flannel_wg.socket_dir(state.lab, node.name), log,
+                                       names.STATE_ROOT)
+            kubelet.announce(state.lab, name, proc.pid)
+            return processes.record(proc)
+        started = self._keep_running(state, list(serving), lambda name: name.startswith(WG_PROCESS), start,
+                                     "which serves the node's WireGuard device", changes)
+        for name in started:
+            node, dev = serving[name]
+            rec = state.processes[name]
+            try:
+                wireguard.wait_ready(node.netns, dev, flannel_wg.socket_dir(state.lab, node.name),
+                                     lambda: processes.alive(rec))
+            except NetlabError as e:
+                log = names.state_dir(state.lab) / "logs" / f"{name}.log"
+                last = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1:]
+                raise NetlabError(f"{e}: {last[0] if last else 'no word'} (see {log})") from None
 
     def down(self):
         with self.locked():
@@ -640,6 +690,7 @@ class Lab:
                          + kubelet.announced(self.name))
         recorded = list(state.netns)
         _remove_netns(self.name, reversed(recorded + [n for n in self._unclaimed_netns() if n not in recorded]))
+        wireguard.release_socket_dir(names.STATE_ROOT)
         _forget_kubeconfig(self.name)
         self.store.remove()
 
@@ -703,6 +754,7 @@ class Lab:
                 else:
                     processes.stop_all(kubelet.announced(lab.name))
                     _remove_netns(lab.name, reversed(lab._unclaimed_netns()))
+                    wireguard.release_socket_dir(names.STATE_ROOT)
                     _forget_kubeconfig(lab.name)
                     lab.store.remove()
         return cleaned
@@ -776,10 +828,16 @@ class Lab:
     def exec_argv(self, target, argv):
         """The command line that runs argv in the target's namespace as `ip netns exec` runs
         it; in a pod, with the pod's hostname too and its image's programs (`/agnhost`), as
-        `kubectl exec` sees it."""
+        `kubectl exec` sees it; in a node, with the node's /run/wireguard where it has one."""
+        state = self.state()
         netns = self.netns_of(target)
-        pod = next((p for p in self.state().pods if p.netns == netns), None)
-        return kubelet.exec_argv(pod, argv) if pod is not None else ["ip", "netns", "exec", netns, *argv]
+        pod = next((p for p in state.pods if p.netns == netns), None)
+        if pod is not None:
+            return kubelet.exec_argv(pod, argv)
+        node = next((n for n in state.nodes if n.netns == netns), None)
+        # a node whose WireGuard devices wireguard-go serves: with its own /run/wireguard, so `wg` finds them
+        sockets = flannel_wg.socket_dir(state.lab, node.name) if node and state.wireguard == wireguard.USERSPACE else None
+        return wireguard.in_node(netns, sockets, argv)
 
     def exec(self, target, argv, **kwargs):
         return subprocess.run(self.exec_argv(target, argv), **kwargs)

@@ -9,6 +9,7 @@ venv="$here/.venv"
 system_packages=(
   iproute2 iptables nftables ipset conntrack tcpdump curl dnsutils iperf3 iputils-ping netcat-openbsd dnsperf dnsmasq-base procps psmisc
   nginx-light graphviz
+  wireguard-tools wireguard-go
   python3 python3-venv python3-pip python3-dev gcc make
 )
 

@@ -18,6 +18,7 @@ BACKEND_KEYS = {
 }
 OTHER_BACKENDS = ("udp", "ipip", "ipsec", "alloc", "extension", "gce", "aws-vpc", "ali-vpc", "tencent-vpc")
 WIREGUARD_MODES = ("separate", "auto", "ipv4", "ipv6")
+BUILT_MODES = ("separate", "auto", "ipv4")
 NETCONF_KEYS = ("Network", "IPv6Network", "EnableIPv4", "EnableIPv6", "EnableNFTables", "SubnetLen", "SubnetMin",
                 "SubnetMax", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax", "Backend")
 CONFIGMAP = ("kube-flannel", "kube-flannel-cfg")        # (namespace, name) in kube-flannel.yml
@@ -29,10 +30,11 @@ def is_configmap(doc):
     return doc.get("kind") == "ConfigMap" and meta.get("name") == CONFIGMAP[1]
 
 
-def backend(at, underlay_mtu, refuse_unknown):
-    """The ClusterConfig fields of a Backend object (`at` an _At on it): type and options, with
-    flannel's defaults (VNI 1, Port 0 for the kernel's 8472; WireGuard's ports 51820/51821,
-    Mode separate, no keepalive, no PSK; MTU 0: the uplink's)."""
+def backend(at, cluster, refuse_unknown):
+    """The ClusterConfig fields of a Backend object (`at` an _At on it) for `cluster`'s network:
+    type and options, with flannel's defaults (VNI 1, Port 0 for the kernel's 8472; WireGuard's
+    ports 51820/51821, Mode separate, no keepalive, no PSK; MTU 0: the uplink's)."""
+    underlay_mtu = cluster.underlay_mtu
     b = at.mapping(required=True)
     kind = at.child("Type").string(required=True)
     if kind in OTHER_BACKENDS:
@@ -40,9 +42,6 @@ def backend(at, underlay_mtu, refuse_unknown):
     if kind not in BACKEND_KEYS:
         raise at.child("Type").error(f"{kind!r} is not a flannel backend (netlab builds vxlan, host-gw, wireguard)")
     refuse_unknown(at, b, set(BACKEND_KEYS[kind]), f"flannel's {kind} backend")
-    if kind == "wireguard":
-        raise at.child("Type").error("'wireguard': netlab does not build flannel's wireguard backend yet (vxlan, "
-                                     "host-gw)")
     out = {"flannel_backend": kind}
     if kind == "vxlan":
         for key in ("GBP", "Learning"):
@@ -56,7 +55,7 @@ def backend(at, underlay_mtu, refuse_unknown):
                    wg_listen_port6=at.child("ListenPortV6").integer(51821, lo=1, hi=65535),
                    wg_psk=_psk(at.child("PSK")),
                    wg_keepalive=_keepalive(at.child("PersistentKeepaliveInterval")),
-                   wg_mode=at.child("Mode").choice(WIREGUARD_MODES, "separate"))
+                   wg_mode=_mode(at.child("Mode"), cluster))
     if "MTU" in BACKEND_KEYS[kind]:
         mtu = at.child("MTU").integer(0, lo=0, hi=underlay_mtu)
         if 0 < mtu < 1280:
@@ -88,16 +87,28 @@ def _psk(at):
 
 
 def _keepalive(at):
-    """PersistentKeepaliveInterval: seconds (a number, or a Go duration such as "25s" as the
-    flannel chart writes it); 0 turns it off."""
+    """PersistentKeepaliveInterval: a number of seconds; 0 turns it off. flanneld decodes it into
+    a time.Duration and multiplies by a second, so a JSON string ("25s") fails its decoding."""
     v = at.value
-    if isinstance(v, str) and v.endswith("s") and v[:-1].isdigit():
-        v = int(v[:-1])
     if v is None:
         return 0
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 65535:
-        raise at.error(f"{at.value!r}: must be seconds between 0 and 65535 (wg's persistent-keepalive)")
+        raise at.error(f"{v!r}: must be a number of seconds between 0 and 65535 (flanneld decodes an integer; "
+                       f"wg's persistent-keepalive)")
     return v
+
+
+def _mode(at, cluster):
+    """Mode: separate (a tunnel per family: flannel-wg, flannel-wg-v6), or one tunnel, flannel-wg,
+    for both (auto picks the peer's IPv4 endpoint on a private LAN; ipv4 always does)."""
+    mode = at.choice(WIREGUARD_MODES, "separate")
+    if mode == "ipv6":
+        raise at.error("ipv6: flanneld's one tunnel listens on ListenPort but gives its peers ListenPortV6 as its "
+                       "port (backend-v6-data); netlab builds Mode separate, auto and ipv4")
+    if mode != "separate" and not cluster.ipv4:
+        raise at.error(f"{mode}: one tunnel reaches its peers at their IPv4 addresses, which an IPv6 lab's nodes do "
+                       f"not publish (flannel.alpha.coreos.com/public-ip); use Mode separate")
+    return mode
 
 
 def from_configmap(at, cluster, refuse_unknown):
@@ -133,7 +144,7 @@ def from_configmap(at, cluster, refuse_unknown):
     if _boolean(conf_at.child("EnableNFTables")):
         raise conf_at.child("EnableNFTables").error("true: netlab's flanneld writes its masquerade rules with "
                                                     "iptables (flannel's default)")
-    return backend(conf_at.child("Backend"), cluster.underlay_mtu, refuse_unknown)
+    return backend(conf_at.child("Backend"), cluster, refuse_unknown)
 
 
 def _boolean_default(at, default):

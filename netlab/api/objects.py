@@ -105,6 +105,7 @@ class Node:
     created: str = ""             # when it joined; "" for the lab's own nodes (the lab's creation)
     ip6: str = ""                 # dual-stack and IPv6: its IPv6 address on the LAN
     pod_cidr6: str = ""           # dual-stack and IPv6: its IPv6 podCIDR (a /64); pod_cidr is "" in IPv6
+    wg_public_key: str = ""       # wireguard backend: flanneld's public key (its private one: /run/flannel/wgkey)
 
     @property
     def ips(self):
@@ -210,6 +211,7 @@ class ClusterState:
     revisions: dict = field(default_factory=dict)    # registry key -> [mod revision, digest of its record]
     bodies: dict = field(default_factory=dict)       # registry key -> the object as a request wrote it (no status)
     stale_chains: dict = field(default_factory=dict)  # netns -> {chain: when flushed}: kube-proxy's (nftables) to delete
+    wireguard: str = ""                              # what serves flannel's WireGuard devices: kernel or wireguard-go
 
     def find_node(self, name):
         """The node called `name`, kind's full name (<lab>-worker) or without the lab's prefix

@@ -1126,7 +1126,7 @@ def _flannel(c, lab_doc, flannel_doc):
         if flannel_doc is not None:
             raise at.child("backend").error(f"the backend is given twice: here and in kube-flannel-cfg "
                                             f"({flannel_doc[0]}); keep one")
-        return ClusterConfig(**{**c.__dict__, **netconf.backend(at.child("backend"), c.underlay_mtu,
+        return ClusterConfig(**{**c.__dict__, **netconf.backend(at.child("backend"), c,
                                                                  _refuse_unknown)})
     if flannel_doc is not None:
         f, _, doc = flannel_doc

@@ -19,6 +19,7 @@ from pyroute2.netlink.rtnl.ndmsg import states as nud_states
 
 from netlab.errors import NetlabError
 from netlab.kernel import netns as ns
+from netlab.kernel import wireguard
 from netlab.values.desired import DEVICE_OWNERS, key
 
 NUD_PERMANENT = nud_states["permanent"]
@@ -28,7 +29,8 @@ RTPROT_KERNEL, RTPROT_BOOT = 2, 3
 MAIN_TABLE = 254
 IFA_F_NODAD = 0x02
 RT_SCOPE_UNIVERSE = 0
-MANAGED_KINDS = ("bridge", "veth", "vxlan")
+RT_SCOPE_LINK = 253
+MANAGED_KINDS = ("bridge", "veth", "vxlan", "wireguard")
 
 
 class NetlinkApplier:
@@ -64,6 +66,7 @@ class NetlinkApplier:
         with ipr:
             links = self._links(plan, ipr, fresh)
             index = _Index({name: l["index"] for name, l in links.items()})
+            self._wireguard(plan)
             self._sysctls(plan, fresh)
             self._addrs(plan, ipr, index, fresh)
             self._neighs(plan, ipr, index, fresh)
@@ -74,7 +77,8 @@ class NetlinkApplier:
 
     def _links(self, plan, ipr, fresh):
         """Create what is missing, recreate what is wrong, then configure from one dump."""
-        have = {} if fresh else _dump_links(ipr)
+        # wireguard-go made its device in the fresh namespace before the plan came
+        have = {} if fresh and not any(l.kind == "wireguard" for l in plan.links) else _dump_links(ipr)
         wanted = {l.ifname for l in plan.links}
         for name, l in list(have.items()):
             if name not in wanted and _kind(l) in MANAGED_KINDS:
@@ -131,7 +135,18 @@ class NetlinkApplier:
             # An IPv6 source is IFLA_VXLAN_LOCAL6, and makes the kernel encapsulate in IPv6.
             kwargs.update({"vxlan_id": v.vni, "vxlan_port": v.port, ("vxlan_local6" if ":" in v.local else "vxlan_local"): v.local,
                            "vxlan_link": dev, "vxlan_learning": int(v.learning)})
-        self._write(plan, owner, f"add {link.kind} {link.ifname}", ipr.link, "add", **kwargs)
+        if link.kind == "wireguard":
+            try:
+                ipr.link("add", **kwargs)
+            except NetlinkError as e:
+                if e.code not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise NetlabError(f"{netns}: add wireguard {link.ifname}: {os.strerror(e.code)}") from None
+                raise NetlabError(f"{netns}: {link.ifname}: this kernel makes no wireguard devices and no wireguard-go "
+                                  f"serves it (`netlab reconcile` starts it again)") from None
+            self.writes += 1
+            self.log.append((netns, f"add wireguard {link.ifname}", plan.owner_of(owner)))
+        else:
+            self._write(plan, owner, f"add {link.kind} {link.ifname}", ipr.link, "add", **kwargs)
         created = ipr.link("get", ifname=link.ifname)[0]
         masters[link.ifname] = created["index"]
         if link.pin_mac:
@@ -159,6 +174,14 @@ class NetlinkApplier:
             self._write(plan, owner, f"{link.ifname} up", ipr.link, "set", index=idx, state="up")
         elif not link.up and current["flags"] & 1:
             self._write(plan, owner, f"{link.ifname} down", ipr.link, "set", index=idx, state="down")
+
+    def _wireguard(self, plan):
+        """WireGuard devices' keys, port and peers, through `wg` (kernel or wireguard-go alike)."""
+        for link in plan.links:
+            if link.wireguard is not None:
+                for what in wireguard.sync(plan.netns, link.ifname, link.wireguard):
+                    self.writes += 1
+                    self.log.append((plan.netns, f"wg set {link.ifname} {what}", plan.owner_of(key(link))))
 
     # --- addresses, neighbours, FDB, routes ---------------------------------------------
 
@@ -245,6 +268,8 @@ class NetlinkApplier:
                 kwargs["gateway"] = r.via
             if r.onlink:
                 kwargs["flags"] = RTNH_F_ONLINK
+            if r.link_scope:
+                kwargs["scope"] = RT_SCOPE_LINK
             self._write(plan, key(r), f"route {r}", ipr.route, "replace", **kwargs)
 
     def _sysctls(self, plan, fresh):
@@ -277,6 +302,8 @@ def _same_device(current, link, have):
     kind = _kind(current)
     if link.kind == "peer":
         return True
+    if link.kind == "wireguard" and kind == "tun":
+        return True                 # the same device, served by wireguard-go
     if kind != link.kind:
         return False
     if link.kind == "vxlan":

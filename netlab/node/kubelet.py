@@ -32,7 +32,8 @@ POLL_SECONDS = 0.2
 runtime.register_process(runtime.LabProcess("kube_apiserver", "netlab.control_plane.kube_apiserver"))
 
 
-def _log(lab, name):
+def process_log(lab, name):
+    """A lab process's log file, open for appending: <state>/logs/<name>.log."""
     d = names.state_dir(lab) / "logs"
     d.mkdir(parents=True, exist_ok=True)
     return open(d / f"{name}.log", "ab")
@@ -45,7 +46,7 @@ def pod_servers(state):
 
 
 def start_pod_server(lab, name):
-    with _log(lab, name) as log:
+    with process_log(lab, name) as log:
         proc = subprocess.Popen([sys.executable, "-m", runtime.PROCESSES[name].module, lab], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=log, start_new_session=True, close_fds=True)
     announce(lab, name, proc.pid)
@@ -447,7 +448,7 @@ def start_commands(state, pod, only=None):
         argv = container_argv(state, pod, c) if only is None or c.name in only else None
         if argv is None:
             continue
-        with _log(lab, f"{pod.namespace}_{pod.name}_{c.name}") as log:
+        with process_log(lab, f"{pod.namespace}_{pod.name}_{c.name}") as log:
             proc = subprocess.Popen(_sandboxed(pod, argv), stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=log, start_new_session=True, close_fds=True, cwd="/",
                                     env={"PATH": CONTAINER_PATH, "HOME": "/", _INIT_VARIABLE: _INIT})

@@ -19,8 +19,9 @@ from netlab import names
 from netlab.errors import EnvironmentProblem, NetlabError
 from netlab.kernel import iptables
 from netlab.kernel import netns as ns
-from netlab.kernel import nft
+from netlab.kernel import nft, wireguard
 from netlab.node.flannel import flanneld
+from netlab.node.flannel import wireguard as flannel_wg
 from netlab.values.nftables import parse_listing
 
 FORMATS = ("dot", "svg", "png")
@@ -155,12 +156,14 @@ def dot(lab):
         if lan_links.get(port, {}).get("master") == names.LAN_BRIDGE:
             style = "" if lan_links[port]["state"] == "UP" else ", style=dashed, color=red"
             out.append(f"  {_id(node.name, names.UPLINK)} -> {_id('lan', names.LAN_BRIDGE)} [label={_id(port)}, dir=none{style}];")
-        tunnels += [(node.name, dst, dev) for _, dst, dev in fdb]
+        tunnels += [(node.name, dst, dev) for _, dst, dev in fdb] + _wireguard_peers(state, node)
     by_ip = {ip: n.name for n in state.nodes for ip in n.ips}
     for src, dst, dev in tunnels:
         if dst in by_ip and src < by_ip[dst]:
+            what = f"wireguard udp/{port}" if (port := _wireguard_port(state, dev)) else \
+                f"vxlan vni {flanneld.vni(state.cluster)}"
             out.append(f"  {_id(src, dev)} -> {_id(by_ip[dst], dev)} "
-                       f"[label={_id(f'vxlan vni {flanneld.vni(state.cluster)}' + (' (IPv6)' if ':' in dst else ''))}, dir=both, style=dotted, "
+                       f"[label={_id(what + (' (IPv6)' if ':' in dst else ''))}, dir=both, style=dotted, "
                        f"color=blue];")
     ext_links, _ = _links(state.external_netns())
     out.append(f"  {_id('external')} [label={_id(_label('external client', ext_links[names.UPLINK]))}, shape=house];")
@@ -201,3 +204,24 @@ def render(lab, path):
     out = subprocess.run(["dot", f"-T{fmt}", "-o", str(path)], input=source, text=True, capture_output=True)
     if out.returncode != 0:
         raise NetlabError(f"dot failed: {out.stderr.strip()}")
+
+
+def _wireguard_peers(state, node):
+    """(node, peer's endpoint address, device) of each peer of the node's WireGuard devices, as `wg show` lists them."""
+    c = state.cluster
+    if c.flannel_backend != "wireguard":
+        return []
+    sockets = flannel_wg.socket_dir(state.lab, node.name) if state.wireguard == wireguard.USERSPACE else None
+    out = []
+    for dev, _ in flannel_wg.devices(c):
+        have = wireguard.dump(node.netns, dev, sockets) or {"peers": {}}
+        out += [(node.name, endpoint.rsplit(":", 1)[0].strip("[]"), dev) for _, endpoint, _, _ in have["peers"].values()
+                if endpoint]
+    return out
+
+
+def _wireguard_port(state, dev):
+    c = state.cluster
+    if c.flannel_backend != "wireguard":
+        return None
+    return flannel_wg.port_of(c, "IPv6" if dev == flannel_wg.DEVICE6 else "IPv4")

@@ -41,6 +41,30 @@ def check_nftables(release=None):
                                  f"use kubeProxyMode: iptables, or set {NFTABLES_SKIP}=1 to try anyway")
 
 
+def wireguard_implementation():
+    """What serves flannel's WireGuard devices on this machine: the kernel's wireguard link
+    (tried in a scratch namespace), or else wireguard-go on a TUN device. `wg` configures
+    either; without it, or with neither, the lab cannot have the wireguard backend."""
+    from netlab.kernel import netns as ns
+    from netlab.kernel import wireguard
+    if shutil.which("wg") is None:
+        raise EnvironmentProblem("wg is not installed (wireguard-tools): flannel's wireguard backend needs it; "
+                                 "run `make setup`")
+    name = f"netlab.preflight.{os.getpid()}"
+    ns.create(name)
+    try:
+        if wireguard.kernel_has_wireguard(name):
+            return wireguard.KERNEL
+    finally:
+        ns.delete(name)
+    if shutil.which(wireguard.USERSPACE) is None:
+        raise EnvironmentProblem("this kernel makes no wireguard devices and wireguard-go is not installed: "
+                                 "flannel's wireguard backend needs one of them; run `make setup`")
+    if not Path("/dev/net/tun").exists():
+        raise EnvironmentProblem("this kernel makes no wireguard devices and has no /dev/net/tun for wireguard-go")
+    return wireguard.USERSPACE
+
+
 def check(applier="iptables-restore"):
     if os.geteuid() != 0:
         raise EnvironmentProblem("netlab must run as root: it creates network namespaces (try sudo)")

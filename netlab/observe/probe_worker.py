@@ -168,7 +168,7 @@ def _exchange(server, message, tcp, timeout, port=53):
 PING_ID, PING_SEQ = 0x4E4C, 1
 
 
-def op_ping(dst, size=84, df=False, timeout=2.0):
+def op_ping(dst, size=84, df=False, timeout=2.0, pattern=""):
     """One ICMP echo of `size` bytes (the whole IP packet), optionally with DF set; to an
     IPv6 address an ICMPv6 echo (no router fragments IPv6: DF is how it always goes). It goes
     out of a raw ICMP socket of the kernel's and its answer is read from one, as ping does:
@@ -182,7 +182,8 @@ def op_ping(dst, size=84, df=False, timeout=2.0):
             s.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO)
         else:
             s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO if df else IP_PMTUDISC_DONT)
-        data = b"\x00" * max(0, size - (48 if six else 28))
+        length = max(0, size - (48 if six else 28))
+        data = (pattern.encode() * length)[:length] if pattern else b"\x00" * length   # ping -p
         echo = _icmp(128 if six else 8, data, checksum=not six)      # the kernel sums ICMPv6
         try:
             s.sendto(echo, (dst, 0))
@@ -308,8 +309,9 @@ _captures = {}
 _capture_ids = __import__("itertools").count(1)
 
 
-def op_capture_start(iface=None, bpf=None, promisc=True, vxlan_port=None):
-    """`vxlan_port`: decode UDP to that port as VXLAN too (a Backend's own Port)."""
+def op_capture_start(iface=None, bpf=None, promisc=True, vxlan_port=None, needle=None):
+    """`vxlan_port`: decode UDP to that port as VXLAN too (a Backend's own Port). `needle`:
+    tell of each packet whether that text is anywhere in its bytes."""
     from scapy.all import UDP, VXLAN, AsyncSniffer, bind_layers
     if vxlan_port:
         bind_layers(UDP, VXLAN, dport=vxlan_port)
@@ -321,15 +323,15 @@ def op_capture_start(iface=None, bpf=None, promisc=True, vxlan_port=None):
         time.sleep(0.01)
     time.sleep(0.1)
     key = str(next(_capture_ids))
-    _captures[key] = sniffer
+    _captures[key] = sniffer, needle.encode() if needle else None
     return {"ok": True, "id": key}
 
 
 def op_capture_stop(id):
-    sniffer = _captures.pop(id)
+    sniffer, needle = _captures.pop(id)
     time.sleep(0.2)
     packets = sniffer.stop() or []
-    return {"ok": True, "packets": [describe(p) for p in packets]}
+    return {"ok": True, "packets": [describe(p, needle) for p in packets]}
 
 
 def _network_layer(pkt):
@@ -348,12 +350,16 @@ def _icmp_type(ip):
     return None
 
 
-def describe(pkt):
+def describe(pkt, needle=None):
     """The fields a person reads off a capture: outer and, for VXLAN, inner headers (IPv4
     or IPv6, either of them: flannel-v6.1's packets are IPv6 in IPv6). An IPv6 header's
-    `proto` is its next header, `ip_len` the whole packet's length (payload + 40)."""
+    `proto` is its next header, `ip_len` the whole packet's length (payload + 40). A UDP
+    packet's first payload byte (`udp_type`: WireGuard's message type, 1-4); with `needle`,
+    whether its bytes hold it."""
     from scapy.all import IP, TCP, UDP, VXLAN
     out = {"summary": pkt.summary(), "length": len(pkt), "time": float(pkt.time)}
+    if needle:
+        out["has_needle"] = needle in bytes(pkt)
     ip = _network_layer(pkt)
     if ip is None:
         return out
@@ -363,6 +369,9 @@ def describe(pkt):
         out["family"] = "IPv6"
     if pkt.haslayer(UDP):
         out.update(sport=pkt[UDP].sport, dport=pkt[UDP].dport)
+        payload = bytes(pkt[UDP].payload)
+        if payload:
+            out["udp_type"] = payload[0]
     elif pkt.haslayer(TCP):
         out.update(sport=pkt[TCP].sport, dport=pkt[TCP].dport, flags=str(pkt[TCP].flags))
     if _icmp_type(ip) is not None:

@@ -10,6 +10,7 @@ import dataclasses
 import errno
 import json
 import resource
+import secrets
 import selectors
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from netlab.errors import NetlabError
 from netlab.kernel import netns as ns
 from netlab.node import underlay
 from netlab.node.flannel import flanneld as flannel
+from netlab.node.flannel import wireguard as flannel_wg
 
 
 class _Worker:
@@ -120,19 +122,21 @@ class Prober:
         worker process is needed, a socket keeps the namespace it was opened in."""
         return connect_all(connections, POLICY_TIMEOUT if timeout is None else timeout)
 
-    def capture(self, target, iface=None, bpf=None, promisc=True, vxlan_port=None):
-        return _Capture(self._worker(target), iface, bpf, promisc, vxlan_port)
+    def capture(self, target, iface=None, bpf=None, promisc=True, vxlan_port=None, needle=None):
+        """`needle`: each packet says whether its bytes hold that text anywhere (has_needle)."""
+        return _Capture(self._worker(target), iface, bpf, promisc, vxlan_port, needle)
 
 
 class _Capture:
     """with prober.capture("lan", "br0", "udp port 8472") as cap: ...; cap.packets"""
 
-    def __init__(self, worker, iface, bpf, promisc=True, vxlan_port=None):
+    def __init__(self, worker, iface, bpf, promisc=True, vxlan_port=None, needle=None):
         self.worker, self.iface, self.bpf, self.promisc, self.packets = worker, iface, bpf, promisc, []
-        self.vxlan_port = vxlan_port
+        self.vxlan_port, self.needle = vxlan_port, needle
 
     def __enter__(self):
         extra = {"vxlan_port": self.vxlan_port} if self.vxlan_port else {}
+        extra.update({"needle": self.needle} if self.needle else {})
         self.id = self.worker.call("capture_start", iface=self.iface, bpf=self.bpf, promisc=self.promisc,
                                    **extra)["id"]
         return self
@@ -530,21 +534,24 @@ def overlay_checks(prober, state, by_node):
     na, nb = _with_pods(state, by_node)[:2] if not why else (None, None)
     device = _overlay_device(state, na, nb)
     plain = device == names.UPLINK
+    wg = flannel.backend_of(c) == "wireguard"
     # a plainly routed packet meets no flannel-v6.1: the pod's own MTU (FLANNEL_MTU) is the limit
     mtu = flannel.mtu6(c) if six and not plain else flannel.mtu(c)
     too_big = f"refused: packet too big, mtu {mtu}" if six else f"refused: fragmentation needed, mtu {mtu}"
-    what = "plain routing" if plain else "vxlan encapsulation"
+    what = "plain routing" if plain else ("wireguard encryption" if wg else "vxlan encapsulation")
     if why:
         expected = "the pod's packet on the LAN, not encapsulated" if plain else \
-            f"udp/{flannel.port(c)} vni {flannel.vni(c)} between nodes"
+            (f"udp/{flannel_wg.port_of(c, family(state))} between nodes, nothing of the pod's packet readable" if wg else
+             f"udp/{flannel.port(c)} vni {flannel.vni(c)} between nodes")
         return [skip("overlay", what, expected, why),
                 skip("overlay", f"mtu {mtu} DF", "echo reply (fits the overlay)", why),
                 skip("overlay", f"mtu {mtu + 1} DF", too_big, why)]
     a, b = by_node[na.name][0], _destination(by_node[nb.name])
     src = a.key
-    checks = [_plain_check(prober, state, a, b) if plain else _vxlan_check(prober, state, na, nb, a, b, device)]
+    check = _plain_check if plain else (_wireguard_check if wg else _vxlan_check)
+    checks = [check(prober, state, a, b) if plain else check(prober, state, na, nb, a, b, device)]
     r = prober.ping(src, b.ip, size=mtu, df=True)
-    overhead = 0 if plain else (flannel.OVERHEAD6 if six else flannel.OVERHEAD)
+    overhead = 0 if plain else (80 if wg else flannel.OVERHEAD6 if six else flannel.OVERHEAD)
     checks.append(Check("overlay", f"mtu {mtu} DF {src} -> {b.ip}", "echo reply (fits the overlay)",
                         "echo reply" if r["ok"] else str(r), r["ok"],
                         f"underlay MTU must be {device}'s MTU + {overhead}"))
@@ -569,6 +576,32 @@ def _vxlan_check(prober, state, na, nb, a, b, device):
     expected = f"{na.ip} -> {nb.ip} udp/{port} vni {vni} [{a.ip} -> {b.ip}]"
     return Check("overlay", f"vxlan encapsulation {a.node} -> {b.node}", expected, seen, seen == expected,
                  f"{device} FDB in {a.node}: bridge fdb show dev {device}")
+
+
+def _wireguard_check(prober, state, na, nb, a, b, device):
+    """flannel-wg's packets on the LAN: UDP between the nodes' addresses on the WireGuard port,
+    transport data (message type 4), and nowhere in any of them the text of the pod's echo."""
+    c, fam = state.cluster, family(state)
+    port = flannel_wg.port_of(c, fam)
+    token = f"netlab-{secrets.token_hex(6)}"
+    # a tunnel of its own for IPv6 (Mode separate) goes between the nodes' IPv6 addresses
+    src_ip, dst_ip = (na.ip6, nb.ip6) if fam == "IPv6" and flannel_wg.separate(c) else (na.ip, nb.ip)
+    with prober.capture("lan", _lan_bridge(state, na), f"udp port {port}", needle=token) as cap:
+        r = prober.ping(a.key, b.ip, size=200, pattern=token)
+    sent = [p for p in cap.packets if p.get("src") == src_ip and p.get("dst") == dst_ip and p.get("dport") == port]
+    readable = [p for p in cap.packets if p.get("has_needle")]
+    expected = f"{src_ip} -> {dst_ip} udp/{port} transport data, the echo's text ({token}) nowhere"
+    if not r["ok"]:
+        seen = f"the echo got no answer: {r.get('error') or r}"
+    elif not sent:
+        seen = "no WireGuard packet on the LAN"
+    else:
+        kinds = sorted({p.get("udp_type") for p in sent})
+        seen = (f"{src_ip} -> {dst_ip} udp/{port} " + ("transport data" if kinds == [4] else f"message types {kinds}")
+                + (f", the echo's text in {len(readable)} packets" if readable else
+                   f", the echo's text ({token}) nowhere"))
+    return Check("overlay", f"wireguard encryption {a.node} -> {b.node}", expected, seen,
+                 seen == expected and not readable, f"the peers of {device} in {a.node}: netlab exec {a.node} -- wg show")
 
 
 def _plain_check(prober, state, a, b):

@@ -189,11 +189,14 @@ def trace(lab, src, dst, udp=False):
     nat = _conntrack(state, src_ip, ip, port, sport, udp)
     flow = {src_ip, ip} | {_host(e["to"]) for e in nat} | {e["reply_dst"] for e in nat}
     hops = []
+    tunnel = _wireguard_tunnel(state)
     for (target, dev), cap in caps:
         for p in cap.packets:
             inner = p.get("inner")
             if (inner and {inner.get("src"), inner.get("dst")} & flow) or (not inner and {p.get("src"), p.get("dst")} & flow):
                 hops.append({"where": f"{target}:{dev}", **p})
+            elif tunnel(p):
+                hops.append({"where": f"{target}:{dev}", **p, "wireguard": True})
     hops.sort(key=lambda h: h.get("time", 0))
     out = {"source": src, "src_ip": src_ip, "destination": dst, "dst_ip": ip, "port": port,
            "protocol": protocol, "kube_proxy_mode": state.cluster.kube_proxy_mode, "answer": answer,
@@ -218,6 +221,18 @@ def _overlay_device(cluster, six):
     if flanneld.backend_of(cluster) == "host-gw":
         return None
     return flanneld.device6(cluster) if six else flanneld.device(cluster)
+
+
+def _wireguard_tunnel(state):
+    """Whether a captured packet is flannel's WireGuard between two nodes (its contents
+    unreadable, so it is told by its addresses and port): the flow's packets on the LAN."""
+    c = state.cluster
+    if c.flannel_backend != "wireguard":
+        return lambda p: False
+    nodes = {a for n in state.nodes for a in n.ips}
+    ports = {c.wg_listen_port, c.wg_listen_port6}
+    return lambda p: ({p.get("src"), p.get("dst")} <= nodes and (p.get("dport") in ports or p.get("sport") in ports)
+                      and p.get("proto") == 17)
 
 
 def _host(addrport):
@@ -652,6 +667,8 @@ def render(t):
     lines.append("hops (captures, in time order):")
     for h in t["hops"]:
         text = f"{_hop_end(h.get('src'), h.get('sport'))} -> {_hop_end(h.get('dst'), h.get('dport'))}"
+        if h.get("wireguard"):
+            text = f"WireGuard {h.get('src')} -> {h.get('dst')} udp/{h.get('dport')}  [encrypted]"
         if h.get("inner"):
             i = h["inner"]
             text = (f"VXLAN vni {h['vxlan']['vni']} {h.get('src')} -> {h.get('dst')} udp/{h.get('dport')}"

@@ -24,9 +24,30 @@ class Vxlan:
 
 
 @dataclass(frozen=True)
+class WgPeer:
+    """One [Peer] of a WireGuard device, as `wg showconf` prints it (the PSK's key itself, not a file)."""
+    public_key: str
+    endpoint: str                  # "172.18.0.3:51820", "[fc00:f853:ccd:e793::3]:51821"
+    allowed_ips: tuple             # the CIDRs routed to it and accepted from it
+    keepalive: int = 0             # PersistentKeepalive seconds; 0: off
+    preshared_key: str = ""
+
+
+@dataclass(frozen=True)
+class WireGuard:
+    """A WireGuard device's own configuration: its private key (the path of the file that
+    holds it, which the plan never prints), its port and its peers; `socket_dir`: the node's
+    /run/wireguard, where a userspace implementation's control socket for it lives."""
+    private_key_file: str
+    listen_port: int
+    peers: tuple = ()              # WgPeer, in order
+    socket_dir: str = ""
+
+
+@dataclass(frozen=True)
 class Link:
     ifname: str
-    kind: str                      # bridge | veth | vxlan | peer (the far end of a veth, made by its pair)
+    kind: str                      # bridge | veth | vxlan | wireguard | peer (the far end of a veth, made by its pair)
     mtu: int | None = None
     address: str | None = None     # a MAC to set; None leaves the kernel's
     master: str | None = None
@@ -34,6 +55,7 @@ class Link:
     pin_mac: bool = False          # the bridge plugin pins cni0's MAC to itself
     peer: Peer | None = None
     vxlan: Vxlan | None = None
+    wireguard: WireGuard | None = None
     up: bool = True                # False: held down (a fault the lab was asked for)
 
 
@@ -57,7 +79,13 @@ class Route:
     def __str__(self):
         """As the arguments of `ip route add`, and as `ip route` prints it."""
         return (self.dst + (f" via {self.via}" if self.via else "") + f" dev {self.dev}"
-                + (" onlink" if self.onlink else ""))
+                + (" onlink" if self.onlink else "") + (" scope link" if self.link_scope else ""))
+
+    @property
+    def link_scope(self):
+        """An IPv4 route with no gateway reaches its destination on the link: `ip route add
+        DST dev DEV` gives it scope link, as netlab does (IPv6 routes have no scope)."""
+        return not self.via and self.dst != "default" and ":" not in self.dst
 
 
 @dataclass(frozen=True)
@@ -81,8 +109,8 @@ class Fdb:
 
 
 # Who makes a device that no plan names any more, and so who removes it: the CNI its veths
-# and bridges, flanneld its vxlan device.
-DEVICE_OWNERS = {"veth": "cni", "bridge": "cni", "vxlan": "flannel"}
+# and bridges, flanneld its vxlan and wireguard devices.
+DEVICE_OWNERS = {"veth": "cni", "bridge": "cni", "vxlan": "flannel", "wireguard": "flannel"}
 
 
 @dataclass(frozen=True)

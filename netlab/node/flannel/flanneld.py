@@ -1,5 +1,5 @@
 """flanneld with the kube subnet manager: its backend's layout (vxlan here, host-gw in
-hostgw.py; which one, and its options, from net-conf.json's Backend), subnet.env, the Node
+hostgw.py, wireguard in wireguard.py; which one, and its options, from net-conf.json's Backend), subnet.env, the Node
 annotations, and the masquerade and forward chains every backend shares.
 
 flannel.<VNI> on every node; for each other node a permanent neighbour, an FDB entry and an
@@ -19,8 +19,8 @@ import json
 from dataclasses import replace
 
 from netlab import names
-from netlab.api import netconf, spec
-from netlab.node.flannel import hostgw
+from netlab.api import spec
+from netlab.node.flannel import hostgw, wireguard
 from netlab.values.desired import Addr, Fdb, Link, Neigh, NetnsPlan, Route, Vxlan
 from netlab.values.iptables import Table
 
@@ -59,7 +59,7 @@ def mtu(cluster):
     if kind == "host-gw":
         return cluster.underlay_mtu
     if kind == "wireguard":
-        return outer_mtu(cluster) - netconf.OVERHEAD["wireguard"]
+        return wireguard.mtu(cluster)
     return outer_mtu(cluster) - OVERHEAD if cluster.ipv4 else mtu6(cluster)
 
 
@@ -76,12 +76,17 @@ def mtu6(cluster):
 
 
 def device(cluster):
-    """flannel's IPv4 VXLAN device: fmt.Sprintf("flannel.%v", VNI)."""
+    """flannel's IPv4 device: the VXLAN one, fmt.Sprintf("flannel.%v", VNI), or flannel-wg."""
+    if backend_of(cluster) == "wireguard":
+        return wireguard.device_of(cluster, "IPv4")
     return names.flannel_device(vni(cluster))
 
 
 def device6(cluster=None):
-    """flannel's IPv6 device: fmt.Sprintf("flannel-v6.%d", VNI)."""
+    """flannel's IPv6 device: fmt.Sprintf("flannel-v6.%d", VNI), or flannel-wg-v6 (flannel-wg
+    when one WireGuard tunnel carries both families)."""
+    if cluster is not None and backend_of(cluster) == "wireguard":
+        return wireguard.device_of(cluster, "IPv6")
     return f"flannel-v6.{vni(cluster) if cluster is not None else VNI}"
 
 
@@ -112,16 +117,18 @@ def node_plan(state, node):
     c = state.cluster
     others = [n for n in state.nodes if n.name != node.name]
     kind = backend_of(c)
-    plan = hostgw.node_plan(state, node, others) if kind == "host-gw" else vxlan_plan(state, node, others)
+    plan = {"host-gw": hostgw.node_plan, "wireguard": wireguard.node_plan}.get(kind, vxlan_plan)(state, node, others)
     return replace(plan, iptables=rules(c, node) if c.ipv4 else {}, ip6tables=rules6(c, node) if c.ipv6 else {})
 
 
 def tunnelled(cluster, node=None, other=None):
-    """Whether a pod's packet from `node` to `other`'s pods goes into flannel's VXLAN device:
-    never with host-gw, always with plain vxlan, with DirectRouting only to a node of another
-    segment (a pair not given: not)."""
+    """Whether a pod's packet from `node` to `other`'s pods goes into flannel's device: never
+    with host-gw, always with plain vxlan and wireguard, with DirectRouting only to a node of
+    another segment (a pair not given: not)."""
     if backend_of(cluster) == "host-gw":
         return False
+    if backend_of(cluster) == "wireguard":
+        return True
     if not getattr(cluster, "direct_routing", False):
         return True
     return node is not None and other is not None and not direct(cluster, node, other)
@@ -238,15 +245,17 @@ def annotations(node, cluster=None):
     per family it runs (the families of the node's podCIDRs) the backend's data and its
     address (host-gw has no data: json.RawMessage(nil) marshals to null)."""
     kind = backend_of(cluster) if cluster is not None else "vxlan"
-    data = (lambda mac: "null") if kind == "host-gw" else (lambda mac: _backend_data(mac, vni(cluster)))
+    data = {"host-gw": lambda mac, port: "null",
+            "wireguard": lambda mac, port: wireguard.backend_data(node, port)}.get(
+        kind, lambda mac, port: _backend_data(mac, vni(cluster)))
     out = {"flannel.alpha.coreos.com/backend-type": kind}
     if node.pod_cidr:
-        out["flannel.alpha.coreos.com/backend-data"] = data(node.vtep_mac)
+        out["flannel.alpha.coreos.com/backend-data"] = data(node.vtep_mac, getattr(cluster, "wg_listen_port", 0))
     out["flannel.alpha.coreos.com/kube-subnet-manager"] = "true"
     if node.pod_cidr:
         out["flannel.alpha.coreos.com/public-ip"] = node.ip
     if node.pod_cidr6:
-        out["flannel.alpha.coreos.com/backend-v6-data"] = data(vtep_mac6(node))
+        out["flannel.alpha.coreos.com/backend-v6-data"] = data(vtep_mac6(node), getattr(cluster, "wg_listen_port6", 0))
         out["flannel.alpha.coreos.com/public-ipv6"] = node.ip6
     return out
 
