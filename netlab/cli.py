@@ -126,7 +126,7 @@ def _parser():
     cap.add_argument("-w", "--write", metavar="FILE", help="write a pcap instead of printing")
     cap.add_argument("-c", "--count", type=int, help="stop after this many packets")
     cap.add_argument("filter", nargs="*", help="a tcpdump filter, before or after the options "
-                     "(default on the LAN: udp port 8472)")
+                     "(default on the LAN: the overlay's packets, udp port 8472 for VXLAN)")
 
     fa = command("fault", "inject a fault, list them, or clear them all")
     fa.add_argument("kind", choices=["node-down", "link-down", "partition", "loss", "delay", "clear", "list"],
@@ -438,25 +438,33 @@ def _trace(args):
     return 0
 
 
-def capture_argv(target_is_lan, args):
-    """tcpdump's arguments. flannel's VXLAN runs on 8472, not IANA's 4789, so tcpdump is told
-    (-T vxlan) to decode what the filter selects as VXLAN: on the LAN that is the overlay."""
+def capture_argv(target_is_lan, args, cluster=None):
+    """tcpdump's arguments. On the LAN the default filter is the overlay's own packets: flannel's
+    VXLAN port (8472, not IANA's 4789, so tcpdump is told with -T vxlan to decode it as VXLAN)
+    or WireGuard's; host-gw has no packet of its own, so nothing is filtered."""
     iface = args.interface or ("br0" if target_is_lan else "eth0")
     argv = ["tcpdump", "-n", "-l", "-i", iface]
     if args.write:
         argv += ["-w", args.write]
     if args.count:
         argv += ["-c", str(args.count)]
-    flt = args.filter or (["udp", "port", "8472"] if target_is_lan else [])
-    if flt[:3] == ["udp", "port", "8472"]:
+    from netlab.node.flannel import flanneld
+    kind = flanneld.backend_of(cluster) if cluster is not None else "vxlan"
+    port = str(flanneld.port(cluster)) if cluster is not None else "8472"
+    overlay = {"vxlan": ["udp", "port", port], "host-gw": [],
+               "wireguard": ["udp", "port", str(getattr(cluster, "wg_listen_port", 51820)), "or", "udp", "port",
+                             str(getattr(cluster, "wg_listen_port6", 51821))]}[kind]
+    flt = args.filter or (overlay if target_is_lan else [])
+    if kind == "vxlan" and flt[:3] == ["udp", "port", port]:
         argv += ["-T", "vxlan"]
     return argv + flt
 
 
 def _capture(args):
     from netlab.lab import Lab
-    netns = Lab.find(args.lab).netns_of(args.target)
-    _become(["ip", "netns", "exec", netns, *capture_argv(args.target == "lan", args)])
+    lab = Lab.find(args.lab)
+    netns = lab.netns_of(args.target)
+    _become(["ip", "netns", "exec", netns, *capture_argv(args.target == "lan", args, lab.state().cluster)])
 
 
 def _fault(args):

@@ -75,6 +75,12 @@ def describe(plans):
                 + (f" peer {l.peer.ifname}@{l.peer.netns}" if l.peer else "")
                 + (f" id {l.vxlan.vni} local {l.vxlan.local} dev {l.vxlan.dev} dstport {l.vxlan.port}"
                    f" {'learning' if l.vxlan.learning else 'nolearning'}" if l.vxlan else ""))
+        for l in p.links:
+            if l.wireguard:                     # as `wg set` takes it; peers come as each node's flanneld makes its key
+                w = l.wireguard
+                out.append(f"wg set {l.ifname} private-key {w.private_key_file} listen-port {w.listen_port}"
+                           + "".join(f" peer {x.public_key} endpoint {x.endpoint} allowed-ips {','.join(x.allowed_ips)}"
+                                     for x in w.peers))
         out += [f"addr {a}" for a in p.addrs]
         out += [f"neigh {n}" for n in p.neighs]
         out += [f"fdb {f}" for f in p.fdb]

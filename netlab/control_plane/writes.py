@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from netlab import names
-from netlab.api import spec
+from netlab.api import netconf, spec
 from netlab.controllers import cluster
 from netlab.control_plane import patch as patches
 from netlab.control_plane.status import ApiError, not_found
@@ -33,7 +33,8 @@ READ_ONLY = {
     "replicasets": "the Deployment controller owns them: change the Deployment",
     "daemonsets": "kube-proxy, kube-flannel-ds and kube-router are the lab's own agents",
     "events": "the lab's components record them",
-    "configmaps": "they hold the configuration the lab was built with (change the lab file)",
+    "configmaps": "they hold the configuration the lab was built with (change the lab file; kube-flannel/"
+                  "kube-flannel-cfg takes an update: flanneld's net-conf.json)",
     "ingressclasses": "the ingress-nginx add-on's class is the lab's",
 }
 UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
@@ -198,7 +199,7 @@ class Write:
 
     def mutate(self, state, log):
         r = self.resource
-        if r.plural in READ_ONLY:
+        if r.plural in READ_ONLY and not self.flannel_config():
             raise ApiError(405, f"{r.qualified} cannot be written by a request in netlab: {READ_ONLY[r.plural]}",
                            reason="MethodNotAllowed")
         if r.namespaced and self.target.namespace is None:
@@ -216,6 +217,12 @@ class Write:
         current = self.current(state) if self.target.name else None
         wanted = self.wanted(state, current)
         self.store(state, log, wanted, current)
+
+    def flannel_config(self):
+        """An update of kube-flannel-cfg: flanneld's net-conf.json, which every node's flanneld
+        restarts on (netlab apply -f of the ConfigMap does the same)."""
+        return (self.resource.plural == "configmaps" and self.method in ("PUT", "PATCH")
+                and (self.target.namespace, self.target.name) == netconf.CONFIGMAP)
 
     def wanted(self, state, current):
         """The object the request asks for, checked against the stored one."""
@@ -364,6 +371,10 @@ class Write:
         r = self.resource
         meta = body["metadata"]
         key = storage_key(r, body)
+        if self.flannel_config():                   # served from the cluster's net-conf.json, no record of its own
+            self.apply(state, log, body, current)
+            self.code, self.result, self.stored = 200, self.current(state, meta["name"], meta["namespace"]), True
+            return
         if r.plural == "namespaces":
             self.store_namespace(state, body, current)
         elif r.plural == "nodes":

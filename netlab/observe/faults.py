@@ -17,6 +17,7 @@ per target), and `fault clear KIND TARGET...` clears only the fault it names.
 import dataclasses
 
 from netlab import names
+from netlab.api import spec
 from netlab.errors import EnvironmentProblem, NetlabError
 from netlab.values.iptables import Table
 
@@ -121,6 +122,18 @@ def netem_available():
         ns.delete(name)
 
 
+def _partition(state, one, other):
+    """The LAN's drops between two nodes: what one's port bridges to the other's, and across
+    segments (the LAN's router forwards it, so no bridge port sends it out: physdev-out does not
+    match) what one's port brings in for the other's address."""
+    a, b = (names.lan_port(state.lab, t) for t in (one, other))
+    comment = f'-m comment --comment "{PARTITION_COMMENT}" -j DROP'
+    if spec.segment_of(state.cluster, one) == spec.segment_of(state.cluster, other):
+        return [f"-m physdev --physdev-in {x} --physdev-out {y} {comment}" for x, y in ((a, b), (b, a))]
+    ips = {n.name: n.ip for n in state.nodes}
+    return [f"-d {ips[y]}/32 -m physdev --physdev-in {x} {comment}" for x, y in ((a, other), (b, one))]
+
+
 def adjust(state, plans):
     """The plans with the recorded faults in them."""
     down = {}                                   # netns -> link names held down
@@ -134,9 +147,7 @@ def adjust(state, plans):
             if pod is not None:
                 down.setdefault(pod.node, set()).add(pod.host_veth)
         elif kind == "partition":
-            a, b = (names.lan_port(state.lab, t) for t in targets)
-            drops += [f'-m physdev --physdev-in {x} --physdev-out {y} -m comment --comment "{PARTITION_COMMENT}" -j DROP'
-                      for x, y in ((a, b), (b, a))]
+            drops += _partition(state, *targets)
     out = []
     for p in plans:
         if p.netns in down:

@@ -578,14 +578,19 @@ def _vxlan_check(prober, state, na, nb, a, b, device):
                  f"{device} FDB in {a.node}: bridge fdb show dev {device}")
 
 
+WIREGUARD_MESSAGES = (1, 2, 3, 4)      # handshake initiation, response, cookie reply, transport data
+
+
 def _wireguard_check(prober, state, na, nb, a, b, device):
     """flannel-wg's packets on the LAN: UDP between the nodes' addresses on the WireGuard port,
     transport data (message type 4), and nowhere in any of them the text of the pod's echo."""
     c, fam = state.cluster, family(state)
     port = flannel_wg.port_of(c, fam)
     token = f"netlab-{secrets.token_hex(6)}"
-    # a tunnel of its own for IPv6 (Mode separate) goes between the nodes' IPv6 addresses
-    src_ip, dst_ip = (na.ip6, nb.ip6) if fam == "IPv6" and flannel_wg.separate(c) else (na.ip, nb.ip)
+    # a tunnel of its own for IPv6 (Mode separate) goes between the nodes' IPv6 addresses, one
+    # tunnel for both between their IPv4 ones (the IPv6 view's nodes have their IPv6 as ip)
+    ends = [base(state).node(n.name) for n in (na, nb)]
+    src_ip, dst_ip = (e.ip6 if fam == "IPv6" and flannel_wg.separate(c) else e.ip for e in ends)
     with prober.capture("lan", _lan_bridge(state, na), f"udp port {port}", needle=token) as cap:
         r = prober.ping(a.key, b.ip, size=200, pattern=token)
     sent = [p for p in cap.packets if p.get("src") == src_ip and p.get("dst") == dst_ip and p.get("dport") == port]
@@ -596,8 +601,10 @@ def _wireguard_check(prober, state, na, nb, a, b, device):
     elif not sent:
         seen = "no WireGuard packet on the LAN"
     else:
-        kinds = sorted({p.get("udp_type") for p in sent})
-        seen = (f"{src_ip} -> {dst_ip} udp/{port} " + ("transport data" if kinds == [4] else f"message types {kinds}")
+        # the first packets to a peer may be its handshake (types 1 and 2) before the data (4)
+        kinds = {p.get("udp_type") for p in sent}
+        data = 4 in kinds and kinds <= set(WIREGUARD_MESSAGES)
+        seen = (f"{src_ip} -> {dst_ip} udp/{port} " + ("transport data" if data else f"message types {sorted(kinds)}")
                 + (f", the echo's text in {len(readable)} packets" if readable else
                    f", the echo's text ({token}) nowhere"))
     return Check("overlay", f"wireguard encryption {a.node} -> {b.node}", expected, seen,

@@ -223,6 +223,9 @@ def _overlay_device(cluster, six):
     return flanneld.device6(cluster) if six else flanneld.device(cluster)
 
 
+WIREGUARD_MESSAGES = {1: "handshake initiation", 2: "handshake response", 3: "cookie reply", 4: "transport data"}
+
+
 def _wireguard_tunnel(state):
     """Whether a captured packet is flannel's WireGuard between two nodes (its contents
     unreadable, so it is told by its addresses and port): the flow's packets on the LAN."""
@@ -668,7 +671,8 @@ def render(t):
     for h in t["hops"]:
         text = f"{_hop_end(h.get('src'), h.get('sport'))} -> {_hop_end(h.get('dst'), h.get('dport'))}"
         if h.get("wireguard"):
-            text = f"WireGuard {h.get('src')} -> {h.get('dst')} udp/{h.get('dport')}  [encrypted]"
+            kind = WIREGUARD_MESSAGES.get(h.get("udp_type"), "message")
+            text = f"WireGuard {h.get('src')} -> {h.get('dst')} udp/{h.get('dport')} {kind}  [encrypted]"
         if h.get("inner"):
             i = h["inner"]
             text = (f"VXLAN vni {h['vxlan']['vni']} {h.get('src')} -> {h.get('dst')} udp/{h.get('dport')}"

@@ -470,7 +470,10 @@ def test_exec_curl_answers_with_the_serving_pods_hostname(kc):
 def test_exec_passes_the_commands_exit_code(kc):
     out = kc("exec", "client", "--", "sh", "-c", "exit 3", check=False)
     assert out.returncode == 3
-    assert out.stderr.strip() == "command terminated with exit code 3"
+    # client-go's own log line, when the server's "connected" message (an empty one on stdout, as
+    # the kubelet's createWebSocketStreams sends) beats its stream setup on a loaded machine
+    lines = [l for l in out.stderr.strip().splitlines() if not re.search(r"websocket\.go:\d+\] Unknown stream id", l)]
+    assert lines == ["command terminated with exit code 3"]
 
 
 def test_exec_passes_stdin_and_stdout(kc):

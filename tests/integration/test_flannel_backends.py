@@ -222,6 +222,25 @@ def test_across_the_router_the_pods_packet_is_in_vxlan_and_inside_a_segment_it_i
     _probe_passes(segments)
 
 
+def test_a_partition_across_the_router_cuts_the_two_nodes_and_no_other(segments):
+    state = segments.state()
+    pods = {p.node: p for p in state.pods if p.namespace == "default"}
+    cp, worker, worker2 = (state.node(f"{state.lab}-{n}") for n in ("control-plane", "worker", "worker2"))
+
+    def reaches(src, dst):
+        """A pod of `src` (the control plane runs none: the node itself) pings `dst`'s pod."""
+        netns = pods[src.name].netns if src.name in pods else src.netns
+        return _in(netns, ["ping", "-c", "1", "-W", "1", pods[dst.name].ip]).returncode == 0
+    assert reaches(worker, worker2)
+    segments.fault("partition", ["worker", "worker2"])
+    try:
+        assert not reaches(worker, worker2) and not reaches(worker2, worker)
+        assert reaches(cp, worker2) and reaches(cp, worker)
+    finally:
+        segments.clear_faults()
+    assert reaches(worker, worker2)
+
+
 # --- vxlan on its own VNI and port, from the ConfigMap ------------------------------------------
 
 def test_the_configmaps_vni_and_port_make_flannel_4096_on_udp_4789(vni_port):

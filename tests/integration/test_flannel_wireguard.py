@@ -21,6 +21,7 @@ from netlab.kernel import processes, wireguard
 from netlab.node.flannel import wireguard as flannel_wg
 
 from .conftest import lab_for_module, wait_for
+from .test_dual_stack_api import kubectl_for
 from .test_flannel_backends import CLUSTER, WORKLOAD, _node_annotations, _probe_passes, _routes
 from .test_observe import wait_until_listening
 
@@ -48,7 +49,8 @@ def wg_lab(tmp_path_factory):
         yield lab
         served = [r for name, r in lab.state().processes.items() if name.startswith("wireguard-go.")]
     assert not any(processes.alive(r) for r in served)             # ended by down, by their pids
-    assert wireguard.SOCKET_DIR.exists() == had_socket_dir      # made for the lab, gone with it
+    if not had_socket_dir:
+        assert not wireguard.SOCKET_DIR.exists()                # made for the lab, gone with it
 
 
 def _wg(lab, node, *args):
@@ -213,9 +215,17 @@ def test_switching_to_vxlan_removes_the_tunnels_and_their_processes(wg_lab, tmp_
     with wg_lab.prober() as p:
         b = pods[f"{state.lab}-worker2"]
         assert p.http(pods[f"{state.lab}-worker"].key, b.ip, 8080, "/hostname")["body"] == b.name
+    # back through the API, as `kubectl apply` of kube-flannel-cfg (the same controller)
     (tmp_path / "wireguard.yaml").write_text(CONFIGMAP % "wireguard")
-    wg_lab.apply([tmp_path / "wireguard.yaml"])
+    kubectl = kubectl_for(wg_lab, tmp_path)
+    assert "configured" in kubectl("apply", "-f", str(tmp_path / "wireguard.yaml")).stdout
     state = wg_lab.state()
+    assert state.cluster.flannel_backend == "wireguard"
+    (tmp_path / "ipv6.yaml").write_text(CONFIGMAP % 'wireguard", "Mode": "ipv6')
+    bad = kubectl("apply", "-f", str(tmp_path / "ipv6.yaml"), check=False)
+    assert bad.returncode == 1 and 'The ConfigMap "kube-flannel-cfg" is invalid: data.net-conf.json.Backend.Mode' \
+        in bad.stderr
+    assert wg_lab.state().cluster == state.cluster                  # a refused update changes nothing
     assert len(_peers(wg_lab, state.nodes[0].name)) == len(state.nodes) - 1
     assert all(n.wg_public_key for n in state.nodes)
     assert flannel_wg.DEVICE in subprocess.run(["ip", "netns", "exec", state.nodes[0].netns, "ip", "-o", "link"],

@@ -208,6 +208,20 @@ def test_a_node_of_a_second_segment_takes_its_networks_addresses_and_routes_thro
                                            "default via fc00:f853:ccd:e794::1 dev eth0"]
 
 
+def test_a_partition_across_segments_drops_what_the_router_would_forward(tmp_path):
+    from netlab.observe import faults
+    f = tmp_path / "lab.yaml"
+    f.write_text(SEGMENTED + segments_doc("[{cidr: 172.19.0.0/16, nodes: [worker2]}]", ""))
+    state = cluster.new_state(spec.load(f))
+    comment = '-m comment --comment "netlab partition" -j DROP'
+    assert faults._partition(state, "t-worker", "t-worker2") == [
+        f"-d 172.19.0.2/32 -m physdev --physdev-in worker {comment}",
+        f"-d 172.18.0.3/32 -m physdev --physdev-in worker2 {comment}"]
+    assert faults._partition(state, "t-control-plane", "t-worker") == [
+        f"-m physdev --physdev-in control-plane --physdev-out worker {comment}",
+        f"-m physdev --physdev-in worker --physdev-out control-plane {comment}"]
+
+
 @pytest.mark.parametrize("segments, extra, message", [
     ("[{cidr: 172.19.0.0/16, nodes: [worker2]}]", "flannel: {backend: {Type: host-gw}}\n",
      "Lab: lan.segments: flannel's host-gw backend needs every node on one L2 segment: its route <podCIDR> via "

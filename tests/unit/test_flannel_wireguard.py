@@ -158,3 +158,14 @@ def test_one_tunnel_is_refused_in_an_ipv6_lab(tmp_path):
         "ConfigMap kube-flannel/kube-flannel-cfg: data.net-conf.json.Backend.Mode: auto: one tunnel reaches its "
         "peers at their IPv4 addresses, which an IPv6 lab's nodes do not publish "
         "(flannel.alpha.coreos.com/public-ip); use Mode separate")
+
+
+def test_a_lan_capture_takes_the_backends_own_packets_by_default():
+    from netlab import cli
+    args = cli.parse(["capture", "lan", "-c", "4"])
+    base = ["tcpdump", "-n", "-l", "-i", "br0", "-c", "4"]
+    assert cli.capture_argv(True, args, keyed().cluster) == [*base, "udp", "port", "51820", "or", "udp", "port",
+                                                             "51821"]
+    assert cli.capture_argv(True, args, lab(vxlan_port=4789).cluster) == [*base, "-T", "vxlan", "udp", "port", "4789"]
+    assert cli.capture_argv(True, args, lab(flannel_backend="host-gw").cluster) == base
+    assert cli.capture_argv(True, args) == [*base, "-T", "vxlan", "udp", "port", "8472"]
