@@ -129,10 +129,13 @@ def _parser():
                      "(default on the LAN: the overlay's packets, udp port 8472 for VXLAN)")
 
     fa = command("fault", "inject a fault, list them, or clear them all")
-    fa.add_argument("kind", choices=["node-down", "link-down", "partition", "loss", "delay", "clear", "list"],
+    fa.add_argument("kind", choices=["node-down", "link-down", "partition", "loss", "delay", "bandwidth", "clear",
+                                     "list"],
                     help="node-down NODE | link-down NODE|POD | partition NODE NODE | loss NODE|POD PERCENT | "
                     "delay NODE|POD MS | clear [one of the above, as list prints it] | list")
     fa.add_argument("targets", nargs="*", metavar="NODE|POD [NODE|VALUE]", help="what the fault applies to")
+    fa.add_argument("--for", dest="seconds", type=float, metavar="SECONDS",
+                    help="clear the fault by itself after this many seconds")
 
     gr = command("graph", "a diagram of the live lab, drawn from kernel state (Graphviz)")
     gr.add_argument("-o", "--output", default="netlab.svg", metavar="FILE.svg|.png|.dot",
@@ -467,18 +470,26 @@ def _capture(args):
     _become(["ip", "netns", "exec", netns, *capture_argv(args.target == "lan", args, lab.state().cluster)])
 
 
+def _remaining(fault):
+    """`  (ends in 12s)` for a fault injected --for a while."""
+    import time
+    return f"  (ends in {max(0, fault['until'] - time.time()):.0f}s)" if fault.get("until") else ""
+
+
 def _fault(args):
     from netlab.lab import Lab
     lab = Lab.find(args.lab)
     if args.kind == "list":
         found = lab.state().faults
-        print("\n".join(f"{f['kind']} {' '.join(f['targets'])}" for f in found) if found else "no faults")
+        print("\n".join(f"{f['kind']} {' '.join(f['targets'])}" + _remaining(f) for f in found) if found
+              else "no faults")
     elif args.kind == "clear":
         gone = lab.clear_faults(args.targets)
         print("\n".join(f"cleared {f['kind']} {' '.join(f['targets'])}" for f in gone) if gone else "no faults")
     else:
-        lab.fault(args.kind, args.targets)
-        print(f"fault {args.kind} {' '.join(args.targets)} injected (netlab fault clear removes it)")
+        lab.fault(args.kind, args.targets, args.seconds)
+        print(f"fault {args.kind} {' '.join(args.targets)} injected "
+              + (f"for {args.seconds:g}s" if args.seconds else "(netlab fault clear removes it)"))
 
 
 def _graph(args):

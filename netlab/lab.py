@@ -11,6 +11,7 @@ The CLI is a thin layer over this class; a user's own pytest suite can use it th
 """
 
 import datetime
+import os
 import shutil
 import socket
 import subprocess
@@ -332,13 +333,13 @@ class Lab:
         return self.change(f"pod {'ready' if ready else 'unready'} {pod}",
                             lambda state, log: cluster.set_ready(state, namespace or "default", name, ready, log=log))
 
-    def fault(self, kind, targets):
-        """Inject a fault (faults.KINDS); it stays until `clear_faults`. The same fault twice
-        is refused."""
+    def fault(self, kind, targets, seconds=None):
+        """Inject a fault (faults.KINDS); it stays until `clear_faults`, or with `seconds` until
+        then (the controller manager clears it). The same fault twice is refused."""
         from netlab.observe import faults
 
         def add(state, log):
-            fault = faults.check(state, kind, list(targets))
+            fault = faults.check(state, kind, list(targets), seconds)
             state.faults.append(fault)
             log.append(("FaultInjected", f"fault/{kind}", "", " ".join(fault["targets"])))
             return fault
@@ -584,6 +585,8 @@ class Lab:
         the cloud read its balancers' tables back."""
         saved = self.store.path.stat().st_mtime_ns
         for server in kubelet.pod_servers(state):
+            if (state.processes.get(server) or {}).get("pid") == os.getpid():
+                continue                             # the lab process making this change: it has seen it
             since = cloud.request_resync(self.name) if full and server == "cloud" else saved
             for attempt in (1, 2):
                 try:
@@ -641,7 +644,10 @@ class Lab:
         if started:
             self._save(state)                        # their records, before anything else
         for name in [s for s in state.processes if mine(s) and s not in wanted]:
-            processes.stop(state.processes.pop(name))
+            rec = state.processes.pop(name)
+            if rec["pid"] == os.getpid():
+                continue                             # the process making this change ends by itself after it
+            processes.stop(rec)
             changes.add("kubelet", [(state.lab, f"stopped {name}: nothing needs it any more")])
         return started
 

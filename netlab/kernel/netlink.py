@@ -19,7 +19,7 @@ from pyroute2.netlink.rtnl.ndmsg import states as nud_states
 
 from netlab.errors import NetlabError
 from netlab.kernel import netns as ns
-from netlab.kernel import wireguard
+from netlab.kernel import tc, wireguard
 from netlab.values.desired import DEVICE_OWNERS, key
 
 NUD_PERMANENT = nud_states["permanent"]
@@ -67,6 +67,8 @@ class NetlinkApplier:
             links = self._links(plan, ipr, fresh)
             index = _Index({name: l["index"] for name, l in links.items()})
             self._wireguard(plan)
+            if plan.qdiscs is not None:
+                self._qdiscs(plan, ipr, index)
             self._sysctls(plan, fresh)
             self._addrs(plan, ipr, index, fresh)
             self._neighs(plan, ipr, index, fresh)
@@ -182,6 +184,23 @@ class NetlinkApplier:
                 for what in wireguard.sync(plan.netns, link.ifname, link.wireguard):
                     self.writes += 1
                     self.log.append((plan.netns, f"wg set {link.ifname} {what}", plan.owner_of(key(link))))
+
+    def _qdiscs(self, plan, ipr, index):
+        """The faults' root qdiscs: set where planned, removed where no plan has one any more."""
+        have = tc.root_kinds(ipr, index.names)
+        want = {q.dev: q for q in plan.qdiscs}
+        for dev, kind in sorted((d, k) for d, k in have.items() if d):
+            if kind in tc.FAULT_KINDS and dev not in want:
+                tc.delete(plan.netns, dev)
+                self.writes += 1
+                self.log.append((plan.netns, f"del qdisc {kind} dev {dev}", "faults"))
+        for dev, q in want.items():
+            _need(plan.netns, index, dev)
+            if have.get(dev) == q.kind and tc.matches(plan.netns, q):
+                continue
+            tc.replace(plan.netns, q)
+            self.writes += 1
+            self.log.append((plan.netns, f"qdisc {q}", "faults"))
 
     # --- addresses, neighbours, FDB, routes ---------------------------------------------
 

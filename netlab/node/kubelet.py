@@ -30,6 +30,9 @@ POLL_SECONDS = 0.2
 # kubeadm's static pod: the kubelet of the control plane runs kube-apiserver from its manifest
 # (a lab process, named here by its module; the node layer imports nothing of the control plane).
 runtime.register_process(runtime.LabProcess("kube_apiserver", "netlab.control_plane.kube_apiserver"))
+# and kube-controller-manager's timed part, while a fault waits to end (it exits when none does)
+runtime.register_process(runtime.LabProcess("kube_controller_manager", "netlab.control_plane.kube_controller_manager",
+                                            wanted=lambda state: any(f.get("until") for f in state.faults)))
 
 
 def process_log(lab, name):

@@ -7,7 +7,13 @@ them, and `netlab fault clear` is a change like any other that takes them away.
   link-down NODE|POD     a node: the same; a pod: its veth on the node goes down
   partition NODE NODE    the LAN switch drops what the two nodes send each other (VXLAN
                          included), with bridge netfilter in the LAN namespace
-  loss|delay TARGET V    netem on the target's LAN port or veth, where the kernel has netem
+  loss|delay TARGET V    netem on the target's LAN port or veth (what is sent to it), where
+                         the kernel has netem; without it a node's loss is an iptables
+                         statistic rule on its LAN port (delay has no such stand-in)
+  bandwidth TARGET RATE  tbf on the same device: what is sent to the target, at RATE (10mbit)
+
+`--for SECONDS` makes a fault clear itself: it records when it ends, and the controller
+manager (a lab process) clears it then, as a command would.
 
 A node is named in full or without the lab's prefix, and recorded in full. The same fault
 twice is refused (a partition is the same either way round; loss and delay are one setting
@@ -15,29 +21,58 @@ per target), and `fault clear KIND TARGET...` clears only the fault it names.
 """
 
 import dataclasses
+import functools
+import re
+import time
 
 from netlab import names
 from netlab.api import spec
 from netlab.errors import EnvironmentProblem, NetlabError
+from netlab.values.desired import Qdisc
 from netlab.values.iptables import Table
 
 PARTITION_COMMENT = "netlab partition"      # how the appliers know these rules are the lab's own
-KINDS = ("node-down", "link-down", "partition", "loss", "delay")
+LOSS_COMMENT = "netlab loss"
+KINDS = ("node-down", "link-down", "partition", "loss", "delay", "bandwidth")
+SHAPED = ("loss", "delay", "bandwidth")                 # one value per target, set on one device
+RATE = re.compile(r"^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit)$")
 
 
-def check(state, kind, targets):
-    """The fault as it will be recorded (nodes by their full name, pods as NAMESPACE/NAME),
-    or a clear error: an unknown target, a partition of a node with itself, a fault that is
-    already injected."""
+def check(state, kind, targets, seconds=None):
+    """The fault as it will be recorded (nodes by their full name, pods as NAMESPACE/NAME, how a
+    loss is made, when it ends), or a clear error: an unknown target, a partition of a node with
+    itself, a fault that is already injected, one this kernel cannot make."""
     fault = _parse(state, kind, targets)
     same = next((f for f in state.faults if _identity(f) == _identity(fault)), None)
     if same is not None:
         raise NetlabError(f"fault {' '.join([same['kind'], *same['targets']])} is already injected "
                           f"(`netlab fault clear {' '.join([same['kind'], *same['targets']])}` removes it)")
-    if kind in ("loss", "delay") and not netem_available():
-        raise EnvironmentProblem("this kernel has no netem (sch_netem): loss and delay cannot be emulated "
-                                 "here; node-down, link-down and partition can")
+    if kind in ("loss", "delay"):
+        if qdisc_available("netem"):
+            fault["by"] = "netem"
+        elif kind == "loss" and state.find_node(fault["targets"][0]) is not None:
+            fault["by"] = "statistic"       # iptables' statistic match on the node's LAN port
+        else:
+            raise EnvironmentProblem(f"this kernel has no netem (sch_netem): {kind} cannot be emulated on "
+                                     f"{'a pod' if kind == 'loss' else 'anything'} here; a node's loss (an iptables "
+                                     f"statistic rule), bandwidth, node-down, link-down and partition can")
+    if kind == "bandwidth" and not qdisc_available("tbf"):
+        raise EnvironmentProblem("this kernel has no tbf (sch_tbf): bandwidth cannot be limited here")
+    device = _device(state, fault)
+    for other in state.faults:
+        if other["kind"] in SHAPED and _device(state, other) == device and \
+                {_qdisc_kind(other), _qdisc_kind(fault)} == {"netem", "tbf"}:
+            raise NetlabError(f"{fault['targets'][0]} has {other['kind']} already, and a device has one root qdisc: "
+                              f"clear it first (`netlab fault clear {other['kind']} {' '.join(other['targets'])}`)")
+    if seconds is not None:
+        if seconds <= 0:
+            raise NetlabError(f"--for {seconds:g}: a fault lasts a positive number of seconds")
+        fault["until"] = round(time.time() + seconds, 3)
     return fault
+
+
+def _qdisc_kind(fault):
+    return "tbf" if fault["kind"] == "bandwidth" else ("netem" if fault.get("by") == "netem" else None)
 
 
 def named(state, words):
@@ -56,14 +91,18 @@ def named(state, words):
 def _parse(state, kind, targets):
     if kind not in KINDS:
         raise NetlabError(f"unknown fault {kind!r} (known: {', '.join(KINDS)})")
-    wanted = {"partition": 2, "loss": 2, "delay": 2}.get(kind, 1)
+    wanted = {"partition": 2, "loss": 2, "delay": 2, "bandwidth": 2}.get(kind, 1)
     if len(targets) != wanted:
         raise NetlabError(f"fault {kind} takes {wanted} argument{'s' * (wanted > 1)}")
-    objects = targets[:1] if kind in ("loss", "delay") else targets
+    objects = targets[:1] if kind in SHAPED else targets
     recorded = [_target(state, kind, t) for t in objects]
     if kind == "partition" and recorded[0] == recorded[1]:
         raise NetlabError(f"fault partition takes two different nodes, not {recorded[0]} twice")
-    if kind in ("loss", "delay"):
+    if kind == "bandwidth":
+        if not RATE.match(targets[1]):
+            raise NetlabError(f"bandwidth takes a rate as tc writes it (10mbit, 500kbit, 1gbit), not {targets[1]!r}")
+        recorded.append(targets[1])
+    elif kind in ("loss", "delay"):
         try:
             value = float(targets[1])
         except ValueError:
@@ -88,8 +127,8 @@ def _target(state, kind, target):
 
 
 def _identity(fault):
-    """What makes two faults the same: a partition is the same either way round; loss and
-    delay are one setting per target, whatever the value."""
+    """What makes two faults the same: a partition is the same either way round; loss, delay and
+    bandwidth are one setting per target, whatever the value (or how long it lasts)."""
     kind, targets = fault["kind"], fault["targets"]
     return kind, frozenset(targets) if kind == "partition" else targets[0]
 
@@ -100,7 +139,12 @@ def _pod(state, target):
 
 
 def netem_available():
-    """Whether netem can be attached here: tried on lo of a scratch namespace."""
+    return qdisc_available("netem")
+
+
+@functools.lru_cache(maxsize=None)
+def qdisc_available(kind):
+    """Whether a root qdisc of `kind` (netem, tbf) can be attached here: tried on lo of a scratch namespace."""
     import os
 
     from pyroute2 import IPRoute
@@ -114,7 +158,8 @@ def netem_available():
             ipr = IPRoute()
         with ipr:
             try:
-                ipr.tc("add", "netem", ipr.link_lookup(ifname="lo")[0], delay=1000)
+                options = dict(delay=1000) if kind == "netem" else dict(rate="1mbit", burst=32768, latency=50000)
+                ipr.tc("add", kind, ipr.link_lookup(ifname="lo")[0], **options)
                 return True
             except NetlinkError:
                 return False
@@ -134,10 +179,46 @@ def _partition(state, one, other):
     return [f"-d {ips[y]}/32 -m physdev --physdev-in {x} {comment}" for x, y in ((a, other), (b, one))]
 
 
+def _device(state, fault):
+    """(netns, device) a shaping fault sets its qdisc on: a node's port on the LAN, a pod's veth
+    on its node; what is sent to the target goes through it."""
+    node = state.find_node(fault["targets"][0])
+    if node is not None:
+        return state.lan_netns(), names.lan_port(state.lab, node.name)
+    pod = _pod(state, fault["targets"][0])
+    return (pod.node, pod.host_veth) if pod is not None and pod.node else (None, None)
+
+
+def _probability(percent):
+    """--probability as iptables-save prints it: libxt_statistic keeps lround(p * 2^31)."""
+    return f"{round(float(percent) / 100 * 0x80000000) / 0x80000000:.11f}"
+
+
+def qdiscs(state):
+    """{netns: {device: Qdisc}} of the shaping faults: netem with the loss and delay of a
+    target, tbf with its rate."""
+    out = {}
+    for f in state.faults:
+        if f["kind"] not in SHAPED or _qdisc_kind(f) is None:
+            continue
+        netns, dev = _device(state, f)
+        if netns is None:
+            continue
+        have = out.setdefault(netns, {}).get(dev) or Qdisc(dev, _qdisc_kind(f))
+        value = f["targets"][1]
+        have = dataclasses.replace(have, **{"loss": float(value)} if f["kind"] == "loss" else
+                                   {"delay": float(value)} if f["kind"] == "delay" else {"rate": value})
+        out[netns][dev] = have
+    return out
+
+
 def adjust(state, plans):
-    """The plans with the recorded faults in them."""
+    """The plans with the recorded faults in them. The LAN's and every node's plan say which
+    qdiscs they hold (none but the faults'), so a cleared fault's goes."""
     down = {}                                   # netns -> link names held down
     drops = []
+    shaped = qdiscs(state)
+    shaping = {state.lan_netns()} | {n.netns for n in state.nodes}
     for f in state.faults:
         kind, targets = f["kind"], f["targets"]
         if kind in ("node-down", "link-down") and targets[0] in {n.name for n in state.nodes}:
@@ -148,11 +229,17 @@ def adjust(state, plans):
                 down.setdefault(pod.node, set()).add(pod.host_veth)
         elif kind == "partition":
             drops += _partition(state, *targets)
+        elif kind == "loss" and f.get("by") == "statistic":
+            port = names.lan_port(state.lab, targets[0])
+            drops.append(f"-m physdev --physdev-out {port} -m statistic --mode random --probability "
+                         f"{_probability(targets[1])} -m comment --comment \"{LOSS_COMMENT}\" -j DROP")
     out = []
     for p in plans:
         if p.netns in down:
             p = dataclasses.replace(p, links=tuple(dataclasses.replace(l, up=False) if l.ifname in down[p.netns] else l
                                                    for l in p.links))
+        if p.netns in shaping:
+            p = dataclasses.replace(p, qdiscs=tuple(shaped.get(p.netns, {}).values()))
         if p.netns == state.lan_netns():
             # Always a filter table, so the partition's rules go when the fault does.
             p = dataclasses.replace(p, iptables={"filter": Table("filter", {"FORWARD": tuple(drops)})},

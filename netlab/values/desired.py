@@ -108,6 +108,27 @@ class Fdb:
         return f"{self.lladdr} dev {self.dev} dst {self.dst} self permanent"
 
 
+@dataclass(frozen=True)
+class Qdisc:
+    """A device's root queueing discipline, as a fault sets it: netem (`loss` percent, `delay`
+    milliseconds) or tbf (`rate`, as tc writes it: "10mbit")."""
+    dev: str
+    kind: str                      # netem | tbf
+    loss: float = 0.0
+    delay: float = 0.0
+    rate: str = ""
+
+    def __str__(self):
+        """As `tc qdisc replace dev DEV root ...` takes it."""
+        if self.kind == "tbf":
+            return f"dev {self.dev} root tbf rate {self.rate} burst {TBF_BURST} latency {TBF_LATENCY}"
+        return (f"dev {self.dev} root netem" + (f" delay {self.delay:g}ms" if self.delay else "")
+                + (f" loss {self.loss:g}%" if self.loss else ""))
+
+
+TBF_BURST, TBF_LATENCY = "32kb", "50ms"    # a bucket of 32 KiB, and at most 50 ms queued
+
+
 # Who makes a device that no plan names any more, and so who removes it: the CNI its veths
 # and bridges, flanneld its vxlan and wireguard devices.
 DEVICE_OWNERS = {"veth": "cni", "bridge": "cni", "vxlan": "flannel", "wireguard": "flannel"}
@@ -127,6 +148,7 @@ class NetnsPlan:
     neighs: tuple = ()
     fdb: tuple = ()
     sysctls: tuple = ()            # (slash path under /proc/sys, value)
+    qdiscs: tuple | None = None    # the faults' root qdiscs (Qdisc); None: this namespace has none to look at
     iptables: dict = field(default_factory=dict, hash=False, compare=True)  # table -> Table
     ip6tables: dict = field(default_factory=dict, hash=False, compare=True)  # dual-stack: IPv6's, table -> Table
     nftables: dict = field(default_factory=dict, hash=False, compare=True)  # "ip kube-proxy" -> values.nftables.Table
@@ -149,6 +171,8 @@ def key(item):
         return ("neigh", item.dst, item.dev)
     if isinstance(item, Fdb):
         return ("fdb", item.lladdr, item.dev)
+    if isinstance(item, Qdisc):
+        return ("qdisc", item.dev)
     return ("sysctl", item[0])
 
 

@@ -14,9 +14,10 @@ from netlab import names, plan
 from netlab.api import apiserver, etcd, printers, spec
 from netlab.api.spec import IngressManifest, IngressPath, IngressRule, ServiceManifest, ServicePort
 from netlab.controllers import cluster
-from netlab.errors import NetlabError
+from netlab.errors import EnvironmentProblem, NetlabError
 from netlab.node import underlay
 from netlab.observe import faults
+from netlab.values.desired import Qdisc
 
 TAINTED_CP = "1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }"
 
@@ -240,7 +241,8 @@ def test_clearing_names_one_fault_or_refuses_what_is_not_a_fault():
     with pytest.raises(NetlabError) as e:
         faults.named(s, ["extra"])
     assert str(e.value) == ("'extra' is not a fault: `fault clear` takes nothing (every fault goes) or one fault as "
-                            "`netlab fault list` prints it (node-down, link-down, partition, loss, delay and its targets)")
+                            "`netlab fault list` prints it (node-down, link-down, partition, loss, delay, bandwidth "
+                            "and its targets)")
     with pytest.raises(NetlabError) as e:
         faults.named(s, ["node-down", "worker2"])
     assert str(e.value) == "no fault node-down worker2 is injected (see `netlab fault list`)"
@@ -330,3 +332,43 @@ def test_every_eth0_on_the_lan_has_the_mac_docker_derives_from_its_address():
         names.lb_netns("t", "default/lb"): ("peer", "02:42:ac:12:ff:c8"),   # 172.18.255.200
         "t-control-plane": ("peer", "02:42:ac:12:00:02"), "t-worker": ("peer", "02:42:ac:12:00:03"),
         "t-worker2": ("peer", "02:42:ac:12:00:04")}
+
+
+def test_a_nodes_loss_without_netem_is_a_statistic_rule_and_bandwidth_a_tbf(monkeypatch):
+    monkeypatch.setattr(faults, "qdisc_available", lambda kind: kind == "tbf")
+    s = state_for(pods=[spec.PodManifest("default", "client", template())])
+    s.faults.append(faults.check(s, "loss", ["worker", "12.5"]))
+    s.faults.append(faults.check(s, "bandwidth", ["client", "10mbit"]))
+    assert s.faults == [{"kind": "loss", "targets": ["t-worker", "12.5"], "by": "statistic"},
+                        {"kind": "bandwidth", "targets": ["default/client", "10mbit"]}]
+    pod = s.pod("default", "client")
+    # as iptables-save prints them (libxt_statistic keeps lround(p * 2^31), prints it back with %.11f)
+    assert faults._probability("12.5") == "0.12500000000" and faults._probability("33.3") == "0.33300000010"
+    assert faults.qdiscs(s) == {pod.node: {pod.host_veth: Qdisc(pod.host_veth, "tbf", rate="10mbit")}}
+    assert str(Qdisc(pod.host_veth, "tbf", rate="10mbit")) == \
+        f"dev {pod.host_veth} root tbf rate 10mbit burst 32kb latency 50ms"
+    with pytest.raises(EnvironmentProblem, match="no netem .* loss cannot be emulated on a pod here"):
+        faults.check(s, "loss", ["client", "5"])
+    with pytest.raises(EnvironmentProblem, match="delay cannot be emulated on anything here"):
+        faults.check(s, "delay", ["worker", "5"])
+    with pytest.raises(NetlabError, match="bandwidth takes a rate as tc writes it .*, not '10MB'"):
+        faults.check(s, "bandwidth", ["worker", "10MB"])
+
+
+def test_netem_loss_and_delay_share_one_qdisc_and_exclude_a_tbf(monkeypatch):
+    monkeypatch.setattr(faults, "qdisc_available", lambda kind: True)
+    s = state_for()
+    s.faults.append(faults.check(s, "loss", ["worker", "10"]))
+    s.faults.append(faults.check(s, "delay", ["worker", "40"]))
+    assert faults.qdiscs(s) == {"t-lan": {"worker": Qdisc("worker", "netem", loss=10.0, delay=40.0)}}
+    assert str(Qdisc("worker", "netem", loss=10.0, delay=40.0)) == "dev worker root netem delay 40ms loss 10%"
+    with pytest.raises(NetlabError, match="t-worker has loss already, and a device has one root qdisc"):
+        faults.check(s, "bandwidth", ["worker", "1mbit"])
+
+
+def test_a_fault_for_a_while_records_its_end(monkeypatch):
+    monkeypatch.setattr(faults.time, "time", lambda: 1000.0)
+    s = state_for()
+    assert faults.check(s, "node-down", ["worker"], 30)["until"] == 1030.0
+    with pytest.raises(NetlabError, match="--for 0: a fault lasts a positive number of seconds"):
+        faults.check(s, "node-down", ["worker"], 0)
